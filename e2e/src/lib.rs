@@ -1,0 +1,248 @@
+//! Harness for end-to-end tests: starts real `ferrocd` and `etcd` processes
+//! on free loopback ports, each with its own data directory, and stops them
+//! when dropped.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ferrocd_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use ferrocd_proto::etcdserverpb::StatusRequest;
+
+/// Which server a [`Server`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Ferrocd,
+    Etcd,
+}
+
+/// A running server process.
+pub struct Server {
+    pub kind: Kind,
+    /// `http://127.0.0.1:PORT`
+    pub client_url: String,
+    /// `127.0.0.1:PORT`, as etcdctl's `--endpoints` takes it.
+    pub endpoint: String,
+    args: Vec<String>,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+/// Whether this run is CI, where a missing tool is a failure, not a skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Looks `tool` up on PATH. Missing: panics in CI, otherwise returns false
+/// so the caller can skip with a message.
+pub fn require_tool(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        if in_ci() {
+            panic!("{tool} is required (install Debian's etcd-server/etcd-client) and CI=true");
+        }
+        eprintln!("skipping: {tool} is not installed");
+    }
+    found
+}
+
+/// The `ferrocd` binary built alongside these tests (`FERROCD_BIN` overrides).
+pub fn ferrocd_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("FERROCD_BIN") {
+        return PathBuf::from(p);
+    }
+    // Test executables live in target/<profile>/deps.
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+    let bin = profile_dir.join("ferrocd");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (cargo build --bin ferrocd) or set FERROCD_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl Server {
+    /// Starts ferrocd with etcd-style flags plus `extra`.
+    pub async fn ferrocd(extra: &[&str]) -> Server {
+        Server::start(Kind::Ferrocd, extra).await
+    }
+
+    /// Starts etcd 3.4 with the same flags plus `extra`; `None` when etcd is
+    /// not installed outside CI.
+    pub async fn etcd(extra: &[&str]) -> Option<Server> {
+        if !require_tool("etcd") {
+            return None;
+        }
+        Some(Server::start(Kind::Etcd, extra).await)
+    }
+
+    async fn start(kind: Kind, extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (client, peer) = (free_port(), free_port());
+        let client_url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let data_dir = dir.path().join("data");
+        let mut args: Vec<String> = vec![
+            "--name=default".into(),
+            format!("--data-dir={}", data_dir.display()),
+            format!("--listen-client-urls={client_url}"),
+            format!("--advertise-client-urls={client_url}"),
+            format!("--listen-peer-urls={peer_url}"),
+            format!("--initial-advertise-peer-urls={peer_url}"),
+            format!("--initial-cluster=default={peer_url}"),
+        ];
+        if kind == Kind::Etcd {
+            args.extend(["--logger=zap".into(), "--log-level=error".into()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut server = Server {
+            kind,
+            endpoint: format!("127.0.0.1:{client}"),
+            client_url,
+            args,
+            child: None,
+            dir,
+        };
+        server.spawn().await;
+        server
+    }
+
+    fn program(&self) -> PathBuf {
+        match self.kind {
+            Kind::Ferrocd => ferrocd_bin(),
+            Kind::Etcd => PathBuf::from("etcd"),
+        }
+    }
+
+    /// The server's log file (stdout and stderr).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log file");
+        let child = Command::new(self.program())
+            .args(&self.args)
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {:?}: {e}", self.program()));
+        self.child = Some(child);
+        self.wait_ready().await;
+    }
+
+    /// Waits until the server answers Maintenance.Status.
+    pub async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("{:?} exited early with {status}; log:\n{}", self.kind, self.log());
+            }
+            if let Ok(mut c) = MaintenanceClient::connect(self.client_url.clone()).await {
+                if let Ok(s) = c.status(StatusRequest {}).await {
+                    if s.get_ref().leader != 0 {
+                        return;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "{:?} not ready in 30s; log:\n{}", self.kind, self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("server is running");
+        let pid = c.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = c.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server ignored SIGTERM for 20s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the process again with the same flags and data.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the server before restarting it");
+        self.spawn().await;
+    }
+
+    /// Runs `etcdctl` (API v3) against this server.
+    pub fn etcdctl(&self, args: &[&str]) -> Output {
+        self.etcdctl_with_input(args, None)
+    }
+
+    /// Runs `etcdctl` with `input` on its standard input.
+    pub fn etcdctl_with_input(&self, args: &[&str], input: Option<&str>) -> Output {
+        use std::io::Write;
+        let mut cmd = Command::new("etcdctl");
+        cmd.env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoint))
+            .arg("--command-timeout=10s")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("etcdctl");
+        let mut stdin = child.stdin.take().expect("stdin");
+        if let Some(text) = input {
+            stdin.write_all(text.as_bytes()).expect("etcdctl stdin");
+        }
+        drop(stdin);
+        child.wait_with_output().expect("etcdctl output")
+    }
+
+    /// An `etcd-client` crate client connected to this server.
+    pub async fn client(&self) -> etcd_client::Client {
+        etcd_client::Client::connect([self.client_url.as_str()], None)
+            .await
+            .expect("etcd-client connect")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

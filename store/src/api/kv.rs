@@ -1,0 +1,100 @@
+//! The KV service.
+
+use ferrocd_proto::etcdserverpb::kv_server::Kv;
+use ferrocd_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+};
+use ferrocd_proto::ferrocdpb::internal_request::Request as Internal;
+use tonic::{Request, Response, Status};
+
+use super::{invalid_status, kv_status, Context};
+use crate::kv::{self, validate, NoLeases};
+use crate::raft::Response as Applied;
+
+/// etcd's KV service.
+pub struct KvService {
+    ctx: Context,
+}
+
+impl KvService {
+    pub fn new(ctx: Context) -> Self {
+        KvService { ctx }
+    }
+}
+
+fn unexpected(what: &Applied) -> Status {
+    Status::internal(format!("etcdserver: unexpected apply result {what:?}"))
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let r = request.into_inner();
+        validate::range(&r).map_err(invalid_status)?;
+        if !r.serializable {
+            self.ctx.linearizable().await?;
+        }
+        let mut resp = kv::range(&self.ctx.mvcc().read(), &r).map_err(kv_status)?;
+        self.ctx.fill(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let r = request.into_inner();
+        validate::put(&r).map_err(invalid_status)?;
+        match self.ctx.propose(Internal::Put(r)).await? {
+            Applied::Put(mut resp) => {
+                self.ctx.fill(&mut resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn delete_range(&self, request: Request<DeleteRangeRequest>) -> Result<Response<DeleteRangeResponse>, Status> {
+        let r = request.into_inner();
+        validate::delete_range(&r).map_err(invalid_status)?;
+        match self.ctx.propose(Internal::DeleteRange(r)).await? {
+            Applied::DeleteRange(mut resp) => {
+                self.ctx.fill(&mut resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let r = request.into_inner();
+        validate::txn(&r, self.ctx.config().max_txn_ops).map_err(invalid_status)?;
+        if kv::txn_is_read_only(&r) {
+            // Read-only txns are served like reads, without a log entry.
+            self.ctx.linearizable().await?;
+            let mut view = self.ctx.mvcc().read();
+            let mut resp = kv::txn(&mut view, &r, &NoLeases).map_err(kv_status)?;
+            drop(view);
+            self.ctx.fill(&mut resp.header);
+            return Ok(Response::new(resp));
+        }
+        match self.ctx.propose(Internal::Txn(r)).await? {
+            Applied::Txn(mut resp) => {
+                self.ctx.fill(&mut resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn compact(&self, request: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
+        // Compaction frees space within the applying batch, so `physical`
+        // is always satisfied by the time the response is sent.
+        let r = request.into_inner();
+        match self.ctx.propose(Internal::Compaction(r)).await? {
+            Applied::Compaction(mut resp) => {
+                self.ctx.fill(&mut resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The etcd v3 gRPC services. This layer validates requests, turns store
+//! errors into etcd's exact statuses (once, here), fills response headers,
+//! and sends writes through raft.
+
+mod cluster;
+pub mod errors;
+mod kv;
+mod maintenance;
+mod unsupported;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrocd_proto::etcdserverpb::ResponseHeader;
+use ferrocd_proto::ferrocdpb::{internal_request, InternalRequest};
+use openraft::error::{ClientWriteError, RaftError};
+use prost::Message;
+use tonic::Status;
+
+pub use cluster::ClusterService;
+pub use errors::EtcdError;
+pub use kv::KvService;
+pub use maintenance::MaintenanceService;
+pub use unsupported::{AuthService, LeaseService, WatchService};
+
+use crate::config::Config;
+use crate::kv::validate::Invalid;
+use crate::kv::KvError;
+use crate::mvcc::{Mvcc, MvccError};
+use crate::raft::{Raft, Request, Response};
+
+/// What every service shares: the raft handle, the store and the config.
+#[derive(Clone)]
+pub struct Context {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    raft: Raft,
+    mvcc: Arc<Mvcc>,
+    config: Config,
+    db: sled::Db,
+    next_id: AtomicU64,
+}
+
+impl Context {
+    pub fn new(raft: Raft, mvcc: Arc<Mvcc>, config: Config, db: sled::Db) -> Self {
+        Context {
+            inner: Arc::new(Shared {
+                raft,
+                mvcc,
+                config,
+                db,
+                next_id: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    pub fn mvcc(&self) -> &Mvcc {
+        &self.inner.mvcc
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// How long a request may wait for raft, as etcd computes it:
+    /// 5 s plus two election timeouts.
+    fn request_timeout(&self) -> Duration {
+        Duration::from_millis(5000 + 2 * self.inner.config.election_timeout_ms)
+    }
+
+    fn raft_term(&self) -> u64 {
+        self.inner.raft.metrics().borrow().current_term
+    }
+
+    /// A top-level response header: cluster, member, term, and `revision`
+    /// (or the current revision when the response carried none).
+    fn header(&self, revision: i64) -> ResponseHeader {
+        let revision = if revision == 0 {
+            self.inner.mvcc.current_revision()
+        } else {
+            revision
+        };
+        ResponseHeader {
+            cluster_id: self.inner.config.cluster_id,
+            member_id: self.inner.config.member_id,
+            revision,
+            raft_term: self.raft_term(),
+        }
+    }
+
+    fn fill(&self, header: &mut Option<ResponseHeader>) {
+        let revision = header.map(|h| h.revision).unwrap_or(0);
+        *header = Some(self.header(revision));
+    }
+
+    /// Waits until this member may serve a linearizable read: it is the
+    /// leader (confirmed by a quorum) and has applied everything committed.
+    async fn linearizable(&self) -> Result<(), Status> {
+        match tokio::time::timeout(self.request_timeout(), self.inner.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::Fatal(_))) => Err(EtcdError::Stopped.into()),
+            Ok(Err(RaftError::APIError(_))) => Err(EtcdError::NoLeader.into()),
+            Err(_) => Err(EtcdError::Timeout.into()),
+        }
+    }
+
+    /// Proposes a write through raft and waits until it is applied.
+    async fn propose(&self, request: internal_request::Request) -> Result<Response, Status> {
+        let req = InternalRequest {
+            id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
+            request: Some(request),
+        };
+        if req.encoded_len() > self.inner.config.max_request_bytes {
+            return Err(EtcdError::RequestTooLarge.into());
+        }
+        let write = self.inner.raft.client_write(Request(req));
+        match tokio::time::timeout(self.request_timeout(), write).await {
+            Ok(Ok(resp)) => match resp.data {
+                Response::Failed(e) => Err(kv_status(e)),
+                other => Ok(other),
+            },
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Err(EtcdError::NoLeader.into()),
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                Err(Status::failed_precondition(e.to_string()))
+            }
+            Ok(Err(RaftError::Fatal(_))) => Err(EtcdError::Stopped.into()),
+            Err(_) => Err(EtcdError::Timeout.into()),
+        }
+    }
+
+    /// Bytes the database occupies on disk.
+    fn db_size(&self) -> i64 {
+        self.inner.db.size_on_disk().map(|s| s as i64).unwrap_or(0)
+    }
+}
+
+/// Maps a store error to etcd's status.
+fn kv_status(e: KvError) -> Status {
+    match e {
+        KvError::Mvcc(MvccError::Compacted) => EtcdError::Compacted.into(),
+        KvError::Mvcc(MvccError::FutureRevision) => EtcdError::FutureRev.into(),
+        KvError::Mvcc(MvccError::Storage(msg)) => Status::internal(format!("etcdserver: storage error: {msg}")),
+        KvError::KeyNotFound => EtcdError::KeyNotFound.into(),
+        KvError::LeaseNotFound => EtcdError::LeaseNotFound.into(),
+        KvError::ReadOnly => Status::internal("etcdserver: write in a read-only transaction"),
+    }
+}
+
+/// Maps a validation failure to etcd's status.
+fn invalid_status(e: Invalid) -> Status {
+    match e {
+        Invalid::EmptyKey => EtcdError::EmptyKey,
+        Invalid::SortOption => EtcdError::InvalidSortOption,
+        Invalid::ValueProvided => EtcdError::ValueProvided,
+        Invalid::LeaseProvided => EtcdError::LeaseProvided,
+        Invalid::TooManyOps => EtcdError::TooManyOps,
+        Invalid::DuplicateKey => EtcdError::DuplicateKey,
+        Invalid::EmptyOp => EtcdError::KeyNotFound,
+    }
+    .into()
+}
+
+/// Status for an RPC whose service is not built yet.
+fn not_yet(what: &str) -> Status {
+    Status::unimplemented(format!("ferrocd: {what} is not implemented yet"))
+}

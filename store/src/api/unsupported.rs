@@ -1,0 +1,97 @@
+//! Services that are not built yet. Every RPC answers `Unimplemented` with a
+//! message naming what is missing, so clients fail clearly instead of hanging.
+
+use std::pin::Pin;
+
+use ferrocd_proto::etcdserverpb::auth_server::Auth;
+use ferrocd_proto::etcdserverpb::lease_server::Lease;
+use ferrocd_proto::etcdserverpb::watch_server::Watch;
+use ferrocd_proto::etcdserverpb::*;
+use futures::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::not_yet;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Generates RPCs that answer `Unimplemented` for `what`.
+macro_rules! not_yet_rpcs {
+    ($what:literal; $($name:ident($req:ty) -> $resp:ty;)*) => {
+        $(
+            // Written as `#[async_trait]` expands an `async fn`, since the
+            // attribute runs before this macro does.
+            fn $name<'life0, 'async_trait>(
+                &'life0 self,
+                _: Request<$req>,
+            ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response<$resp>, Status>> + Send + 'async_trait>>
+            where
+                'life0: 'async_trait,
+                Self: 'async_trait,
+            {
+                Box::pin(async move { Err(not_yet($what)) })
+            }
+        )*
+    };
+}
+
+/// The Watch service (not built yet).
+pub struct WatchService;
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    type WatchStream = BoxStream<WatchResponse>;
+
+    async fn watch(&self, _: Request<Streaming<WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
+        Err(not_yet("the Watch service"))
+    }
+}
+
+/// The Lease service (not built yet).
+pub struct LeaseService;
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    type LeaseKeepAliveStream = BoxStream<LeaseKeepAliveResponse>;
+
+    not_yet_rpcs! { "the Lease service";
+        lease_grant(LeaseGrantRequest) -> LeaseGrantResponse;
+        lease_revoke(LeaseRevokeRequest) -> LeaseRevokeResponse;
+        lease_time_to_live(LeaseTimeToLiveRequest) -> LeaseTimeToLiveResponse;
+        lease_leases(LeaseLeasesRequest) -> LeaseLeasesResponse;
+    }
+
+    async fn lease_keep_alive(
+        &self,
+        _: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        Err(not_yet("the Lease service"))
+    }
+}
+
+/// The Auth service (not built yet).
+pub struct AuthService;
+
+#[tonic::async_trait]
+impl Auth for AuthService {
+    not_yet_rpcs! { "the Auth service";
+        auth_enable(AuthEnableRequest) -> AuthEnableResponse;
+        auth_disable(AuthDisableRequest) -> AuthDisableResponse;
+        auth_status(AuthStatusRequest) -> AuthStatusResponse;
+        authenticate(AuthenticateRequest) -> AuthenticateResponse;
+        user_add(AuthUserAddRequest) -> AuthUserAddResponse;
+        user_get(AuthUserGetRequest) -> AuthUserGetResponse;
+        user_list(AuthUserListRequest) -> AuthUserListResponse;
+        user_delete(AuthUserDeleteRequest) -> AuthUserDeleteResponse;
+        user_change_password(AuthUserChangePasswordRequest) -> AuthUserChangePasswordResponse;
+        user_grant_role(AuthUserGrantRoleRequest) -> AuthUserGrantRoleResponse;
+        user_revoke_role(AuthUserRevokeRoleRequest) -> AuthUserRevokeRoleResponse;
+        role_add(AuthRoleAddRequest) -> AuthRoleAddResponse;
+        role_get(AuthRoleGetRequest) -> AuthRoleGetResponse;
+        role_list(AuthRoleListRequest) -> AuthRoleListResponse;
+        role_delete(AuthRoleDeleteRequest) -> AuthRoleDeleteResponse;
+        role_grant_permission(AuthRoleGrantPermissionRequest) -> AuthRoleGrantPermissionResponse;
+        role_revoke_permission(AuthRoleRevokePermissionRequest) -> AuthRoleRevokePermissionResponse;
+    }
+}
+
+pub(super) use not_yet_rpcs;

@@ -1,0 +1,393 @@
+//! Command-line flags and `ETCD_*` environment variables, named and
+//! defaulted as etcd's so ferrocd drops into existing manifests.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use url::Url;
+
+use crate::ids;
+
+/// etcd's default for `--max-request-bytes` (1.5 MiB).
+pub const DEFAULT_MAX_REQUEST_BYTES: u32 = 1024 * 1024 + 512 * 1024;
+
+/// The version ferrocd reports to clients as its etcd API version.
+pub const ETCD_VERSION: &str = "3.6.0";
+
+/// ferrocd's flags. Each long flag `--foo-bar` can also be given as the
+/// environment variable `ETCD_FOO_BAR`; a flag on the command line wins.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "ferrocd", version, about = "An etcd-compatible distributed key-value store")]
+pub struct Flags {
+    /// Human-readable name for this member.
+    #[arg(long, env = "ETCD_NAME", default_value = "default")]
+    pub name: String,
+
+    /// Path to the data directory (default: "<name>.etcd").
+    #[arg(long, env = "ETCD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// URLs to listen on for client traffic (comma-separated).
+    #[arg(long, env = "ETCD_LISTEN_CLIENT_URLS", default_value = "http://localhost:2379")]
+    pub listen_client_urls: String,
+
+    /// Client URLs of this member, advertised to the cluster and clients.
+    #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS", default_value = "http://localhost:2379")]
+    pub advertise_client_urls: String,
+
+    /// URLs to listen on for peer traffic.
+    #[arg(long, env = "ETCD_LISTEN_PEER_URLS", default_value = "http://localhost:2380")]
+    pub listen_peer_urls: String,
+
+    /// Peer URLs of this member, advertised to the rest of the cluster.
+    #[arg(long, env = "ETCD_INITIAL_ADVERTISE_PEER_URLS", default_value = "http://localhost:2380")]
+    pub initial_advertise_peer_urls: String,
+
+    /// Initial cluster configuration for bootstrapping: name=url,name=url.
+    /// Default: this member's name with its advertised peer URLs.
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+
+    /// Initial cluster state: "new" or "existing".
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", default_value = "new", value_parser = ["new", "existing"])]
+    pub initial_cluster_state: String,
+
+    /// Initial cluster token, mixed into member and cluster IDs.
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
+    pub initial_cluster_token: String,
+
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
+    pub max_request_bytes: u32,
+
+    /// Maximum number of operations permitted in a transaction.
+    #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
+    pub max_txn_ops: u32,
+
+    /// Log level: debug, info, warn, error, panic or fatal.
+    #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info",
+          value_parser = ["debug", "info", "warn", "error", "panic", "fatal"])]
+    pub log_level: String,
+
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
+
+    /// Number of committed transactions to trigger a snapshot to disk.
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    pub snapshot_count: u64,
+
+    /// Accepted for compatibility; the backend quota is not enforced yet.
+    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES")]
+    pub quota_backend_bytes: Option<i64>,
+
+    /// Accepted for compatibility; automatic compaction is not implemented yet.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION")]
+    pub auto_compaction_retention: Option<String>,
+
+    /// Accepted for compatibility; automatic compaction is not implemented yet.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", value_parser = ["periodic", "revision"])]
+    pub auto_compaction_mode: Option<String>,
+
+    /// Accepted for compatibility: ferrocd logs through its own structured logger.
+    #[arg(long, env = "ETCD_LOGGER", value_parser = ["zap", "capnslog"])]
+    pub logger: Option<String>,
+
+    /// Accepted for compatibility: ferrocd logs to stderr.
+    #[arg(long, env = "ETCD_LOG_OUTPUTS")]
+    pub log_outputs: Option<String>,
+
+    /// Client TLS: not supported yet; giving it is an error.
+    #[arg(long, env = "ETCD_CERT_FILE")]
+    pub cert_file: Option<String>,
+    /// Client TLS: not supported yet; giving it is an error.
+    #[arg(long, env = "ETCD_KEY_FILE")]
+    pub key_file: Option<String>,
+    /// Client TLS: not supported yet; giving it is an error.
+    #[arg(long, env = "ETCD_TRUSTED_CA_FILE")]
+    pub trusted_ca_file: Option<String>,
+    /// Peer TLS: not supported yet; giving it is an error.
+    #[arg(long, env = "ETCD_PEER_CERT_FILE")]
+    pub peer_cert_file: Option<String>,
+    /// Peer TLS: not supported yet; giving it is an error.
+    #[arg(long, env = "ETCD_PEER_KEY_FILE")]
+    pub peer_key_file: Option<String>,
+    /// Peer TLS: not supported yet; giving it is an error.
+    #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE")]
+    pub peer_trusted_ca_file: Option<String>,
+}
+
+/// A member named in `--initial-cluster`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitialMember {
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub id: u64,
+}
+
+/// The validated configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub listen_client: Vec<SocketAddr>,
+    pub advertise_client_urls: Vec<String>,
+    pub peer_urls: Vec<String>,
+    pub initial_cluster: Vec<InitialMember>,
+    pub member_id: u64,
+    pub cluster_id: u64,
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+    pub log_level: String,
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_ms: u64,
+    pub snapshot_count: u64,
+    /// Notes about flags accepted but not acted on, to log at start.
+    pub ignored: Vec<String>,
+}
+
+/// A configuration error, printed to the user before exiting non-zero.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+fn bad(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+impl Flags {
+    /// Parses process arguments, accepting Go-style single-dash long flags
+    /// (`-name x`) as etcd does.
+    pub fn from_args() -> Self {
+        Flags::parse_from(normalize_args(std::env::args()))
+    }
+}
+
+/// Rewrites `-flag` to `--flag`, as Go's flag package treats both alike.
+pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    args.into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let go_style = i > 0 && a.len() > 2 && a.starts_with('-') && a.as_bytes()[1].is_ascii_alphabetic();
+            if go_style {
+                format!("-{a}")
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
+impl Config {
+    /// Validates flags into a configuration.
+    pub fn from_flags(f: Flags) -> Result<Config, ConfigError> {
+        let tls = [
+            ("cert-file", &f.cert_file),
+            ("key-file", &f.key_file),
+            ("trusted-ca-file", &f.trusted_ca_file),
+            ("peer-cert-file", &f.peer_cert_file),
+            ("peer-key-file", &f.peer_key_file),
+            ("peer-trusted-ca-file", &f.peer_trusted_ca_file),
+        ];
+        if let Some((flag, _)) = tls.iter().find(|(_, v)| v.is_some()) {
+            return Err(bad(format!("--{flag}: TLS is not supported by this ferrocd version yet")));
+        }
+        let listen_client = parse_urls("listen-client-urls", &f.listen_client_urls)?
+            .iter()
+            .map(|u| socket_addr("listen-client-urls", u))
+            .collect::<Result<Vec<_>, _>>()?;
+        let advertise_client_urls = url_strings(parse_urls("advertise-client-urls", &f.advertise_client_urls)?);
+        parse_urls("listen-peer-urls", &f.listen_peer_urls)?;
+        let peer_urls = url_strings(parse_urls("initial-advertise-peer-urls", &f.initial_advertise_peer_urls)?);
+        let initial = match &f.initial_cluster {
+            Some(s) => s.clone(),
+            None => peer_urls.iter().map(|u| format!("{}={u}", f.name)).collect::<Vec<_>>().join(","),
+        };
+        let initial_cluster = parse_initial_cluster(&initial, &f.initial_cluster_token)?;
+        let me = initial_cluster.iter().find(|m| m.name == f.name).ok_or_else(|| {
+            bad(format!(
+                "couldn't find local name {:?} in the initial cluster configuration",
+                f.name
+            ))
+        })?;
+        let mut mine = me.peer_urls.clone();
+        let mut advertised = peer_urls.clone();
+        mine.sort();
+        advertised.sort();
+        if mine != advertised {
+            return Err(bad(format!(
+                "--initial-cluster has {}={} but missing from --initial-advertise-peer-urls={} (URLs must match)",
+                f.name,
+                me.peer_urls.join(","),
+                peer_urls.join(",")
+            )));
+        }
+        if initial_cluster.len() > 1 {
+            return Err(bad(
+                "--initial-cluster: multi-member clusters are not supported by this ferrocd version yet",
+            ));
+        }
+        if f.initial_cluster_state == "existing" {
+            return Err(bad("--initial-cluster-state=existing: joining a cluster is not supported yet"));
+        }
+        if f.election_timeout < 5 * f.heartbeat_interval {
+            return Err(bad(format!(
+                "--election-timeout[{}ms] should be at least as 5 times as --heartbeat-interval[{}ms]",
+                f.election_timeout, f.heartbeat_interval
+            )));
+        }
+        if f.max_txn_ops == 0 {
+            return Err(bad("--max-txn-ops must be greater than 0"));
+        }
+        let mut ignored = Vec::new();
+        for (flag, set) in [
+            ("quota-backend-bytes", f.quota_backend_bytes.is_some()),
+            ("auto-compaction-retention", f.auto_compaction_retention.is_some()),
+            ("auto-compaction-mode", f.auto_compaction_mode.is_some()),
+            ("logger", f.logger.is_some()),
+            ("log-outputs", f.log_outputs.is_some()),
+        ] {
+            if set {
+                ignored.push(format!("--{flag} is accepted but has no effect yet"));
+            }
+        }
+        let member_id = me.id;
+        let cluster_id = ids::cluster_id(&initial_cluster.iter().map(|m| m.id).collect::<Vec<_>>());
+        Ok(Config {
+            data_dir: f.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.etcd", f.name))),
+            name: f.name,
+            listen_client,
+            advertise_client_urls,
+            peer_urls,
+            initial_cluster,
+            member_id,
+            cluster_id,
+            max_request_bytes: f.max_request_bytes as usize,
+            max_txn_ops: f.max_txn_ops as usize,
+            log_level: f.log_level,
+            heartbeat_interval_ms: f.heartbeat_interval,
+            election_timeout_ms: f.election_timeout,
+            snapshot_count: f.snapshot_count,
+            ignored,
+        })
+    }
+}
+
+fn parse_urls(flag: &str, list: &str) -> Result<Vec<Url>, ConfigError> {
+    let urls = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let u = Url::parse(s).map_err(|e| bad(format!("--{flag}: invalid URL {s:?}: {e}")))?;
+            match u.scheme() {
+                "http" => Ok(u),
+                "https" | "unixs" => Err(bad(format!("--{flag}: {s}: TLS is not supported yet"))),
+                other => Err(bad(format!("--{flag}: {s}: URL scheme must be http, https, unix or unixs: {other}"))),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if urls.is_empty() {
+        return Err(bad(format!("--{flag} must not be empty")));
+    }
+    for u in &urls {
+        if u.port().is_none() {
+            return Err(bad(format!("--{flag}: {u}: missing port in address")));
+        }
+    }
+    Ok(urls)
+}
+
+/// URLs as etcd prints them: scheme://host:port without a trailing slash.
+fn url_strings(urls: Vec<Url>) -> Vec<String> {
+    urls.iter()
+        .map(|u| {
+            let s = u.as_str();
+            s.strip_suffix('/').unwrap_or(s).to_string()
+        })
+        .collect()
+}
+
+fn socket_addr(flag: &str, u: &Url) -> Result<SocketAddr, ConfigError> {
+    let host = u.host_str().unwrap_or("");
+    let port = u.port().unwrap_or(0);
+    let host = if host == "localhost" { "127.0.0.1" } else { host };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    format!("{host}:{port}")
+        .parse::<SocketAddr>()
+        .or_else(|_| format!("[{host}]:{port}").parse())
+        .map_err(|_| bad(format!("--{flag}: {u}: expected an IP address or localhost to listen on")))
+}
+
+fn parse_initial_cluster(s: &str, token: &str) -> Result<Vec<InitialMember>, ConfigError> {
+    let mut members: Vec<InitialMember> = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, url) = part
+            .split_once('=')
+            .ok_or_else(|| bad(format!("--initial-cluster: {part:?} is not name=url")))?;
+        let url = url_strings(parse_urls("initial-cluster", url)?).remove(0);
+        match members.iter_mut().find(|m| m.name == name) {
+            Some(m) => m.peer_urls.push(url),
+            None => members.push(InitialMember {
+                name: name.to_string(),
+                peer_urls: vec![url],
+                id: 0,
+            }),
+        }
+    }
+    if members.is_empty() {
+        return Err(bad("--initial-cluster must not be empty"));
+    }
+    for m in &mut members {
+        m.id = ids::member_id(&m.peer_urls, token);
+    }
+    Ok(members)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(args: &[&str]) -> Result<Flags, clap::Error> {
+        let mut all = vec!["ferrocd".to_string()];
+        all.extend(args.iter().map(|s| s.to_string()));
+        Flags::try_parse_from(normalize_args(all))
+    }
+
+    #[test]
+    fn defaults_are_etcds() {
+        let c = Config::from_flags(flags(&[]).unwrap()).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("default.etcd"));
+        assert_eq!(c.listen_client, vec!["127.0.0.1:2379".parse().unwrap()]);
+        assert_eq!(format!("{:x}", c.member_id), "8e9e05c52164694d");
+        assert_eq!(c.max_request_bytes, 1_572_864);
+        assert_eq!(c.max_txn_ops, 128);
+    }
+
+    #[test]
+    fn go_style_single_dash_flags_work() {
+        let c = Config::from_flags(flags(&["-name", "n1", "-data-dir=/tmp/x"]).unwrap()).unwrap();
+        assert_eq!(c.name, "n1");
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn unknown_and_malformed_flags_are_errors() {
+        assert!(flags(&["--no-such-flag"]).is_err());
+        assert!(flags(&["--max-txn-ops", "many"]).is_err());
+        assert!(Config::from_flags(flags(&["--listen-client-urls", "127.0.0.1:2379"]).unwrap()).is_err());
+        assert!(Config::from_flags(flags(&["--cert-file", "x.pem"]).unwrap()).is_err());
+    }
+
+    #[test]
+    fn name_must_be_in_initial_cluster() {
+        let f = flags(&["--name", "a", "--initial-cluster", "b=http://127.0.0.1:2380"]).unwrap();
+        let err = Config::from_flags(f).unwrap_err();
+        assert!(err.to_string().contains("couldn't find local name"));
+    }
+}

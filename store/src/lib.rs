@@ -1,0 +1,13 @@
+//! ferrocd: an etcd-compatible key-value store.
+//!
+//! Layers, each knowing only the one below: [`api`] (gRPC services, etcd's
+//! errors and headers) -> [`raft`] (consensus, log, state machine) ->
+//! [`kv`] (etcd's KV semantics) -> [`mvcc`] (revisions on sled).
+
+pub mod api;
+pub mod config;
+pub mod ids;
+pub mod kv;
+pub mod mvcc;
+pub mod raft;
+pub mod server;

@@ -1,0 +1,51 @@
+//! The `ferrocd` binary: an etcd-compatible server, started like `etcd`.
+
+use std::process::ExitCode;
+
+use ferrocd::config::{Config, Flags};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let config = match Config::from_flags(Flags::from_args()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ferrocd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let level = match config.log_level.as_str() {
+        "panic" | "fatal" => "error",
+        other => other,
+    };
+    let filter = EnvFilter::try_from_env("FERROCD_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},openraft=warn,sled=warn,h2=warn")));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ferrocd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(ferrocd::server::run(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ferrocd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

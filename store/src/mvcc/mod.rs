@@ -1,0 +1,449 @@
+//! Multi-version key-value storage on sled.
+//!
+//! Every change is written under its [`Revision`]; the in-memory
+//! [`KeyIndex`] maps keys to revisions. Reads at any revision newer than the
+//! compacted one see the store as it was then. All writes of one raft apply
+//! batch, including the caller's metadata (the last applied log id), land in
+//! one atomic sled batch.
+
+mod index;
+mod revision;
+
+use std::collections::HashMap;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use ferrocd_proto::mvccpb::{event::EventType, Event, KeyValue};
+use prost::Message;
+
+pub use index::{KeyIndex, KeyRange};
+pub use revision::Revision;
+
+const REV_PREFIX: u8 = b'r';
+const META_PREFIX: u8 = b'm';
+const META_CURRENT: &str = "current_rev";
+const META_COMPACTED: &str = "compacted_rev";
+
+const KIND_PUT: u8 = 0;
+const KIND_TOMBSTONE: u8 = 1;
+
+/// Errors of reads and writes against the store.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum MvccError {
+    #[error("mvcc: required revision has been compacted")]
+    Compacted,
+    #[error("mvcc: required revision is a future revision")]
+    FutureRevision,
+    #[error("mvcc: storage: {0}")]
+    Storage(String),
+}
+
+impl From<sled::Error> for MvccError {
+    fn from(e: sled::Error) -> Self {
+        MvccError::Storage(e.to_string())
+    }
+}
+
+/// How to read a range.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RangeOptions {
+    /// Revision to read at; 0 or less means the view's own revision.
+    pub rev: i64,
+    /// Most key-values to return; 0 means all.
+    pub limit: usize,
+    /// Only count, return no key-values.
+    pub count_only: bool,
+}
+
+/// Result of a range read.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RangeResult {
+    pub kvs: Vec<KeyValue>,
+    /// Number of keys in the range at the revision, regardless of `limit`.
+    pub count: usize,
+    /// The revision of the view the read ran in (what response headers carry).
+    pub rev: i64,
+}
+
+/// Reads shared by read-only views and write transactions.
+pub trait ReadView {
+    /// The revision this view sees.
+    fn rev(&self) -> i64;
+
+    /// Keys in `range` as of `opts.rev`.
+    fn range(&self, range: KeyRange<'_>, opts: RangeOptions) -> Result<RangeResult, MvccError>;
+}
+
+struct State {
+    index: KeyIndex,
+    current: i64,
+    compacted: i64,
+}
+
+/// The MVCC store. Cheap to share behind an `Arc`; reads run concurrently,
+/// writes are serialized by the raft apply loop.
+pub struct Mvcc {
+    tree: sled::Tree,
+    state: RwLock<State>,
+}
+
+impl Mvcc {
+    /// Opens the store in `tree`, rebuilding the key index from disk.
+    pub fn open(tree: sled::Tree) -> Result<Self, MvccError> {
+        let state = load_state(&tree)?;
+        Ok(Mvcc {
+            tree,
+            state: RwLock::new(state),
+        })
+    }
+
+    /// Every stored entry (data and metadata), as of one consistent moment.
+    pub fn export(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, MvccError> {
+        let _state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        self.tree
+            .iter()
+            .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(MvccError::from))
+            .collect()
+    }
+
+    /// Replaces the whole store with `entries` from [`Mvcc::export`].
+    pub fn import(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), MvccError> {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let mut batch = sled::Batch::default();
+        for item in self.tree.iter() {
+            batch.remove(item?.0);
+        }
+        for (k, v) in entries {
+            batch.insert(k, v);
+        }
+        self.tree.apply_batch(batch)?;
+        *state = load_state(&self.tree)?;
+        Ok(())
+    }
+
+    /// A consistent read-only view at the current revision.
+    pub fn read(&self) -> ReadTxn<'_> {
+        ReadTxn {
+            state: self.state.read().unwrap_or_else(|e| e.into_inner()),
+            tree: &self.tree,
+        }
+    }
+
+    /// Starts writing. Holds the write lock until committed or dropped.
+    pub fn write(&self) -> WriteTxn<'_> {
+        let state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let begin = state.current;
+        WriteTxn {
+            state,
+            tree: &self.tree,
+            batch: sled::Batch::default(),
+            pending: HashMap::new(),
+            begin,
+            sub: 0,
+            events: Vec::new(),
+        }
+    }
+
+    /// The newest revision.
+    pub fn current_revision(&self) -> i64 {
+        self.state.read().unwrap_or_else(|e| e.into_inner()).current
+    }
+
+    /// The revision of the last compaction, or -1 if none happened.
+    pub fn compacted_revision(&self) -> i64 {
+        self.state.read().unwrap_or_else(|e| e.into_inner()).compacted
+    }
+
+    /// Number of keys the index tracks (live or with history).
+    pub fn key_count(&self) -> usize {
+        self.state.read().unwrap_or_else(|e| e.into_inner()).index.len()
+    }
+
+    /// Reads metadata stored by [`WriteTxn::set_meta`].
+    pub fn meta(&self, name: &str) -> Result<Option<sled::IVec>, MvccError> {
+        Ok(self.tree.get(meta_key(name))?)
+    }
+}
+
+/// A read-only view.
+pub struct ReadTxn<'a> {
+    state: RwLockReadGuard<'a, State>,
+    tree: &'a sled::Tree,
+}
+
+impl ReadTxn<'_> {
+    /// The revision of the last compaction.
+    pub fn compacted(&self) -> i64 {
+        self.state.compacted
+    }
+}
+
+impl ReadView for ReadTxn<'_> {
+    fn rev(&self) -> i64 {
+        self.state.current
+    }
+
+    fn range(&self, range: KeyRange<'_>, opts: RangeOptions) -> Result<RangeResult, MvccError> {
+        range_at(&self.state, self.state.current, range, opts, |rev| load(self.tree, &HashMap::new(), rev))
+    }
+}
+
+/// A write transaction covering one or more main revisions. Changes become
+/// visible to other readers, and durable in the tree, on [`WriteTxn::commit`].
+pub struct WriteTxn<'a> {
+    state: RwLockWriteGuard<'a, State>,
+    tree: &'a sled::Tree,
+    batch: sled::Batch,
+    /// Values written in this transaction, not yet in the tree.
+    pending: HashMap<Revision, KeyValue>,
+    /// Revision before the current main revision's changes.
+    begin: i64,
+    /// Changes made so far in the current main revision.
+    sub: i64,
+    /// Changes of the current main revision, for watchers.
+    events: Vec<Event>,
+}
+
+impl WriteTxn<'_> {
+    /// Starts a new main revision (one request).
+    pub fn begin(&mut self) {
+        self.begin = self.state.current;
+        self.sub = 0;
+        self.events.clear();
+    }
+
+    /// Ends the current main revision: returns its revision if it changed
+    /// anything, with its events in order.
+    pub fn end(&mut self) -> Option<(i64, Vec<Event>)> {
+        if self.sub == 0 {
+            return None;
+        }
+        self.state.current = self.begin + 1;
+        self.begin = self.state.current;
+        self.sub = 0;
+        Some((self.state.current, std::mem::take(&mut self.events)))
+    }
+
+    /// Whether the current main revision has changes so far.
+    pub fn changed(&self) -> bool {
+        self.sub > 0
+    }
+
+    /// Writes `key`; returns the revision it gets.
+    pub fn put(&mut self, key: &[u8], value: Vec<u8>, lease: i64) -> i64 {
+        let main = self.begin + 1;
+        let rev = Revision::new(main, self.sub);
+        self.sub += 1;
+        let (create_revision, version) = match self.state.index.live(key) {
+            Some(live) => (live.created, live.version + 1),
+            None => (main, 1),
+        };
+        let kv = KeyValue {
+            key: key.to_vec(),
+            create_revision,
+            mod_revision: main,
+            version,
+            value,
+            lease,
+        };
+        self.batch.insert(&rev_key(rev)[..], encode_value(KIND_PUT, &kv));
+        self.state.index.put(key, rev);
+        self.events.push(Event {
+            r#type: EventType::Put as i32,
+            kv: Some(kv.clone()),
+            prev_kv: None,
+        });
+        self.pending.insert(rev, kv);
+        main
+    }
+
+    /// Deletes every live key in `range`; returns how many were deleted.
+    pub fn delete_range(&mut self, range: KeyRange<'_>) -> i64 {
+        let (keys, _) = self.state.index.range(range, self.view_rev(), 0);
+        let main = self.begin + 1;
+        for (key, _) in &keys {
+            let rev = Revision::new(main, self.sub);
+            self.sub += 1;
+            let kv = KeyValue {
+                key: key.clone(),
+                mod_revision: main,
+                ..Default::default()
+            };
+            self.batch.insert(&rev_key(rev)[..], encode_value(KIND_TOMBSTONE, &kv));
+            self.state.index.tombstone(key, rev);
+            self.events.push(Event {
+                r#type: EventType::Delete as i32,
+                kv: Some(kv),
+                prev_kv: None,
+            });
+        }
+        keys.len() as i64
+    }
+
+    /// Compacts history before `at`, freeing its space in the same batch.
+    pub fn compact(&mut self, at: i64) -> Result<(), MvccError> {
+        if at <= self.state.compacted {
+            return Err(MvccError::Compacted);
+        }
+        if at > self.state.current {
+            return Err(MvccError::FutureRevision);
+        }
+        for rev in self.state.index.compact(at) {
+            self.batch.remove(&rev_key(rev)[..]);
+            self.pending.remove(&rev);
+        }
+        self.state.compacted = at;
+        self.batch.insert(meta_key(META_COMPACTED), &at.to_be_bytes()[..]);
+        Ok(())
+    }
+
+    /// The revision of the last compaction.
+    pub fn compacted(&self) -> i64 {
+        self.state.compacted
+    }
+
+    /// Stores caller metadata atomically with this transaction's data.
+    pub fn set_meta(&mut self, name: &str, value: &[u8]) {
+        self.batch.insert(meta_key(name), value);
+    }
+
+    /// Writes everything to the tree in one atomic batch.
+    pub fn commit(mut self) -> Result<(), MvccError> {
+        let current = self.state.current;
+        self.batch.insert(meta_key(META_CURRENT), &current.to_be_bytes()[..]);
+        let batch = std::mem::take(&mut self.batch);
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn view_rev(&self) -> i64 {
+        if self.sub > 0 {
+            self.begin + 1
+        } else {
+            self.begin
+        }
+    }
+}
+
+impl ReadView for WriteTxn<'_> {
+    fn rev(&self) -> i64 {
+        self.view_rev()
+    }
+
+    fn range(&self, range: KeyRange<'_>, opts: RangeOptions) -> Result<RangeResult, MvccError> {
+        range_at(&self.state, self.view_rev(), range, opts, |rev| load(self.tree, &self.pending, rev))
+    }
+}
+
+fn range_at(
+    state: &State,
+    view_rev: i64,
+    range: KeyRange<'_>,
+    opts: RangeOptions,
+    load: impl Fn(Revision) -> Result<KeyValue, MvccError>,
+) -> Result<RangeResult, MvccError> {
+    if opts.rev > view_rev {
+        return Err(MvccError::FutureRevision);
+    }
+    let rev = if opts.rev <= 0 { view_rev } else { opts.rev };
+    if rev < state.compacted {
+        return Err(MvccError::Compacted);
+    }
+    let limit = if opts.count_only { 1 } else { opts.limit };
+    let (revs, count) = state.index.range(range, rev, limit);
+    let kvs = if opts.count_only {
+        Vec::new()
+    } else {
+        revs.into_iter().map(|(_, r)| load(r)).collect::<Result<_, _>>()?
+    };
+    Ok(RangeResult {
+        kvs,
+        count,
+        rev: view_rev,
+    })
+}
+
+fn load(tree: &sled::Tree, pending: &HashMap<Revision, KeyValue>, rev: Revision) -> Result<KeyValue, MvccError> {
+    if let Some(kv) = pending.get(&rev) {
+        return Ok(kv.clone());
+    }
+    let raw = tree
+        .get(rev_key(rev))?
+        .ok_or_else(|| corrupt("index names a revision missing on disk"))?;
+    Ok(decode_value(&raw)?.1)
+}
+
+fn load_state(tree: &sled::Tree) -> Result<State, MvccError> {
+    let mut index = KeyIndex::new();
+    let mut last_seen = 1;
+    for item in tree.scan_prefix([REV_PREFIX]) {
+        let (k, v) = item?;
+        let rev = Revision::from_bytes(&k[1..]).ok_or_else(|| corrupt("revision key"))?;
+        let (kind, kv) = decode_value(&v)?;
+        if kind == KIND_TOMBSTONE {
+            index.tombstone(&kv.key, rev);
+        } else {
+            index.restore(&kv.key, rev, kv.create_revision, Some(kv.version));
+        }
+        last_seen = rev.main;
+    }
+    let current = read_i64(tree, META_CURRENT)?.unwrap_or(1).max(last_seen);
+    let compacted = read_i64(tree, META_COMPACTED)?.unwrap_or(-1);
+    if compacted > 0 {
+        // Finish a compaction a crash may have interrupted.
+        let mut batch = sled::Batch::default();
+        for rev in index.compact(compacted) {
+            batch.remove(&rev_key(rev)[..]);
+        }
+        tree.apply_batch(batch)?;
+    }
+    Ok(State {
+        index,
+        current,
+        compacted,
+    })
+}
+
+fn rev_key(rev: Revision) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = REV_PREFIX;
+    k[1..].copy_from_slice(&rev.to_bytes());
+    k
+}
+
+/// The tree key under which metadata `name` is stored.
+pub fn meta_key(name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + name.len());
+    k.push(META_PREFIX);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+fn encode_value(kind: u8, kv: &KeyValue) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + kv.encoded_len());
+    out.push(kind);
+    kv.encode(&mut out).expect("Vec grows as needed");
+    out
+}
+
+fn decode_value(raw: &[u8]) -> Result<(u8, KeyValue), MvccError> {
+    let (&kind, rest) = raw.split_first().ok_or_else(|| corrupt("empty value"))?;
+    let kv = KeyValue::decode(rest).map_err(|_| corrupt("undecodable key-value"))?;
+    Ok((kind, kv))
+}
+
+fn read_i64(tree: &sled::Tree, name: &str) -> Result<Option<i64>, MvccError> {
+    match tree.get(meta_key(name))? {
+        None => Ok(None),
+        Some(v) => {
+            let bytes: [u8; 8] = v.as_ref().try_into().map_err(|_| corrupt(name))?;
+            Ok(Some(i64::from_be_bytes(bytes)))
+        }
+    }
+}
+
+fn corrupt(what: &str) -> MvccError {
+    MvccError::Storage(format!("corrupt data: {what}"))
+}
+
+#[cfg(test)]
+mod tests;

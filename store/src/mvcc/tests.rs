@@ -1,0 +1,232 @@
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn temp_tree() -> (sled::Db, sled::Tree) {
+    let db = sled::Config::new().temporary(true).open().expect("temp db");
+    let tree = db.open_tree("state").expect("tree");
+    (db, tree)
+}
+
+fn put(store: &Mvcc, key: &[u8], value: &[u8]) -> i64 {
+    let mut w = store.write();
+    w.begin();
+    let rev = w.put(key, value.to_vec(), 0);
+    w.end();
+    w.commit().unwrap();
+    rev
+}
+
+fn get_all(view: &impl ReadView, rev: i64) -> Result<Vec<KeyValue>, MvccError> {
+    let opts = RangeOptions {
+        rev,
+        ..Default::default()
+    };
+    Ok(view.range(KeyRange::new(b"\0", b"\0"), opts)?.kvs)
+}
+
+#[test]
+fn empty_store_starts_at_revision_one() {
+    let (_db, tree) = temp_tree();
+    let store = Mvcc::open(tree).unwrap();
+    assert_eq!(store.current_revision(), 1);
+    assert_eq!(store.compacted_revision(), -1);
+}
+
+#[test]
+fn put_sets_create_mod_and_version() {
+    let (_db, tree) = temp_tree();
+    let store = Mvcc::open(tree).unwrap();
+    assert_eq!(put(&store, b"a", b"1"), 2);
+    assert_eq!(put(&store, b"a", b"2"), 3);
+    let kvs = get_all(&store.read(), 0).unwrap();
+    assert_eq!(kvs.len(), 1);
+    assert_eq!((kvs[0].create_revision, kvs[0].mod_revision, kvs[0].version), (2, 3, 2));
+    assert_eq!(kvs[0].value, b"2");
+}
+
+#[test]
+fn txn_reads_see_earlier_writes_of_the_same_revision() {
+    let (_db, tree) = temp_tree();
+    let store = Mvcc::open(tree).unwrap();
+    let mut w = store.write();
+    w.begin();
+    w.put(b"a", b"x".to_vec(), 0);
+    let seen = w.range(KeyRange::new(b"a", b""), RangeOptions::default()).unwrap();
+    assert_eq!(seen.rev, 2);
+    assert_eq!(seen.kvs[0].value, b"x");
+    w.put(b"b", b"y".to_vec(), 0);
+    let (rev, events) = w.end().unwrap();
+    assert_eq!(rev, 2);
+    assert_eq!(events.len(), 2);
+    w.commit().unwrap();
+    assert_eq!(store.current_revision(), 2);
+}
+
+#[test]
+fn delete_of_nothing_does_not_bump_revision() {
+    let (_db, tree) = temp_tree();
+    let store = Mvcc::open(tree).unwrap();
+    let mut w = store.write();
+    w.begin();
+    assert_eq!(w.delete_range(KeyRange::new(b"a", b"z")), 0);
+    assert!(w.end().is_none());
+    w.commit().unwrap();
+    assert_eq!(store.current_revision(), 1);
+}
+
+#[test]
+fn reads_reject_future_and_compacted_revisions() {
+    let (_db, tree) = temp_tree();
+    let store = Mvcc::open(tree).unwrap();
+    for i in 0..5 {
+        put(&store, b"k", format!("{i}").as_bytes());
+    }
+    assert_eq!(get_all(&store.read(), 7), Err(MvccError::FutureRevision));
+    let mut w = store.write();
+    assert_eq!(w.compact(9), Err(MvccError::FutureRevision));
+    w.compact(4).unwrap();
+    assert_eq!(w.compact(4), Err(MvccError::Compacted));
+    w.commit().unwrap();
+    assert_eq!(get_all(&store.read(), 3), Err(MvccError::Compacted));
+    assert_eq!(get_all(&store.read(), 4).unwrap()[0].value, b"2");
+}
+
+#[test]
+fn compaction_frees_disk_entries() {
+    let (_db, tree) = temp_tree();
+    let store = Mvcc::open(tree.clone()).unwrap();
+    for i in 0..10 {
+        put(&store, b"k", format!("{i}").as_bytes());
+    }
+    let before = tree.scan_prefix([REV_PREFIX]).count();
+    let mut w = store.write();
+    w.compact(11).unwrap();
+    w.commit().unwrap();
+    let after = tree.scan_prefix([REV_PREFIX]).count();
+    assert_eq!((before, after), (10, 1));
+}
+
+#[test]
+fn reopen_rebuilds_index_and_revisions() {
+    let (_db, tree) = temp_tree();
+    {
+        let store = Mvcc::open(tree.clone()).unwrap();
+        put(&store, b"a", b"1");
+        put(&store, b"b", b"2");
+        let mut w = store.write();
+        w.begin();
+        w.delete_range(KeyRange::new(b"a", b""));
+        w.end();
+        w.commit().unwrap();
+    }
+    let store = Mvcc::open(tree).unwrap();
+    assert_eq!(store.current_revision(), 4);
+    let kvs = get_all(&store.read(), 0).unwrap();
+    assert_eq!(kvs.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>(), vec![b"b".to_vec()]);
+    assert_eq!(get_all(&store.read(), 3).unwrap().len(), 2);
+}
+
+/// One step of the model-based test.
+#[derive(Clone, Debug)]
+enum Op {
+    Put(u8, u8),
+    Delete(u8, u8),
+    Compact(u8),
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0u8..8, any::<u8>()).prop_map(|(k, v)| Op::Put(k, v)),
+        2 => (0u8..8, 0u8..9).prop_map(|(a, b)| Op::Delete(a, b)),
+        1 => any::<u8>().prop_map(Op::Compact),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+/// The model: the full map of live keys after every revision.
+struct Model {
+    history: Vec<BTreeMap<Vec<u8>, KeyValue>>,
+    compacted: i64,
+}
+
+impl Model {
+    fn at(&self, rev: i64) -> &BTreeMap<Vec<u8>, KeyValue> {
+        &self.history[rev as usize]
+    }
+    fn current(&self) -> i64 {
+        self.history.len() as i64 - 1
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn store_matches_model_at_every_revision(ops in prop::collection::vec(op(), 1..60)) {
+        let (_db, tree) = temp_tree();
+        let mut store = Mvcc::open(tree.clone()).unwrap();
+        // history[0] is unused; revision 1 is the empty store.
+        let mut model = Model { history: vec![BTreeMap::new(), BTreeMap::new()], compacted: -1 };
+        for op in ops {
+            match op {
+                Op::Put(k, v) => {
+                    let key = vec![b'a' + k];
+                    let mut next = model.at(model.current()).clone();
+                    let rev = model.current() + 1;
+                    let (create, version) = next.get(&key).map(|kv| (kv.create_revision, kv.version + 1)).unwrap_or((rev, 1));
+                    next.insert(key.clone(), KeyValue { key: key.clone(), create_revision: create, mod_revision: rev, version, value: vec![v], lease: 0 });
+                    model.history.push(next);
+                    prop_assert_eq!(put(&store, &key, &[v]), rev);
+                }
+                Op::Delete(a, b) => {
+                    let (start, end) = (vec![b'a' + a], vec![b'a' + b]);
+                    let mut next = model.at(model.current()).clone();
+                    let before = next.len();
+                    next.retain(|k, _| !(k >= &start && k < &end));
+                    let deleted = before - next.len();
+                    if deleted > 0 {
+                        model.history.push(next);
+                    }
+                    let mut w = store.write();
+                    w.begin();
+                    prop_assert_eq!(w.delete_range(KeyRange::new(&start, &end)), deleted as i64);
+                    w.end();
+                    w.commit().unwrap();
+                }
+                Op::Compact(r) => {
+                    let at = i64::from(r) % (model.current() + 2);
+                    let mut w = store.write();
+                    let got = w.compact(at);
+                    w.commit().unwrap();
+                    if at <= model.compacted {
+                        prop_assert_eq!(got, Err(MvccError::Compacted));
+                    } else if at > model.current() {
+                        prop_assert_eq!(got, Err(MvccError::FutureRevision));
+                    } else {
+                        prop_assert_eq!(got, Ok(()));
+                        model.compacted = at;
+                    }
+                }
+                Op::Reopen => {
+                    drop(store);
+                    store = Mvcc::open(tree.clone()).unwrap();
+                }
+            }
+            prop_assert_eq!(store.current_revision(), model.current());
+            let view = store.read();
+            for rev in 1..=model.current() {
+                let got = get_all(&view, rev);
+                if rev < model.compacted {
+                    prop_assert_eq!(got, Err(MvccError::Compacted));
+                } else {
+                    let want: Vec<KeyValue> = model.at(rev).values().cloned().collect();
+                    prop_assert_eq!(got.unwrap(), want);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Consensus: openraft over a sled log store and the MVCC state machine.
+//!
+//! Every write is a [`Request`] in the raft log; applying it yields a
+//! [`Response`]. The log store fsyncs before acknowledging an append, and
+//! the state machine records the last applied log id atomically with the
+//! data, so a crash at any point loses no acknowledged write and applies
+//! nothing twice.
+
+mod log_store;
+mod network;
+mod state_machine;
+
+use std::io::Cursor;
+
+use ferrocd_proto::etcdserverpb::{CompactionResponse, DeleteRangeResponse, PutResponse, TxnResponse};
+use ferrocd_proto::ferrocdpb::InternalRequest;
+use serde::{Deserialize, Serialize};
+
+pub use log_store::LogStore;
+pub use network::Network;
+pub use state_machine::StateMachine;
+
+use crate::kv::KvError;
+
+openraft::declare_raft_types!(
+    /// ferrocd's raft types: etcd requests in, etcd responses out.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+/// The raft handle.
+pub type Raft = openraft::Raft<TypeConfig>;
+/// A log id of this cluster.
+pub type LogId = openraft::LogId<u64>;
+/// A storage error of this cluster.
+pub type StorageError = openraft::StorageError<u64>;
+
+/// One command in the raft log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Request(#[serde(with = "proto_bytes")] pub InternalRequest);
+
+/// The result of applying one [`Request`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    Put(#[serde(with = "proto_bytes")] PutResponse),
+    DeleteRange(#[serde(with = "proto_bytes")] DeleteRangeResponse),
+    Txn(#[serde(with = "proto_bytes")] TxnResponse),
+    Compaction(#[serde(with = "proto_bytes")] CompactionResponse),
+    /// The request was refused at apply time (deterministically).
+    Failed(KvError),
+    /// Entries with no client answer (blank, membership).
+    None,
+}
+
+/// Serde for protobuf messages: their protobuf encoding as bytes.
+mod proto_bytes {
+    use prost::Message;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<M: Message, S: Serializer>(m: &M, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&m.encode_to_vec())
+    }
+
+    pub fn deserialize<'de, M: Message + Default, D: Deserializer<'de>>(d: D) -> Result<M, D::Error> {
+        let bytes: Vec<u8> = serde_bytes::deserialize(d)?;
+        M::decode(bytes.as_slice()).map_err(serde::de::Error::custom)
+    }
+}
+
+fn io_error(e: impl std::error::Error + 'static) -> StorageError {
+    openraft::StorageIOError::write(&e).into()
+}
+
+fn read_error(e: impl std::error::Error + 'static) -> StorageError {
+    openraft::StorageIOError::read(&e).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrocd_proto::etcdserverpb::PutRequest;
+    use ferrocd_proto::ferrocdpb::internal_request;
+
+    #[test]
+    fn requests_round_trip_through_bincode() {
+        let req = Request(InternalRequest {
+            id: 7,
+            request: Some(internal_request::Request::Put(PutRequest {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            })),
+        });
+        let bytes = bincode::serialize(&req).unwrap();
+        assert_eq!(bincode::deserialize::<Request>(&bytes).unwrap(), req);
+        let resp = Response::Failed(KvError::KeyNotFound);
+        let bytes = bincode::serialize(&resp).unwrap();
+        assert_eq!(bincode::deserialize::<Response>(&bytes).unwrap(), resp);
+    }
+}

@@ -1,0 +1,142 @@
+//! Wiring: storage, raft, gRPC listeners, and graceful shutdown.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use ferrocd_proto::etcdserverpb::auth_server::AuthServer;
+use ferrocd_proto::etcdserverpb::cluster_server::ClusterServer;
+use ferrocd_proto::etcdserverpb::kv_server::KvServer;
+use ferrocd_proto::etcdserverpb::lease_server::LeaseServer;
+use ferrocd_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use ferrocd_proto::etcdserverpb::watch_server::WatchServer;
+use openraft::{BasicNode, SnapshotPolicy};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::{info, warn};
+
+use crate::api::{self, Context};
+use crate::config::Config;
+use crate::mvcc::Mvcc;
+use crate::raft::{LogStore, Network, Raft, StateMachine};
+
+/// gRPC framing allowance on top of `--max-request-bytes`, as etcd allows.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Opens the data directory and starts raft. Returns once this member can
+/// serve (it has a leader).
+pub async fn open(config: &Config) -> anyhow::Result<(Raft, Arc<Mvcc>, sled::Db)> {
+    let dir = config.data_dir.join("member");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+    let db = open_db(&dir.join("db"))?;
+    let mvcc = Arc::new(Mvcc::open(db.open_tree("state")?).context("opening the key-value store")?);
+    let log = LogStore::open(&db)?;
+    let sm = StateMachine::new(mvcc.clone());
+
+    let raft_config = openraft::Config {
+        cluster_name: "ferrocd".into(),
+        heartbeat_interval: config.heartbeat_interval_ms,
+        election_timeout_min: config.election_timeout_ms,
+        election_timeout_max: config.election_timeout_ms * 2,
+        // The log is not compacted yet: snapshots arrive with multi-member
+        // clusters, which need them streamed from disk.
+        snapshot_policy: SnapshotPolicy::Never,
+        ..Default::default()
+    }
+    .validate()?;
+    let raft = Raft::new(config.member_id, Arc::new(raft_config), Network, log, sm).await?;
+
+    if !raft.is_initialized().await? {
+        let members: BTreeMap<u64, BasicNode> = config
+            .initial_cluster
+            .iter()
+            .map(|m| (m.id, BasicNode::new(m.peer_urls[0].clone())))
+            .collect();
+        info!(member = %format!("{:x}", config.member_id), "bootstrapping a new cluster");
+        raft.initialize(members).await?;
+    }
+    // A lone voter need not wait out an election timeout.
+    if config.initial_cluster.len() == 1 {
+        raft.trigger().elect().await?;
+    }
+    raft.wait(Some(Duration::from_secs(30)))
+        .metrics(|m| m.current_leader.is_some(), "waiting for a leader")
+        .await
+        .context("no leader elected")?;
+    Ok((raft, mvcc, db))
+}
+
+fn open_db(path: &Path) -> anyhow::Result<sled::Db> {
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(256 * 1024 * 1024)
+        .mode(sled::Mode::HighThroughput)
+        .open()
+        .with_context(|| format!("opening database {}", path.display()))
+}
+
+/// Runs the server until `shutdown` completes, then stops gracefully.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    for note in &config.ignored {
+        warn!("{note}");
+    }
+    let (raft, mvcc, db) = open(&config).await?;
+    let ctx = Context::new(raft.clone(), mvcc, config.clone(), db.clone());
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut servers = Vec::new();
+    for addr in &config.listen_client {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening for client traffic on {addr}"))?;
+        info!(%addr, "serving client requests");
+        let routes = client_routes(&ctx, config.max_request_bytes + GRPC_OVERHEAD_BYTES);
+        let mut stop = stop_rx.clone();
+        servers.push(tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        }));
+    }
+    info!(
+        name = %config.name,
+        member = %format!("{:x}", config.member_id),
+        cluster = %format!("{:x}", config.cluster_id),
+        "ready to serve client requests"
+    );
+
+    shutdown.await;
+    info!("shutting down");
+    let _ = stop_tx.send(true);
+    for s in servers {
+        if let Ok(Err(e)) = s.await {
+            warn!("client listener: {e}");
+        }
+    }
+    if let Err(e) = raft.shutdown().await {
+        warn!("raft shutdown: {e}");
+    }
+    db.flush_async().await?;
+    Ok(())
+}
+
+fn client_routes(ctx: &Context, max_decode: usize) -> tonic::service::Routes {
+    let mut routes = tonic::service::RoutesBuilder::default();
+    routes
+        .add_service(KvServer::new(api::KvService::new(ctx.clone())).max_decoding_message_size(max_decode))
+        .add_service(WatchServer::new(api::WatchService).max_decoding_message_size(max_decode))
+        .add_service(LeaseServer::new(api::LeaseService).max_decoding_message_size(max_decode))
+        .add_service(ClusterServer::new(api::ClusterService::new(ctx.clone())).max_decoding_message_size(max_decode))
+        .add_service(
+            MaintenanceServer::new(api::MaintenanceService::new(ctx.clone())).max_decoding_message_size(max_decode),
+        )
+        .add_service(AuthServer::new(api::AuthService).max_decoding_message_size(max_decode));
+    routes.routes()
+}
