@@ -18,7 +18,11 @@ pub const ETCD_VERSION: &str = "3.6.0";
 /// ferrocd's flags. Each long flag `--foo-bar` can also be given as the
 /// environment variable `ETCD_FOO_BAR`; a flag on the command line wins.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "ferrocd", version, about = "An etcd-compatible distributed key-value store")]
+#[command(
+    name = "ferrocd",
+    version,
+    about = "An etcd-compatible distributed key-value store"
+)]
 pub struct Flags {
     /// Human-readable name for this member.
     #[arg(long, env = "ETCD_NAME", default_value = "default")]
@@ -29,19 +33,35 @@ pub struct Flags {
     pub data_dir: Option<PathBuf>,
 
     /// URLs to listen on for client traffic (comma-separated).
-    #[arg(long, env = "ETCD_LISTEN_CLIENT_URLS", default_value = "http://localhost:2379")]
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_CLIENT_URLS",
+        default_value = "http://localhost:2379"
+    )]
     pub listen_client_urls: String,
 
     /// Client URLs of this member, advertised to the cluster and clients.
-    #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS", default_value = "http://localhost:2379")]
+    #[arg(
+        long,
+        env = "ETCD_ADVERTISE_CLIENT_URLS",
+        default_value = "http://localhost:2379"
+    )]
     pub advertise_client_urls: String,
 
     /// URLs to listen on for peer traffic.
-    #[arg(long, env = "ETCD_LISTEN_PEER_URLS", default_value = "http://localhost:2380")]
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
     pub listen_peer_urls: String,
 
     /// Peer URLs of this member, advertised to the rest of the cluster.
-    #[arg(long, env = "ETCD_INITIAL_ADVERTISE_PEER_URLS", default_value = "http://localhost:2380")]
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+        default_value = "http://localhost:2380"
+    )]
     pub initial_advertise_peer_urls: String,
 
     /// Initial cluster configuration for bootstrapping: name=url,name=url.
@@ -54,7 +74,11 @@ pub struct Flags {
     pub initial_cluster_state: String,
 
     /// Initial cluster token, mixed into member and cluster IDs.
-    #[arg(long, env = "ETCD_INITIAL_CLUSTER_TOKEN", default_value = "etcd-cluster")]
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_CLUSTER_TOKEN",
+        default_value = "etcd-cluster"
+    )]
     pub initial_cluster_token: String,
 
     /// Maximum client request size in bytes the server will accept.
@@ -173,7 +197,8 @@ pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
     args.into_iter()
         .enumerate()
         .map(|(i, a)| {
-            let go_style = i > 0 && a.len() > 2 && a.starts_with('-') && a.as_bytes()[1].is_ascii_alphabetic();
+            let go_style =
+                i > 0 && a.len() > 2 && a.starts_with('-') && a.as_bytes()[1].is_ascii_alphabetic();
             if go_style {
                 format!("-{a}")
             } else {
@@ -195,26 +220,41 @@ impl Config {
             ("peer-trusted-ca-file", &f.peer_trusted_ca_file),
         ];
         if let Some((flag, _)) = tls.iter().find(|(_, v)| v.is_some()) {
-            return Err(bad(format!("--{flag}: TLS is not supported by this ferrocd version yet")));
+            return Err(bad(format!(
+                "--{flag}: TLS is not supported by this ferrocd version yet"
+            )));
         }
         let listen_client = parse_urls("listen-client-urls", &f.listen_client_urls)?
             .iter()
             .map(|u| socket_addr("listen-client-urls", u))
             .collect::<Result<Vec<_>, _>>()?;
-        let advertise_client_urls = url_strings(parse_urls("advertise-client-urls", &f.advertise_client_urls)?);
+        let advertise_client_urls = url_strings(parse_urls(
+            "advertise-client-urls",
+            &f.advertise_client_urls,
+        )?);
         parse_urls("listen-peer-urls", &f.listen_peer_urls)?;
-        let peer_urls = url_strings(parse_urls("initial-advertise-peer-urls", &f.initial_advertise_peer_urls)?);
+        let peer_urls = url_strings(parse_urls(
+            "initial-advertise-peer-urls",
+            &f.initial_advertise_peer_urls,
+        )?);
         let initial = match &f.initial_cluster {
             Some(s) => s.clone(),
-            None => peer_urls.iter().map(|u| format!("{}={u}", f.name)).collect::<Vec<_>>().join(","),
+            None => peer_urls
+                .iter()
+                .map(|u| format!("{}={u}", f.name))
+                .collect::<Vec<_>>()
+                .join(","),
         };
         let initial_cluster = parse_initial_cluster(&initial, &f.initial_cluster_token)?;
-        let me = initial_cluster.iter().find(|m| m.name == f.name).ok_or_else(|| {
-            bad(format!(
-                "couldn't find local name {:?} in the initial cluster configuration",
-                f.name
-            ))
-        })?;
+        let me = initial_cluster
+            .iter()
+            .find(|m| m.name == f.name)
+            .ok_or_else(|| {
+                bad(format!(
+                    "couldn't find local name {:?} in the initial cluster configuration",
+                    f.name
+                ))
+            })?;
         let mut mine = me.peer_urls.clone();
         let mut advertised = peer_urls.clone();
         mine.sort();
@@ -233,7 +273,9 @@ impl Config {
             ));
         }
         if f.initial_cluster_state == "existing" {
-            return Err(bad("--initial-cluster-state=existing: joining a cluster is not supported yet"));
+            return Err(bad(
+                "--initial-cluster-state=existing: joining a cluster is not supported yet",
+            ));
         }
         if f.election_timeout < 5 * f.heartbeat_interval {
             return Err(bad(format!(
@@ -247,7 +289,10 @@ impl Config {
         let mut ignored = Vec::new();
         for (flag, set) in [
             ("quota-backend-bytes", f.quota_backend_bytes.is_some()),
-            ("auto-compaction-retention", f.auto_compaction_retention.is_some()),
+            (
+                "auto-compaction-retention",
+                f.auto_compaction_retention.is_some(),
+            ),
             ("auto-compaction-mode", f.auto_compaction_mode.is_some()),
             ("logger", f.logger.is_some()),
             ("log-outputs", f.log_outputs.is_some()),
@@ -259,7 +304,10 @@ impl Config {
         let member_id = me.id;
         let cluster_id = ids::cluster_id(&initial_cluster.iter().map(|m| m.id).collect::<Vec<_>>());
         Ok(Config {
-            data_dir: f.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.etcd", f.name))),
+            data_dir: f
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", f.name))),
             name: f.name,
             listen_client,
             advertise_client_urls,
@@ -288,7 +336,9 @@ fn parse_urls(flag: &str, list: &str) -> Result<Vec<Url>, ConfigError> {
             match u.scheme() {
                 "http" => Ok(u),
                 "https" | "unixs" => Err(bad(format!("--{flag}: {s}: TLS is not supported yet"))),
-                other => Err(bad(format!("--{flag}: {s}: URL scheme must be http, https, unix or unixs: {other}"))),
+                other => Err(bad(format!(
+                    "--{flag}: {s}: URL scheme must be http, https, unix or unixs: {other}"
+                ))),
             }
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -316,12 +366,20 @@ fn url_strings(urls: Vec<Url>) -> Vec<String> {
 fn socket_addr(flag: &str, u: &Url) -> Result<SocketAddr, ConfigError> {
     let host = u.host_str().unwrap_or("");
     let port = u.port().unwrap_or(0);
-    let host = if host == "localhost" { "127.0.0.1" } else { host };
+    let host = if host == "localhost" {
+        "127.0.0.1"
+    } else {
+        host
+    };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     format!("{host}:{port}")
         .parse::<SocketAddr>()
         .or_else(|_| format!("[{host}]:{port}").parse())
-        .map_err(|_| bad(format!("--{flag}: {u}: expected an IP address or localhost to listen on")))
+        .map_err(|_| {
+            bad(format!(
+                "--{flag}: {u}: expected an IP address or localhost to listen on"
+            ))
+        })
 }
 
 fn parse_initial_cluster(s: &str, token: &str) -> Result<Vec<InitialMember>, ConfigError> {
@@ -380,13 +438,22 @@ mod tests {
     fn unknown_and_malformed_flags_are_errors() {
         assert!(flags(&["--no-such-flag"]).is_err());
         assert!(flags(&["--max-txn-ops", "many"]).is_err());
-        assert!(Config::from_flags(flags(&["--listen-client-urls", "127.0.0.1:2379"]).unwrap()).is_err());
+        assert!(
+            Config::from_flags(flags(&["--listen-client-urls", "127.0.0.1:2379"]).unwrap())
+                .is_err()
+        );
         assert!(Config::from_flags(flags(&["--cert-file", "x.pem"]).unwrap()).is_err());
     }
 
     #[test]
     fn name_must_be_in_initial_cluster() {
-        let f = flags(&["--name", "a", "--initial-cluster", "b=http://127.0.0.1:2380"]).unwrap();
+        let f = flags(&[
+            "--name",
+            "a",
+            "--initial-cluster",
+            "b=http://127.0.0.1:2380",
+        ])
+        .unwrap();
         let err = Config::from_flags(f).unwrap_err();
         assert!(err.to_string().contains("couldn't find local name"));
     }

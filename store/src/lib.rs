@@ -11,3 +11,4 @@ pub mod kv;
 pub mod mvcc;
 pub mod raft;
 pub mod server;
+pub mod snapshot;

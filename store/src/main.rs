@@ -19,7 +19,10 @@ fn main() -> ExitCode {
     };
     let filter = EnvFilter::try_from_env("FERROCD_LOG")
         .unwrap_or_else(|_| EnvFilter::new(format!("{level},openraft=warn,sled=warn,h2=warn")));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

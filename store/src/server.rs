@@ -27,24 +27,30 @@ use crate::raft::{LogStore, Network, Raft, StateMachine};
 /// gRPC framing allowance on top of `--max-request-bytes`, as etcd allows.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
+/// Log entries kept behind a snapshot for followers to catch up from (etcd's
+/// `--snapshot-catchup-entries` default).
+const SNAPSHOT_CATCHUP_ENTRIES: u64 = 5000;
+
 /// Opens the data directory and starts raft. Returns once this member can
 /// serve (it has a leader).
 pub async fn open(config: &Config) -> anyhow::Result<(Raft, Arc<Mvcc>, sled::Db)> {
     let dir = config.data_dir.join("member");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating data dir {}", dir.display()))?;
     let db = open_db(&dir.join("db"))?;
     let mvcc = Arc::new(Mvcc::open(db.open_tree("state")?).context("opening the key-value store")?);
     let log = LogStore::open(&db)?;
-    let sm = StateMachine::new(mvcc.clone());
+    let sm = StateMachine::new(mvcc.clone(), dir.join("snap"))?;
 
     let raft_config = openraft::Config {
         cluster_name: "ferrocd".into(),
         heartbeat_interval: config.heartbeat_interval_ms,
         election_timeout_min: config.election_timeout_ms,
         election_timeout_max: config.election_timeout_ms * 2,
-        // The log is not compacted yet: snapshots arrive with multi-member
-        // clusters, which need them streamed from disk.
-        snapshot_policy: SnapshotPolicy::Never,
+        // Every --snapshot-count applied entries a snapshot is written and
+        // the log before it purged, keeping some entries for slow followers.
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_count),
+        max_in_snapshot_log_to_keep: SNAPSHOT_CATCHUP_ENTRIES,
         ..Default::default()
     }
     .validate()?;
@@ -115,9 +121,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     shutdown.await;
     info!("shutting down");
     let _ = stop_tx.send(true);
-    for s in servers {
-        if let Ok(Err(e)) = s.await {
-            warn!("client listener: {e}");
+    // Open client connections would hold a graceful stop forever; give
+    // in-flight requests a moment, then close what is left.
+    for mut s in servers {
+        match tokio::time::timeout(Duration::from_secs(2), &mut s).await {
+            Ok(Ok(Err(e))) => warn!("client listener: {e}"),
+            Ok(_) => {}
+            Err(_) => s.abort(),
         }
     }
     if let Err(e) = raft.shutdown().await {
@@ -130,12 +140,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 fn client_routes(ctx: &Context, max_decode: usize) -> tonic::service::Routes {
     let mut routes = tonic::service::RoutesBuilder::default();
     routes
-        .add_service(KvServer::new(api::KvService::new(ctx.clone())).max_decoding_message_size(max_decode))
+        .add_service(
+            KvServer::new(api::KvService::new(ctx.clone())).max_decoding_message_size(max_decode),
+        )
         .add_service(WatchServer::new(api::WatchService).max_decoding_message_size(max_decode))
         .add_service(LeaseServer::new(api::LeaseService).max_decoding_message_size(max_decode))
-        .add_service(ClusterServer::new(api::ClusterService::new(ctx.clone())).max_decoding_message_size(max_decode))
         .add_service(
-            MaintenanceServer::new(api::MaintenanceService::new(ctx.clone())).max_decoding_message_size(max_decode),
+            ClusterServer::new(api::ClusterService::new(ctx.clone()))
+                .max_decoding_message_size(max_decode),
+        )
+        .add_service(
+            MaintenanceServer::new(api::MaintenanceService::new(ctx.clone()))
+                .max_decoding_message_size(max_decode),
         )
         .add_service(AuthServer::new(api::AuthService).max_decoding_message_size(max_decode));
     routes.routes()

@@ -2,8 +2,8 @@
 
 use ferrocd_proto::etcdserverpb::kv_server::Kv;
 use ferrocd_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use ferrocd_proto::ferrocdpb::internal_request::Request as Internal;
 use tonic::{Request, Response, Status};
@@ -29,7 +29,10 @@ fn unexpected(what: &Applied) -> Status {
 
 #[tonic::async_trait]
 impl Kv for KvService {
-    async fn range(&self, request: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
         let r = request.into_inner();
         validate::range(&r).map_err(invalid_status)?;
         if !r.serializable {
@@ -52,7 +55,10 @@ impl Kv for KvService {
         }
     }
 
-    async fn delete_range(&self, request: Request<DeleteRangeRequest>) -> Result<Response<DeleteRangeResponse>, Status> {
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
         let r = request.into_inner();
         validate::delete_range(&r).map_err(invalid_status)?;
         match self.ctx.propose(Internal::DeleteRange(r)).await? {
@@ -85,7 +91,10 @@ impl Kv for KvService {
         }
     }
 
-    async fn compact(&self, request: Request<CompactionRequest>) -> Result<Response<CompactionResponse>, Status> {
+    async fn compact(
+        &self,
+        request: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
         // Compaction frees space within the applying batch, so `physical`
         // is always satisfied by the time the response is sent.
         let r = request.into_inner();

@@ -9,7 +9,8 @@ use super::unsupported::not_yet_rpcs;
 use super::{not_yet, Context};
 use crate::config::ETCD_VERSION;
 
-type BoxStream<T> = std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
+type BoxStream<T> =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// etcd's Maintenance service.
 pub struct MaintenanceService {
@@ -40,13 +41,19 @@ impl Maintenance for MaintenanceService {
             errors: Vec::new(),
             db_size_in_use: db_size,
             is_learner: false,
-            storage_version: ETCD_VERSION.rsplit_once('.').map(|(v, _)| format!("{v}.0")).unwrap_or_default(),
+            storage_version: ETCD_VERSION
+                .rsplit_once('.')
+                .map(|(v, _)| format!("{v}.0"))
+                .unwrap_or_default(),
             db_size_quota: 0,
             downgrade_info: None,
         }))
     }
 
-    async fn alarm(&self, request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+    async fn alarm(
+        &self,
+        request: Request<AlarmRequest>,
+    ) -> Result<Response<AlarmResponse>, Status> {
         // No alarm is ever raised yet (no space quota, no corruption check),
         // so listing and disarming both answer with an empty list.
         let r = request.into_inner();
@@ -59,7 +66,10 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    async fn defragment(&self, _: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+    async fn defragment(
+        &self,
+        _: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
         // sled reclaims space by itself; there is nothing to rewrite.
         Ok(Response::new(DefragmentResponse {
             header: Some(self.ctx.header(0)),
@@ -73,7 +83,10 @@ impl Maintenance for MaintenanceService {
         downgrade(DowngradeRequest) -> DowngradeResponse;
     }
 
-    async fn snapshot(&self, _: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+    async fn snapshot(
+        &self,
+        _: Request<SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
         Err(not_yet("Maintenance.Snapshot"))
     }
 }

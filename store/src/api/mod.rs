@@ -103,7 +103,12 @@ impl Context {
     /// Waits until this member may serve a linearizable read: it is the
     /// leader (confirmed by a quorum) and has applied everything committed.
     async fn linearizable(&self) -> Result<(), Status> {
-        match tokio::time::timeout(self.request_timeout(), self.inner.raft.ensure_linearizable()).await {
+        match tokio::time::timeout(
+            self.request_timeout(),
+            self.inner.raft.ensure_linearizable(),
+        )
+        .await
+        {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(RaftError::Fatal(_))) => Err(EtcdError::Stopped.into()),
             Ok(Err(RaftError::APIError(_))) => Err(EtcdError::NoLeader.into()),
@@ -126,7 +131,9 @@ impl Context {
                 Response::Failed(e) => Err(kv_status(e)),
                 other => Ok(other),
             },
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Err(EtcdError::NoLeader.into()),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                Err(EtcdError::NoLeader.into())
+            }
             Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
                 Err(Status::failed_precondition(e.to_string()))
             }
@@ -146,7 +153,9 @@ fn kv_status(e: KvError) -> Status {
     match e {
         KvError::Mvcc(MvccError::Compacted) => EtcdError::Compacted.into(),
         KvError::Mvcc(MvccError::FutureRevision) => EtcdError::FutureRev.into(),
-        KvError::Mvcc(MvccError::Storage(msg)) => Status::internal(format!("etcdserver: storage error: {msg}")),
+        KvError::Mvcc(MvccError::Storage(msg)) => {
+            Status::internal(format!("etcdserver: storage error: {msg}"))
+        }
         KvError::KeyNotFound => EtcdError::KeyNotFound.into(),
         KvError::LeaseNotFound => EtcdError::LeaseNotFound.into(),
         KvError::ReadOnly => Status::internal("etcdserver: write in a read-only transaction"),

@@ -41,7 +41,10 @@ pub struct WatchService;
 impl Watch for WatchService {
     type WatchStream = BoxStream<WatchResponse>;
 
-    async fn watch(&self, _: Request<Streaming<WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        _: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         Err(not_yet("the Watch service"))
     }
 }

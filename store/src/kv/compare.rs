@@ -81,14 +81,22 @@ mod tests {
 
     #[test]
     fn mod_revision_zero_means_key_absent() {
-        let c = cmp(CompareTarget::Mod, CompareResult::Equal, TargetUnion::ModRevision(0));
+        let c = cmp(
+            CompareTarget::Mod,
+            CompareResult::Equal,
+            TargetUnion::ModRevision(0),
+        );
         assert!(holds(&c, &[]));
         assert!(!holds(&c, &[kv(1, 2, 2, b"v", 0)]));
     }
 
     #[test]
     fn value_compare_on_missing_key_fails_even_for_not_equal() {
-        let c = cmp(CompareTarget::Value, CompareResult::NotEqual, TargetUnion::Value(b"x".to_vec()));
+        let c = cmp(
+            CompareTarget::Value,
+            CompareResult::NotEqual,
+            TargetUnion::Value(b"x".to_vec()),
+        );
         assert!(!holds(&c, &[]));
         assert!(holds(&c, &[kv(1, 2, 2, b"v", 0)]));
     }
@@ -99,23 +107,66 @@ mod tests {
         let version = |r| cmp(CompareTarget::Version, r, TargetUnion::Version(3));
         assert!(holds(&version(CompareResult::Equal), &k));
         assert!(!holds(&version(CompareResult::NotEqual), &k));
-        assert!(holds(&cmp(CompareTarget::Create, CompareResult::Less, TargetUnion::CreateRevision(3)), &k));
-        assert!(holds(&cmp(CompareTarget::Mod, CompareResult::Greater, TargetUnion::ModRevision(4)), &k));
-        assert!(holds(&cmp(CompareTarget::Lease, CompareResult::Equal, TargetUnion::Lease(7)), &k));
-        assert!(holds(&cmp(CompareTarget::Value, CompareResult::Greater, TargetUnion::Value(b"a".to_vec())), &k));
-        assert!(holds(&cmp(CompareTarget::Value, CompareResult::Less, TargetUnion::Value(b"z".to_vec())), &k));
+        assert!(holds(
+            &cmp(
+                CompareTarget::Create,
+                CompareResult::Less,
+                TargetUnion::CreateRevision(3)
+            ),
+            &k
+        ));
+        assert!(holds(
+            &cmp(
+                CompareTarget::Mod,
+                CompareResult::Greater,
+                TargetUnion::ModRevision(4)
+            ),
+            &k
+        ));
+        assert!(holds(
+            &cmp(
+                CompareTarget::Lease,
+                CompareResult::Equal,
+                TargetUnion::Lease(7)
+            ),
+            &k
+        ));
+        assert!(holds(
+            &cmp(
+                CompareTarget::Value,
+                CompareResult::Greater,
+                TargetUnion::Value(b"a".to_vec())
+            ),
+            &k
+        ));
+        assert!(holds(
+            &cmp(
+                CompareTarget::Value,
+                CompareResult::Less,
+                TargetUnion::Value(b"z".to_vec())
+            ),
+            &k
+        ));
     }
 
     #[test]
     fn range_compare_requires_every_key() {
-        let c = cmp(CompareTarget::Version, CompareResult::Greater, TargetUnion::Version(1));
+        let c = cmp(
+            CompareTarget::Version,
+            CompareResult::Greater,
+            TargetUnion::Version(1),
+        );
         assert!(holds(&c, &[kv(2, 1, 1, b"", 0), kv(3, 1, 1, b"", 0)]));
         assert!(!holds(&c, &[kv(2, 1, 1, b"", 0), kv(1, 1, 1, b"", 0)]));
     }
 
     #[test]
     fn mismatched_target_union_compares_as_zero() {
-        let c = cmp(CompareTarget::Version, CompareResult::Equal, TargetUnion::ModRevision(9));
+        let c = cmp(
+            CompareTarget::Version,
+            CompareResult::Equal,
+            TargetUnion::ModRevision(9),
+        );
         assert!(holds(&c, &[]));
         assert!(!holds(&c, &[kv(1, 2, 2, b"v", 0)]));
     }

@@ -9,8 +9,9 @@ use ferrocd_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use ferrocd_proto::etcdserverpb::request_op::Request;
 use ferrocd_proto::etcdserverpb::response_op::Response;
 use ferrocd_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest,
+    TxnResponse,
 };
 use ferrocd_proto::mvccpb::KeyValue;
 
@@ -95,8 +96,10 @@ fn header(revision: i64) -> Option<ResponseHeader> {
 pub fn range(view: &impl ReadView, r: &RangeRequest) -> Result<RangeResponse, KvError> {
     let order = SortOrder::try_from(r.sort_order).unwrap_or(SortOrder::None);
     let target = SortTarget::try_from(r.sort_target).unwrap_or(SortTarget::Key);
-    let filtered =
-        r.min_mod_revision != 0 || r.max_mod_revision != 0 || r.min_create_revision != 0 || r.max_create_revision != 0;
+    let filtered = r.min_mod_revision != 0
+        || r.max_mod_revision != 0
+        || r.min_create_revision != 0
+        || r.max_create_revision != 0;
     // Sorting and filtering need everything; otherwise read one past the
     // limit to learn whether there is more.
     let limit = if order != SortOrder::None || filtered || r.limit <= 0 {
@@ -155,7 +158,11 @@ pub fn range(view: &impl ReadView, r: &RangeRequest) -> Result<RangeResponse, Kv
 }
 
 /// Put outside a txn: the lease must exist, then the txn rules apply.
-pub fn put(view: &mut impl KvView, r: &PutRequest, leases: &dyn Leases) -> Result<PutResponse, KvError> {
+pub fn put(
+    view: &mut impl KvView,
+    r: &PutRequest,
+    leases: &dyn Leases,
+) -> Result<PutResponse, KvError> {
     if r.lease != 0 && !leases.exists(r.lease) {
         return Err(KvError::LeaseNotFound);
     }
@@ -164,7 +171,9 @@ pub fn put(view: &mut impl KvView, r: &PutRequest, leases: &dyn Leases) -> Resul
 
 fn put_in_txn(view: &mut impl KvView, r: &PutRequest) -> Result<PutResponse, KvError> {
     let prev = if r.ignore_value || r.ignore_lease || r.prev_kv {
-        view.range(KeyRange::Single(&r.key), RangeOptions::default())?.kvs.pop()
+        view.range(KeyRange::Single(&r.key), RangeOptions::default())?
+            .kvs
+            .pop()
     } else {
         None
     };
@@ -187,7 +196,10 @@ fn put_in_txn(view: &mut impl KvView, r: &PutRequest) -> Result<PutResponse, KvE
 }
 
 /// DeleteRange: tombstones every live key in the range.
-pub fn delete_range(view: &mut impl KvView, r: &DeleteRangeRequest) -> Result<DeleteRangeResponse, KvError> {
+pub fn delete_range(
+    view: &mut impl KvView,
+    r: &DeleteRangeRequest,
+) -> Result<DeleteRangeResponse, KvError> {
     let range = KeyRange::new(&r.key, &r.range_end);
     let prev_kvs = if r.prev_kv {
         view.range(range, RangeOptions::default())?.kvs
@@ -209,17 +221,24 @@ pub fn delete_range(view: &mut impl KvView, r: &DeleteRangeRequest) -> Result<De
 
 /// Whether a txn only reads (then it can be served without raft).
 pub fn txn_is_read_only(r: &TxnRequest) -> bool {
-    r.success.iter().chain(&r.failure).all(|op| match &op.request {
-        Some(Request::RequestRange(_)) | None => true,
-        Some(Request::RequestTxn(t)) => txn_is_read_only(t),
-        Some(Request::RequestPut(_)) | Some(Request::RequestDeleteRange(_)) => false,
-    })
+    r.success
+        .iter()
+        .chain(&r.failure)
+        .all(|op| match &op.request {
+            Some(Request::RequestRange(_)) | None => true,
+            Some(Request::RequestTxn(t)) => txn_is_read_only(t),
+            Some(Request::RequestPut(_)) | Some(Request::RequestDeleteRange(_)) => false,
+        })
 }
 
 /// Txn: every compare (nested ones too) is decided on the state before the
 /// txn, then the chosen ops are checked as a whole and only then applied, so
 /// a failing txn changes nothing.
-pub fn txn(view: &mut impl KvView, r: &TxnRequest, leases: &dyn Leases) -> Result<TxnResponse, KvError> {
+pub fn txn(
+    view: &mut impl KvView,
+    r: &TxnRequest,
+    leases: &dyn Leases,
+) -> Result<TxnResponse, KvError> {
     let mut path = Vec::new();
     choose_path(&*view, r, &mut path)?;
     let write = !txn_is_read_only(r);
@@ -300,7 +319,12 @@ fn check_path(
     Ok(())
 }
 
-fn apply_path(view: &mut impl KvView, r: &TxnRequest, path: &[bool], cursor: &mut usize) -> Result<TxnResponse, KvError> {
+fn apply_path(
+    view: &mut impl KvView,
+    r: &TxnRequest,
+    path: &[bool],
+    cursor: &mut usize,
+) -> Result<TxnResponse, KvError> {
     let ok = path[*cursor];
     *cursor += 1;
     let mut responses = Vec::new();
@@ -308,8 +332,12 @@ fn apply_path(view: &mut impl KvView, r: &TxnRequest, path: &[bool], cursor: &mu
         let response = match &op.request {
             Some(Request::RequestRange(q)) => Some(Response::ResponseRange(range(&*view, q)?)),
             Some(Request::RequestPut(p)) => Some(Response::ResponsePut(put_in_txn(view, p)?)),
-            Some(Request::RequestDeleteRange(d)) => Some(Response::ResponseDeleteRange(delete_range(view, d)?)),
-            Some(Request::RequestTxn(t)) => Some(Response::ResponseTxn(apply_path(view, t, path, cursor)?)),
+            Some(Request::RequestDeleteRange(d)) => {
+                Some(Response::ResponseDeleteRange(delete_range(view, d)?))
+            }
+            Some(Request::RequestTxn(t)) => {
+                Some(Response::ResponseTxn(apply_path(view, t, path, cursor)?))
+            }
             None => None,
         };
         responses.push(ResponseOp { response });
@@ -323,7 +351,10 @@ fn apply_path(view: &mut impl KvView, r: &TxnRequest, path: &[bool], cursor: &mu
 }
 
 /// Compact: drops history before the revision.
-pub fn compact(txn: &mut WriteTxn<'_>, r: &CompactionRequest) -> Result<CompactionResponse, KvError> {
+pub fn compact(
+    txn: &mut WriteTxn<'_>,
+    r: &CompactionRequest,
+) -> Result<CompactionResponse, KvError> {
     txn.compact(r.revision)?;
     Ok(CompactionResponse {
         header: header(txn.rev()),

@@ -132,7 +132,10 @@ fn ignore_value_keeps_old_value_and_prev_kv_is_returned() {
     let resp = apply_put(&s, r).unwrap();
     assert_eq!(resp.prev_kv.unwrap().version, 1);
     let now = range(&s.read(), &get("k")).unwrap();
-    assert_eq!((now.kvs[0].value.as_slice(), now.kvs[0].version), (&b"old"[..], 2));
+    assert_eq!(
+        (now.kvs[0].value.as_slice(), now.kvs[0].version),
+        (&b"old"[..], 2)
+    );
 }
 
 #[test]
@@ -181,7 +184,10 @@ fn nested_txn_compares_see_the_state_before_the_txn() {
     };
     let outer = TxnRequest {
         compare: vec![],
-        success: vec![op(Request::RequestPut(put_req("x", "1"))), op(Request::RequestTxn(nested))],
+        success: vec![
+            op(Request::RequestPut(put_req("x", "1"))),
+            op(Request::RequestTxn(nested)),
+        ],
         failure: vec![],
     };
     let resp = apply_txn(&s, &outer).unwrap();

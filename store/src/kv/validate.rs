@@ -4,7 +4,9 @@ use std::collections::HashSet;
 
 use ferrocd_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use ferrocd_proto::etcdserverpb::request_op::Request;
-use ferrocd_proto::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest};
+use ferrocd_proto::etcdserverpb::{
+    DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+};
 
 /// Why a request was refused before being applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -115,7 +117,9 @@ fn writes(ops: &[RequestOp]) -> Result<(HashSet<Vec<u8>>, Vec<Deleted>), Invalid
 
     let mut puts = HashSet::new();
     for op in ops {
-        let Some(Request::RequestTxn(t)) = &op.request else { continue };
+        let Some(Request::RequestTxn(t)) = &op.request else {
+            continue;
+        };
         let (puts_then, dels_then) = writes(&t.success)?;
         let (puts_else, dels_else) = writes(&t.failure)?;
         for k in &puts_then {
@@ -135,7 +139,9 @@ fn writes(ops: &[RequestOp]) -> Result<(HashSet<Vec<u8>>, Vec<Deleted>), Invalid
         dels.extend(dels_else);
     }
     for op in ops {
-        let Some(Request::RequestPut(p)) = &op.request else { continue };
+        let Some(Request::RequestPut(p)) = &op.request else {
+            continue;
+        };
         if puts.contains(&p.key) || deleted(&dels, &p.key) {
             return Err(Invalid::DuplicateKey);
         }
@@ -190,12 +196,18 @@ mod tests {
 
     #[test]
     fn same_key_put_twice_is_duplicate() {
-        assert_eq!(check(vec![put_op(b"a"), put_op(b"a")]), Err(Invalid::DuplicateKey));
+        assert_eq!(
+            check(vec![put_op(b"a"), put_op(b"a")]),
+            Err(Invalid::DuplicateKey)
+        );
     }
 
     #[test]
     fn put_inside_deleted_range_is_duplicate() {
-        assert_eq!(check(vec![del_op(b"a", b"c"), put_op(b"b")]), Err(Invalid::DuplicateKey));
+        assert_eq!(
+            check(vec![del_op(b"a", b"c"), put_op(b"b")]),
+            Err(Invalid::DuplicateKey)
+        );
         assert_eq!(check(vec![del_op(b"a", b"c"), put_op(b"c")]), Ok(()));
     }
 
@@ -239,6 +251,9 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(range(&bad_sort), Err(Invalid::SortOption));
-        assert_eq!(check(vec![RequestOp { request: None }]), Err(Invalid::EmptyOp));
+        assert_eq!(
+            check(vec![RequestOp { request: None }]),
+            Err(Invalid::EmptyOp)
+        );
     }
 }

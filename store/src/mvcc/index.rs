@@ -170,7 +170,12 @@ impl KeyIndex {
     /// Keys in `range` that exist at `at`, with the revision of their value,
     /// in key order. Visits the whole range; `limit` (0 = none) only caps
     /// what is returned. The second value is the total count.
-    pub fn range(&self, range: KeyRange<'_>, at: i64, limit: usize) -> (Vec<(Vec<u8>, Revision)>, usize) {
+    pub fn range(
+        &self,
+        range: KeyRange<'_>,
+        at: i64,
+        limit: usize,
+    ) -> (Vec<(Vec<u8>, Revision)>, usize) {
         let mut out = Vec::new();
         let mut count = 0;
         let mut visit = |key: &Vec<u8>, gens: &Vec<Generation>| {
@@ -188,13 +193,19 @@ impl KeyIndex {
                 }
             }
             KeyRange::From(key) => {
-                for (k, g) in self.keys.range::<[u8], _>((Bound::Included(key), Bound::Unbounded)) {
+                for (k, g) in self
+                    .keys
+                    .range::<[u8], _>((Bound::Included(key), Bound::Unbounded))
+                {
                     visit(k, g);
                 }
             }
             KeyRange::Between(key, end) => {
                 if end > key {
-                    for (k, g) in self.keys.range::<[u8], _>((Bound::Included(key), Bound::Excluded(end))) {
+                    for (k, g) in self
+                        .keys
+                        .range::<[u8], _>((Bound::Included(key), Bound::Excluded(end)))
+                    {
                         visit(k, g);
                     }
                 }

@@ -96,24 +96,37 @@ impl Mvcc {
         })
     }
 
-    /// Every stored entry (data and metadata), as of one consistent moment.
-    pub fn export(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, MvccError> {
+    /// Hands every stored entry (data and metadata) to `sink`, in key order,
+    /// as of one consistent moment: writers wait until it returns.
+    pub fn export_to(
+        &self,
+        sink: &mut dyn FnMut(&[u8], &[u8]) -> std::io::Result<()>,
+    ) -> Result<(), MvccError> {
         let _state = self.state.read().unwrap_or_else(|e| e.into_inner());
-        self.tree
-            .iter()
-            .map(|item| item.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(MvccError::from))
-            .collect()
+        for item in self.tree.iter() {
+            let (k, v) = item?;
+            sink(&k, &v).map_err(|e| MvccError::Storage(e.to_string()))?;
+        }
+        Ok(())
     }
 
-    /// Replaces the whole store with `entries` from [`Mvcc::export`].
-    pub fn import(&self, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), MvccError> {
+    /// Replaces the whole store with the entries of an export.
+    pub fn import_from(
+        &self,
+        source: &mut dyn Iterator<Item = std::io::Result<(Vec<u8>, Vec<u8>)>>,
+    ) -> Result<(), MvccError> {
+        const CHUNK: usize = 10_000;
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        self.tree.clear()?;
         let mut batch = sled::Batch::default();
-        for item in self.tree.iter() {
-            batch.remove(item?.0);
-        }
-        for (k, v) in entries {
+        let mut n = 0;
+        for item in source {
+            let (k, v) = item.map_err(|e| MvccError::Storage(e.to_string()))?;
             batch.insert(k, v);
+            n += 1;
+            if n % CHUNK == 0 {
+                self.tree.apply_batch(std::mem::take(&mut batch))?;
+            }
         }
         self.tree.apply_batch(batch)?;
         *state = load_state(&self.tree)?;
@@ -150,12 +163,19 @@ impl Mvcc {
 
     /// The revision of the last compaction, or -1 if none happened.
     pub fn compacted_revision(&self) -> i64 {
-        self.state.read().unwrap_or_else(|e| e.into_inner()).compacted
+        self.state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .compacted
     }
 
     /// Number of keys the index tracks (live or with history).
     pub fn key_count(&self) -> usize {
-        self.state.read().unwrap_or_else(|e| e.into_inner()).index.len()
+        self.state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .index
+            .len()
     }
 
     /// Reads metadata stored by [`WriteTxn::set_meta`].
@@ -183,7 +203,9 @@ impl ReadView for ReadTxn<'_> {
     }
 
     fn range(&self, range: KeyRange<'_>, opts: RangeOptions) -> Result<RangeResult, MvccError> {
-        range_at(&self.state, self.state.current, range, opts, |rev| load(self.tree, &HashMap::new(), rev))
+        range_at(&self.state, self.state.current, range, opts, |rev| {
+            load(self.tree, &HashMap::new(), rev)
+        })
     }
 }
 
@@ -245,7 +267,8 @@ impl WriteTxn<'_> {
             value,
             lease,
         };
-        self.batch.insert(&rev_key(rev)[..], encode_value(KIND_PUT, &kv));
+        self.batch
+            .insert(&rev_key(rev)[..], encode_value(KIND_PUT, &kv));
         self.state.index.put(key, rev);
         self.events.push(Event {
             r#type: EventType::Put as i32,
@@ -268,7 +291,8 @@ impl WriteTxn<'_> {
                 mod_revision: main,
                 ..Default::default()
             };
-            self.batch.insert(&rev_key(rev)[..], encode_value(KIND_TOMBSTONE, &kv));
+            self.batch
+                .insert(&rev_key(rev)[..], encode_value(KIND_TOMBSTONE, &kv));
             self.state.index.tombstone(key, rev);
             self.events.push(Event {
                 r#type: EventType::Delete as i32,
@@ -292,7 +316,8 @@ impl WriteTxn<'_> {
             self.pending.remove(&rev);
         }
         self.state.compacted = at;
-        self.batch.insert(meta_key(META_COMPACTED), &at.to_be_bytes()[..]);
+        self.batch
+            .insert(meta_key(META_COMPACTED), &at.to_be_bytes()[..]);
         Ok(())
     }
 
@@ -309,7 +334,8 @@ impl WriteTxn<'_> {
     /// Writes everything to the tree in one atomic batch.
     pub fn commit(mut self) -> Result<(), MvccError> {
         let current = self.state.current;
-        self.batch.insert(meta_key(META_CURRENT), &current.to_be_bytes()[..]);
+        self.batch
+            .insert(meta_key(META_CURRENT), &current.to_be_bytes()[..]);
         let batch = std::mem::take(&mut self.batch);
         self.tree.apply_batch(batch)?;
         Ok(())
@@ -330,7 +356,9 @@ impl ReadView for WriteTxn<'_> {
     }
 
     fn range(&self, range: KeyRange<'_>, opts: RangeOptions) -> Result<RangeResult, MvccError> {
-        range_at(&self.state, self.view_rev(), range, opts, |rev| load(self.tree, &self.pending, rev))
+        range_at(&self.state, self.view_rev(), range, opts, |rev| {
+            load(self.tree, &self.pending, rev)
+        })
     }
 }
 
@@ -353,7 +381,9 @@ fn range_at(
     let kvs = if opts.count_only {
         Vec::new()
     } else {
-        revs.into_iter().map(|(_, r)| load(r)).collect::<Result<_, _>>()?
+        revs.into_iter()
+            .map(|(_, r)| load(r))
+            .collect::<Result<_, _>>()?
     };
     Ok(RangeResult {
         kvs,
@@ -362,7 +392,11 @@ fn range_at(
     })
 }
 
-fn load(tree: &sled::Tree, pending: &HashMap<Revision, KeyValue>, rev: Revision) -> Result<KeyValue, MvccError> {
+fn load(
+    tree: &sled::Tree,
+    pending: &HashMap<Revision, KeyValue>,
+    rev: Revision,
+) -> Result<KeyValue, MvccError> {
     if let Some(kv) = pending.get(&rev) {
         return Ok(kv.clone());
     }

@@ -43,7 +43,10 @@ fn put_sets_create_mod_and_version() {
     assert_eq!(put(&store, b"a", b"2"), 3);
     let kvs = get_all(&store.read(), 0).unwrap();
     assert_eq!(kvs.len(), 1);
-    assert_eq!((kvs[0].create_revision, kvs[0].mod_revision, kvs[0].version), (2, 3, 2));
+    assert_eq!(
+        (kvs[0].create_revision, kvs[0].mod_revision, kvs[0].version),
+        (2, 3, 2)
+    );
     assert_eq!(kvs[0].value, b"2");
 }
 
@@ -54,7 +57,9 @@ fn txn_reads_see_earlier_writes_of_the_same_revision() {
     let mut w = store.write();
     w.begin();
     w.put(b"a", b"x".to_vec(), 0);
-    let seen = w.range(KeyRange::new(b"a", b""), RangeOptions::default()).unwrap();
+    let seen = w
+        .range(KeyRange::new(b"a", b""), RangeOptions::default())
+        .unwrap();
     assert_eq!(seen.rev, 2);
     assert_eq!(seen.kvs[0].value, b"x");
     w.put(b"b", b"y".to_vec(), 0);
@@ -125,7 +130,10 @@ fn reopen_rebuilds_index_and_revisions() {
     let store = Mvcc::open(tree).unwrap();
     assert_eq!(store.current_revision(), 4);
     let kvs = get_all(&store.read(), 0).unwrap();
-    assert_eq!(kvs.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>(), vec![b"b".to_vec()]);
+    assert_eq!(
+        kvs.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>(),
+        vec![b"b".to_vec()]
+    );
     assert_eq!(get_all(&store.read(), 3).unwrap().len(), 2);
 }
 

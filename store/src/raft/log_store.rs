@@ -111,7 +111,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged: Option<LogId> = self.get_meta(LAST_PURGED)?;
         let last = match self.log.last().map_err(read_error)? {
-            Some((_, raw)) => Some(bincode::deserialize::<Entry<TypeConfig>>(&raw).map_err(read_error)?.log_id),
+            Some((_, raw)) => Some(
+                bincode::deserialize::<Entry<TypeConfig>>(&raw)
+                    .map_err(read_error)?
+                    .log_id,
+            ),
             None => last_purged,
         };
         Ok(LogState {
@@ -143,7 +147,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.get_meta::<Option<LogId>>(COMMITTED)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -156,7 +164,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.log.apply_batch(batch).map_err(io_error)?;
         if let Err(mpsc::error::SendError(cb)) = self.flusher.send(callback) {
             // The flusher is gone (shutting down): flush here instead.
-            let r = self.db.flush_async().await.map(|_| ()).map_err(|e| std::io::Error::other(e.to_string()));
+            let r = self
+                .db
+                .flush_async()
+                .await
+                .map(|_| ())
+                .map_err(|e| std::io::Error::other(e.to_string()));
             cb.log_io_completed(r);
         }
         Ok(())

@@ -10,9 +10,9 @@ mod log_store;
 mod network;
 mod state_machine;
 
-use std::io::Cursor;
-
-use ferrocd_proto::etcdserverpb::{CompactionResponse, DeleteRangeResponse, PutResponse, TxnResponse};
+use ferrocd_proto::etcdserverpb::{
+    CompactionResponse, DeleteRangeResponse, PutResponse, TxnResponse,
+};
 use ferrocd_proto::ferrocdpb::InternalRequest;
 use serde::{Deserialize, Serialize};
 
@@ -29,7 +29,7 @@ openraft::declare_raft_types!(
         R = Response,
         NodeId = u64,
         Node = openraft::BasicNode,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
 );
 
 /// The raft handle.
@@ -65,7 +65,9 @@ mod proto_bytes {
         s.serialize_bytes(&m.encode_to_vec())
     }
 
-    pub fn deserialize<'de, M: Message + Default, D: Deserializer<'de>>(d: D) -> Result<M, D::Error> {
+    pub fn deserialize<'de, M: Message + Default, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<M, D::Error> {
         let bytes: Vec<u8> = serde_bytes::deserialize(d)?;
         M::decode(bytes.as_slice()).map_err(serde::de::Error::custom)
     }

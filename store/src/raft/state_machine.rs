@@ -1,20 +1,27 @@
 //! The state machine: applies committed requests to MVCC, recording the last
 //! applied log id and membership in the same atomic batch as the data.
 
-use std::io::Cursor;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use ferrocd_proto::ferrocdpb::internal_request::Request as Internal;
 use openraft::storage::RaftStateMachine;
-use openraft::{Entry, EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StoredMembership};
+use openraft::{
+    Entry, EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
+    StoredMembership,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{io_error, read_error, LogId, Request, Response, StorageError, TypeConfig};
 use crate::kv::{self, KvError, NoLeases};
 use crate::mvcc::{meta_key, Mvcc, MvccError, WriteTxn};
+use crate::snapshot::{self, SnapshotReader, SnapshotWriter};
 
 const APPLIED: &str = "raft_applied";
-const SNAPSHOT_META: &str = "raft_snapshot_meta";
+const CURRENT_SNAPSHOT: &str = "current.snap";
+const CURRENT_META: &str = "current.meta";
+const BUILDING_SNAPSHOT: &str = "building.snap";
+const RECEIVING_SNAPSHOT: &str = "receiving.snap";
 
 type Membership = StoredMembership<u64, openraft::BasicNode>;
 
@@ -24,15 +31,37 @@ struct Applied {
     membership: Membership,
 }
 
-/// The state machine. Clones share the same store.
+type Meta = SnapshotMeta<u64, openraft::BasicNode>;
+
+/// The state machine. Clones share the same store. Snapshots are files in
+/// `snap_dir`, written and read in chunks.
 #[derive(Clone)]
 pub struct StateMachine {
     mvcc: Arc<Mvcc>,
+    snap_dir: PathBuf,
 }
 
 impl StateMachine {
-    pub fn new(mvcc: Arc<Mvcc>) -> Self {
-        StateMachine { mvcc }
+    pub fn new(mvcc: Arc<Mvcc>, snap_dir: PathBuf) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&snap_dir)?;
+        Ok(StateMachine { mvcc, snap_dir })
+    }
+
+    async fn open_current(&self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let meta_path = self.snap_dir.join(CURRENT_META);
+        let raw = match tokio::fs::read(&meta_path).await {
+            Ok(raw) => raw,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(read_error(e)),
+        };
+        let meta: Meta = bincode::deserialize(&raw).map_err(read_error)?;
+        let file = tokio::fs::File::open(self.snap_dir.join(CURRENT_SNAPSHOT))
+            .await
+            .map_err(read_error)?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(file),
+        }))
     }
 
     fn applied(&self) -> Result<Applied, StorageError> {
@@ -52,9 +81,9 @@ fn execute(txn: &mut WriteTxn<'_>, Request(req): &Request) -> Response {
         Some(Internal::Compaction(r)) => kv::compact(txn, r).map(Response::Compaction),
         // Lease requests are refused until the lease service exists; the API
         // never proposes them, so this only guards against foreign logs.
-        Some(Internal::LeaseGrant(_)) | Some(Internal::LeaseRevoke(_)) | Some(Internal::LeaseCheckpoint(_)) => {
-            Err(KvError::LeaseNotFound)
-        }
+        Some(Internal::LeaseGrant(_))
+        | Some(Internal::LeaseRevoke(_))
+        | Some(Internal::LeaseCheckpoint(_)) => Err(KvError::LeaseNotFound),
         None => Ok(Response::None),
     };
     result.unwrap_or_else(Response::Failed)
@@ -103,54 +132,90 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let file = tokio::fs::File::create(self.snap_dir.join(RECEIVING_SNAPSHOT))
+            .await
+            .map_err(io_error)?;
+        Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<u64, openraft::BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        meta: &Meta,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        let entries: Vec<(Vec<u8>, Vec<u8>)> = bincode::deserialize(snapshot.get_ref()).map_err(read_error)?;
-        self.mvcc.import(entries).map_err(storage)?;
-        let applied = Applied {
-            log_id: meta.last_log_id,
-            membership: meta.last_membership.clone(),
-        };
-        let mut txn = self.mvcc.write();
-        txn.set_meta(APPLIED, &bincode::serialize(&applied).map_err(io_error)?);
-        txn.set_meta(SNAPSHOT_META, &bincode::serialize(meta).map_err(io_error)?);
-        txn.commit().map_err(storage)
+        snapshot.sync_all().await.map_err(io_error)?;
+        drop(snapshot);
+        let (mvcc, dir, meta) = (self.mvcc.clone(), self.snap_dir.clone(), meta.clone());
+        tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
+            let path = dir.join(RECEIVING_SNAPSHOT);
+            // Check the whole file before replacing anything.
+            snapshot::verify(&path).map_err(read_error)?;
+            let mut reader = SnapshotReader::new(std::fs::File::open(&path).map_err(read_error)?)
+                .map_err(read_error)?;
+            mvcc.import_from(&mut reader).map_err(storage)?;
+            let applied = Applied {
+                log_id: meta.last_log_id,
+                membership: meta.last_membership.clone(),
+            };
+            let mut txn = mvcc.write();
+            txn.set_meta(APPLIED, &bincode::serialize(&applied).map_err(io_error)?);
+            txn.commit().map_err(storage)?;
+            publish(&dir, &path, &meta)
+        })
+        .await
+        .map_err(io_error)?
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        // Snapshots are built on demand from the live store; there is no
-        // stored one to hand out (single-member clusters never send one).
-        Ok(None)
+        self.open_current().await
     }
+}
+
+/// Makes `file` the current snapshot, with `meta` beside it, crash-safely.
+fn publish(dir: &std::path::Path, file: &std::path::Path, meta: &Meta) -> Result<(), StorageError> {
+    let meta_tmp = dir.join("current.meta.tmp");
+    std::fs::write(&meta_tmp, bincode::serialize(meta).map_err(io_error)?).map_err(io_error)?;
+    std::fs::File::open(&meta_tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io_error)?;
+    std::fs::rename(file, dir.join(CURRENT_SNAPSHOT)).map_err(io_error)?;
+    std::fs::rename(&meta_tmp, dir.join(CURRENT_META)).map_err(io_error)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error)
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        // The export and the applied id come from one locked moment.
-        let entries = self.mvcc.export().map_err(storage)?;
-        let applied: Applied = entries
-            .iter()
-            .find(|(k, _)| *k == meta_key(APPLIED))
-            .map(|(_, v)| bincode::deserialize(v))
-            .transpose()
-            .map_err(read_error)?
-            .unwrap_or_default();
-        let data = bincode::serialize(&entries).map_err(io_error)?;
-        let meta = SnapshotMeta {
-            last_log_id: applied.log_id,
-            last_membership: applied.membership,
-            snapshot_id: format!("{}", applied.log_id.map(|l| l.index).unwrap_or(0)),
-        };
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
+        let (mvcc, dir) = (self.mvcc.clone(), self.snap_dir.clone());
+        tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
+            let path = dir.join(BUILDING_SNAPSHOT);
+            let mut writer = SnapshotWriter::new(std::fs::File::create(&path).map_err(io_error)?)
+                .map_err(io_error)?;
+            // The export and the applied log id come from one consistent moment.
+            let applied_key = meta_key(APPLIED);
+            let mut applied = Applied::default();
+            mvcc.export_to(&mut |k, v| {
+                if k == applied_key.as_slice() {
+                    applied = bincode::deserialize(v).map_err(std::io::Error::other)?;
+                }
+                writer.entry(k, v)
+            })
+            .map_err(storage)?;
+            let (file, _) = writer.finish().map_err(io_error)?;
+            file.sync_all().map_err(io_error)?;
+            let meta = Meta {
+                last_log_id: applied.log_id,
+                last_membership: applied.membership,
+                snapshot_id: format!("{}", applied.log_id.map(|l| l.index).unwrap_or(0)),
+            };
+            publish(&dir, &path, &meta)
         })
+        .await
+        .map_err(io_error)??;
+        self.open_current()
+            .await?
+            .ok_or_else(|| read_error(std::io::Error::other("snapshot vanished after being built")))
     }
 }
