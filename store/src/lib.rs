@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod config;
+pub mod http;
 pub mod ids;
 pub mod kv;
 pub mod mvcc;

@@ -104,6 +104,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let mut stop = stop_rx.clone();
         servers.push(tokio::spawn(async move {
             tonic::transport::Server::builder()
+                .accept_http1(true)
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
                     let _ = stop.wait_for(|s| *s).await;
@@ -154,5 +155,8 @@ fn client_routes(ctx: &Context, max_decode: usize) -> tonic::service::Routes {
                 .max_decoding_message_size(max_decode),
         )
         .add_service(AuthServer::new(api::AuthService).max_decoding_message_size(max_decode));
-    routes.routes()
+    let mut routes = routes.routes();
+    let grpc = std::mem::take(routes.axum_router_mut());
+    *routes.axum_router_mut() = crate::http::routes(grpc, ctx.clone());
+    routes
 }

@@ -143,7 +143,7 @@ impl Context {
     }
 
     /// Bytes the database occupies on disk.
-    fn db_size(&self) -> i64 {
+    pub fn db_size(&self) -> i64 {
         self.inner.db.size_on_disk().map(|s| s as i64).unwrap_or(0)
     }
 }
