@@ -58,7 +58,10 @@ pub fn ferrocd_bin() -> PathBuf {
     }
     // Test executables live in target/<profile>/deps.
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile dir");
     let bin = profile_dir.join("ferrocd");
     assert!(
         bin.exists(),
@@ -160,7 +163,11 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("{:?} exited early with {status}; log:\n{}", self.kind, self.log());
+                panic!(
+                    "{:?} exited early with {status}; log:\n{}",
+                    self.kind,
+                    self.log()
+                );
             }
             if let Ok(mut c) = MaintenanceClient::connect(self.client_url.clone()).await {
                 if let Ok(s) = c.status(StatusRequest {}).await {
@@ -169,7 +176,12 @@ impl Server {
                     }
                 }
             }
-            assert!(Instant::now() < deadline, "{:?} not ready in 30s; log:\n{}", self.kind, self.log());
+            assert!(
+                Instant::now() < deadline,
+                "{:?} not ready in 30s; log:\n{}",
+                self.kind,
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -191,7 +203,10 @@ impl Server {
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("server is running");
         let pid = c.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = c.try_wait().expect("wait") {

@@ -9,7 +9,9 @@ use ferrocd_proto::etcdserverpb::kv_client::KvClient;
 use ferrocd_proto::etcdserverpb::{PutRequest, RangeRequest};
 
 async fn kv(server: &Server) -> KvClient<tonic::transport::Channel> {
-    KvClient::connect(server.client_url.clone()).await.expect("connect")
+    KvClient::connect(server.client_url.clone())
+        .await
+        .expect("connect")
 }
 
 /// Puts keys from several writers until the server dies; returns what was
@@ -52,7 +54,11 @@ async fn write_until_killed(server: &mut Server, writers: usize) -> Vec<(String,
 async fn acknowledged_writes_survive_kill_9() {
     let mut server = Server::ferrocd(&[]).await;
     let acked = write_until_killed(&mut server, 8).await;
-    assert!(acked.len() > 50, "too few writes acknowledged to test anything: {}", acked.len());
+    assert!(
+        acked.len() > 50,
+        "too few writes acknowledged to test anything: {}",
+        acked.len()
+    );
 
     server.restart().await;
     let mut client = kv(&server).await;
@@ -65,8 +71,15 @@ async fn acknowledged_writes_survive_kill_9() {
             .await
             .expect("range")
             .into_inner();
-        assert_eq!(resp.kvs.len(), 1, "acknowledged key {key} lost after kill -9");
-        assert_eq!(resp.kvs[0].mod_revision, *rev, "{key} has another revision after restart");
+        assert_eq!(
+            resp.kvs.len(),
+            1,
+            "acknowledged key {key} lost after kill -9"
+        );
+        assert_eq!(
+            resp.kvs[0].mod_revision, *rev,
+            "{key} has another revision after restart"
+        );
         assert_eq!(resp.kvs[0].version, 1, "{key} applied twice");
     }
     // Revisions are dense: one per put, none lost or doubled. Unacknowledged
@@ -83,7 +96,10 @@ async fn acknowledged_writes_survive_kill_9() {
         .into_inner();
     let max_acked = acked.iter().map(|(_, r)| *r).max().unwrap();
     let current = all.header.expect("header").revision;
-    assert!(current >= max_acked, "revision went back: {current} < {max_acked}");
+    assert!(
+        current >= max_acked,
+        "revision went back: {current} < {max_acked}"
+    );
     assert_eq!(all.count, current - 1, "every revision is exactly one put");
 }
 

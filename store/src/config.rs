@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 use url::Url;
@@ -106,6 +107,12 @@ pub struct Flags {
     #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
     pub snapshot_count: u64,
 
+    /// Interval of progress notifications to watchers that asked for them
+    /// (Go duration: 10m, 30s, 500ms).
+    #[arg(long, env = "ETCD_WATCH_PROGRESS_NOTIFY_INTERVAL", default_value = "10m",
+          alias = "experimental-watch-progress-notify-interval", value_parser = parse_duration)]
+    pub watch_progress_notify_interval: Duration,
+
     /// Accepted for compatibility; the backend quota is not enforced yet.
     #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES")]
     pub quota_backend_bytes: Option<i64>,
@@ -171,6 +178,7 @@ pub struct Config {
     pub heartbeat_interval_ms: u64,
     pub election_timeout_ms: u64,
     pub snapshot_count: u64,
+    pub watch_progress_notify_interval: Duration,
     /// Notes about flags accepted but not acted on, to log at start.
     pub ignored: Vec<String>,
 }
@@ -321,9 +329,44 @@ impl Config {
             heartbeat_interval_ms: f.heartbeat_interval,
             election_timeout_ms: f.election_timeout,
             snapshot_count: f.snapshot_count,
+            watch_progress_notify_interval: f.watch_progress_notify_interval,
             ignored,
         })
     }
+}
+
+/// Parses a Go duration such as "10m", "1m30s", "250ms".
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let err = || format!("invalid duration {s:?} (expected e.g. 10m, 30s, 500ms)");
+    let mut total = Duration::ZERO;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(err());
+    }
+    if rest == "0" {
+        return Ok(total);
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .ok_or_else(err)?;
+        let value: f64 = rest[..digits].parse().map_err(|_| err())?;
+        let unit_end = rest[digits..]
+            .find(|c: char| c.is_ascii_digit())
+            .map_or(rest.len(), |i| digits + i);
+        let unit = match &rest[digits..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(err()),
+        };
+        total += Duration::from_secs_f64(value * unit);
+        rest = &rest[unit_end..];
+    }
+    Ok(total)
 }
 
 fn parse_urls(flag: &str, list: &str) -> Result<Vec<Url>, ConfigError> {
@@ -443,6 +486,20 @@ mod tests {
                 .is_err()
         );
         assert!(Config::from_flags(flags(&["--cert-file", "x.pem"]).unwrap()).is_err());
+    }
+
+    #[test]
+    fn go_durations_parse() {
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("fast").is_err());
+        let c = Config::from_flags(
+            flags(&["--experimental-watch-progress-notify-interval=5s"]).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(c.watch_progress_notify_interval, Duration::from_secs(5));
     }
 
     #[test]

@@ -21,8 +21,10 @@ use tracing::{info, warn};
 
 use crate::api::{self, Context};
 use crate::config::Config;
+use crate::lease::Lessor;
 use crate::mvcc::Mvcc;
 use crate::raft::{LogStore, Network, Raft, StateMachine};
+use crate::watch::WatchHub;
 
 /// gRPC framing allowance on top of `--max-request-bytes`, as etcd allows.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -31,16 +33,31 @@ const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 /// `--snapshot-catchup-entries` default).
 const SNAPSHOT_CATCHUP_ENTRIES: u64 = 5000;
 
+/// A running member's parts.
+pub struct Node {
+    pub raft: Raft,
+    pub mvcc: Arc<Mvcc>,
+    pub lessor: Arc<Lessor>,
+    pub hub: Arc<WatchHub>,
+    pub db: sled::Db,
+}
+
 /// Opens the data directory and starts raft. Returns once this member can
 /// serve (it has a leader).
-pub async fn open(config: &Config) -> anyhow::Result<(Raft, Arc<Mvcc>, sled::Db)> {
+pub async fn open(config: &Config) -> anyhow::Result<Node> {
     let dir = config.data_dir.join("member");
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("creating data dir {}", dir.display()))?;
     let db = open_db(&dir.join("db"))?;
     let mvcc = Arc::new(Mvcc::open(db.open_tree("state")?).context("opening the key-value store")?);
     let log = LogStore::open(&db)?;
-    let sm = StateMachine::new(mvcc.clone(), dir.join("snap"))?;
+    let hub = WatchHub::new(mvcc.clone(), config.max_request_bytes);
+    tokio::spawn(hub.clone().run(config.watch_progress_notify_interval));
+    let lessor = Arc::new(Lessor::new(Lessor::min_ttl_for(Duration::from_millis(
+        config.election_timeout_ms,
+    ))));
+    lessor.restore_from(&mvcc).context("reading leases")?;
+    let sm = StateMachine::new(mvcc.clone(), lessor.clone(), hub.clone(), dir.join("snap"))?;
 
     let raft_config = openraft::Config {
         cluster_name: "ferrocd".into(),
@@ -56,7 +73,8 @@ pub async fn open(config: &Config) -> anyhow::Result<(Raft, Arc<Mvcc>, sled::Db)
     .validate()?;
     let raft = Raft::new(config.member_id, Arc::new(raft_config), Network, log, sm).await?;
 
-    if !raft.is_initialized().await? {
+    let fresh = !raft.is_initialized().await?;
+    if fresh {
         let members: BTreeMap<u64, BasicNode> = config
             .initial_cluster
             .iter()
@@ -65,15 +83,26 @@ pub async fn open(config: &Config) -> anyhow::Result<(Raft, Arc<Mvcc>, sled::Db)
         info!(member = %format!("{:x}", config.member_id), "bootstrapping a new cluster");
         raft.initialize(members).await?;
     }
-    // A lone voter need not wait out an election timeout.
-    if config.initial_cluster.len() == 1 {
+    if !fresh && config.initial_cluster.len() == 1 {
+        // A lone voter need not wait out an election timeout to lead again.
         raft.trigger().elect().await?;
     }
+    wait_for_leader(&raft).await?;
+    Ok(Node {
+        raft,
+        mvcc,
+        lessor,
+        hub,
+        db,
+    })
+}
+
+async fn wait_for_leader(raft: &Raft) -> anyhow::Result<()> {
     raft.wait(Some(Duration::from_secs(30)))
         .metrics(|m| m.current_leader.is_some(), "waiting for a leader")
         .await
         .context("no leader elected")?;
-    Ok((raft, mvcc, db))
+    Ok(())
 }
 
 fn open_db(path: &Path) -> anyhow::Result<sled::Db> {
@@ -81,6 +110,9 @@ fn open_db(path: &Path) -> anyhow::Result<sled::Db> {
         .path(path)
         .cache_capacity(256 * 1024 * 1024)
         .mode(sled::Mode::HighThroughput)
+        // Durability comes from the log store's own fsyncs; a timer-driven
+        // background flush would only compete with them.
+        .flush_every_ms(None)
         .open()
         .with_context(|| format!("opening database {}", path.display()))
 }
@@ -90,17 +122,33 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     for note in &config.ignored {
         warn!("{note}");
     }
-    let (raft, mvcc, db) = open(&config).await?;
+    let Node {
+        raft,
+        mvcc,
+        lessor,
+        hub,
+        db,
+    } = open(&config).await?;
     let ctx = Context::new(raft.clone(), mvcc, config.clone(), db.clone());
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(api::expire_leases(
+        ctx.clone(),
+        lessor.clone(),
+        stop_rx.clone(),
+    ));
     let mut servers = Vec::new();
     for addr in &config.listen_client {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening for client traffic on {addr}"))?;
         info!(%addr, "serving client requests");
-        let routes = client_routes(&ctx, config.max_request_bytes + GRPC_OVERHEAD_BYTES);
+        let routes = client_routes(
+            &ctx,
+            &hub,
+            &lessor,
+            config.max_request_bytes + GRPC_OVERHEAD_BYTES,
+        );
         let mut stop = stop_rx.clone();
         servers.push(tokio::spawn(async move {
             tonic::transport::Server::builder()
@@ -138,14 +186,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     Ok(())
 }
 
-fn client_routes(ctx: &Context, max_decode: usize) -> tonic::service::Routes {
+fn client_routes(
+    ctx: &Context,
+    hub: &Arc<WatchHub>,
+    lessor: &Arc<Lessor>,
+    max_decode: usize,
+) -> tonic::service::Routes {
     let mut routes = tonic::service::RoutesBuilder::default();
     routes
         .add_service(
             KvServer::new(api::KvService::new(ctx.clone())).max_decoding_message_size(max_decode),
         )
-        .add_service(WatchServer::new(api::WatchService).max_decoding_message_size(max_decode))
-        .add_service(LeaseServer::new(api::LeaseService).max_decoding_message_size(max_decode))
+        .add_service(
+            WatchServer::new(api::WatchService::new(ctx.clone(), hub.clone()))
+                .max_decoding_message_size(max_decode),
+        )
+        .add_service(
+            LeaseServer::new(api::LeaseService::new(ctx.clone(), lessor.clone()))
+                .max_decoding_message_size(max_decode),
+        )
         .add_service(
             ClusterServer::new(api::ClusterService::new(ctx.clone()))
                 .max_decoding_message_size(max_decode),

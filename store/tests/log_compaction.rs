@@ -35,7 +35,13 @@ fn put(i: u64) -> Request {
 async fn log_is_purged_behind_snapshots_and_restart_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), 100);
-    let (raft, mvcc, db) = ferrocd::server::open(&cfg).await.unwrap();
+    let ferrocd::server::Node {
+        raft,
+        mvcc,
+        lessor,
+        hub,
+        db,
+    } = ferrocd::server::open(&cfg).await.unwrap();
     for i in 0..6000 {
         raft.client_write(put(i)).await.unwrap();
     }
@@ -59,11 +65,12 @@ async fn log_is_purged_behind_snapshots_and_restart_keeps_everything() {
         log.len()
     );
     assert!(dir.path().join("member/snap/current.snap").exists());
-    drop((raft, mvcc, log, db));
+    drop((raft, mvcc, lessor, hub, log, db));
     // The flusher task lets go of the database once the log store is gone.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
 
-    let (raft, mvcc, _db) = ferrocd::server::open(&cfg).await.unwrap();
+    let node = ferrocd::server::open(&cfg).await.unwrap();
+    let (raft, mvcc) = (node.raft, node.mvcc);
     let all = mvcc
         .read()
         .range(KeyRange::new(b"\0", b"\0"), RangeOptions::default())
@@ -77,7 +84,7 @@ async fn log_is_purged_behind_snapshots_and_restart_keeps_everything() {
 async fn built_snapshot_file_holds_every_key() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), 1_000_000);
-    let (raft, _mvcc, _db) = ferrocd::server::open(&cfg).await.unwrap();
+    let raft = ferrocd::server::open(&cfg).await.unwrap().raft;
     for i in 0..50 {
         raft.client_write(put(i)).await.unwrap();
     }

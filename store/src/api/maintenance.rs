@@ -36,7 +36,7 @@ impl Maintenance for MaintenanceService {
             db_size,
             leader: m.current_leader.unwrap_or(0),
             raft_index: m.last_log_index.unwrap_or(0),
-            raft_term: m.current_term,
+            raft_term: self.ctx.raft_term(),
             raft_applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
             errors: Vec::new(),
             db_size_in_use: db_size,

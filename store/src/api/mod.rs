@@ -5,10 +5,12 @@
 mod cluster;
 pub mod errors;
 mod kv;
+mod lease;
 mod maintenance;
 mod unsupported;
+mod watch;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,8 +23,10 @@ use tonic::Status;
 pub use cluster::ClusterService;
 pub use errors::EtcdError;
 pub use kv::KvService;
+pub use lease::{expire_leases, LeaseService};
 pub use maintenance::MaintenanceService;
-pub use unsupported::{AuthService, LeaseService, WatchService};
+pub use unsupported::AuthService;
+pub use watch::WatchService;
 
 use crate::config::Config;
 use crate::kv::validate::Invalid;
@@ -42,10 +46,12 @@ struct Shared {
     config: Config,
     db: sled::Db,
     next_id: AtomicU64,
+    next_lease_id: AtomicI64,
 }
 
 impl Context {
     pub fn new(raft: Raft, mvcc: Arc<Mvcc>, config: Config, db: sled::Db) -> Self {
+        let lease_base = lease_id_base(config.member_id);
         Context {
             inner: Arc::new(Shared {
                 raft,
@@ -53,6 +59,7 @@ impl Context {
                 config,
                 db,
                 next_id: AtomicU64::new(1),
+                next_lease_id: AtomicI64::new(lease_base),
             }),
         }
     }
@@ -75,8 +82,12 @@ impl Context {
         Duration::from_millis(5000 + 2 * self.inner.config.election_timeout_ms)
     }
 
-    fn raft_term(&self) -> u64 {
-        self.inner.raft.metrics().borrow().current_term
+    /// The raft term as clients see it. etcd spends term 1 on bootstrapping
+    /// and first elects a leader in term 2; openraft elects in term 1. The
+    /// offset makes ferrocd's terms read as etcd's (2 on a fresh member, one
+    /// more per election), identically on every member.
+    pub fn raft_term(&self) -> u64 {
+        self.inner.raft.metrics().borrow().current_term + 1
     }
 
     /// A top-level response header: cluster, member, term, and `revision`
@@ -95,9 +106,24 @@ impl Context {
         }
     }
 
+    /// A header with exactly `revision` (watch responses may carry 0).
+    fn header_exact(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.inner.config.cluster_id,
+            member_id: self.inner.config.member_id,
+            revision,
+            raft_term: self.raft_term(),
+        }
+    }
+
     fn fill(&self, header: &mut Option<ResponseHeader>) {
         let revision = header.map(|h| h.revision).unwrap_or(0);
         *header = Some(self.header(revision));
+    }
+
+    /// A lease id for a grant that did not choose one.
+    fn new_lease_id(&self) -> i64 {
+        self.inner.next_lease_id.fetch_add(1, Ordering::Relaxed) & i64::MAX
     }
 
     /// Waits until this member may serve a linearizable read: it is the
@@ -148,6 +174,18 @@ impl Context {
     }
 }
 
+/// Where this member's generated lease ids start: its member id's low 16
+/// bits, then the start time in milliseconds, then a counter, as etcd does,
+/// so ids from different members and restarts do not collide.
+fn lease_id_base(member_id: u64) -> i64 {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let id = ((member_id & 0xffff) << 48) | ((millis & 0xff_ffff_ffff) << 8);
+    (id & i64::MAX as u64).max(1) as i64
+}
+
 /// Maps a store error to etcd's status.
 fn kv_status(e: KvError) -> Status {
     match e {
@@ -158,6 +196,7 @@ fn kv_status(e: KvError) -> Status {
         }
         KvError::KeyNotFound => EtcdError::KeyNotFound.into(),
         KvError::LeaseNotFound => EtcdError::LeaseNotFound.into(),
+        KvError::LeaseExist => EtcdError::LeaseExist.into(),
         KvError::ReadOnly => Status::internal("etcdserver: write in a read-only transaction"),
     }
 }

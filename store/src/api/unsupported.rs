@@ -1,18 +1,11 @@
 //! Services that are not built yet. Every RPC answers `Unimplemented` with a
 //! message naming what is missing, so clients fail clearly instead of hanging.
 
-use std::pin::Pin;
-
 use ferrocd_proto::etcdserverpb::auth_server::Auth;
-use ferrocd_proto::etcdserverpb::lease_server::Lease;
-use ferrocd_proto::etcdserverpb::watch_server::Watch;
 use ferrocd_proto::etcdserverpb::*;
-use futures::Stream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status};
 
 use super::not_yet;
-
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// Generates RPCs that answer `Unimplemented` for `what`.
 macro_rules! not_yet_rpcs {
@@ -32,43 +25,6 @@ macro_rules! not_yet_rpcs {
             }
         )*
     };
-}
-
-/// The Watch service (not built yet).
-pub struct WatchService;
-
-#[tonic::async_trait]
-impl Watch for WatchService {
-    type WatchStream = BoxStream<WatchResponse>;
-
-    async fn watch(
-        &self,
-        _: Request<Streaming<WatchRequest>>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
-        Err(not_yet("the Watch service"))
-    }
-}
-
-/// The Lease service (not built yet).
-pub struct LeaseService;
-
-#[tonic::async_trait]
-impl Lease for LeaseService {
-    type LeaseKeepAliveStream = BoxStream<LeaseKeepAliveResponse>;
-
-    not_yet_rpcs! { "the Lease service";
-        lease_grant(LeaseGrantRequest) -> LeaseGrantResponse;
-        lease_revoke(LeaseRevokeRequest) -> LeaseRevokeResponse;
-        lease_time_to_live(LeaseTimeToLiveRequest) -> LeaseTimeToLiveResponse;
-        lease_leases(LeaseLeasesRequest) -> LeaseLeasesResponse;
-    }
-
-    async fn lease_keep_alive(
-        &self,
-        _: Request<Streaming<LeaseKeepAliveRequest>>,
-    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        Err(not_yet("the Lease service"))
-    }
 }
 
 /// The Auth service (not built yet).

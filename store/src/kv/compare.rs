@@ -10,7 +10,11 @@ use ferrocd_proto::mvccpb::KeyValue;
 /// in the range must satisfy it. An empty range compares against a zero
 /// key-value, except that a value comparison on missing keys always fails.
 pub fn holds(cmp: &Compare, kvs: &[KeyValue]) -> bool {
-    let target = CompareTarget::try_from(cmp.target).unwrap_or(CompareTarget::Version);
+    let Ok(target) = CompareTarget::try_from(cmp.target) else {
+        // etcd compares nothing for a target it does not know: the
+        // comparison behaves as if both sides were equal.
+        return result_holds(cmp, Ordering::Equal);
+    };
     if kvs.is_empty() {
         if target == CompareTarget::Value {
             return false;
@@ -35,6 +39,10 @@ fn holds_for(cmp: &Compare, target: CompareTarget, kv: &KeyValue) -> bool {
         CompareTarget::Mod => kv.mod_revision.cmp(&int_target(cmp, target)),
         CompareTarget::Lease => kv.lease.cmp(&int_target(cmp, target)),
     };
+    result_holds(cmp, ordering)
+}
+
+fn result_holds(cmp: &Compare, ordering: Ordering) -> bool {
     match CompareResult::try_from(cmp.result) {
         Ok(CompareResult::Equal) => ordering == Ordering::Equal,
         Ok(CompareResult::NotEqual) => ordering != Ordering::Equal,
@@ -158,6 +166,25 @@ mod tests {
         );
         assert!(holds(&c, &[kv(2, 1, 1, b"", 0), kv(3, 1, 1, b"", 0)]));
         assert!(!holds(&c, &[kv(2, 1, 1, b"", 0), kv(1, 1, 1, b"", 0)]));
+    }
+
+    #[test]
+    fn unknown_target_compares_as_equal() {
+        let c = Compare {
+            target: 7,
+            ..cmp(
+                CompareTarget::Version,
+                CompareResult::Equal,
+                TargetUnion::Version(100),
+            )
+        };
+        assert!(holds(&c, &[kv(1, 2, 2, b"v", 0)]));
+        assert!(holds(&c, &[]));
+        let c = Compare {
+            result: CompareResult::NotEqual as i32,
+            ..c
+        };
+        assert!(!holds(&c, &[kv(1, 2, 2, b"v", 0)]));
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub enum KvError {
     KeyNotFound,
     #[error("requested lease not found")]
     LeaseNotFound,
+    #[error("lease already exists")]
+    LeaseExist,
     /// A write op reached a read-only view; validation should prevent this.
     #[error("write in a read-only transaction")]
     ReadOnly,
@@ -207,11 +209,9 @@ pub fn delete_range(
         Vec::new()
     };
     let deleted = view.delete_range(range)?;
-    let rev = if deleted != 0 || view.changed() {
-        view.rev()
-    } else {
-        view.rev()
-    };
+    // The new revision if this or an earlier op of the txn changed
+    // anything, else the current one: what the view reports.
+    let rev = view.rev();
     Ok(DeleteRangeResponse {
         header: header(rev),
         deleted,
@@ -242,7 +242,7 @@ pub fn txn(
     let mut path = Vec::new();
     choose_path(&*view, r, &mut path)?;
     let write = !txn_is_read_only(r);
-    check_path(&*view, r, &path, &mut 0, write, leases)?;
+    check_path(&*view, r, &path, &mut 0, write, leases, &mut Vec::new())?;
     let mut cursor = 0;
     let mut resp = apply_path(view, r, &path, &mut cursor)?;
     resp.header = header(view.rev());
@@ -281,6 +281,12 @@ fn branch(r: &TxnRequest, ok: bool) -> &[RequestOp] {
     }
 }
 
+/// Checks the ops on `path` before any is applied, so that a txn fails
+/// whole or not at all. `deleted_from` collects the start keys of from-key
+/// deletes (range_end "\0") met so far in apply order: the duplicate-key
+/// check lets a put after one through, as etcd's does, and an
+/// `ignore_value`/`ignore_lease` put of a key it removed must fail here,
+/// not halfway through applying (where etcd itself panics).
 fn check_path(
     view: &impl KvView,
     r: &TxnRequest,
@@ -288,6 +294,7 @@ fn check_path(
     cursor: &mut usize,
     write: bool,
     leases: &dyn Leases,
+    deleted_from: &mut Vec<Vec<u8>>,
 ) -> Result<(), KvError> {
     let ok = path[*cursor];
     *cursor += 1;
@@ -296,7 +303,8 @@ fn check_path(
             Some(Request::RequestPut(p)) if write => {
                 if p.ignore_value || p.ignore_lease {
                     let found = view.range(KeyRange::Single(&p.key), RangeOptions::default())?;
-                    if found.kvs.is_empty() {
+                    let deleted = deleted_from.iter().any(|start| p.key >= *start);
+                    if found.kvs.is_empty() || deleted {
                         return Err(KvError::KeyNotFound);
                     }
                 }
@@ -312,7 +320,12 @@ fn check_path(
                     return Err(MvccError::Compacted.into());
                 }
             }
-            Some(Request::RequestTxn(t)) => check_path(view, t, path, cursor, write, leases)?,
+            Some(Request::RequestDeleteRange(d)) if d.range_end == [0] => {
+                deleted_from.push(d.key.clone())
+            }
+            Some(Request::RequestTxn(t)) => {
+                check_path(view, t, path, cursor, write, leases, deleted_from)?
+            }
             _ => {}
         }
     }

@@ -197,3 +197,34 @@ fn nested_txn_compares_see_the_state_before_the_txn() {
     assert!(inner.succeeded, "x was absent before the txn began");
     assert_eq!(range(&s.read(), &get("y")).unwrap().count, 1);
 }
+
+#[test]
+fn ignore_value_put_of_a_key_deleted_from_key_earlier_fails_without_effect() {
+    let (_db, s) = store();
+    apply_put(&s, put_req("k", "v")).unwrap();
+    let ignore_value = PutRequest {
+        key: "k".into(),
+        ignore_value: true,
+        ..Default::default()
+    };
+    let delete_from = DeleteRangeRequest {
+        key: "a".into(),
+        range_end: vec![0],
+        prev_kv: false,
+    };
+    let r = TxnRequest {
+        compare: vec![],
+        success: vec![
+            op(Request::RequestDeleteRange(delete_from)),
+            op(Request::RequestTxn(TxnRequest {
+                compare: vec![],
+                success: vec![op(Request::RequestPut(ignore_value))],
+                failure: vec![],
+            })),
+        ],
+        failure: vec![],
+    };
+    assert_eq!(apply_txn(&s, &r), Err(KvError::KeyNotFound));
+    assert_eq!(s.current_revision(), 2);
+    assert_eq!(range(&s.read(), &get("k")).unwrap().count, 1);
+}

@@ -72,6 +72,9 @@ fn txn_ops(r: &TxnRequest, max_ops: usize) -> Result<(), Invalid> {
     if ops > max_ops {
         return Err(Invalid::TooManyOps);
     }
+    if r.compare.iter().any(|c| c.key.is_empty()) {
+        return Err(Invalid::EmptyKey);
+    }
     for op in r.success.iter().chain(&r.failure) {
         match &op.request {
             Some(Request::RequestRange(q)) => range(q)?,
@@ -240,6 +243,36 @@ mod tests {
             failure: vec![],
         };
         assert_eq!(txn(&nested, 4), Err(Invalid::TooManyOps));
+    }
+
+    #[test]
+    fn compare_without_key_is_refused_before_the_ops() {
+        let cmp = ferrocd_proto::etcdserverpb::Compare::default();
+        let bad_sort = RangeRequest {
+            key: b"a".to_vec(),
+            sort_order: 7,
+            ..Default::default()
+        };
+        let r = TxnRequest {
+            compare: vec![cmp.clone()],
+            success: vec![RequestOp {
+                request: Some(Request::RequestRange(bad_sort)),
+            }],
+            failure: vec![],
+        };
+        assert_eq!(txn(&r, 128), Err(Invalid::EmptyKey));
+        let nested = TxnRequest {
+            compare: vec![],
+            success: vec![RequestOp {
+                request: Some(Request::RequestTxn(TxnRequest {
+                    compare: vec![cmp],
+                    success: vec![],
+                    failure: vec![],
+                })),
+            }],
+            failure: vec![],
+        };
+        assert_eq!(txn(&nested, 128), Err(Invalid::EmptyKey));
     }
 
     #[test]

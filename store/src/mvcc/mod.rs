@@ -7,6 +7,7 @@
 //! one atomic sled batch.
 
 mod index;
+mod leases;
 mod revision;
 
 use std::collections::HashMap;
@@ -43,6 +44,9 @@ impl From<sled::Error> for MvccError {
     }
 }
 
+/// Receives exported entries: (tree key, value).
+pub type EntrySink<'a> = dyn FnMut(&[u8], &[u8]) -> std::io::Result<()> + 'a;
+
 /// How to read a range.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RangeOptions {
@@ -75,6 +79,7 @@ pub trait ReadView {
 
 struct State {
     index: KeyIndex,
+    leases: leases::LeaseIndex,
     current: i64,
     compacted: i64,
 }
@@ -98,10 +103,7 @@ impl Mvcc {
 
     /// Hands every stored entry (data and metadata) to `sink`, in key order,
     /// as of one consistent moment: writers wait until it returns.
-    pub fn export_to(
-        &self,
-        sink: &mut dyn FnMut(&[u8], &[u8]) -> std::io::Result<()>,
-    ) -> Result<(), MvccError> {
+    pub fn export_to(&self, sink: &mut EntrySink<'_>) -> Result<(), MvccError> {
         let _state = self.state.read().unwrap_or_else(|e| e.into_inner());
         for item in self.tree.iter() {
             let (k, v) = item?;
@@ -178,6 +180,26 @@ impl Mvcc {
             .len()
     }
 
+    /// The live keys attached to `lease`, in key order.
+    pub fn lease_keys(&self, lease: i64) -> Vec<Vec<u8>> {
+        self.state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .leases
+            .keys(lease)
+    }
+
+    /// Metadata entries whose names start with `prefix`, as (name, value).
+    pub fn meta_with_prefix(&self, prefix: &str) -> Result<Vec<(String, sled::IVec)>, MvccError> {
+        self.tree
+            .scan_prefix(meta_key(prefix))
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((String::from_utf8_lossy(&k[1..]).into_owned(), v))
+            })
+            .collect()
+    }
+
     /// Reads metadata stored by [`WriteTxn::set_meta`].
     pub fn meta(&self, name: &str) -> Result<Option<sled::IVec>, MvccError> {
         Ok(self.tree.get(meta_key(name))?)
@@ -194,6 +216,58 @@ impl ReadTxn<'_> {
     /// The revision of the last compaction.
     pub fn compacted(&self) -> i64 {
         self.state.compacted
+    }
+
+    /// The changes to keys in `range` at main revisions `from..=to`, in
+    /// revision order, at most `max_revs` revisions' worth; with the last
+    /// revision scanned. Fails with `Compacted` when `from` is below the
+    /// compacted revision (some of those changes are gone).
+    pub fn history(
+        &self,
+        range: KeyRange<'_>,
+        from: i64,
+        to: i64,
+        max_revs: i64,
+    ) -> Result<(Vec<Event>, i64), MvccError> {
+        if from < self.state.compacted {
+            return Err(MvccError::Compacted);
+        }
+        let to = to
+            .min(self.state.current)
+            .min(from.saturating_add(max_revs - 1));
+        let mut events = Vec::new();
+        if to < from {
+            return Ok((events, from - 1));
+        }
+        let start = rev_key(Revision::new(from, 0));
+        let end = rev_key(Revision::new(to + 1, 0));
+        for item in self.tree.range(start..end) {
+            let (_, v) = item?;
+            let (kind, kv) = decode_value(&v)?;
+            if !range.contains(&kv.key) {
+                continue;
+            }
+            let r#type = if kind == KIND_TOMBSTONE {
+                EventType::Delete
+            } else {
+                EventType::Put
+            };
+            events.push(Event {
+                r#type: r#type as i32,
+                kv: Some(kv),
+                prev_kv: None,
+            });
+        }
+        Ok((events, to))
+    }
+
+    /// The value `key` had at main revision `rev`, if any and not compacted.
+    pub fn get_at(&self, key: &[u8], rev: i64) -> Option<KeyValue> {
+        if rev < self.state.compacted || rev > self.state.current {
+            return None;
+        }
+        let r = self.state.index.get(key, rev)?;
+        load(self.tree, &HashMap::new(), r).ok()
     }
 }
 
@@ -270,6 +344,7 @@ impl WriteTxn<'_> {
         self.batch
             .insert(&rev_key(rev)[..], encode_value(KIND_PUT, &kv));
         self.state.index.put(key, rev);
+        self.state.leases.attach(key, lease);
         self.events.push(Event {
             r#type: EventType::Put as i32,
             kv: Some(kv.clone()),
@@ -294,6 +369,7 @@ impl WriteTxn<'_> {
             self.batch
                 .insert(&rev_key(rev)[..], encode_value(KIND_TOMBSTONE, &kv));
             self.state.index.tombstone(key, rev);
+            self.state.leases.detach(key);
             self.events.push(Event {
                 r#type: EventType::Delete as i32,
                 kv: Some(kv),
@@ -324,6 +400,16 @@ impl WriteTxn<'_> {
     /// The revision of the last compaction.
     pub fn compacted(&self) -> i64 {
         self.state.compacted
+    }
+
+    /// The live keys attached to `lease`, in key order.
+    pub fn lease_keys(&self, lease: i64) -> Vec<Vec<u8>> {
+        self.state.leases.keys(lease)
+    }
+
+    /// Removes caller metadata atomically with this transaction's data.
+    pub fn remove_meta(&mut self, name: &str) {
+        self.batch.remove(meta_key(name));
     }
 
     /// Stores caller metadata atomically with this transaction's data.
@@ -408,6 +494,7 @@ fn load(
 
 fn load_state(tree: &sled::Tree) -> Result<State, MvccError> {
     let mut index = KeyIndex::new();
+    let mut leases = leases::LeaseIndex::default();
     let mut last_seen = 1;
     for item in tree.scan_prefix([REV_PREFIX]) {
         let (k, v) = item?;
@@ -415,7 +502,9 @@ fn load_state(tree: &sled::Tree) -> Result<State, MvccError> {
         let (kind, kv) = decode_value(&v)?;
         if kind == KIND_TOMBSTONE {
             index.tombstone(&kv.key, rev);
+            leases.detach(&kv.key);
         } else {
+            leases.attach(&kv.key, kv.lease);
             index.restore(&kv.key, rev, kv.create_revision, Some(kv.version));
         }
         last_seen = rev.main;
@@ -432,6 +521,7 @@ fn load_state(tree: &sled::Tree) -> Result<State, MvccError> {
     }
     Ok(State {
         index,
+        leases,
         current,
         compacted,
     })

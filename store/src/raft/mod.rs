@@ -6,12 +6,16 @@
 //! data, so a crash at any point loses no acknowledged write and applies
 //! nothing twice.
 
+// openraft's traits fix the error type (`StorageError`), large as it is.
+#![allow(clippy::result_large_err)]
+
 mod log_store;
 mod network;
 mod state_machine;
 
 use ferrocd_proto::etcdserverpb::{
-    CompactionResponse, DeleteRangeResponse, PutResponse, TxnResponse,
+    CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse,
+    TxnResponse,
 };
 use ferrocd_proto::ferrocdpb::InternalRequest;
 use serde::{Deserialize, Serialize};
@@ -50,6 +54,8 @@ pub enum Response {
     DeleteRange(#[serde(with = "proto_bytes")] DeleteRangeResponse),
     Txn(#[serde(with = "proto_bytes")] TxnResponse),
     Compaction(#[serde(with = "proto_bytes")] CompactionResponse),
+    LeaseGrant(#[serde(with = "proto_bytes")] LeaseGrantResponse),
+    LeaseRevoke(#[serde(with = "proto_bytes")] LeaseRevokeResponse),
     /// The request was refused at apply time (deterministically).
     Failed(KvError),
     /// Entries with no client answer (blank, membership).

@@ -13,9 +13,13 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 
 use super::{io_error, read_error, LogId, Request, Response, StorageError, TypeConfig};
-use crate::kv::{self, KvError, NoLeases};
-use crate::mvcc::{meta_key, Mvcc, MvccError, WriteTxn};
+use crate::kv::{self, KvError};
+use crate::lease::{self, Lessor};
+use crate::mvcc::{meta_key, KeyRange, Mvcc, MvccError, ReadView, WriteTxn};
 use crate::snapshot::{self, SnapshotReader, SnapshotWriter};
+use crate::watch::header_at;
+use crate::watch::WatchHub;
+use ferrocd_proto::etcdserverpb::{LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeResponse};
 
 const APPLIED: &str = "raft_applied";
 const CURRENT_SNAPSHOT: &str = "current.snap";
@@ -38,13 +42,25 @@ type Meta = SnapshotMeta<u64, openraft::BasicNode>;
 #[derive(Clone)]
 pub struct StateMachine {
     mvcc: Arc<Mvcc>,
+    lessor: Arc<Lessor>,
+    hub: Arc<WatchHub>,
     snap_dir: PathBuf,
 }
 
 impl StateMachine {
-    pub fn new(mvcc: Arc<Mvcc>, snap_dir: PathBuf) -> std::io::Result<Self> {
+    pub fn new(
+        mvcc: Arc<Mvcc>,
+        lessor: Arc<Lessor>,
+        hub: Arc<WatchHub>,
+        snap_dir: PathBuf,
+    ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&snap_dir)?;
-        Ok(StateMachine { mvcc, snap_dir })
+        Ok(StateMachine {
+            mvcc,
+            lessor,
+            hub,
+            snap_dir,
+        })
     }
 
     async fn open_current(&self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
@@ -72,21 +88,59 @@ impl StateMachine {
     }
 }
 
-/// Applies one request inside `txn`. Deterministic: reads nothing but the store.
-fn execute(txn: &mut WriteTxn<'_>, Request(req): &Request) -> Response {
+/// Applies one request inside `txn`. Deterministic: reads nothing but the
+/// store and the lessor's set of leases (itself changed only here).
+fn execute(txn: &mut WriteTxn<'_>, lessor: &Lessor, Request(req): &Request) -> Response {
     let result = match &req.request {
-        Some(Internal::Put(r)) => kv::put(txn, r, &NoLeases).map(Response::Put),
+        Some(Internal::Put(r)) => kv::put(txn, r, lessor).map(Response::Put),
         Some(Internal::DeleteRange(r)) => kv::delete_range(txn, r).map(Response::DeleteRange),
-        Some(Internal::Txn(r)) => kv::txn(txn, r, &NoLeases).map(Response::Txn),
+        Some(Internal::Txn(r)) => kv::txn(txn, r, lessor).map(Response::Txn),
         Some(Internal::Compaction(r)) => kv::compact(txn, r).map(Response::Compaction),
-        // Lease requests are refused until the lease service exists; the API
-        // never proposes them, so this only guards against foreign logs.
-        Some(Internal::LeaseGrant(_))
-        | Some(Internal::LeaseRevoke(_))
-        | Some(Internal::LeaseCheckpoint(_)) => Err(KvError::LeaseNotFound),
-        None => Ok(Response::None),
+        Some(Internal::LeaseGrant(r)) => lease_grant(txn, lessor, r).map(Response::LeaseGrant),
+        Some(Internal::LeaseRevoke(r)) => {
+            lease_revoke(txn, lessor, r.id).map(Response::LeaseRevoke)
+        }
+        // Checkpoints (remaining TTLs carried across leaders) are not used:
+        // a new leader gives every lease a full TTL instead.
+        Some(Internal::LeaseCheckpoint(_)) | None => Ok(Response::None),
     };
     result.unwrap_or_else(Response::Failed)
+}
+
+fn lease_grant(
+    txn: &mut WriteTxn<'_>,
+    lessor: &Lessor,
+    r: &LeaseGrantRequest,
+) -> Result<LeaseGrantResponse, KvError> {
+    let ttl = lessor.effective_ttl(r.ttl);
+    if !lessor.grant(r.id, ttl) {
+        return Err(KvError::LeaseExist);
+    }
+    txn.set_meta(&lease::meta_name(r.id), &ttl.to_be_bytes());
+    Ok(LeaseGrantResponse {
+        header: header_at(txn.rev()),
+        id: r.id,
+        ttl,
+        error: String::new(),
+    })
+}
+
+/// Deletes every key attached to the lease, all in one revision.
+fn lease_revoke(
+    txn: &mut WriteTxn<'_>,
+    lessor: &Lessor,
+    id: i64,
+) -> Result<LeaseRevokeResponse, KvError> {
+    if !lessor.revoke(id) {
+        return Err(KvError::LeaseNotFound);
+    }
+    for key in txn.lease_keys(id) {
+        txn.delete_range(KeyRange::Single(&key));
+    }
+    txn.remove_meta(&lease::meta_name(id));
+    Ok(LeaseRevokeResponse {
+        header: header_at(txn.rev()),
+    })
 }
 
 fn storage(e: MvccError) -> StorageError {
@@ -109,22 +163,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut applied = self.applied()?;
         let mut txn = self.mvcc.write();
         let mut out = Vec::new();
+        let mut changes = Vec::new();
         for entry in entries {
             txn.begin();
             let resp = match &entry.payload {
                 EntryPayload::Blank => Response::None,
-                EntryPayload::Normal(req) => execute(&mut txn, req),
+                EntryPayload::Normal(req) => execute(&mut txn, &self.lessor, req),
                 EntryPayload::Membership(m) => {
                     applied.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                     Response::None
                 }
             };
-            txn.end();
+            changes.extend(txn.end());
             applied.log_id = Some(entry.log_id);
             out.push(resp);
         }
         txn.set_meta(APPLIED, &bincode::serialize(&applied).map_err(io_error)?);
         txn.commit().map_err(storage)?;
+        // Watchers hear of a revision only once it is readable from the store.
+        for (rev, events) in changes {
+            self.hub.notify(rev, &events);
+        }
         Ok(out)
     }
 
@@ -146,7 +205,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         snapshot.sync_all().await.map_err(io_error)?;
         drop(snapshot);
-        let (mvcc, dir, meta) = (self.mvcc.clone(), self.snap_dir.clone(), meta.clone());
+        let (mvcc, hub, dir, meta) = (
+            self.mvcc.clone(),
+            self.hub.clone(),
+            self.snap_dir.clone(),
+            meta.clone(),
+        );
+        let lessor = self.lessor.clone();
         tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
             let path = dir.join(RECEIVING_SNAPSHOT);
             // Check the whole file before replacing anything.
@@ -154,6 +219,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut reader = SnapshotReader::new(std::fs::File::open(&path).map_err(read_error)?)
                 .map_err(read_error)?;
             mvcc.import_from(&mut reader).map_err(storage)?;
+            lessor.restore_from(&mvcc).map_err(storage)?;
+            hub.restored();
             let applied = Applied {
                 log_id: meta.last_log_id,
                 membership: meta.last_membership.clone(),

@@ -1,0 +1,179 @@
+//! The Lease service, and the leader's loop that revokes expired leases.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferrocd_proto::etcdserverpb::lease_server::Lease;
+use ferrocd_proto::etcdserverpb::*;
+use ferrocd_proto::ferrocdpb::internal_request::Request as Internal;
+use futures::Stream;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{Context, EtcdError};
+use crate::lease::{Lessor, MAX_TTL};
+use crate::raft::Response as Applied;
+
+/// How often the leader looks for expired leases.
+const EXPIRY_CHECK: Duration = Duration::from_millis(500);
+
+/// etcd's Lease service.
+pub struct LeaseService {
+    ctx: Context,
+    lessor: Arc<Lessor>,
+}
+
+impl LeaseService {
+    pub fn new(ctx: Context, lessor: Arc<Lessor>) -> Self {
+        LeaseService { ctx, lessor }
+    }
+}
+
+type KeepAliveStream =
+    Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send + 'static>>;
+
+fn unexpected(what: &Applied) -> Status {
+    Status::internal(format!("etcdserver: unexpected apply result {what:?}"))
+}
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    type LeaseKeepAliveStream = KeepAliveStream;
+
+    async fn lease_grant(
+        &self,
+        request: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        let mut r = request.into_inner();
+        if r.ttl > MAX_TTL {
+            return Err(EtcdError::LeaseTtlTooLarge.into());
+        }
+        if r.id == 0 {
+            r.id = self.ctx.new_lease_id();
+        }
+        match self.ctx.propose(Internal::LeaseGrant(r)).await? {
+            Applied::LeaseGrant(mut resp) => {
+                self.ctx.fill(&mut resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        match self
+            .ctx
+            .propose(Internal::LeaseRevoke(request.into_inner()))
+            .await?
+        {
+            Applied::LeaseRevoke(mut resp) => {
+                self.ctx.fill(&mut resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let (ctx, lessor) = (self.ctx.clone(), self.lessor.clone());
+        tokio::spawn(async move {
+            while let Ok(Some(req)) = inbound.message().await {
+                // An unknown or expired lease answers TTL 0, as etcd does.
+                let ttl = lessor.renew(req.id).unwrap_or(0);
+                let resp = LeaseKeepAliveResponse {
+                    header: Some(ctx.header(0)),
+                    id: req.id,
+                    ttl,
+                };
+                if tx.send(Ok(resp)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let r = request.into_inner();
+        let resp = match self.lessor.time_to_live(r.id) {
+            Some((remaining, granted)) => LeaseTimeToLiveResponse {
+                header: Some(self.ctx.header(0)),
+                id: r.id,
+                ttl: remaining,
+                granted_ttl: granted,
+                keys: if r.keys {
+                    self.ctx.mvcc().lease_keys(r.id)
+                } else {
+                    Vec::new()
+                },
+            },
+            // etcd answers a missing lease with TTL -1, not an error.
+            None => LeaseTimeToLiveResponse {
+                header: Some(self.ctx.header(0)),
+                id: r.id,
+                ttl: -1,
+                granted_ttl: 0,
+                keys: Vec::new(),
+            },
+        };
+        Ok(Response::new(resp))
+    }
+
+    async fn lease_leases(
+        &self,
+        _: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        Ok(Response::new(LeaseLeasesResponse {
+            header: Some(self.ctx.header(0)),
+            leases: self
+                .lessor
+                .ids()
+                .into_iter()
+                .map(|id| LeaseStatus { id })
+                .collect(),
+        }))
+    }
+}
+
+/// On the leader, revokes leases whose TTL ran out, through raft so every
+/// member deletes the same keys at the same revision. A member that becomes
+/// leader first gives every lease a full TTL.
+pub async fn expire_leases(ctx: Context, lessor: Arc<Lessor>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(EXPIRY_CHECK);
+    let mut was_leader = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let leader = ctx.raft().metrics().borrow().current_leader == Some(ctx.config().member_id);
+        if leader && !was_leader {
+            lessor.refresh_all();
+        }
+        was_leader = leader;
+        if !leader {
+            continue;
+        }
+        for id in lessor.expired(Instant::now()) {
+            let revoke = Internal::LeaseRevoke(LeaseRevokeRequest { id });
+            if let Err(e) = ctx.propose(revoke).await {
+                if e.message() != EtcdError::LeaseNotFound.message() {
+                    tracing::warn!(lease = %format!("{id:x}"), "revoking an expired lease failed: {}", e.message());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! The Watch service: one bidirectional stream carries many watchers.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use ferrocd_proto::etcdserverpb::watch_request::RequestUnion;
+use ferrocd_proto::etcdserverpb::watch_server::Watch;
+use ferrocd_proto::etcdserverpb::{WatchRequest, WatchResponse};
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{Context, EtcdError};
+use crate::watch::{self, StreamHandle, WatchHub};
+
+/// Responses queued per client stream before slow watchers are demoted to
+/// catching up from history.
+const STREAM_QUEUE: usize = 128;
+
+/// etcd's Watch service.
+pub struct WatchService {
+    ctx: Context,
+    hub: Arc<WatchHub>,
+}
+
+impl WatchService {
+    pub fn new(ctx: Context, hub: Arc<WatchHub>) -> Self {
+        WatchService { ctx, hub }
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<WatchStream>, Status> {
+        // kube-apiserver asks, through this metadata, to be refused rather
+        // than wait when the cluster has no leader.
+        let wants_leader = request
+            .metadata()
+            .get("hasleader")
+            .is_some_and(|v| v.to_str().is_ok_and(|v| v == "true"));
+        if wants_leader && self.ctx.raft().metrics().borrow().current_leader.is_none() {
+            return Err(EtcdError::NoLeader.into());
+        }
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+        let stream = self.hub.open_stream(tx.clone());
+        tokio::spawn(async move {
+            while let Ok(Some(req)) = inbound.message().await {
+                if !handle(&stream, &tx, req).await {
+                    break;
+                }
+            }
+            // Dropping the handle removes this stream's watchers.
+            drop(stream);
+        });
+        let ctx = self.ctx.clone();
+        let out = ReceiverStream::new(rx).map(move |mut resp| {
+            let revision = resp.header.map(|h| h.revision).unwrap_or(0);
+            resp.header = Some(ctx.header_exact(revision));
+            Ok(resp)
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+}
+
+/// Handles one client request; false when the client is gone.
+async fn handle(
+    stream: &StreamHandle,
+    tx: &mpsc::Sender<WatchResponse>,
+    req: WatchRequest,
+) -> bool {
+    match req.request_union {
+        Some(RequestUnion::CreateRequest(create)) => match stream.create(&create) {
+            Ok((id, revision)) => {
+                if tx.send(watch::created(id, revision, None)).await.is_err() {
+                    return false;
+                }
+                stream.activate(id);
+            }
+            Err((id, reason)) => {
+                let revision = stream.notified();
+                return tx
+                    .send(watch::created(id, revision, Some(reason.to_string())))
+                    .await
+                    .is_ok();
+            }
+        },
+        Some(RequestUnion::CancelRequest(cancel)) if stream.cancel(cancel.watch_id) => {
+            let resp = watch::canceled(cancel.watch_id, stream.notified());
+            return tx.send(resp).await.is_ok();
+        }
+        Some(RequestUnion::ProgressRequest(_)) => stream.request_progress(),
+        Some(RequestUnion::CancelRequest(_)) | None => {}
+    }
+    true
+}

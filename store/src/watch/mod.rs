@@ -1,0 +1,518 @@
+//! The watch hub: fans the events of every applied revision out to
+//! watchers, never blocking apply and never losing or repeating an event.
+//!
+//! As in etcd's watchable store, watchers are either *synced* (they have
+//! everything up to the last notified revision and receive new events
+//! live) or *unsynced* (behind: a new watcher with a past start revision,
+//! or one whose stream was too slow to take a live event). A background
+//! task catches unsynced watchers up from MVCC history and moves them back.
+//! Each client stream has one bounded queue, so memory stays bounded: a
+//! full queue demotes the watcher instead of growing.
+
+mod response;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use ferrocd_proto::etcdserverpb::watch_create_request::FilterType;
+use ferrocd_proto::etcdserverpb::{WatchCreateRequest, WatchResponse};
+use ferrocd_proto::mvccpb::event::EventType;
+use ferrocd_proto::mvccpb::Event;
+use tokio::sync::{mpsc, Notify};
+
+use crate::mvcc::{KeyRange, Mvcc, MvccError};
+pub use response::{canceled, created, header_at};
+
+/// Messages queued to a client stream, in order.
+pub type Outbound = mpsc::Sender<WatchResponse>;
+
+/// Revisions read from history per catch-up step (etcd's batch size).
+const CATCH_UP_REVS: i64 = 1000;
+/// How often unsynced watchers are retried when nothing wakes the syncer.
+const SYNC_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Why a watch could not be created; the text goes in `cancel_reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CreateError {
+    #[error("mvcc: watcher range is empty")]
+    EmptyRange,
+    #[error("mvcc: duplicate watch ID provided on the WatchStream")]
+    DuplicateId,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Created but its `created` response may not be queued yet: receives nothing.
+    Pending,
+    /// Has every event up to the hub's notified revision.
+    Synced,
+    /// Needs history from `next_rev` on.
+    Unsynced,
+}
+
+struct Watcher {
+    key: Vec<u8>,
+    end: Vec<u8>,
+    /// First revision not yet queued (meaningful unless synced).
+    next_rev: i64,
+    phase: Phase,
+    no_put: bool,
+    no_delete: bool,
+    prev_kv: bool,
+    fragment: bool,
+    progress_notify: bool,
+}
+
+impl Watcher {
+    fn range(&self) -> KeyRange<'_> {
+        KeyRange::new(&self.key, &self.end)
+    }
+
+    /// The events of `events` this watcher wants, with previous values if asked.
+    fn select(&self, events: &[Event], mvcc: &Mvcc) -> Vec<Event> {
+        let range = self.range();
+        let mut out: Vec<Event> = events
+            .iter()
+            .filter(|e| e.kv.as_ref().is_some_and(|kv| range.contains(&kv.key)))
+            .filter(|e| {
+                let put = e.r#type == EventType::Put as i32;
+                !(put && self.no_put || !put && self.no_delete)
+            })
+            .cloned()
+            .collect();
+        if self.prev_kv && !out.is_empty() {
+            let view = mvcc.read();
+            for e in &mut out {
+                if let Some(kv) = &e.kv {
+                    e.prev_kv = view.get_at(&kv.key, kv.mod_revision - 1);
+                }
+            }
+        }
+        out
+    }
+}
+
+struct Stream {
+    tx: Outbound,
+    /// Next id to hand out when the client lets the server choose.
+    next_id: i64,
+    /// A progress request waiting for every watcher of the stream to sync.
+    progress_pending: bool,
+}
+
+struct State {
+    /// The last revision whose events were handed to synced watchers.
+    notified: i64,
+    streams: HashMap<u64, Stream>,
+    watchers: HashMap<(u64, i64), Watcher>,
+    next_stream: u64,
+}
+
+/// The hub. Shared by the state machine (which notifies it) and the Watch
+/// service (which registers watchers).
+pub struct WatchHub {
+    mvcc: Arc<Mvcc>,
+    state: Mutex<State>,
+    wake: Notify,
+    /// Responses larger than this are split when the watcher asked for fragments.
+    max_response_bytes: usize,
+}
+
+/// A client stream's registration; dropping it removes its watchers.
+pub struct StreamHandle {
+    hub: Arc<WatchHub>,
+    id: u64,
+}
+
+impl WatchHub {
+    pub fn new(mvcc: Arc<Mvcc>, max_response_bytes: usize) -> Arc<Self> {
+        let notified = mvcc.current_revision();
+        Arc::new(WatchHub {
+            mvcc,
+            state: Mutex::new(State {
+                notified,
+                streams: HashMap::new(),
+                watchers: HashMap::new(),
+                next_stream: 1,
+            }),
+            wake: Notify::new(),
+            max_response_bytes,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a client stream whose responses go to `tx`.
+    pub fn open_stream(self: &Arc<Self>, tx: Outbound) -> StreamHandle {
+        let mut st = self.lock();
+        let id = st.next_stream;
+        st.next_stream += 1;
+        st.streams.insert(
+            id,
+            Stream {
+                tx,
+                next_id: 0,
+                progress_pending: false,
+            },
+        );
+        StreamHandle {
+            hub: self.clone(),
+            id,
+        }
+    }
+
+    /// Called by apply after each revision is committed, in revision order.
+    /// Never blocks: a stream that cannot take the events right now leaves
+    /// the live fan-out and catches up later.
+    pub fn notify(&self, rev: i64, events: &[Event]) {
+        let mut st = self.lock();
+        st.notified = rev;
+        let State {
+            streams, watchers, ..
+        } = &mut *st;
+        let mut demoted = false;
+        for ((stream, watch_id), w) in watchers.iter_mut() {
+            if w.phase != Phase::Synced {
+                continue;
+            }
+            let selected = w.select(events, &self.mvcc);
+            if selected.is_empty() {
+                continue;
+            }
+            let Some(s) = streams.get(stream) else {
+                continue;
+            };
+            let responses = response::events(
+                *watch_id,
+                rev,
+                selected,
+                w.fragment,
+                self.max_response_bytes,
+            );
+            if !try_send_all(&s.tx, responses) {
+                w.phase = Phase::Unsynced;
+                w.next_rev = rev;
+                demoted = true;
+            }
+        }
+        drop(st);
+        if demoted {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The store was replaced wholesale (a snapshot was installed): every
+    /// watcher catches up from history, or learns it was compacted away.
+    pub fn restored(&self) {
+        let mut st = self.lock();
+        let before = st.notified;
+        st.notified = self.mvcc.current_revision();
+        for w in st.watchers.values_mut() {
+            if w.phase == Phase::Synced {
+                w.phase = Phase::Unsynced;
+                w.next_rev = before + 1;
+            }
+        }
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    /// Runs the catch-up loop and periodic progress notifications until the
+    /// hub is dropped elsewhere. Spawn once.
+    pub async fn run(self: Arc<Self>, progress_interval: Duration) {
+        let mut progress = tokio::time::interval(progress_interval);
+        progress.tick().await;
+        loop {
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(SYNC_INTERVAL) => {}
+                _ = progress.tick() => self.send_progress_notifications(),
+            }
+            if Arc::strong_count(&self) == 1 {
+                return;
+            }
+            self.sync_unsynced();
+        }
+    }
+
+    /// One pass over the unsynced watchers: each gets the next batch of
+    /// history, and becomes synced once it has everything.
+    fn sync_unsynced(&self) {
+        let todo: Vec<(u64, i64)> = {
+            let st = self.lock();
+            st.watchers
+                .iter()
+                .filter(|(_, w)| w.phase == Phase::Unsynced)
+                .map(|(k, _)| *k)
+                .collect()
+        };
+        let mut again = false;
+        for key in todo {
+            again |= self.sync_one(key);
+        }
+        self.send_pending_progress();
+        if again {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Advances one unsynced watcher; returns true if it has more to catch up.
+    fn sync_one(&self, key: (u64, i64)) -> bool {
+        // Read what to fetch under the lock, fetch without it.
+        let (from, to, spec) = {
+            let st = self.lock();
+            let Some(w) = st.watchers.get(&key) else {
+                return false;
+            };
+            if w.phase != Phase::Unsynced {
+                return false;
+            }
+            let spec = Watcher {
+                key: w.key.clone(),
+                end: w.end.clone(),
+                next_rev: w.next_rev,
+                phase: w.phase,
+                no_put: w.no_put,
+                no_delete: w.no_delete,
+                prev_kv: w.prev_kv,
+                fragment: w.fragment,
+                progress_notify: w.progress_notify,
+            };
+            (w.next_rev, st.notified, spec)
+        };
+        let history = self
+            .mvcc
+            .read()
+            .history(spec.range(), from, to, CATCH_UP_REVS);
+        let mut st = self.lock();
+        let State {
+            streams,
+            watchers,
+            notified,
+            ..
+        } = &mut *st;
+        let Some(w) = watchers.get_mut(&key) else {
+            return false;
+        };
+        if w.phase != Phase::Unsynced || w.next_rev != from {
+            return false;
+        }
+        let Some(stream) = streams.get(&key.0) else {
+            return false;
+        };
+        match history {
+            Err(MvccError::Compacted) => {
+                let compacted = self.mvcc.compacted_revision();
+                if stream
+                    .tx
+                    .try_send(response::compacted(key.1, compacted))
+                    .is_ok()
+                {
+                    watchers.remove(&key);
+                }
+                false
+            }
+            Err(e) => {
+                tracing::warn!("watch catch-up failed: {e}");
+                true
+            }
+            Ok((events, scanned_to)) => {
+                let selected = spec.select(&events, &self.mvcc);
+                let responses = if selected.is_empty() {
+                    Vec::new()
+                } else {
+                    response::events(
+                        key.1,
+                        *notified,
+                        selected,
+                        w.fragment,
+                        self.max_response_bytes,
+                    )
+                };
+                if !try_send_all(&stream.tx, responses) {
+                    return false;
+                }
+                w.next_rev = scanned_to + 1;
+                if w.next_rev > *notified {
+                    w.phase = Phase::Synced;
+                    false
+                } else {
+                    true
+                }
+            }
+        }
+    }
+
+    /// Answers deferred progress requests of streams that are now synced.
+    fn send_pending_progress(&self) {
+        let mut st = self.lock();
+        let notified = st.notified;
+        let ready: Vec<u64> = st
+            .streams
+            .iter()
+            .filter(|(id, s)| s.progress_pending && all_synced(&st.watchers, **id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ready {
+            if let Some(s) = st.streams.get_mut(&id) {
+                if s.tx.try_send(response::progress(-1, notified)).is_ok() {
+                    s.progress_pending = false;
+                }
+            }
+        }
+    }
+
+    fn send_progress_notifications(&self) {
+        let st = self.lock();
+        for ((stream, watch_id), w) in &st.watchers {
+            if w.progress_notify && w.phase == Phase::Synced {
+                if let Some(s) = st.streams.get(stream) {
+                    // A full queue means events are flowing; skipping is fine.
+                    let _ = s.tx.try_send(response::progress(*watch_id, st.notified));
+                }
+            }
+        }
+    }
+}
+
+impl StreamHandle {
+    /// Creates a watcher. On success returns its id and the revision for the
+    /// `created` response; the caller queues that response, then calls
+    /// [`StreamHandle::activate`].
+    pub fn create(&self, req: &WatchCreateRequest) -> Result<(i64, i64), (i64, CreateError)> {
+        let key = if req.key.is_empty() {
+            vec![0]
+        } else {
+            req.key.clone()
+        };
+        if !req.range_end.is_empty() && req.range_end != [0] && req.range_end <= key {
+            return Err((-1, CreateError::EmptyRange));
+        }
+        let mut st = self.hub.lock();
+        let current = self.hub.mvcc.current_revision();
+        let State {
+            streams, watchers, ..
+        } = &mut *st;
+        let stream = streams
+            .get_mut(&self.id)
+            .expect("stream registered while its handle lives");
+        let id = if req.watch_id == 0 {
+            while watchers.contains_key(&(self.id, stream.next_id)) {
+                stream.next_id += 1;
+            }
+            stream.next_id += 1;
+            stream.next_id - 1
+        } else if watchers.contains_key(&(self.id, req.watch_id)) {
+            return Err((-1, CreateError::DuplicateId));
+        } else {
+            req.watch_id
+        };
+        let has = |f: FilterType| req.filters.contains(&(f as i32));
+        watchers.insert(
+            (self.id, id),
+            Watcher {
+                key,
+                end: req.range_end.clone(),
+                next_rev: if req.start_revision <= 0 {
+                    current + 1
+                } else {
+                    req.start_revision
+                },
+                phase: Phase::Pending,
+                no_put: has(FilterType::Noput),
+                no_delete: has(FilterType::Nodelete),
+                prev_kv: req.prev_kv,
+                fragment: req.fragment,
+                progress_notify: req.progress_notify,
+            },
+        );
+        Ok((id, current))
+    }
+
+    /// Starts delivering events to a created watcher.
+    pub fn activate(&self, watch_id: i64) {
+        let mut st = self.hub.lock();
+        let notified = st.notified;
+        if let Some(w) = st.watchers.get_mut(&(self.id, watch_id)) {
+            if w.phase == Phase::Pending {
+                w.phase = if w.next_rev > notified {
+                    Phase::Synced
+                } else {
+                    Phase::Unsynced
+                };
+            }
+            if w.phase == Phase::Unsynced {
+                drop(st);
+                self.hub.wake.notify_one();
+            }
+        }
+    }
+
+    /// Removes a watcher; false if the stream has no such watcher.
+    pub fn cancel(&self, watch_id: i64) -> bool {
+        self.hub
+            .lock()
+            .watchers
+            .remove(&(self.id, watch_id))
+            .is_some()
+    }
+
+    /// Handles a progress request: answered at once (watch id -1, current
+    /// revision) when every watcher of the stream is synced, else as soon
+    /// as they are.
+    pub fn request_progress(&self) {
+        let mut st = self.hub.lock();
+        let notified = st.notified;
+        let synced = all_synced(&st.watchers, self.id);
+        if let Some(s) = st.streams.get_mut(&self.id) {
+            if synced && s.tx.try_send(response::progress(-1, notified)).is_ok() {
+                return;
+            }
+            s.progress_pending = true;
+        }
+        drop(st);
+        self.hub.wake.notify_one();
+    }
+
+    /// The revision the hub has delivered up to.
+    pub fn notified(&self) -> i64 {
+        self.hub.lock().notified
+    }
+}
+
+impl Drop for StreamHandle {
+    fn drop(&mut self) {
+        let mut st = self.hub.lock();
+        st.streams.remove(&self.id);
+        st.watchers.retain(|(stream, _), _| *stream != self.id);
+    }
+}
+
+fn all_synced(watchers: &HashMap<(u64, i64), Watcher>, stream: u64) -> bool {
+    watchers
+        .iter()
+        .filter(|((s, _), _)| *s == stream)
+        .all(|(_, w)| w.phase == Phase::Synced)
+}
+
+/// Queues all of `responses` or none of them.
+fn try_send_all(tx: &Outbound, responses: Vec<WatchResponse>) -> bool {
+    if responses.is_empty() {
+        return true;
+    }
+    match tx.try_reserve_many(responses.len()) {
+        Ok(permits) => {
+            for (permit, r) in permits.zip(responses) {
+                permit.send(r);
+            }
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;
