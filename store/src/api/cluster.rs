@@ -44,7 +44,8 @@ impl Cluster for ClusterService {
         _: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
         Ok(Response::new(MemberListResponse {
-            header: Some(self.ctx.header(0)),
+            // etcd's Cluster service leaves the revision out of its headers.
+            header: Some(self.ctx.header_exact(0)),
             members: self.members(),
         }))
     }

@@ -107,7 +107,7 @@ impl Context {
     }
 
     /// A header with exactly `revision` (watch responses may carry 0).
-    fn header_exact(&self, revision: i64) -> ResponseHeader {
+    pub fn header_exact(&self, revision: i64) -> ResponseHeader {
         ResponseHeader {
             cluster_id: self.inner.config.cluster_id,
             member_id: self.inner.config.member_id,
