@@ -13,11 +13,15 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{Context, EtcdError};
+use crate::kv::Leases as _;
 use crate::lease::{Lessor, MAX_TTL};
 use crate::raft::Response as Applied;
 
 /// How often the leader looks for expired leases.
 const EXPIRY_CHECK: Duration = Duration::from_millis(500);
+
+/// How often a keep-alive of an expired lease looks whether it is revoked.
+const REVOKE_POLL: Duration = Duration::from_millis(20);
 
 /// etcd's Lease service.
 pub struct LeaseService {
@@ -88,8 +92,16 @@ impl Lease for LeaseService {
         let (ctx, lessor) = (self.ctx.clone(), self.lessor.clone());
         tokio::spawn(async move {
             while let Ok(Some(req)) = inbound.message().await {
-                // An unknown or expired lease answers TTL 0, as etcd does.
-                let ttl = lessor.renew(req.id).unwrap_or(0);
+                // An unknown or expired lease answers TTL 0, as etcd does;
+                // an expired one only once its revoke has been applied, so
+                // a client told "gone" does not still find its keys.
+                let ttl = match lessor.renew(req.id) {
+                    Some(ttl) => ttl,
+                    None => {
+                        wait_revoked(&lessor, req.id, ctx.request_timeout()).await;
+                        0
+                    }
+                };
                 let resp = LeaseKeepAliveResponse {
                     header: Some(ctx.header(0)),
                     id: req.id,
@@ -148,6 +160,15 @@ impl Lease for LeaseService {
     }
 }
 
+/// Waits (at most `limit`) until lease `id` no longer exists: the expiry
+/// loop is revoking it.
+async fn wait_revoked(lessor: &Lessor, id: i64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while lessor.exists(id) && Instant::now() < deadline {
+        tokio::time::sleep(REVOKE_POLL).await;
+    }
+}
+
 /// On the leader, revokes leases whose TTL ran out, through raft so every
 /// member deletes the same keys at the same revision. A member that becomes
 /// leader first gives every lease a full TTL.
@@ -161,7 +182,9 @@ pub async fn expire_leases(ctx: Context, lessor: Arc<Lessor>, mut stop: watch::R
         }
         let leader = ctx.raft().metrics().borrow().current_leader == Some(ctx.config().member_id);
         if leader && !was_leader {
-            lessor.refresh_all();
+            lessor.promote();
+        } else if !leader && was_leader {
+            lessor.demote();
         }
         was_leader = leader;
         if !leader {

@@ -3,6 +3,7 @@
 //! reading, consulted only by the leader, which proposes the revoke).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,9 @@ struct Lease {
 pub struct Lessor {
     leases: Mutex<HashMap<i64, Lease>>,
     min_ttl: i64,
+    /// Whether this member expires leases (it leads, and gave every lease a
+    /// full TTL when it became leader). Only then are deadlines meaningful.
+    primary: AtomicBool,
 }
 
 impl Lessor {
@@ -36,6 +40,7 @@ impl Lessor {
         Lessor {
             leases: Mutex::new(HashMap::new()),
             min_ttl,
+            primary: AtomicBool::new(false),
         }
     }
 
@@ -102,10 +107,20 @@ impl Lessor {
     }
 
     /// Extends a lease to a full TTL from now; its TTL, or None if unknown.
+    ///
+    /// On the primary, a lease whose deadline has passed is not renewed: its
+    /// revoke is already due (or proposed), and reviving it would answer a
+    /// keep-alive with a TTL for a lease about to vanish, or keep alive keys
+    /// etcd would have deleted. etcd answers such a keep-alive "not found".
     pub fn renew(&self, id: i64) -> Option<i64> {
+        let now = Instant::now();
+        let primary = self.primary.load(Ordering::Acquire);
         let mut leases = self.lock();
         let lease = leases.get_mut(&id)?;
-        lease.expiry = Instant::now() + secs(lease.ttl);
+        if primary && lease.expiry <= now {
+            return None;
+        }
+        lease.expiry = now + secs(lease.ttl);
         Some(lease.ttl)
     }
 
@@ -146,6 +161,18 @@ impl Lessor {
         for lease in self.lock().values_mut() {
             lease.expiry = now + secs(lease.ttl);
         }
+    }
+
+    /// This member became leader: every lease gets a full TTL, and from now
+    /// on deadlines count (see [`Lessor::renew`]).
+    pub fn promote(&self) {
+        self.refresh_all();
+        self.primary.store(true, Ordering::Release);
+    }
+
+    /// This member stopped leading: its deadlines no longer count.
+    pub fn demote(&self) {
+        self.primary.store(false, Ordering::Release);
     }
 }
 
@@ -191,6 +218,25 @@ mod tests {
         assert!(l.revoke(7));
         assert_eq!(l.renew(7), None);
         assert!(!l.revoke(7));
+    }
+
+    #[test]
+    fn the_primary_does_not_renew_a_lease_whose_deadline_passed() {
+        let l = Lessor::new(1);
+        l.grant(1, 1);
+        l.promote();
+        {
+            let mut leases = l.lock();
+            leases.get_mut(&1).unwrap().expiry = Instant::now();
+        }
+        assert_eq!(l.renew(1), None, "expired: its revoke is due");
+        assert_eq!(l.expired(Instant::now()), vec![1], "still to be revoked");
+        // A member that is not primary keeps no meaningful deadlines.
+        l.demote();
+        assert_eq!(l.renew(1), Some(1));
+        // Promotion gives a full TTL first, so nothing is refused early.
+        l.promote();
+        assert_eq!(l.renew(1), Some(1));
     }
 
     #[test]
