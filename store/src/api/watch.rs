@@ -62,10 +62,12 @@ impl Watch for WatchService {
             drop(stream);
         });
         let ctx = self.ctx.clone();
-        let out = ReceiverStream::new(rx).map(move |mut resp| {
+        let fragment_bytes = self.hub.fragment_bytes();
+        let out = ReceiverStream::new(rx).flat_map(move |mut resp| {
             let revision = resp.header.map(|h| h.revision).unwrap_or(0);
             resp.header = Some(ctx.header_exact(revision));
-            Ok(resp)
+            // Split with the full header counted, as etcd's send loop does.
+            futures::stream::iter(watch::fragments(resp, fragment_bytes).into_iter().map(Ok))
         });
         Ok(Response::new(Box::pin(out)))
     }

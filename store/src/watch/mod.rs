@@ -22,13 +22,16 @@ use ferrocd_proto::mvccpb::Event;
 use tokio::sync::{mpsc, Notify};
 
 use crate::mvcc::{KeyRange, Mvcc, MvccError};
-pub use response::{canceled, created, header_at};
+pub use response::{canceled, created, fragments, header_at};
 
 /// Messages queued to a client stream, in order.
 pub type Outbound = mpsc::Sender<WatchResponse>;
 
-/// Revisions read from history per catch-up step (etcd's batch size).
-const CATCH_UP_REVS: i64 = 1000;
+/// At most this many distinct revisions of events go in one catch-up
+/// response (etcd's `watchBatchMaxRevs`); the rest follow in later ones.
+const BATCH_REVS: usize = 1000;
+/// Store revisions read from history per read while catching up.
+const SCAN_REVS: i64 = 1000;
 /// How often unsynced watchers are retried when nothing wakes the syncer.
 const SYNC_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -49,12 +52,20 @@ enum Phase {
     Synced,
     /// Needs history from `next_rev` on.
     Unsynced,
+    /// Its start revision was compacted away and the client was told so.
+    /// As in etcd, the id stays taken on the stream (a create reusing it is
+    /// a duplicate, a cancel is answered) until the client cancels it; it
+    /// receives nothing more.
+    Compacted,
 }
 
 struct Watcher {
     key: Vec<u8>,
     end: Vec<u8>,
-    /// First revision not yet queued (meaningful unless synced).
+    /// First revision not yet queued. Once synced, the first revision the
+    /// watcher may receive: live events below it are not its own (a start
+    /// revision in the future, or a revision committed before the watch
+    /// was created but not yet notified).
     next_rev: i64,
     phase: Phase,
     no_put: bool,
@@ -62,6 +73,9 @@ struct Watcher {
     prev_kv: bool,
     fragment: bool,
     progress_notify: bool,
+    /// Events were queued since the last periodic progress tick: as in
+    /// etcd, the next tick sends this watcher no progress notification.
+    sent_since_tick: bool,
 }
 
 impl Watcher {
@@ -115,8 +129,10 @@ pub struct WatchHub {
     mvcc: Arc<Mvcc>,
     state: Mutex<State>,
     wake: Notify,
-    /// Responses larger than this are split when the watcher asked for fragments.
-    max_response_bytes: usize,
+    /// Responses of watchers that asked for fragments are split from this
+    /// size on (`--max-request-bytes` plus etcd's allowance for gRPC
+    /// overhead).
+    fragment_bytes: usize,
 }
 
 /// A client stream's registration; dropping it removes its watchers.
@@ -126,7 +142,9 @@ pub struct StreamHandle {
 }
 
 impl WatchHub {
-    pub fn new(mvcc: Arc<Mvcc>, max_response_bytes: usize) -> Arc<Self> {
+    /// A hub over `mvcc`; `max_request_bytes` is the server's
+    /// `--max-request-bytes`, from which the fragment size follows.
+    pub fn new(mvcc: Arc<Mvcc>, max_request_bytes: usize) -> Arc<Self> {
         let notified = mvcc.current_revision();
         Arc::new(WatchHub {
             mvcc,
@@ -137,8 +155,13 @@ impl WatchHub {
                 next_stream: 1,
             }),
             wake: Notify::new(),
-            max_response_bytes,
+            fragment_bytes: max_request_bytes.saturating_add(response::GRPC_OVERHEAD_BYTES),
         })
+    }
+
+    /// The size from which a marked response is split (see [`fragments`]).
+    pub fn fragment_bytes(&self) -> usize {
+        self.fragment_bytes
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -175,7 +198,7 @@ impl WatchHub {
         } = &mut *st;
         let mut demoted = false;
         for ((stream, watch_id), w) in watchers.iter_mut() {
-            if w.phase != Phase::Synced {
+            if w.phase != Phase::Synced || rev < w.next_rev {
                 continue;
             }
             let selected = w.select(events, &self.mvcc);
@@ -185,14 +208,10 @@ impl WatchHub {
             let Some(s) = streams.get(stream) else {
                 continue;
             };
-            let responses = response::events(
-                *watch_id,
-                rev,
-                selected,
-                w.fragment,
-                self.max_response_bytes,
-            );
-            if !try_send_all(&s.tx, responses) {
+            let responses = vec![response::events(*watch_id, rev, selected, w.fragment)];
+            if try_send_all(&s.tx, responses) {
+                w.sent_since_tick = true;
+            } else {
                 w.phase = Phase::Unsynced;
                 w.next_rev = rev;
                 demoted = true;
@@ -213,7 +232,7 @@ impl WatchHub {
         for w in st.watchers.values_mut() {
             if w.phase == Phase::Synced {
                 w.phase = Phase::Unsynced;
-                w.next_rev = before + 1;
+                w.next_rev = w.next_rev.max(before + 1);
             }
         }
         drop(st);
@@ -280,13 +299,11 @@ impl WatchHub {
                 prev_kv: w.prev_kv,
                 fragment: w.fragment,
                 progress_notify: w.progress_notify,
+                sent_since_tick: false,
             };
             (w.next_rev, st.notified, spec)
         };
-        let history = self
-            .mvcc
-            .read()
-            .history(spec.range(), from, to, CATCH_UP_REVS);
+        let history = self.catch_up_batch(spec.range(), from, to);
         let mut st = self.lock();
         let State {
             streams,
@@ -311,31 +328,28 @@ impl WatchHub {
                     .try_send(response::compacted(key.1, compacted))
                     .is_ok()
                 {
-                    watchers.remove(&key);
+                    w.phase = Phase::Compacted;
                 }
                 false
             }
             Err(e) => {
+                // Retried at the next pass.
                 tracing::warn!("watch catch-up failed: {e}");
-                true
+                false
             }
-            Ok((events, scanned_to)) => {
+            Ok((events, next_rev)) => {
                 let selected = spec.select(&events, &self.mvcc);
                 let responses = if selected.is_empty() {
                     Vec::new()
                 } else {
-                    response::events(
-                        key.1,
-                        *notified,
-                        selected,
-                        w.fragment,
-                        self.max_response_bytes,
-                    )
+                    vec![response::events(key.1, *notified, selected, w.fragment)]
                 };
+                let sent = !responses.is_empty();
                 if !try_send_all(&stream.tx, responses) {
                     return false;
                 }
-                w.next_rev = scanned_to + 1;
+                w.sent_since_tick |= sent;
+                w.next_rev = next_rev;
                 if w.next_rev > *notified {
                     w.phase = Phase::Synced;
                     false
@@ -344,6 +358,40 @@ impl WatchHub {
                 }
             }
         }
+    }
+
+    /// The next catch-up batch of `range` from revision `from` up to `to`,
+    /// cut as etcd cuts it: the events of at most [`BATCH_REVS`] distinct
+    /// revisions (counted before the watcher's filters, as etcd filters
+    /// later), however many store revisions that takes to scan. Returns the
+    /// events and the first revision they do not cover.
+    fn catch_up_batch(
+        &self,
+        range: KeyRange<'_>,
+        from: i64,
+        to: i64,
+    ) -> Result<(Vec<Event>, i64), MvccError> {
+        let rev_of = |e: &Event| e.kv.as_ref().map_or(0, |kv| kv.mod_revision);
+        let mut events: Vec<Event> = Vec::new();
+        let mut revs = 0;
+        let mut at = from;
+        while at <= to {
+            let (chunk, scanned_to) = self.mvcc.read().history(range, at, to, SCAN_REVS)?;
+            for e in chunk {
+                if events.last().is_none_or(|last| rev_of(last) != rev_of(&e)) {
+                    revs += 1;
+                    if revs > BATCH_REVS {
+                        return Ok((events, rev_of(&e)));
+                    }
+                }
+                events.push(e);
+            }
+            if scanned_to < at {
+                break; // nothing readable past `at` yet
+            }
+            at = scanned_to + 1;
+        }
+        Ok((events, at))
     }
 
     /// Answers deferred progress requests of streams that are now synced.
@@ -365,15 +413,28 @@ impl WatchHub {
         }
     }
 
+    /// One periodic tick: a progress notification (the watcher's id, the
+    /// current revision) to each synced watcher that asked for them and was
+    /// sent no events since the previous tick, as etcd's send loop does.
     fn send_progress_notifications(&self) {
-        let st = self.lock();
-        for ((stream, watch_id), w) in &st.watchers {
-            if w.progress_notify && w.phase == Phase::Synced {
-                if let Some(s) = st.streams.get(stream) {
+        let mut st = self.lock();
+        let State {
+            streams,
+            watchers,
+            notified,
+            ..
+        } = &mut *st;
+        for ((stream, watch_id), w) in watchers.iter_mut() {
+            if !w.progress_notify {
+                continue;
+            }
+            if w.phase == Phase::Synced && !w.sent_since_tick {
+                if let Some(s) = streams.get(stream) {
                     // A full queue means events are flowing; skipping is fine.
-                    let _ = s.tx.try_send(response::progress(*watch_id, st.notified));
+                    let _ = s.tx.try_send(response::progress(*watch_id, *notified));
                 }
             }
+            w.sent_since_tick = false;
         }
     }
 }
@@ -427,6 +488,7 @@ impl StreamHandle {
                 prev_kv: req.prev_kv,
                 fragment: req.fragment,
                 progress_notify: req.progress_notify,
+                sent_since_tick: false,
             },
         );
         Ok((id, current))
@@ -491,11 +553,13 @@ impl Drop for StreamHandle {
     }
 }
 
+/// Whether every watcher of `stream` has everything up to the notified
+/// revision (a compacted watcher will never get anything more).
 fn all_synced(watchers: &HashMap<(u64, i64), Watcher>, stream: u64) -> bool {
     watchers
         .iter()
         .filter(|((s, _), _)| *s == stream)
-        .all(|(_, w)| w.phase == Phase::Synced)
+        .all(|(_, w)| matches!(w.phase, Phase::Synced | Phase::Compacted))
 }
 
 /// Queues all of `responses` or none of them.

@@ -102,13 +102,39 @@ async fn compacted_start_revision_gets_the_compacted_response() {
     w.commit().unwrap();
     let (tx, mut rx) = mpsc::channel(16);
     let stream = hub.open_stream(tx);
-    let (id, _) = stream.create(&watch_req("a", "", 2)).unwrap();
+    let chosen = WatchCreateRequest {
+        watch_id: 5,
+        ..watch_req("a", "", 2)
+    };
+    let (id, _) = stream.create(&chosen).unwrap();
     stream.activate(id);
     hub.sync_unsynced();
     let r = rx.try_recv().unwrap();
     assert!(r.canceled);
     assert_eq!(r.compact_revision, 3);
-    assert!(!stream.cancel(id), "the compacted watcher is gone");
+    // As in etcd, the id stays taken until the client cancels it.
+    let reuse = WatchCreateRequest {
+        watch_id: id,
+        ..watch_req("x", "", 0)
+    };
+    assert_eq!(
+        stream.create(&reuse).unwrap_err().1,
+        CreateError::DuplicateId
+    );
+    put(&mvcc, &hub, "a");
+    hub.sync_unsynced();
+    assert!(
+        rx.try_recv().is_err(),
+        "a compacted watcher gets nothing more"
+    );
+    stream.request_progress();
+    let progress = rx.try_recv().unwrap();
+    assert_eq!(
+        progress.watch_id, -1,
+        "a compacted watcher counts as synced"
+    );
+    assert!(stream.cancel(id), "cancel is answered");
+    assert_eq!(stream.create(&reuse).unwrap().0, id);
 }
 
 #[tokio::test]
@@ -179,4 +205,184 @@ fn ids_are_assigned_per_stream_and_duplicates_refused() {
         stream.create(&watch_req("b", "a", 0)).unwrap_err().1,
         CreateError::EmptyRange
     );
+}
+
+#[tokio::test]
+async fn future_start_revision_skips_earlier_live_events() {
+    let (_db, mvcc, hub) = setup();
+    put(&mvcc, &hub, "f");
+    let now = mvcc.current_revision();
+    let (tx, mut rx) = mpsc::channel(16);
+    let stream = hub.open_stream(tx);
+    let (id, _) = stream.create(&watch_req("f", "", now + 3)).unwrap();
+    stream.activate(id);
+    for _ in 0..5 {
+        put(&mvcc, &hub, "f");
+    }
+    hub.sync_unsynced();
+    assert_eq!(revisions(&mut rx), vec![now + 3, now + 4, now + 5]);
+}
+
+#[tokio::test]
+async fn revision_committed_before_create_but_notified_after_is_not_delivered() {
+    let (_db, mvcc, hub) = setup();
+    // Apply commits a revision; the hub hears of it only later.
+    let mut w = mvcc.write();
+    w.begin();
+    w.put(b"a", b"v".to_vec(), 0);
+    let (rev, events) = w.end().unwrap();
+    w.commit().unwrap();
+    let (tx, mut rx) = mpsc::channel(16);
+    let stream = hub.open_stream(tx);
+    // "From now": the created revision already includes `rev`.
+    let (id, created_rev) = stream.create(&watch_req("a", "", 0)).unwrap();
+    assert_eq!(created_rev, rev);
+    stream.activate(id);
+    hub.notify(rev, &events);
+    let next = put(&mvcc, &hub, "a");
+    hub.sync_unsynced();
+    assert_eq!(revisions(&mut rx), vec![next]);
+}
+
+#[tokio::test]
+async fn restore_keeps_a_future_start_revision() {
+    let (_db, mvcc, hub) = setup();
+    put(&mvcc, &hub, "a");
+    let now = mvcc.current_revision();
+    let (tx, mut rx) = mpsc::channel(16);
+    let stream = hub.open_stream(tx);
+    let (id, _) = stream.create(&watch_req("a", "", now + 3)).unwrap();
+    stream.activate(id);
+    put(&mvcc, &hub, "a");
+    hub.restored();
+    hub.sync_unsynced();
+    for _ in 0..3 {
+        put(&mvcc, &hub, "a");
+        hub.sync_unsynced();
+    }
+    assert_eq!(revisions(&mut rx), vec![now + 3, now + 4]);
+}
+
+/// Deletes `key` as one revision and notifies the hub.
+fn delete(mvcc: &Mvcc, hub: &WatchHub, key: &str) -> i64 {
+    let mut w = mvcc.write();
+    w.begin();
+    w.delete_range(KeyRange::new(key.as_bytes(), b""));
+    let (rev, events) = w.end().unwrap();
+    w.commit().unwrap();
+    hub.notify(rev, &events);
+    rev
+}
+
+/// Runs catch-up passes until `rx` gets nothing more; the responses' event
+/// revisions, one list per response.
+fn responses_after_sync(hub: &WatchHub, rx: &mut mpsc::Receiver<WatchResponse>) -> Vec<Vec<i64>> {
+    let mut out = Vec::new();
+    for _ in 0..20 {
+        hub.sync_unsynced();
+        while let Ok(r) = rx.try_recv() {
+            if !r.events.is_empty() {
+                out.push(
+                    r.events
+                        .iter()
+                        .map(|e| e.kv.as_ref().unwrap().mod_revision)
+                        .collect(),
+                );
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn catch_up_responses_hold_at_most_1000_revisions_of_the_watchers_events() {
+    let (_db, mvcc, hub) = setup();
+    let mut narrow = Vec::new();
+    let mut deletes = Vec::new();
+    for i in 0..1300 {
+        put(&mvcc, &hub, &format!("w{}", i % 50));
+        if i == 300 || i == 1200 {
+            narrow.push(put(&mvcc, &hub, "n"));
+            deletes.push(delete(&mvcc, &hub, "w7"));
+        }
+    }
+    let (tx, mut rx) = mpsc::channel(16);
+    let stream = hub.open_stream(tx);
+    let wide = stream.create(&watch_req("w", "x", 2)).unwrap().0;
+    stream.activate(wide);
+    let batches = responses_after_sync(&hub, &mut rx);
+    // Every revision from 2 on, except the puts of "n": 1000 per response.
+    let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+    assert_eq!(sizes, vec![1000, 1300 + deletes.len() - 1000]);
+    assert_eq!(batches.concat().len(), 1300 + deletes.len());
+
+    // A narrow watcher gets its few events in one response, however many
+    // store revisions they span.
+    let id = stream.create(&watch_req("n", "", 2)).unwrap().0;
+    stream.activate(id);
+    assert_eq!(responses_after_sync(&hub, &mut rx), vec![narrow]);
+
+    // Filters apply after the batch is cut, as in etcd: the deletes are
+    // counted among the 1000 revisions of each batch, and each batch
+    // shows only its deletes.
+    let req = WatchCreateRequest {
+        filters: vec![FilterType::Noput as i32],
+        ..watch_req("w", "x", 2)
+    };
+    let id = stream.create(&req).unwrap().0;
+    stream.activate(id);
+    let got = responses_after_sync(&hub, &mut rx);
+    let first_batch_end = batches[0].last().copied().unwrap();
+    let expected: Vec<Vec<i64>> = [
+        deletes
+            .iter()
+            .copied()
+            .filter(|&r| r <= first_batch_end)
+            .collect::<Vec<_>>(),
+        deletes
+            .iter()
+            .copied()
+            .filter(|&r| r > first_batch_end)
+            .collect(),
+    ]
+    .into_iter()
+    .filter(|b| !b.is_empty())
+    .collect();
+    assert_eq!(got, expected);
+    assert_eq!(expected.len(), 2, "the deletes fall in both batches");
+}
+
+#[tokio::test]
+async fn periodic_progress_skips_watchers_sent_events_since_the_last_tick() {
+    let (_db, mvcc, hub) = setup();
+    let (tx, mut rx) = mpsc::channel(16);
+    let stream = hub.open_stream(tx);
+    let req = WatchCreateRequest {
+        progress_notify: true,
+        ..watch_req("a", "", 0)
+    };
+    let (id, _) = stream.create(&req).unwrap();
+    stream.activate(id);
+    let quiet = stream.create(&watch_req("a", "", 0)).unwrap().0;
+    stream.activate(quiet);
+    let drain = |rx: &mut mpsc::Receiver<WatchResponse>| {
+        let mut got = Vec::new();
+        while let Ok(r) = rx.try_recv() {
+            got.push((r.watch_id, r.events.len(), r.header.unwrap().revision));
+        }
+        got
+    };
+
+    // Nothing happened: a notification at the current revision, only to
+    // the watcher that asked.
+    hub.send_progress_notifications();
+    assert_eq!(drain(&mut rx), vec![(id, 0, 1)]);
+    // Events since the last tick: no notification this tick ...
+    let rev = put(&mvcc, &hub, "a");
+    drain(&mut rx);
+    hub.send_progress_notifications();
+    assert_eq!(drain(&mut rx), vec![]);
+    // ... and one at the next.
+    hub.send_progress_notifications();
+    assert_eq!(drain(&mut rx), vec![(id, 0, rev)]);
 }
