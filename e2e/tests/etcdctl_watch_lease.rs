@@ -155,10 +155,7 @@ impl Side {
             .join("\n");
         Out {
             code: out.status.code(),
-            stdout: self
-                .mask(&String::from_utf8_lossy(&out.stdout))
-                .trim_end()
-                .to_string(),
+            stdout: sort_lease_keys(self.mask(&String::from_utf8_lossy(&out.stdout)).trim_end()),
             stderr,
         }
     }
@@ -481,6 +478,24 @@ fn dedup_lines(s: &str) -> String {
 
 /// Replaces the remaining TTL in `lease timetolive` output (simple, JSON and
 /// fields formats) after checking it is within 2 s below `granted`.
+/// etcd lists a lease's keys in Go map order (random); sort them so the
+/// two servers compare: `attached keys([b a])` and `"keys":["Yg==","YQ=="]`.
+fn sort_lease_keys(s: &str) -> String {
+    let sort_between = |s: &str, open: &str, close: char, sep: &str| -> String {
+        let Some(start) = s.find(open).map(|i| i + open.len()) else {
+            return s.to_string();
+        };
+        let Some(len) = s[start..].find(close) else {
+            return s.to_string();
+        };
+        let mut items: Vec<&str> = s[start..start + len].split(sep).collect();
+        items.sort_unstable();
+        format!("{}{}{}", &s[..start], items.join(sep), &s[start + len..])
+    };
+    let s = sort_between(s, "attached keys([", ']', " ");
+    sort_between(&s, "\"keys\":[", ']', ",")
+}
+
 fn mask_remaining(side: &str, out: &mut Out, granted: i64) {
     let original = out.stdout.clone();
     let check = |n: &str| {
