@@ -280,28 +280,9 @@ async fn pair() -> Option<Pair> {
     let (ferrocd, etcd) = tokio::join!(Server::ferrocd(&[]), Server::etcd(&[]));
     let etcd = etcd?;
     let (ferrocd, etcd) = tokio::join!(Side::new(ferrocd), Side::new(etcd));
-    let mut p = Pair { ferrocd, etcd };
-    if p.ferrocd.raft_term != p.etcd.raft_term {
-        // KNOWN DIFFERENCE (see etcdctl.rs): a fresh ferrocd is at raft term 1
-        // or 2, a fresh etcd at 2. Masked where it appears in output.
-        eprintln!(
-            "KNOWN DIFFERENCE: raft term of a fresh single member\n  ferrocd: {}\n  etcd:    {}",
-            p.ferrocd.raft_term, p.etcd.raft_term
-        );
-        for side in [&mut p.ferrocd, &mut p.etcd] {
-            let t = side.raft_term;
-            side.masks.extend([
-                (
-                    format!("\"raft_term\":{t}"),
-                    "\"raft_term\":<T>".to_string(),
-                ),
-                (
-                    format!("\"RaftTerm\" : {t}\n"),
-                    "\"RaftTerm\" : <T>\n".into(),
-                ),
-            ]);
-        }
-    }
+    let p = Pair { ferrocd, etcd };
+    // Both count terms alike: 2 on a fresh single member.
+    assert_eq!(p.ferrocd.raft_term, p.etcd.raft_term, "raft term of a fresh member");
     Some(p)
 }
 
