@@ -282,7 +282,10 @@ async fn pair() -> Option<Pair> {
     let (ferrocd, etcd) = tokio::join!(Side::new(ferrocd), Side::new(etcd));
     let p = Pair { ferrocd, etcd };
     // Both count terms alike: 2 on a fresh single member.
-    assert_eq!(p.ferrocd.raft_term, p.etcd.raft_term, "raft term of a fresh member");
+    assert_eq!(
+        p.ferrocd.raft_term, p.etcd.raft_term,
+        "raft term of a fresh member"
+    );
     Some(p)
 }
 

@@ -1,0 +1,199 @@
+//! The comparison tables: one row per workload with ferrocd's figure, etcd's
+//! and their ratio (ferrocd / etcd), as Markdown so RESULTS.md can quote it.
+
+use serde::Serialize;
+
+use crate::report::Summary;
+
+/// One workload measured on both servers, with each server's RSS after it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    pub workload: String,
+    pub ferrocd: Summary,
+    pub etcd: Summary,
+    pub ferrocd_rss_bytes: Option<u64>,
+    pub etcd_rss_bytes: Option<u64>,
+}
+
+/// Restart time of both servers with the data every workload left.
+#[derive(Clone, Debug, Serialize)]
+pub struct Restart {
+    pub keys: i64,
+    pub ferrocd_secs: f64,
+    pub etcd_secs: f64,
+    pub ferrocd_data_bytes: u64,
+    pub etcd_data_bytes: u64,
+    pub ferrocd_rss_bytes: Option<u64>,
+    pub etcd_rss_bytes: Option<u64>,
+}
+
+/// `a / b`, or `None` when `b` is not positive.
+pub fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0 && a.is_finite()).then(|| a / b)
+}
+
+/// The workload table.
+pub fn render(rows: &[Row]) -> String {
+    let mut t = Markdown::new(&[
+        "workload",
+        "ferrocd ops/s",
+        "etcd ops/s",
+        "ops ratio",
+        "ferrocd p99 ms",
+        "etcd p99 ms",
+        "p99 ratio",
+        "ferrocd RSS",
+        "etcd RSS",
+        "RSS ratio",
+        "errors f/e",
+    ]);
+    for r in rows {
+        let (f, e) = (&r.ferrocd, &r.etcd);
+        t.row(vec![
+            r.workload.clone(),
+            format!("{:.0}", f.ops_per_sec),
+            format!("{:.0}", e.ops_per_sec),
+            times(ratio(f.ops_per_sec, e.ops_per_sec)),
+            format!("{:.2}", f.latency_ms.p99),
+            format!("{:.2}", e.latency_ms.p99),
+            times(ratio(f.latency_ms.p99, e.latency_ms.p99)),
+            mib(r.ferrocd_rss_bytes),
+            mib(r.etcd_rss_bytes),
+            times(rss_ratio(r.ferrocd_rss_bytes, r.etcd_rss_bytes)),
+            format!("{}/{}", f.errors, e.errors),
+        ]);
+    }
+    t.finish()
+}
+
+/// The restart table.
+pub fn render_restart(r: &Restart) -> String {
+    let mut t = Markdown::new(&["after all workloads", "ferrocd", "etcd", "ratio"]);
+    t.row(vec![
+        format!("restart to first Status ({} keys)", r.keys),
+        format!("{:.2} s", r.ferrocd_secs),
+        format!("{:.2} s", r.etcd_secs),
+        times(ratio(r.ferrocd_secs, r.etcd_secs)),
+    ]);
+    t.row(vec![
+        "data dir".into(),
+        mib(Some(r.ferrocd_data_bytes)),
+        mib(Some(r.etcd_data_bytes)),
+        times(ratio(r.ferrocd_data_bytes as f64, r.etcd_data_bytes as f64)),
+    ]);
+    t.row(vec![
+        "RSS after restart".into(),
+        mib(r.ferrocd_rss_bytes),
+        mib(r.etcd_rss_bytes),
+        times(rss_ratio(r.ferrocd_rss_bytes, r.etcd_rss_bytes)),
+    ]);
+    t.finish()
+}
+
+fn rss_ratio(f: Option<u64>, e: Option<u64>) -> Option<f64> {
+    ratio(f? as f64, e? as f64)
+}
+
+fn times(r: Option<f64>) -> String {
+    r.map_or("-".into(), |r| format!("{r:.2}x"))
+}
+
+fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or("-".into(), |b| {
+        format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
+    })
+}
+
+/// A Markdown table with columns padded to line up in a terminal.
+struct Markdown {
+    rows: Vec<Vec<String>>,
+}
+
+impl Markdown {
+    fn new(header: &[&str]) -> Markdown {
+        Markdown {
+            rows: vec![header.iter().map(|h| h.to_string()).collect()],
+        }
+    }
+
+    fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    fn finish(self) -> String {
+        let cols = self.rows[0].len();
+        let widths: Vec<usize> = (0..cols)
+            .map(|c| {
+                self.rows
+                    .iter()
+                    .map(|r| r[c].chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |cells: &[String]| {
+            let padded: Vec<String> = cells
+                .iter()
+                .zip(&widths)
+                .map(|(s, w)| format!("{s:<w$}"))
+                .collect();
+            format!("| {} |\n", padded.join(" | "))
+        };
+        let mut out = line(&self.rows[0]);
+        let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+        out.push_str(&format!("|-{}-|\n", rule.join("-|-")));
+        for r in &self.rows[1..] {
+            out.push_str(&line(r));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::report::Recorder;
+
+    fn summary(ops: u64, p99_ms: u64) -> Summary {
+        let mut r = Recorder::default();
+        for _ in 0..ops {
+            r.record(Duration::from_millis(p99_ms));
+        }
+        r.summary("w", Duration::from_secs(1))
+    }
+
+    #[test]
+    fn ratios_are_ferrocd_over_etcd_and_undefined_over_zero() {
+        assert_eq!(ratio(3.0, 2.0), Some(1.5));
+        assert_eq!(ratio(1.0, 0.0), None);
+        assert_eq!(times(None), "-");
+        assert_eq!(times(Some(0.5)), "0.50x");
+    }
+
+    #[test]
+    fn the_table_has_a_header_a_rule_and_a_row_per_workload() {
+        let rows: Vec<Row> = ["put", "range-l"]
+            .iter()
+            .map(|w| Row {
+                workload: w.to_string(),
+                ferrocd: summary(300, 2),
+                etcd: summary(200, 4),
+                ferrocd_rss_bytes: Some(50 << 20),
+                etcd_rss_bytes: Some(100 << 20),
+            })
+            .collect();
+        let table = render(&rows);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(lines[0].contains("ops ratio") && lines[0].contains("RSS ratio"));
+        assert!(lines[1].starts_with("|-"));
+        assert!(lines[2].starts_with("| put "));
+        assert!(lines[2].contains("1.50x"), "{table}");
+        assert!(lines[2].contains("0.50x"), "{table}");
+        assert!(lines[2].contains("50.0 MiB"), "{table}");
+        // Columns line up.
+        assert!(lines.iter().all(|l| l.len() == lines[0].len()));
+    }
+}
