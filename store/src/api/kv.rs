@@ -23,10 +23,6 @@ impl KvService {
     }
 }
 
-fn unexpected(what: &Applied) -> Status {
-    Status::internal(format!("etcdserver: unexpected apply result {what:?}"))
-}
-
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(
@@ -46,13 +42,12 @@ impl Kv for KvService {
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let r = request.into_inner();
         validate::put(&r).map_err(invalid_status)?;
-        match self.ctx.propose(Internal::Put(r)).await? {
-            Applied::Put(mut resp) => {
-                self.ctx.fill(&mut resp.header);
-                Ok(Response::new(resp))
-            }
-            other => Err(unexpected(&other)),
-        }
+        self.ctx
+            .write(Internal::Put(r), |a| match a {
+                Applied::Put(resp) => Ok(resp),
+                other => Err(other),
+            })
+            .await
     }
 
     async fn delete_range(
@@ -61,13 +56,12 @@ impl Kv for KvService {
     ) -> Result<Response<DeleteRangeResponse>, Status> {
         let r = request.into_inner();
         validate::delete_range(&r).map_err(invalid_status)?;
-        match self.ctx.propose(Internal::DeleteRange(r)).await? {
-            Applied::DeleteRange(mut resp) => {
-                self.ctx.fill(&mut resp.header);
-                Ok(Response::new(resp))
-            }
-            other => Err(unexpected(&other)),
-        }
+        self.ctx
+            .write(Internal::DeleteRange(r), |a| match a {
+                Applied::DeleteRange(resp) => Ok(resp),
+                other => Err(other),
+            })
+            .await
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
@@ -82,13 +76,12 @@ impl Kv for KvService {
             self.ctx.fill(&mut resp.header);
             return Ok(Response::new(resp));
         }
-        match self.ctx.propose(Internal::Txn(r)).await? {
-            Applied::Txn(mut resp) => {
-                self.ctx.fill(&mut resp.header);
-                Ok(Response::new(resp))
-            }
-            other => Err(unexpected(&other)),
-        }
+        self.ctx
+            .write(Internal::Txn(r), |a| match a {
+                Applied::Txn(resp) => Ok(resp),
+                other => Err(other),
+            })
+            .await
     }
 
     async fn compact(
@@ -98,12 +91,11 @@ impl Kv for KvService {
         // Compaction frees space within the applying batch, so `physical`
         // is always satisfied by the time the response is sent.
         let r = request.into_inner();
-        match self.ctx.propose(Internal::Compaction(r)).await? {
-            Applied::Compaction(mut resp) => {
-                self.ctx.fill(&mut resp.header);
-                Ok(Response::new(resp))
-            }
-            other => Err(unexpected(&other)),
-        }
+        self.ctx
+            .write(Internal::Compaction(r), |a| match a {
+                Applied::Compaction(resp) => Ok(resp),
+                other => Err(other),
+            })
+            .await
     }
 }

@@ -38,10 +38,6 @@ impl LeaseService {
 type KeepAliveStream =
     Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send + 'static>>;
 
-fn unexpected(what: &Applied) -> Status {
-    Status::internal(format!("etcdserver: unexpected apply result {what:?}"))
-}
-
 #[tonic::async_trait]
 impl Lease for LeaseService {
     type LeaseKeepAliveStream = KeepAliveStream;
@@ -57,30 +53,24 @@ impl Lease for LeaseService {
         if r.id == 0 {
             r.id = self.ctx.new_lease_id();
         }
-        match self.ctx.propose(Internal::LeaseGrant(r)).await? {
-            Applied::LeaseGrant(mut resp) => {
-                self.ctx.fill(&mut resp.header);
-                Ok(Response::new(resp))
-            }
-            other => Err(unexpected(&other)),
-        }
+        self.ctx
+            .write(Internal::LeaseGrant(r), |a| match a {
+                Applied::LeaseGrant(resp) => Ok(resp),
+                other => Err(other),
+            })
+            .await
     }
 
     async fn lease_revoke(
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        match self
-            .ctx
-            .propose(Internal::LeaseRevoke(request.into_inner()))
-            .await?
-        {
-            Applied::LeaseRevoke(mut resp) => {
-                self.ctx.fill(&mut resp.header);
-                Ok(Response::new(resp))
-            }
-            other => Err(unexpected(&other)),
-        }
+        self.ctx
+            .write(Internal::LeaseRevoke(request.into_inner()), |a| match a {
+                Applied::LeaseRevoke(resp) => Ok(resp),
+                other => Err(other),
+            })
+            .await
     }
 
     async fn lease_keep_alive(

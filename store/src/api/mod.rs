@@ -168,11 +168,49 @@ impl Context {
         }
     }
 
+    /// Proposes a write and answers with its applied response, header
+    /// filled. `pick` takes the response of the expected kind.
+    async fn write<T: WithHeader>(
+        &self,
+        request: internal_request::Request,
+        pick: fn(Response) -> Result<T, Response>,
+    ) -> Result<tonic::Response<T>, Status> {
+        let mut resp = pick(self.propose(request).await?).map_err(|other| {
+            Status::internal(format!("etcdserver: unexpected apply result {other:?}"))
+        })?;
+        self.fill(resp.header_mut());
+        Ok(tonic::Response::new(resp))
+    }
+
     /// Bytes the database occupies on disk.
     pub fn db_size(&self) -> i64 {
         self.inner.db.size_on_disk().map(|s| s as i64).unwrap_or(0)
     }
 }
+
+/// Responses that carry a header for [`Context::write`] to fill.
+trait WithHeader {
+    fn header_mut(&mut self) -> &mut Option<ResponseHeader>;
+}
+
+macro_rules! with_header {
+    ($($t:ty),*) => {
+        $(impl WithHeader for $t {
+            fn header_mut(&mut self) -> &mut Option<ResponseHeader> {
+                &mut self.header
+            }
+        })*
+    };
+}
+
+with_header!(
+    ferrocd_proto::etcdserverpb::PutResponse,
+    ferrocd_proto::etcdserverpb::DeleteRangeResponse,
+    ferrocd_proto::etcdserverpb::TxnResponse,
+    ferrocd_proto::etcdserverpb::CompactionResponse,
+    ferrocd_proto::etcdserverpb::LeaseGrantResponse,
+    ferrocd_proto::etcdserverpb::LeaseRevokeResponse
+);
 
 /// Where this member's generated lease ids start: its member id's low 16
 /// bits, then the start time in milliseconds, then a counter, as etcd does,

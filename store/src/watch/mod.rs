@@ -59,6 +59,7 @@ enum Phase {
     Compacted,
 }
 
+#[derive(Clone)]
 struct Watcher {
     key: Vec<u8>,
     end: Vec<u8>,
@@ -289,18 +290,7 @@ impl WatchHub {
             if w.phase != Phase::Unsynced {
                 return false;
             }
-            let spec = Watcher {
-                key: w.key.clone(),
-                end: w.end.clone(),
-                next_rev: w.next_rev,
-                phase: w.phase,
-                no_put: w.no_put,
-                no_delete: w.no_delete,
-                prev_kv: w.prev_kv,
-                fragment: w.fragment,
-                progress_notify: w.progress_notify,
-                sent_since_tick: false,
-            };
+            let spec = w.clone();
             (w.next_rev, st.notified, spec)
         };
         let history = self.catch_up_batch(spec.range(), from, to);
