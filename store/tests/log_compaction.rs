@@ -21,7 +21,7 @@ fn config(dir: &std::path::Path, snapshot_count: u64) -> Config {
 }
 
 fn put(i: u64) -> Request {
-    Request(InternalRequest {
+    Request::single(InternalRequest {
         id: i,
         request: Some(internal_request::Request::Put(PutRequest {
             key: format!("key{i:04}").into_bytes(),

@@ -7,6 +7,7 @@ pub mod errors;
 mod kv;
 mod lease;
 mod maintenance;
+mod propose;
 mod unsupported;
 mod watch;
 
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use ferrocd_proto::etcdserverpb::ResponseHeader;
 use ferrocd_proto::ferrocdpb::{internal_request, InternalRequest};
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::RaftError;
 use prost::Message;
 use tonic::Status;
 
@@ -32,7 +33,7 @@ use crate::config::Config;
 use crate::kv::validate::Invalid;
 use crate::kv::KvError;
 use crate::mvcc::{Mvcc, MvccError};
-use crate::raft::{Raft, Request, Response};
+use crate::raft::{Raft, Response};
 
 /// What every service shares: the raft handle, the store and the config.
 #[derive(Clone)]
@@ -45,6 +46,7 @@ struct Shared {
     mvcc: Arc<Mvcc>,
     config: Config,
     db: sled::Db,
+    proposer: propose::Proposer,
     next_id: AtomicU64,
     next_lease_id: AtomicI64,
 }
@@ -54,6 +56,7 @@ impl Context {
         let lease_base = lease_id_base(config.member_id);
         Context {
             inner: Arc::new(Shared {
+                proposer: propose::Proposer::start(raft.clone()),
                 raft,
                 mvcc,
                 config,
@@ -142,7 +145,8 @@ impl Context {
         }
     }
 
-    /// Proposes a write through raft and waits until it is applied.
+    /// Proposes a write through raft (batched with concurrent ones) and
+    /// waits until it is applied.
     async fn propose(&self, request: internal_request::Request) -> Result<Response, Status> {
         let req = InternalRequest {
             id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
@@ -151,19 +155,10 @@ impl Context {
         if req.encoded_len() > self.inner.config.max_request_bytes {
             return Err(EtcdError::RequestTooLarge.into());
         }
-        let write = self.inner.raft.client_write(Request(req));
-        match tokio::time::timeout(self.request_timeout(), write).await {
-            Ok(Ok(resp)) => match resp.data {
-                Response::Failed(e) => Err(kv_status(e)),
-                other => Ok(other),
-            },
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-                Err(EtcdError::NoLeader.into())
-            }
-            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
-                Err(Status::failed_precondition(e.to_string()))
-            }
-            Ok(Err(RaftError::Fatal(_))) => Err(EtcdError::Stopped.into()),
+        let applied = self.inner.proposer.propose(req);
+        match tokio::time::timeout(self.request_timeout(), applied).await {
+            Ok(Ok(Response::Failed(e))) => Err(kv_status(e)),
+            Ok(result) => result,
             Err(_) => Err(EtcdError::Timeout.into()),
         }
     }

@@ -17,7 +17,7 @@ use ferrocd_proto::etcdserverpb::{
     CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse,
     TxnResponse,
 };
-use ferrocd_proto::ferrocdpb::InternalRequest;
+use ferrocd_proto::ferrocdpb::{InternalBatch, InternalRequest};
 use serde::{Deserialize, Serialize};
 
 pub use log_store::LogStore;
@@ -30,7 +30,7 @@ openraft::declare_raft_types!(
     /// ferrocd's raft types: etcd requests in, etcd responses out.
     pub TypeConfig:
         D = Request,
-        R = Response,
+        R = Vec<Response>,
         NodeId = u64,
         Node = openraft::BasicNode,
         SnapshotData = tokio::fs::File,
@@ -43,11 +43,20 @@ pub type LogId = openraft::LogId<u64>;
 /// A storage error of this cluster.
 pub type StorageError = openraft::StorageError<u64>;
 
-/// One command in the raft log.
+/// One raft log entry: a batch of client requests, applied in order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Request(#[serde(with = "proto_bytes")] pub InternalRequest);
+pub struct Request(#[serde(with = "proto_bytes")] pub InternalBatch);
 
-/// The result of applying one [`Request`].
+impl Request {
+    /// An entry holding just `req`.
+    pub fn single(req: InternalRequest) -> Self {
+        Request(InternalBatch {
+            requests: vec![req],
+        })
+    }
+}
+
+/// The result of applying one request of a [`Request`] batch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Response {
     Put(#[serde(with = "proto_bytes")] PutResponse),
@@ -95,7 +104,7 @@ mod tests {
 
     #[test]
     fn requests_round_trip_through_bincode() {
-        let req = Request(InternalRequest {
+        let req = Request::single(InternalRequest {
             id: 7,
             request: Some(internal_request::Request::Put(PutRequest {
                 key: b"k".to_vec(),

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use ferrocd_proto::ferrocdpb::internal_request::Request as Internal;
+use ferrocd_proto::ferrocdpb::InternalRequest;
 use openraft::storage::RaftStateMachine;
 use openraft::{
     Entry, EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
@@ -90,7 +91,7 @@ impl StateMachine {
 
 /// Applies one request inside `txn`. Deterministic: reads nothing but the
 /// store and the lessor's set of leases (itself changed only here).
-fn execute(txn: &mut WriteTxn<'_>, lessor: &Lessor, Request(req): &Request) -> Response {
+fn execute(txn: &mut WriteTxn<'_>, lessor: &Lessor, req: &InternalRequest) -> Response {
     let result = match &req.request {
         Some(Internal::Put(r)) => kv::put(txn, r, lessor).map(Response::Put),
         Some(Internal::DeleteRange(r)) => kv::delete_range(txn, r).map(Response::DeleteRange),
@@ -155,7 +156,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((a.log_id, a.membership))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<Response>>, StorageError>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -165,18 +166,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut out = Vec::new();
         let mut changes = Vec::new();
         for entry in entries {
-            txn.begin();
-            let resp = match &entry.payload {
-                EntryPayload::Blank => Response::None,
-                EntryPayload::Normal(req) => execute(&mut txn, &self.lessor, req),
+            let mut responses = Vec::new();
+            match &entry.payload {
+                EntryPayload::Blank => {}
+                EntryPayload::Normal(Request(batch)) => {
+                    // Each request of the batch is its own revision.
+                    for req in &batch.requests {
+                        txn.begin();
+                        responses.push(execute(&mut txn, &self.lessor, req));
+                        changes.extend(txn.end());
+                    }
+                }
                 EntryPayload::Membership(m) => {
                     applied.membership = StoredMembership::new(Some(entry.log_id), m.clone());
-                    Response::None
                 }
-            };
-            changes.extend(txn.end());
+            }
             applied.log_id = Some(entry.log_id);
-            out.push(resp);
+            out.push(responses);
         }
         txn.set_meta(APPLIED, &bincode::serialize(&applied).map_err(io_error)?);
         txn.commit().map_err(storage)?;
