@@ -34,13 +34,20 @@ const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 /// `--snapshot-catchup-entries` default).
 const SNAPSHOT_CATCHUP_ENTRIES: u64 = 5000;
 
+/// How often the state machine's database is flushed in the background
+/// (bounds how much log a restart replays).
+const STATE_FLUSH_MS: u64 = 1000;
+
 /// A running member's parts.
 pub struct Node {
     pub raft: Raft,
     pub mvcc: Arc<Mvcc>,
     pub lessor: Arc<Lessor>,
     pub hub: Arc<WatchHub>,
+    /// The state machine's database.
     pub db: sled::Db,
+    /// The raft log's database.
+    pub wal: sled::Db,
 }
 
 /// Opens the data directory and starts raft. Returns once this member can
@@ -49,9 +56,14 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
     let dir = config.data_dir.join("member");
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("creating data dir {}", dir.display()))?;
-    let db = open_db(&dir.join("db"))?;
+    // The raft log has a database of its own: acknowledging a write fsyncs
+    // only the log, not the state machine's pages. The state machine is
+    // flushed in the background and before the log is purged behind a
+    // snapshot; after a crash, the log replays what it had not yet flushed.
+    let db = open_db(&dir.join("db"), 256 << 20, Some(STATE_FLUSH_MS))?;
+    let wal = open_db(&dir.join("wal"), 16 << 20, None)?;
     let mvcc = Arc::new(Mvcc::open(db.open_tree("state")?).context("opening the key-value store")?);
-    let log = LogStore::open(&db)?;
+    let log = LogStore::open(&wal)?;
     let hub = WatchHub::new(mvcc.clone(), config.max_request_bytes);
     tokio::spawn(hub.clone().run(config.watch_progress_notify_interval));
     let lessor = Arc::new(Lessor::new(Lessor::min_ttl_for(Duration::from_millis(
@@ -95,25 +107,33 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
         lessor,
         hub,
         db,
+        wal,
     })
 }
 
+/// Waits for a leader, and for this member to have applied its whole log
+/// (after a crash the store may be behind the log), so that even
+/// serializable reads see every write acknowledged before the restart.
 async fn wait_for_leader(raft: &Raft) -> anyhow::Result<()> {
-    raft.wait(Some(Duration::from_secs(30)))
-        .metrics(|m| m.current_leader.is_some(), "waiting for a leader")
+    let wait = raft.wait(Some(Duration::from_secs(30)));
+    wait.metrics(|m| m.current_leader.is_some(), "waiting for a leader")
         .await
         .context("no leader elected")?;
+    wait.metrics(
+        |m| m.last_applied.map(|l| l.index) >= m.last_log_index,
+        "replaying the log",
+    )
+    .await
+    .context("log replay did not finish")?;
     Ok(())
 }
 
-fn open_db(path: &Path) -> anyhow::Result<sled::Db> {
+fn open_db(path: &Path, cache_bytes: u64, flush_every_ms: Option<u64>) -> anyhow::Result<sled::Db> {
     sled::Config::new()
         .path(path)
-        .cache_capacity(256 * 1024 * 1024)
+        .cache_capacity(cache_bytes)
         .mode(sled::Mode::HighThroughput)
-        // Durability comes from the log store's own fsyncs; a timer-driven
-        // background flush would only compete with them.
-        .flush_every_ms(None)
+        .flush_every_ms(flush_every_ms)
         .open()
         .with_context(|| format!("opening database {}", path.display()))
 }
@@ -129,6 +149,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         lessor,
         hub,
         db,
+        wal,
     } = open(&config).await?;
     let ctx = Context::new(raft.clone(), mvcc, config.clone(), db.clone());
 
@@ -193,6 +214,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         warn!("raft shutdown: {e}");
     }
     db.flush_async().await?;
+    wal.flush_async().await?;
     Ok(())
 }
 

@@ -41,6 +41,7 @@ async fn log_is_purged_behind_snapshots_and_restart_keeps_everything() {
         lessor,
         hub,
         db,
+        wal,
     } = ferrocd::server::open(&cfg).await.unwrap();
     for i in 0..6000 {
         raft.client_write(put(i)).await.unwrap();
@@ -56,7 +57,8 @@ async fn log_is_purged_behind_snapshots_and_restart_keeps_everything() {
         .unwrap();
     raft.shutdown().await.unwrap();
     db.flush().unwrap();
-    let log = db.open_tree("raft_log").unwrap();
+    wal.flush().unwrap();
+    let log = wal.open_tree("raft_log").unwrap();
     let first = u64::from_be_bytes(log.first().unwrap().unwrap().0.as_ref().try_into().unwrap());
     assert!(first > 1, "nothing was purged: first log index is {first}");
     assert!(
@@ -65,7 +67,7 @@ async fn log_is_purged_behind_snapshots_and_restart_keeps_everything() {
         log.len()
     );
     assert!(dir.path().join("member/snap/current.snap").exists());
-    drop((raft, mvcc, lessor, hub, log, db));
+    drop((raft, mvcc, lessor, hub, log, db, wal));
     // The flusher task lets go of the database once the log store is gone.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
 

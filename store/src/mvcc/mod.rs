@@ -200,6 +200,12 @@ impl Mvcc {
             .collect()
     }
 
+    /// Makes everything committed so far durable.
+    pub fn flush(&self) -> Result<(), MvccError> {
+        self.tree.flush()?;
+        Ok(())
+    }
+
     /// Reads metadata stored by [`WriteTxn::set_meta`].
     pub fn meta(&self, name: &str) -> Result<Option<sled::IVec>, MvccError> {
         Ok(self.tree.get(meta_key(name))?)

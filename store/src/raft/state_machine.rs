@@ -234,6 +234,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut txn = mvcc.write();
             txn.set_meta(APPLIED, &bincode::serialize(&applied).map_err(io_error)?);
             txn.commit().map_err(storage)?;
+            mvcc.flush().map_err(storage)?;
             publish(&dir, &path, &meta)
         })
         .await
@@ -278,6 +279,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             .map_err(storage)?;
             let (file, _) = writer.finish().map_err(io_error)?;
             file.sync_all().map_err(io_error)?;
+            // openraft purges the log behind this snapshot next: what the
+            // log held must be durable in the store first.
+            mvcc.flush().map_err(storage)?;
             let meta = Meta {
                 last_log_id: applied.log_id,
                 last_membership: applied.membership,
