@@ -1,0 +1,473 @@
+//! Pure builders of the Kubernetes objects behind an `EtcdCluster`: the
+//! headless peer Service, the client Service, the bootstrap ConfigMap, the
+//! StatefulSet and the PodDisruptionBudget. No I/O; the reconciler applies
+//! what these return with server-side apply.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapKeySelector, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec,
+    PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+
+use crate::crd::{EtcdCluster, EtcdClusterSpec, DEFAULT_STORAGE_SIZE};
+
+/// Port clients (and probes) talk to.
+pub const CLIENT_PORT: i32 = 2379;
+/// Port members talk raft on.
+pub const PEER_PORT: i32 = 2380;
+/// Where the data volume is mounted in member pods.
+pub const DATA_DIR: &str = "/var/lib/ferrocd";
+/// Name of the data volume, and so the prefix of member PVC names.
+pub const DATA_VOLUME: &str = "data";
+/// Field manager the operator applies its objects with.
+pub const FIELD_MANAGER: &str = "ferrocd-operator";
+
+const CONFIG_INITIAL_CLUSTER: &str = "initial-cluster";
+const CONFIG_INITIAL_CLUSTER_STATE: &str = "initial-cluster-state";
+
+/// Why objects could not be built for a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    /// The object has not been stored yet, so it has no namespace or uid to own children by.
+    #[error("EtcdCluster has no {0}; only stored objects can own children")]
+    MissingMetadata(&'static str),
+}
+
+/// Whether pods bootstrap a new cluster or join the existing one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitialClusterState {
+    /// All members listed in `--initial-cluster` start together and form a cluster.
+    New,
+    /// A member joins a cluster that already has it in its member list.
+    Existing,
+}
+
+impl InitialClusterState {
+    fn as_flag(self) -> &'static str {
+        match self {
+            Self::New => "new",
+            Self::Existing => "existing",
+        }
+    }
+}
+
+/// Identity of one `EtcdCluster`: its names, DNS names and owner reference.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterRef {
+    name: String,
+    namespace: String,
+    owner: OwnerReference,
+}
+
+impl ClusterRef {
+    /// Takes the identity of a stored `EtcdCluster`.
+    pub fn new(cluster: &EtcdCluster) -> Result<Self, BuildError> {
+        let namespace = cluster
+            .namespace()
+            .ok_or(BuildError::MissingMetadata("namespace"))?;
+        let owner = cluster
+            .controller_owner_ref(&())
+            .ok_or(BuildError::MissingMetadata("uid"))?;
+        Ok(Self {
+            name: cluster.name_any(),
+            namespace,
+            owner,
+        })
+    }
+
+    /// Name of the cluster (and of its StatefulSet and client Service).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Namespace of the cluster and all its objects.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Name of the headless Service that gives members stable DNS names.
+    pub fn peer_service_name(&self) -> String {
+        format!("{}-peer", self.name)
+    }
+
+    /// Name of the ConfigMap holding `--initial-cluster` and `--initial-cluster-state`.
+    pub fn config_map_name(&self) -> String {
+        format!("{}-bootstrap", self.name)
+    }
+
+    /// Name of member `ordinal`: the StatefulSet's pod name.
+    pub fn member_name(&self, ordinal: i32) -> String {
+        format!("{}-{ordinal}", self.name)
+    }
+
+    /// Name of member `ordinal`'s PVC as the StatefulSet controller creates it.
+    pub fn pvc_name(&self, ordinal: i32) -> String {
+        format!("{DATA_VOLUME}-{}", self.member_name(ordinal))
+    }
+
+    /// Peer URL member `ordinal` advertises.
+    pub fn peer_url(&self, ordinal: i32) -> String {
+        format!("http://{}:{PEER_PORT}", self.member_host(ordinal))
+    }
+
+    /// Client URL member `ordinal` advertises.
+    pub fn client_url(&self, ordinal: i32) -> String {
+        format!("http://{}:{CLIENT_PORT}", self.member_host(ordinal))
+    }
+
+    /// Address of the client Service, what `status.clientEndpoint` reports.
+    pub fn client_endpoint(&self) -> String {
+        format!("http://{}.{}.svc:{CLIENT_PORT}", self.name, self.namespace)
+    }
+
+    /// `--initial-cluster` value for members `0..members`.
+    pub fn initial_cluster(&self, members: i32) -> String {
+        (0..members)
+            .map(|i| format!("{}={}", self.member_name(i), self.peer_url(i)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `--initial-cluster-token`: unique per namespace and name, so two
+    /// clusters never accept each other's members.
+    pub fn initial_cluster_token(&self) -> String {
+        format!("{}-{}", self.namespace, self.name)
+    }
+
+    fn member_host(&self, ordinal: i32) -> String {
+        format!(
+            "{}.{}.{}.svc",
+            self.member_name(ordinal),
+            self.peer_service_name(),
+            self.namespace
+        )
+    }
+
+    fn selector_labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("app.kubernetes.io/name".to_string(), "ferrocd".to_string()),
+            ("app.kubernetes.io/instance".to_string(), self.name.clone()),
+        ])
+    }
+
+    fn labels(&self) -> BTreeMap<String, String> {
+        let mut labels = self.selector_labels();
+        labels.insert(
+            "app.kubernetes.io/managed-by".to_string(),
+            FIELD_MANAGER.to_string(),
+        );
+        labels
+    }
+
+    fn metadata(&self, name: String) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(self.labels()),
+            owner_references: Some(vec![self.owner.clone()]),
+            ..Default::default()
+        }
+    }
+}
+
+/// Headless Service giving every member a DNS name, published before the
+/// member is ready: members must find each other to become ready at all.
+pub fn peer_service(cluster: &ClusterRef) -> Service {
+    Service {
+        metadata: cluster.metadata(cluster.peer_service_name()),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".to_string()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(cluster.selector_labels()),
+            ports: Some(vec![
+                service_port("client", CLIENT_PORT),
+                service_port("peer", PEER_PORT),
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// ClusterIP Service clients connect to; routes only to ready members.
+pub fn client_service(cluster: &ClusterRef) -> Service {
+    Service {
+        metadata: cluster.metadata(cluster.name.clone()),
+        spec: Some(ServiceSpec {
+            selector: Some(cluster.selector_labels()),
+            ports: Some(vec![service_port("client", CLIENT_PORT)]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// ConfigMap read by member pods at start for `--initial-cluster` and
+/// `--initial-cluster-state`.
+///
+/// These values change with every membership step. Kept out of the pod
+/// template, they do not roll every member on each scale step; a member
+/// with data ignores them, a member starting empty reads the current ones.
+pub fn bootstrap_config_map(
+    cluster: &ClusterRef,
+    members: i32,
+    state: InitialClusterState,
+) -> ConfigMap {
+    ConfigMap {
+        metadata: cluster.metadata(cluster.config_map_name()),
+        data: Some(BTreeMap::from([
+            (
+                CONFIG_INITIAL_CLUSTER.to_string(),
+                cluster.initial_cluster(members),
+            ),
+            (
+                CONFIG_INITIAL_CLUSTER_STATE.to_string(),
+                state.as_flag().to_string(),
+            ),
+        ])),
+        ..Default::default()
+    }
+}
+
+/// StatefulSet running `replicas` member pods.
+///
+/// `replicas` comes from the planner, not from the spec: during a scale
+/// step the StatefulSet trails or leads the spec by one member.
+pub fn stateful_set(cluster: &ClusterRef, spec: &EtcdClusterSpec, replicas: i32) -> StatefulSet {
+    let (volumes, volume_claim_templates) = match &spec.storage.empty_dir {
+        Some(empty_dir) => (
+            Some(vec![Volume {
+                name: DATA_VOLUME.to_string(),
+                empty_dir: Some(empty_dir.clone()),
+                ..Default::default()
+            }]),
+            None,
+        ),
+        None => (None, Some(vec![volume_claim_template(spec)])),
+    };
+    let pod_template = spec.pod_template.clone().unwrap_or_default();
+    let mut pod_labels = pod_template.labels;
+    pod_labels.extend(cluster.labels());
+    StatefulSet {
+        metadata: cluster.metadata(cluster.name.clone()),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(replicas),
+            service_name: Some(cluster.peer_service_name()),
+            // Bootstrap members must start together: with OrderedReady the
+            // first pod would wait for readiness it can only reach with quorum.
+            pod_management_policy: Some("Parallel".to_string()),
+            selector: LabelSelector {
+                match_labels: Some(cluster.selector_labels()),
+                ..Default::default()
+            },
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("RollingUpdate".to_string()),
+                ..Default::default()
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: non_empty(pod_template.annotations),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![ferrocd_container(cluster, spec)],
+                    volumes,
+                    node_selector: non_empty(pod_template.node_selector),
+                    affinity: pod_template.affinity,
+                    tolerations: non_empty_vec(pod_template.tolerations),
+                    priority_class_name: pod_template.priority_class_name,
+                    topology_spread_constraints: non_empty_vec(
+                        pod_template.topology_spread_constraints,
+                    ),
+                    ..Default::default()
+                }),
+            },
+            volume_claim_templates,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// PodDisruptionBudget allowing `(voters - 1) / 2` members down at once.
+///
+/// A cluster of `voters` keeps quorum while at most `voters - quorum =
+/// (voters - 1) / 2` voters are down; the PDB counts pods that are already
+/// unhealthy against that budget, so evictions stop exactly where one more
+/// would cost quorum. It is sized by voters, not pods: a learner pod being
+/// counted would let one voter too many go during a scale-up. With one or
+/// two voters the budget is zero: any eviction would stop the cluster, so
+/// node drains wait for a human (or `podDisruptionBudget.enabled: false`).
+pub fn pod_disruption_budget(cluster: &ClusterRef, voters: i32) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: cluster.metadata(cluster.name.clone()),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(max_unavailable(voters))),
+            selector: Some(LabelSelector {
+                match_labels: Some(cluster.selector_labels()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Voters that may be down while a cluster of `voters` keeps quorum.
+pub fn max_unavailable(voters: i32) -> i32 {
+    (voters.max(1) - 1) / 2
+}
+
+fn ferrocd_container(cluster: &ClusterRef, spec: &EtcdClusterSpec) -> Container {
+    let peer_host = format!(
+        "$(POD_NAME).{}.{}.svc",
+        cluster.peer_service_name(),
+        cluster.namespace
+    );
+    let mut args = vec![
+        "--name=$(POD_NAME)".to_string(),
+        format!("--data-dir={DATA_DIR}"),
+        format!("--listen-client-urls=http://0.0.0.0:{CLIENT_PORT}"),
+        format!("--advertise-client-urls=http://{peer_host}:{CLIENT_PORT}"),
+        format!("--listen-peer-urls=http://0.0.0.0:{PEER_PORT}"),
+        format!("--initial-advertise-peer-urls=http://{peer_host}:{PEER_PORT}"),
+        "--initial-cluster=$(INITIAL_CLUSTER)".to_string(),
+        "--initial-cluster-state=$(INITIAL_CLUSTER_STATE)".to_string(),
+        format!(
+            "--initial-cluster-token={}",
+            cluster.initial_cluster_token()
+        ),
+    ];
+    // BTreeMap order keeps the template, and so the rollout, stable.
+    args.extend(spec.options.iter().map(|(k, v)| format!("--{k}={v}")));
+    Container {
+        name: "ferrocd".to_string(),
+        image: Some(spec.image_or_default()),
+        command: Some(vec!["ferrocd".to_string()]),
+        args: Some(args),
+        env: Some(vec![
+            EnvVar {
+                name: "POD_NAME".to_string(),
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: "metadata.name".to_string(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            config_env(cluster, "INITIAL_CLUSTER", CONFIG_INITIAL_CLUSTER),
+            config_env(
+                cluster,
+                "INITIAL_CLUSTER_STATE",
+                CONFIG_INITIAL_CLUSTER_STATE,
+            ),
+        ]),
+        ports: Some(vec![
+            container_port("client", CLIENT_PORT),
+            container_port("peer", PEER_PORT),
+        ]),
+        readiness_probe: Some(http_probe("/readyz", 5, 3)),
+        // Generous: a member replaying its log or receiving a snapshot must
+        // not be killed for being slow.
+        liveness_probe: Some(http_probe("/livez", 10, 6)),
+        resources: spec.resources.clone(),
+        volume_mounts: Some(vec![VolumeMount {
+            name: DATA_VOLUME.to_string(),
+            mount_path: DATA_DIR.to_string(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    }
+}
+
+fn volume_claim_template(spec: &EtcdClusterSpec) -> PersistentVolumeClaim {
+    let size = spec
+        .storage
+        .size
+        .clone()
+        .unwrap_or_else(|| Quantity(DEFAULT_STORAGE_SIZE.to_string()));
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(DATA_VOLUME.to_string()),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_string()]),
+            storage_class_name: spec.storage.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([("storage".to_string(), size)])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn config_env(cluster: &ClusterRef, name: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value_from: Some(EnvVarSource {
+            config_map_key_ref: Some(ConfigMapKeySelector {
+                name: cluster.config_map_name(),
+                key: key.to_string(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn http_probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_string()),
+            port: IntOrString::Int(CLIENT_PORT),
+            ..Default::default()
+        }),
+        period_seconds: Some(period_seconds),
+        failure_threshold: Some(failure_threshold),
+        ..Default::default()
+    }
+}
+
+fn service_port(name: &str, port: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.to_string()),
+        port,
+        target_port: Some(IntOrString::Int(port)),
+        ..Default::default()
+    }
+}
+
+fn container_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.to_string()),
+        container_port: port,
+        ..Default::default()
+    }
+}
+
+fn non_empty(map: BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
+    (!map.is_empty()).then_some(map)
+}
+
+fn non_empty_vec<T>(items: Vec<T>) -> Option<Vec<T>> {
+    (!items.is_empty()).then_some(items)
+}
+
+#[cfg(test)]
+mod tests;

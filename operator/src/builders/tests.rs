@@ -1,0 +1,306 @@
+use super::*;
+use crate::crd::EtcdCluster;
+
+fn stored_cluster(spec_yaml: &str) -> EtcdCluster {
+    let mut cluster = EtcdCluster::new(
+        "demo",
+        serde_yaml::from_str(spec_yaml).expect("fixture parses"),
+    );
+    cluster.metadata.namespace = Some("prod".into());
+    cluster.metadata.uid = Some("0b6c9b4e-2f4e-4c1e-9d59-4f0f3b7f8a11".into());
+    cluster
+}
+
+fn cluster_ref() -> ClusterRef {
+    ClusterRef::new(&stored_cluster("{}")).unwrap()
+}
+
+fn container(sts: &StatefulSet) -> &Container {
+    &sts.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+}
+
+fn args(sts: &StatefulSet) -> Vec<String> {
+    container(sts).args.clone().unwrap()
+}
+
+#[test]
+fn unstored_cluster_has_no_identity() {
+    let cluster = EtcdCluster::new("demo", EtcdClusterSpec::default());
+    assert_eq!(
+        ClusterRef::new(&cluster),
+        Err(BuildError::MissingMetadata("namespace"))
+    );
+}
+
+#[test]
+fn every_object_is_owned_by_the_cluster_as_controller() {
+    let c = cluster_ref();
+    let spec = EtcdClusterSpec::default();
+    let owners = [
+        peer_service(&c).metadata.owner_references,
+        client_service(&c).metadata.owner_references,
+        bootstrap_config_map(&c, 3, InitialClusterState::New)
+            .metadata
+            .owner_references,
+        stateful_set(&c, &spec, 3).metadata.owner_references,
+        pod_disruption_budget(&c, 3).metadata.owner_references,
+    ];
+    for owner in owners {
+        let owner = &owner.expect("owner references set")[0];
+        assert_eq!(owner.kind, "EtcdCluster");
+        assert_eq!(owner.name, "demo");
+        assert_eq!(owner.controller, Some(true));
+    }
+}
+
+#[test]
+fn peer_service_is_headless_and_publishes_unready_members() {
+    let svc = peer_service(&cluster_ref());
+    let spec = svc.spec.unwrap();
+    assert_eq!(svc.metadata.name.as_deref(), Some("demo-peer"));
+    assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(spec.publish_not_ready_addresses, Some(true));
+    let ports: Vec<i32> = spec.ports.unwrap().iter().map(|p| p.port).collect();
+    assert_eq!(ports, [2379, 2380]);
+}
+
+#[test]
+fn client_service_exposes_only_the_client_port() {
+    let spec = client_service(&cluster_ref()).spec.unwrap();
+    assert_eq!(spec.cluster_ip, None);
+    let ports: Vec<i32> = spec.ports.unwrap().iter().map(|p| p.port).collect();
+    assert_eq!(ports, [2379]);
+}
+
+#[test]
+fn member_flags_use_pod_dns_names_on_the_peer_service() {
+    let sts = stateful_set(&cluster_ref(), &EtcdClusterSpec::default(), 3);
+    let args = args(&sts);
+    for expected in [
+        "--name=$(POD_NAME)",
+        "--data-dir=/var/lib/ferrocd",
+        "--listen-client-urls=http://0.0.0.0:2379",
+        "--advertise-client-urls=http://$(POD_NAME).demo-peer.prod.svc:2379",
+        "--listen-peer-urls=http://0.0.0.0:2380",
+        "--initial-advertise-peer-urls=http://$(POD_NAME).demo-peer.prod.svc:2380",
+        "--initial-cluster=$(INITIAL_CLUSTER)",
+        "--initial-cluster-state=$(INITIAL_CLUSTER_STATE)",
+        "--initial-cluster-token=prod-demo",
+    ] {
+        assert!(
+            args.iter().any(|a| a == expected),
+            "missing {expected} in {args:?}"
+        );
+    }
+}
+
+#[test]
+fn bootstrap_config_lists_all_members_by_dns_name() {
+    let cm = bootstrap_config_map(&cluster_ref(), 3, InitialClusterState::New);
+    let data = cm.data.unwrap();
+    assert_eq!(
+        data["initial-cluster"],
+        "demo-0=http://demo-0.demo-peer.prod.svc:2380,\
+         demo-1=http://demo-1.demo-peer.prod.svc:2380,\
+         demo-2=http://demo-2.demo-peer.prod.svc:2380"
+    );
+    assert_eq!(data["initial-cluster-state"], "new");
+}
+
+#[test]
+fn joining_member_reads_existing_state_from_config() {
+    let cm = bootstrap_config_map(&cluster_ref(), 4, InitialClusterState::Existing);
+    let data = cm.data.unwrap();
+    assert_eq!(data["initial-cluster-state"], "existing");
+    assert!(data["initial-cluster"].ends_with("demo-3=http://demo-3.demo-peer.prod.svc:2380"));
+}
+
+#[test]
+fn pod_template_does_not_change_with_replicas() {
+    let c = cluster_ref();
+    let spec = EtcdClusterSpec::default();
+    let three = stateful_set(&c, &spec, 3).spec.unwrap();
+    let five = stateful_set(&c, &spec, 5).spec.unwrap();
+    assert_eq!(three.template, five.template);
+    assert_eq!(five.replicas, Some(5));
+}
+
+#[test]
+fn members_start_in_parallel_behind_the_peer_service() {
+    let spec = stateful_set(&cluster_ref(), &EtcdClusterSpec::default(), 3)
+        .spec
+        .unwrap();
+    assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+    assert_eq!(spec.service_name.as_deref(), Some("demo-peer"));
+}
+
+#[test]
+fn options_become_sorted_flags_after_the_managed_ones() {
+    let c = ClusterRef::new(&stored_cluster(
+        "options: {snapshot-count: '5000', quota-backend-bytes: '8589934592'}",
+    ))
+    .unwrap();
+    let spec: EtcdClusterSpec = serde_yaml::from_str(
+        "options: {snapshot-count: '5000', quota-backend-bytes: '8589934592'}",
+    )
+    .unwrap();
+    let args = args(&stateful_set(&c, &spec, 3));
+    assert_eq!(
+        args[args.len() - 2..],
+        ["--quota-backend-bytes=8589934592", "--snapshot-count=5000"]
+    );
+}
+
+#[test]
+fn probes_hit_readyz_and_livez_on_the_client_port() {
+    let sts = stateful_set(&cluster_ref(), &EtcdClusterSpec::default(), 3);
+    let c = container(&sts);
+    let readiness = c
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    let liveness = c
+        .liveness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(readiness.path.as_deref(), Some("/readyz"));
+    assert_eq!(liveness.path.as_deref(), Some("/livez"));
+    assert_eq!(readiness.port, IntOrString::Int(2379));
+    assert_eq!(liveness.port, IntOrString::Int(2379));
+}
+
+#[test]
+fn default_storage_is_a_one_gigabyte_claim_per_member() {
+    let spec = stateful_set(&cluster_ref(), &EtcdClusterSpec::default(), 3)
+        .spec
+        .unwrap();
+    let claims = spec.volume_claim_templates.unwrap();
+    assert_eq!(claims.len(), 1);
+    assert_eq!(claims[0].metadata.name.as_deref(), Some("data"));
+    let pvc = claims[0].spec.as_ref().unwrap();
+    let requests = pvc.resources.as_ref().unwrap().requests.as_ref().unwrap();
+    assert_eq!(requests["storage"], Quantity("1Gi".into()));
+    assert_eq!(pvc.storage_class_name, None);
+    assert_eq!(spec.template.spec.unwrap().volumes, None);
+}
+
+#[test]
+fn storage_class_and_size_reach_the_claim_template() {
+    let spec: EtcdClusterSpec =
+        serde_yaml::from_str("storage: {size: 20Gi, storageClassName: fast-ssd}").unwrap();
+    let sts = stateful_set(&cluster_ref(), &spec, 3).spec.unwrap();
+    let pvc = sts.volume_claim_templates.unwrap()[0].spec.clone().unwrap();
+    assert_eq!(pvc.storage_class_name.as_deref(), Some("fast-ssd"));
+    assert_eq!(
+        pvc.resources.unwrap().requests.unwrap()["storage"],
+        Quantity("20Gi".into())
+    );
+}
+
+#[test]
+fn empty_dir_storage_uses_a_pod_volume_and_no_claims() {
+    let spec: EtcdClusterSpec = serde_yaml::from_str("storage: {emptyDir: {}}").unwrap();
+    let sts = stateful_set(&cluster_ref(), &spec, 1).spec.unwrap();
+    assert_eq!(sts.volume_claim_templates, None);
+    let volumes = sts.template.spec.unwrap().volumes.unwrap();
+    assert_eq!(volumes[0].name, "data");
+    assert!(volumes[0].empty_dir.is_some());
+}
+
+#[test]
+fn data_volume_is_mounted_at_the_data_dir() {
+    let sts = stateful_set(&cluster_ref(), &EtcdClusterSpec::default(), 3);
+    let mounts = container(&sts).volume_mounts.clone().unwrap();
+    assert_eq!(mounts[0].name, "data");
+    assert_eq!(mounts[0].mount_path, "/var/lib/ferrocd");
+}
+
+#[test]
+fn pod_template_settings_pass_through_but_selector_labels_win() {
+    let spec: EtcdClusterSpec = serde_yaml::from_str(
+        r#"
+podTemplate:
+  labels: {team: storage, app.kubernetes.io/instance: hijack}
+  annotations: {prometheus.io/scrape: "true"}
+  nodeSelector: {disk: ssd}
+  priorityClassName: system-cluster-critical
+  tolerations: [{key: dedicated, operator: Equal, value: etcd, effect: NoSchedule}]
+"#,
+    )
+    .unwrap();
+    let template = stateful_set(&cluster_ref(), &spec, 3)
+        .spec
+        .unwrap()
+        .template;
+    let labels = template.metadata.as_ref().unwrap().labels.clone().unwrap();
+    assert_eq!(labels["team"], "storage");
+    assert_eq!(labels["app.kubernetes.io/instance"], "demo");
+    let annotations = template.metadata.unwrap().annotations.unwrap();
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+    let pod = template.spec.unwrap();
+    assert_eq!(pod.node_selector.unwrap()["disk"], "ssd");
+    assert_eq!(
+        pod.priority_class_name.as_deref(),
+        Some("system-cluster-critical")
+    );
+    assert_eq!(pod.tolerations.unwrap()[0].value.as_deref(), Some("etcd"));
+}
+
+#[test]
+fn image_defaults_to_operator_version_and_honours_spec() {
+    let c = cluster_ref();
+    let default = stateful_set(&c, &EtcdClusterSpec::default(), 3);
+    assert_eq!(
+        container(&default).image.as_deref(),
+        Some(crate::crd::default_image().as_str())
+    );
+    let pinned: EtcdClusterSpec =
+        serde_yaml::from_str("image: registry.local/ferrocd:1.2").unwrap();
+    let pinned = stateful_set(&c, &pinned, 3);
+    assert_eq!(
+        container(&pinned).image.as_deref(),
+        Some("registry.local/ferrocd:1.2")
+    );
+}
+
+#[test]
+fn pdb_never_allows_losing_quorum() {
+    for voters in 1..=9 {
+        let quorum = voters / 2 + 1;
+        let allowed = max_unavailable(voters);
+        assert!(
+            voters - allowed >= quorum,
+            "{voters} voters, {allowed} down"
+        );
+        assert!(
+            voters - (allowed + 1) < quorum,
+            "{voters} voters could lose {} without losing quorum",
+            allowed + 1
+        );
+    }
+}
+
+#[test]
+fn pdb_for_three_voters_allows_one_disruption() {
+    let pdb = pod_disruption_budget(&cluster_ref(), 3).spec.unwrap();
+    assert_eq!(pdb.max_unavailable, Some(IntOrString::Int(1)));
+    assert_eq!(pdb.min_available, None);
+}
+
+#[test]
+fn client_endpoint_is_the_client_service_address() {
+    assert_eq!(cluster_ref().client_endpoint(), "http://demo.prod.svc:2379");
+}

@@ -1,0 +1,207 @@
+//! [`EtcdApi`] over the store's etcd v3 gRPC API (`ferrocd-proto`), so the
+//! same code drives ferrocd and etcd.
+
+use ferrocd_proto::etcdserverpb::cluster_client::ClusterClient;
+use ferrocd_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use ferrocd_proto::etcdserverpb::{
+    self as pb, MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest,
+    StatusRequest,
+};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::membership::{EndpointStatus, EtcdApi, EtcdError, Member};
+
+/// A connection to a cluster through one client endpoint (the client Service).
+#[derive(Debug, Clone)]
+pub struct GrpcEtcd {
+    cluster: ClusterClient<Channel>,
+}
+
+impl GrpcEtcd {
+    /// A lazily connecting client of `endpoint` (e.g. `http://demo.prod.svc:2379`):
+    /// a cluster that is down shows up as failing calls, not a failing constructor.
+    pub fn new(endpoint: &str) -> Result<Self, EtcdError> {
+        let channel = Endpoint::from_shared(endpoint.to_string())
+            .map_err(|e| EtcdError::Other(format!("bad endpoint {endpoint}: {e}")))?
+            .connect_lazy();
+        Ok(Self {
+            cluster: ClusterClient::new(channel),
+        })
+    }
+}
+
+impl EtcdApi for GrpcEtcd {
+    async fn member_list(&self) -> Result<Vec<Member>, EtcdError> {
+        let response = self
+            .cluster
+            .clone()
+            .member_list(MemberListRequest { linearizable: true })
+            .await
+            .map_err(from_status)?;
+        Ok(response
+            .into_inner()
+            .members
+            .into_iter()
+            .map(member)
+            .collect())
+    }
+
+    async fn member_add(
+        &self,
+        peer_urls: Vec<String>,
+        is_learner: bool,
+    ) -> Result<Member, EtcdError> {
+        let response = self
+            .cluster
+            .clone()
+            .member_add(MemberAddRequest {
+                peer_ur_ls: peer_urls,
+                is_learner,
+            })
+            .await
+            .map_err(from_status)?;
+        response
+            .into_inner()
+            .member
+            .map(member)
+            .ok_or_else(|| EtcdError::Other("MemberAdd answered without the member".into()))
+    }
+
+    async fn member_remove(&self, id: u64) -> Result<(), EtcdError> {
+        self.cluster
+            .clone()
+            .member_remove(MemberRemoveRequest { id })
+            .await
+            .map(drop)
+            .map_err(from_status)
+    }
+
+    async fn member_promote(&self, id: u64) -> Result<(), EtcdError> {
+        self.cluster
+            .clone()
+            .member_promote(MemberPromoteRequest { id })
+            .await
+            .map(drop)
+            .map_err(from_status)
+    }
+
+    async fn status(&self, endpoint: &str) -> Result<EndpointStatus, EtcdError> {
+        // Status is about one member, so it goes to that member's own URL.
+        let mut client = MaintenanceClient::connect(endpoint.to_string())
+            .await
+            .map_err(|e| EtcdError::Unavailable(format!("{endpoint}: {e}")))?;
+        let status = client
+            .status(StatusRequest {})
+            .await
+            .map_err(from_status)?
+            .into_inner();
+        Ok(EndpointStatus {
+            member_id: status.header.map_or(0, |h| h.member_id),
+            leader: status.leader,
+            raft_index: status.raft_index,
+            raft_applied_index: status.raft_applied_index,
+            version: status.version,
+            is_learner: status.is_learner,
+        })
+    }
+}
+
+fn member(m: pb::Member) -> Member {
+    Member {
+        id: m.id,
+        name: m.name,
+        peer_urls: m.peer_ur_ls,
+        client_urls: m.client_ur_ls,
+        is_learner: m.is_learner,
+    }
+}
+
+/// Maps etcd's error texts (which ferrocd reproduces byte for byte) to [`EtcdError`].
+fn from_status(status: Status) -> EtcdError {
+    let message = status.message();
+    match status.code() {
+        Code::Unimplemented => return EtcdError::Unimplemented(message.to_string()),
+        Code::Unavailable | Code::DeadlineExceeded => {
+            return EtcdError::Unavailable(message.to_string())
+        }
+        _ => {}
+    }
+    match message.strip_prefix("etcdserver: ").unwrap_or(message) {
+        "member not found" => EtcdError::MemberNotFound,
+        "Peer URLs already exists" => EtcdError::PeerUrlExists,
+        "too many learner members in cluster" => EtcdError::TooManyLearners,
+        "can only promote a learner member" => EtcdError::NotALearner,
+        "can only promote a learner member which is in sync with leader" => {
+            EtcdError::LearnerNotReady
+        }
+        "re-configuration failed due to not enough started members" => {
+            EtcdError::NotEnoughStartedMembers
+        }
+        other => EtcdError::Other(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etcd_error_texts_map_to_membership_errors() {
+        let cases = [
+            (
+                Code::NotFound,
+                "etcdserver: member not found",
+                EtcdError::MemberNotFound,
+            ),
+            (
+                Code::FailedPrecondition,
+                "etcdserver: Peer URLs already exists",
+                EtcdError::PeerUrlExists,
+            ),
+            (
+                Code::FailedPrecondition,
+                "etcdserver: too many learner members in cluster",
+                EtcdError::TooManyLearners,
+            ),
+            (
+                Code::FailedPrecondition,
+                "etcdserver: can only promote a learner member",
+                EtcdError::NotALearner,
+            ),
+            (
+                Code::FailedPrecondition,
+                "etcdserver: can only promote a learner member which is in sync with leader",
+                EtcdError::LearnerNotReady,
+            ),
+            (
+                Code::FailedPrecondition,
+                "etcdserver: re-configuration failed due to not enough started members",
+                EtcdError::NotEnoughStartedMembers,
+            ),
+        ];
+        for (code, text, expected) in cases {
+            assert_eq!(from_status(Status::new(code, text)), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn unimplemented_and_unavailable_keep_their_meaning() {
+        assert_eq!(
+            from_status(Status::unimplemented("membership change")),
+            EtcdError::Unimplemented("membership change".into())
+        );
+        assert!(matches!(
+            from_status(Status::unavailable("connection refused")),
+            EtcdError::Unavailable(_)
+        ));
+    }
+
+    #[test]
+    fn unknown_error_text_is_kept() {
+        assert_eq!(
+            from_status(Status::internal("etcdserver: something new")),
+            EtcdError::Other("something new".into())
+        );
+    }
+}

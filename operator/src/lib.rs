@@ -1,0 +1,20 @@
+//! `ferrocd-operator`: the `EtcdCluster` custom resource and the parts of its
+//! reconciliation that need no Kubernetes API server.
+//!
+//! Reconciliation is observe -> plan -> act:
+//! * [`crd`]: the resource types, defaults and spec validation; `crdgen` prints the CRD.
+//! * [`builders`]: pure builders of the Services, ConfigMap, StatefulSet and PDB.
+//! * [`membership`]: the [`membership::EtcdApi`] trait, the one-step executor,
+//!   member observation, and an in-memory fake enforcing etcd's membership rules.
+//! * [`grpc`]: `EtcdApi` over the etcd v3 gRPC API.
+//! * [`planner`]: the pure planner from spec and observations to objects and one step.
+//! * [`manifest`]: the planner's desired objects rendered for apply.
+//! * [`status`]: phase and conditions from the planner's progress.
+
+pub mod builders;
+pub mod crd;
+pub mod grpc;
+pub mod manifest;
+pub mod membership;
+pub mod planner;
+pub mod status;
