@@ -143,6 +143,30 @@ impl ClusterRef {
         format!("{}-{}", self.namespace, self.name)
     }
 
+    /// Label selector matching the cluster's pods and, since the
+    /// StatefulSet controller copies its selector onto claims, their PVCs.
+    pub fn label_selector(&self) -> String {
+        self.selector_labels()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Ordinal of the member pod named `name`, if it is one of this cluster's.
+    pub fn ordinal_of_member(&self, name: &str) -> Option<i32> {
+        let ordinal: i32 = name
+            .strip_prefix(&format!("{}-", self.name))?
+            .parse()
+            .ok()?;
+        (ordinal >= 0 && self.member_name(ordinal) == name).then_some(ordinal)
+    }
+
+    /// Ordinal of the member PVC named `name`, if it is one of this cluster's.
+    pub fn ordinal_of_pvc(&self, name: &str) -> Option<i32> {
+        self.ordinal_of_member(name.strip_prefix(&format!("{DATA_VOLUME}-"))?)
+    }
+
     fn member_host(&self, ordinal: i32) -> String {
         format!(
             "{}.{}.{}.svc",

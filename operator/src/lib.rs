@@ -10,11 +10,17 @@
 //! * [`planner`]: the pure planner from spec and observations to objects and one step.
 //! * [`manifest`]: the planner's desired objects rendered for apply.
 //! * [`status`]: phase and conditions from the planner's progress.
+//! * [`controller`]: the reconciler wiring all of the above to the API server.
+//! * [`metrics`]: Prometheus metrics of the reconciler.
+//! * [`leader`]: leader election over a Lease.
 
 pub mod builders;
+pub mod controller;
 pub mod crd;
 pub mod grpc;
+pub mod leader;
 pub mod manifest;
 pub mod membership;
+pub mod metrics;
 pub mod planner;
 pub mod status;

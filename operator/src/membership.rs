@@ -145,37 +145,97 @@ pub async fn execute(api: &impl EtcdApi, step: &MemberStep) -> Result<(), EtcdEr
     }
 }
 
-/// The member list with each member's health, or `None` when the store
-/// does not answer. A member counts as caught up when it has applied 90% of
-/// the leader's log, the threshold etcd itself uses to allow a promote.
-pub async fn observe_members(api: &impl EtcdApi) -> Option<Vec<ObservedMember>> {
+/// The member list joined with each member's own status, as the store
+/// reported them; what the status of the `EtcdCluster` is written from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreView {
+    /// Each member with its status; `None` when it did not answer.
+    pub members: Vec<(Member, Option<EndpointStatus>)>,
+}
+
+impl StoreView {
+    /// The members with health, as the planner takes them. A member counts
+    /// as caught up when it has applied 90% of the leader's log, the
+    /// threshold etcd itself uses to allow a promote.
+    pub fn observed(&self) -> Vec<ObservedMember> {
+        let statuses = || self.members.iter().filter_map(|(_, s)| s.as_ref());
+        let leader_index = statuses()
+            .find(|s| s.leader == s.member_id)
+            .or_else(|| statuses().max_by_key(|s| s.raft_index))
+            .map_or(0, |s| s.raft_index);
+        self.members
+            .iter()
+            .map(|(member, status)| ObservedMember {
+                id: member.id,
+                peer_url: member.peer_urls.first().cloned().unwrap_or_default(),
+                is_learner: member.is_learner,
+                healthy: status.is_some(),
+                caught_up: status
+                    .as_ref()
+                    .is_some_and(|s| s.raft_applied_index * 10 >= leader_index * 9),
+            })
+            .collect()
+    }
+
+    /// ID of the leader as the members that answered see it.
+    pub fn leader(&self) -> Option<u64> {
+        self.members
+            .iter()
+            .filter_map(|(_, s)| s.as_ref())
+            .map(|s| s.leader)
+            .find(|&leader| leader != 0)
+    }
+}
+
+/// The member list with each member's status, or `None` when the store
+/// does not answer the member list.
+pub async fn observe_store(api: &impl EtcdApi) -> Option<StoreView> {
     let members = api.member_list().await.ok()?;
-    let mut statuses = Vec::with_capacity(members.len());
-    for member in &members {
+    let mut view = Vec::with_capacity(members.len());
+    for member in members {
         let status = match member.client_urls.first() {
             Some(endpoint) => api.status(endpoint).await.ok(),
             None => None,
         };
-        statuses.push(status);
+        view.push((member, status));
     }
-    let leader_index = statuses
-        .iter()
-        .flatten()
-        .find(|s| s.leader == s.member_id)
-        .or_else(|| statuses.iter().flatten().max_by_key(|s| s.raft_index))
-        .map_or(0, |s| s.raft_index);
-    let observed = members
-        .into_iter()
-        .zip(statuses)
-        .map(|(member, status)| ObservedMember {
-            id: member.id,
-            peer_url: member.peer_urls.first().cloned().unwrap_or_default(),
-            is_learner: member.is_learner,
-            healthy: status.is_some(),
-            caught_up: status.is_some_and(|s| s.raft_applied_index * 10 >= leader_index * 9),
-        })
-        .collect();
-    Some(observed)
+    Some(StoreView { members: view })
+}
+
+/// The member list with each member's health, or `None` when the store
+/// does not answer; see [`StoreView::observed`].
+pub async fn observe_members(api: &impl EtcdApi) -> Option<Vec<ObservedMember>> {
+    observe_store(api).await.map(|view| view.observed())
+}
+
+/// Shares one store connection (or fake) between owners.
+impl<T: EtcdApi> EtcdApi for std::sync::Arc<T> {
+    fn member_list(&self) -> impl Future<Output = Result<Vec<Member>, EtcdError>> + Send {
+        (**self).member_list()
+    }
+
+    fn member_add(
+        &self,
+        peer_urls: Vec<String>,
+        is_learner: bool,
+    ) -> impl Future<Output = Result<Member, EtcdError>> + Send {
+        (**self).member_add(peer_urls, is_learner)
+    }
+
+    fn member_remove(&self, id: u64) -> impl Future<Output = Result<(), EtcdError>> + Send {
+        (**self).member_remove(id)
+    }
+
+    fn member_promote(&self, id: u64) -> impl Future<Output = Result<(), EtcdError>> + Send {
+        (**self).member_promote(id)
+    }
+
+    fn status(
+        &self,
+        endpoint: &str,
+    ) -> impl Future<Output = Result<EndpointStatus, EtcdError>> + Send {
+        (**self).status(endpoint)
+    }
 }
 
 /// Votes needed for a decision among `voters`.

@@ -304,3 +304,25 @@ fn pdb_for_three_voters_allows_one_disruption() {
 fn client_endpoint_is_the_client_service_address() {
     assert_eq!(cluster_ref().client_endpoint(), "http://demo.prod.svc:2379");
 }
+
+#[test]
+fn member_and_pvc_names_map_back_to_ordinals() {
+    let c = cluster_ref();
+    assert_eq!(c.ordinal_of_member(&c.member_name(4)), Some(4));
+    assert_eq!(c.ordinal_of_pvc(&c.pvc_name(2)), Some(2));
+    // Another cluster whose name starts with this one's is not ours.
+    assert_eq!(c.ordinal_of_member(&format!("{}-x-1", c.name())), None);
+    assert_eq!(c.ordinal_of_member(&format!("{}-01", c.name())), None);
+    assert_eq!(c.ordinal_of_pvc(&c.member_name(1)), None);
+}
+
+#[test]
+fn label_selector_matches_the_selector_labels() {
+    let selector = cluster_ref().label_selector();
+    assert!(selector.contains("app.kubernetes.io/name=ferrocd"));
+    assert!(selector.contains(&format!(
+        "app.kubernetes.io/instance={}",
+        cluster_ref().name()
+    )));
+    assert!(!selector.contains("managed-by"), "PVCs do not carry it");
+}

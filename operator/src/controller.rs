@@ -1,0 +1,537 @@
+//! The reconciler: observe -> plan -> act for one `EtcdCluster`.
+//!
+//! Observe reads the StatefulSet, member pods and PVCs from the API server
+//! and the member list from the store; [`planner::plan`] decides; act
+//! applies the objects with server-side apply, deletes PVCs of members that
+//! are gone, takes at most one membership step and writes the status.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::builders::{BuildError, ClusterRef, FIELD_MANAGER};
+use crate::crd::{EtcdCluster, EtcdClusterStatus, MemberStatus};
+use crate::grpc::GrpcEtcd;
+use crate::manifest::{self, PdbChange};
+use crate::membership::{self, EtcdApi, EtcdError, MemberStep, StoreView};
+use crate::metrics::Metrics;
+use crate::planner::{self, Observed, Plan, Progress};
+use crate::status::{self, Observation};
+
+/// Finalizer the operator puts on every `EtcdCluster`.
+pub const FINALIZER: &str = "etcdclusters.ferrocd.io/finalizer";
+/// Requeue interval while a change is under way.
+pub const REQUEUE_PROGRESSING: Duration = Duration::from_secs(10);
+/// Requeue interval while waiting for members to recover.
+pub const REQUEUE_WAITING: Duration = Duration::from_secs(30);
+/// Requeue interval of a cluster that matches its spec.
+pub const REQUEUE_STEADY: Duration = Duration::from_secs(300);
+/// How long one reconcile waits for the store before treating it as down.
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything that can fail a reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A call to the Kubernetes API failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[source] kube::Error),
+    /// The finalizer machinery failed, or the reconcile inside it did.
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    /// The `EtcdCluster` lacks what its children need (namespace, uid).
+    #[error("cluster identity: {0}")]
+    Identity(#[from] BuildError),
+    /// The store rejected or did not answer a membership step.
+    #[error("membership step: {0}")]
+    Membership(#[source] EtcdError),
+    /// No client could be created for the store's endpoint.
+    #[error("store client: {0}")]
+    StoreClient(#[source] EtcdError),
+}
+
+impl From<kube::Error> for Error {
+    fn from(error: kube::Error) -> Self {
+        Self::Kube(error)
+    }
+}
+
+impl Error {
+    /// Short label for the failures metric.
+    pub fn metric_label(&self) -> &'static str {
+        use kube::runtime::finalizer::Error as F;
+        match self {
+            Self::Kube(_) => "kube",
+            Self::Finalizer(inner) => match inner.as_ref() {
+                F::ApplyFailed(e) | F::CleanupFailed(e) => e.metric_label(),
+                _ => "finalizer",
+            },
+            Self::Identity(_) => "identity",
+            Self::Membership(_) => "membership",
+            Self::StoreClient(_) => "store_client",
+        }
+    }
+}
+
+/// Creates the [`EtcdApi`] a reconcile talks to the store through, so tests
+/// can hand the reconciler a fake store.
+pub trait EtcdConnector: Send + Sync + 'static {
+    /// The client type.
+    type Api: EtcdApi;
+    /// A client of the store behind `endpoint` (the client Service URL).
+    fn connect(&self, endpoint: &str) -> Result<Self::Api, EtcdError>;
+}
+
+/// Connects over gRPC.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcConnector;
+
+impl EtcdConnector for GrpcConnector {
+    type Api = GrpcEtcd;
+
+    fn connect(&self, endpoint: &str) -> Result<GrpcEtcd, EtcdError> {
+        GrpcEtcd::new(endpoint)
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context<C = GrpcConnector> {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Publishes Kubernetes Events about membership steps.
+    pub recorder: Recorder,
+    /// Reconcile metrics.
+    pub metrics: Arc<Metrics>,
+    /// Creates store clients.
+    pub etcd: C,
+    /// Consecutive failures per cluster, for the error backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl<C> Context<C> {
+    /// A context publishing events as `ferrocd-operator`.
+    pub fn new(client: Client, metrics: Arc<Metrics>, etcd: C) -> Self {
+        let recorder = Recorder::new(client.clone(), FIELD_MANAGER.into());
+        Self {
+            client,
+            recorder,
+            metrics,
+            etcd,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn record_outcome(&self, key: &str, failed: bool) -> u32 {
+        let mut failures = self.failures.lock().expect("failure map is never poisoned");
+        if failed {
+            let count = failures.entry(key.to_string()).or_default();
+            *count += 1;
+            *count
+        } else {
+            failures.remove(key);
+            0
+        }
+    }
+}
+
+/// Reconciles one `EtcdCluster`, inside the finalizer.
+pub async fn reconcile<C: EtcdConnector>(
+    cluster: Arc<EtcdCluster>,
+    ctx: Arc<Context<C>>,
+) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile_started();
+    let namespace = cluster
+        .namespace()
+        .ok_or(BuildError::MissingMetadata("namespace"))?;
+    let key = format!("{namespace}/{}", cluster.name_any());
+    let api: Api<EtcdCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = finalizer(&api, FINALIZER, cluster, |event| async {
+        match event {
+            FinalizerEvent::Apply(cluster) => apply(&cluster, &ctx).await,
+            // Every child carries an owner reference; the garbage collector
+            // removes them once the EtcdCluster is gone.
+            FinalizerEvent::Cleanup(_) => Ok(Action::await_change()),
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    if result.is_ok() {
+        ctx.record_outcome(&key, false);
+    }
+    result
+}
+
+/// Requeues with exponential backoff per cluster: 5s, 10s, 20s, ... up to 5 minutes.
+pub fn error_policy<C>(cluster: Arc<EtcdCluster>, error: &Error, ctx: Arc<Context<C>>) -> Action {
+    tracing::warn!(cluster = %cluster.name_any(), %error, "reconcile failed");
+    ctx.metrics.reconcile_failed(error);
+    let key = format!(
+        "{}/{}",
+        cluster.namespace().unwrap_or_default(),
+        cluster.name_any()
+    );
+    Action::requeue(backoff(ctx.record_outcome(&key, true)))
+}
+
+/// Delay after `failures` consecutive failures.
+pub fn backoff(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(6);
+    (Duration::from_secs(5) * 2u32.pow(exponent)).min(REQUEUE_STEADY)
+}
+
+/// How soon to look again after a reconcile that ended at `progress`.
+pub fn requeue_after(progress: &Progress) -> Duration {
+    match progress {
+        Progress::Bootstrapping
+        | Progress::AddingMember(_)
+        | Progress::WaitingForLearner(_)
+        | Progress::PromotingMember(_)
+        | Progress::RemovingMember(_)
+        | Progress::ReplacingMember(_) => REQUEUE_PROGRESSING,
+        Progress::StoreUnreachable | Progress::QuorumAtRisk | Progress::Degraded => REQUEUE_WAITING,
+        Progress::Stable | Progress::Paused | Progress::InvalidSpec(_) => REQUEUE_STEADY,
+    }
+}
+
+/// What observe found, beyond what the planner takes.
+struct Seen {
+    planner: Observed,
+    ready_pods: BTreeSet<String>,
+    store: Option<StoreView>,
+}
+
+async fn apply<C: EtcdConnector>(cluster: &EtcdCluster, ctx: &Context<C>) -> Result<Action, Error> {
+    let cluster_ref = ClusterRef::new(cluster)?;
+    let (seen, etcd) = observe(&cluster_ref, ctx).await?;
+    let plan = planner::plan(&cluster_ref, &cluster.spec, &seen.planner);
+    tracing::info!(
+        cluster = %cluster.name_any(),
+        progress = ?plan.progress,
+        step = ?plan.step,
+        "planned"
+    );
+    act(cluster, &cluster_ref, &plan, ctx).await?;
+    let step_result = match (&plan.step, &etcd) {
+        (Some(step), Some(etcd)) => take_step(cluster, &cluster_ref, step, etcd, ctx).await,
+        _ => Ok(()),
+    };
+    let status = build_status(cluster, &cluster_ref, &plan, &seen);
+    patch_status(cluster, &cluster_ref, status, ctx).await?;
+    step_result?;
+    Ok(Action::requeue(requeue_after(&plan.progress)))
+}
+
+async fn observe<C: EtcdConnector>(
+    cluster: &ClusterRef,
+    ctx: &Context<C>,
+) -> Result<(Seen, Option<C::Api>), Error> {
+    let namespace = cluster.namespace();
+    let selector = ListParams::default().labels(&cluster.label_selector());
+    let stateful_set = Api::<StatefulSet>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(cluster.name())
+        .await?;
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), namespace)
+        .list(&selector)
+        .await?;
+    let pvcs = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), namespace)
+        .list(&selector)
+        .await?;
+    let ready_pods = pods
+        .items
+        .iter()
+        .filter(|pod| cluster.ordinal_of_member(&pod.name_any()).is_some() && is_ready(pod))
+        .map(|pod| pod.name_any())
+        .collect();
+    let pvcs = pvcs
+        .items
+        .iter()
+        .filter_map(|pvc| cluster.ordinal_of_pvc(&pvc.name_any()))
+        .collect();
+    let stateful_set_replicas = stateful_set.map(|sts| {
+        sts.spec
+            .and_then(|spec| spec.replicas)
+            // The API server defaults replicas to 1.
+            .unwrap_or(1)
+    });
+    // Before the StatefulSet exists there is no store to ask.
+    let (store, etcd) = if stateful_set_replicas.is_some() {
+        let etcd = ctx
+            .etcd
+            .connect(&cluster.client_endpoint())
+            .map_err(Error::StoreClient)?;
+        let store = tokio::time::timeout(STORE_TIMEOUT, membership::observe_store(&etcd))
+            .await
+            .ok()
+            .flatten();
+        (store, Some(etcd))
+    } else {
+        (None, None)
+    };
+    let seen = Seen {
+        planner: Observed {
+            stateful_set_replicas,
+            pvcs,
+            members: store.as_ref().map(StoreView::observed),
+        },
+        ready_pods,
+        store,
+    };
+    Ok((seen, etcd))
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+}
+
+/// Applies the planned objects in order and deletes PVCs of members that are gone.
+async fn act<C>(
+    cluster: &EtcdCluster,
+    cluster_ref: &ClusterRef,
+    plan: &Plan,
+    ctx: &Context<C>,
+) -> Result<(), Error> {
+    let client = &ctx.client;
+    let namespace = cluster_ref.namespace();
+    if let Some(desired) = &plan.objects {
+        let manifest = manifest::render(cluster_ref, &cluster.spec, desired);
+        if let Some(config_map) = &manifest.config_map {
+            server_side_apply::<ConfigMap>(client, namespace, config_map).await?;
+        }
+        server_side_apply::<Service>(client, namespace, &manifest.peer_service).await?;
+        server_side_apply::<Service>(client, namespace, &manifest.client_service).await?;
+        server_side_apply::<StatefulSet>(client, namespace, &manifest.stateful_set).await?;
+        match &manifest.pdb {
+            PdbChange::Apply(pdb) => {
+                server_side_apply::<PodDisruptionBudget>(client, namespace, pdb).await?;
+            }
+            PdbChange::Keep => {}
+            PdbChange::Delete => {
+                let pdbs = Api::<PodDisruptionBudget>::namespaced(client.clone(), namespace);
+                delete_if_present(&pdbs, cluster_ref.name()).await?;
+            }
+        }
+    }
+    let pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace);
+    for &ordinal in &plan.delete_pvcs {
+        delete_if_present(&pvcs, &cluster_ref.pvc_name(ordinal)).await?;
+    }
+    Ok(())
+}
+
+async fn server_side_apply<K>(client: &Client, namespace: &str, object: &K) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+{
+    let api = Api::<K>::namespaced(client.clone(), namespace);
+    let name = object.meta().name.clone().unwrap_or_default();
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<(), Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Takes one membership step and records an Event about it.
+async fn take_step<C: EtcdConnector>(
+    cluster: &EtcdCluster,
+    cluster_ref: &ClusterRef,
+    step: &MemberStep,
+    etcd: &C::Api,
+    ctx: &Context<C>,
+) -> Result<(), Error> {
+    let result = with_timeout(membership::execute(etcd, step)).await;
+    ctx.metrics.member_step(step, result.is_ok());
+    let (action, reason, note) = describe(cluster_ref, step);
+    let event = match &result {
+        Ok(()) => Event {
+            type_: EventType::Normal,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        },
+        Err(error) => Event {
+            type_: EventType::Warning,
+            reason: "MemberStepFailed".into(),
+            note: Some(format!("{note}: {error}")),
+            action: action.into(),
+            secondary: None,
+        },
+    };
+    // An Event is a courtesy to humans; failing to record one must not fail
+    // a reconcile whose step already happened.
+    if let Err(error) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
+        tracing::warn!(%error, "recording event failed");
+    }
+    result.map_err(Error::Membership)
+}
+
+async fn with_timeout<T>(
+    future: impl Future<Output = Result<T, EtcdError>>,
+) -> Result<T, EtcdError> {
+    tokio::time::timeout(STORE_TIMEOUT, future)
+        .await
+        .unwrap_or_else(|_| Err(EtcdError::Unavailable("timed out".into())))
+}
+
+/// Event action, reason and note of a step.
+fn describe(cluster: &ClusterRef, step: &MemberStep) -> (&'static str, &'static str, String) {
+    match step {
+        MemberStep::AddLearner { ordinal, peer_url } => (
+            "AddLearner",
+            "MemberAdded",
+            format!(
+                "added {} ({peer_url}) as a learner",
+                cluster.member_name(*ordinal)
+            ),
+        ),
+        MemberStep::Promote { id, ordinal } => (
+            "PromoteMember",
+            "MemberPromoted",
+            format!(
+                "promoted learner {} ({id:x}) to voter",
+                cluster.member_name(*ordinal)
+            ),
+        ),
+        MemberStep::Remove { id, ordinal } => (
+            "RemoveMember",
+            "MemberRemoved",
+            format!("removed member {} ({id:x})", cluster.member_name(*ordinal)),
+        ),
+    }
+}
+
+fn build_status(
+    cluster: &EtcdCluster,
+    cluster_ref: &ClusterRef,
+    plan: &Plan,
+    seen: &Seen,
+) -> EtcdClusterStatus {
+    let previous = cluster.status.clone().unwrap_or_default();
+    let (phase, conditions) = status::summarize(
+        &plan.progress,
+        &Observation {
+            store_answered: seen.store.is_some(),
+            generation: cluster.metadata.generation,
+            previous_phase: previous.phase,
+            previous_conditions: &previous.conditions,
+        },
+        &Time(Timestamp::now()),
+    );
+    let mut next = EtcdClusterStatus {
+        observed_generation: cluster.metadata.generation,
+        phase: Some(phase),
+        conditions,
+        client_endpoint: Some(cluster_ref.client_endpoint()),
+        ..Default::default()
+    };
+    match &seen.store {
+        Some(store) => {
+            let leader = store.leader();
+            next.members = store
+                .members
+                .iter()
+                .map(|(member, status)| MemberStatus {
+                    name: member.name.clone(),
+                    id: format!("{:x}", member.id),
+                    peer_url: member.peer_urls.first().cloned().unwrap_or_default(),
+                    client_urls: member.client_urls.clone(),
+                    is_learner: member.is_learner,
+                    is_leader: leader == Some(member.id),
+                    healthy: status.is_some(),
+                })
+                .collect();
+            next.leader = store
+                .members
+                .iter()
+                .find(|(m, _)| leader == Some(m.id))
+                .map(|(m, _)| m.name.clone());
+            next.version = store
+                .members
+                .iter()
+                .find_map(|(_, s)| s.as_ref().map(|s| s.version.clone()));
+        }
+        // The store did not answer: keep the last member list, known to no one as healthy.
+        None => {
+            next.members = previous
+                .members
+                .into_iter()
+                .map(|m| MemberStatus {
+                    healthy: false,
+                    is_leader: false,
+                    ..m
+                })
+                .collect();
+        }
+    }
+    next.replicas = next.members.len() as i32;
+    next.ready_replicas = next
+        .members
+        .iter()
+        .filter(|m| m.healthy && seen.ready_pods.contains(&m.name))
+        .count() as i32;
+    next.cluster_id = previous.cluster_id;
+    next
+}
+
+async fn patch_status<C>(
+    cluster: &EtcdCluster,
+    cluster_ref: &ClusterRef,
+    status: EtcdClusterStatus,
+    ctx: &Context<C>,
+) -> Result<(), Error> {
+    let api: Api<EtcdCluster> = Api::namespaced(ctx.client.clone(), cluster_ref.namespace());
+    let patch = json!({
+        "apiVersion": EtcdCluster::api_version(&()),
+        "kind": EtcdCluster::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &cluster.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

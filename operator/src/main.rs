@@ -1,0 +1,232 @@
+//! `ferrocd-operator`: watches `EtcdCluster`s and reconciles them, serving
+//! `/metrics`, `/healthz` and `/readyz`, with Lease-based leader election.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use clap::{ArgAction, Parser};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::ListParams;
+use kube::runtime::{watcher, Controller};
+use kube::{Api, Client};
+use tracing_subscriber::EnvFilter;
+
+use ferrocd_operator::controller::{error_policy, reconcile, Context, GrpcConnector};
+use ferrocd_operator::crd::EtcdCluster;
+use ferrocd_operator::leader::LeaderElector;
+use ferrocd_operator::metrics::Metrics;
+
+/// Children are watched only when they carry the operator's label.
+const MANAGED_BY: &str = "app.kubernetes.io/managed-by=ferrocd-operator";
+
+/// Command line of `ferrocd-operator`.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Namespace to watch; all namespaces when absent.
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Address serving /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Reconcile only while holding the leader Lease (`--leader-election=false` to disable).
+    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    leader_election: bool,
+    /// Namespace of the leader Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    leader_election_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "ferrocd-operator")]
+    leader_election_id: String,
+}
+
+#[derive(Clone)]
+struct Http {
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    // Both kube and tonic use rustls; pick its provider once for the process.
+    // An error only means one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let client = Client::try_default().await?;
+    let clusters: Api<EtcdCluster> = match &args.namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    };
+    // Fail fast with a clear message when the CRD is not installed.
+    clusters
+        .list(&ListParams::default().limit(1))
+        .await
+        .map_err(|e| format!("listing EtcdClusters failed (is the CRD installed?): {e}"))?;
+
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let http = Http {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr).await?;
+    tracing::info!(addr = %args.metrics_addr, "serving metrics and probes");
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router(http)).await {
+            tracing::error!(%error, "metrics server stopped");
+        }
+    });
+
+    let ctx = Arc::new(Context::new(client.clone(), metrics, GrpcConnector));
+    let controller = run_controller(clusters, client.clone(), args.namespace.clone(), ctx);
+    // Standby replicas are ready too: readiness says the process works, not that it leads.
+    ready.store(true, Ordering::Relaxed);
+    if args.leader_election {
+        let identity = std::env::var("POD_NAME")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| format!("ferrocd-operator-{}", std::process::id()));
+        let elector = LeaderElector::new(
+            client,
+            &args.leader_election_namespace,
+            &args.leader_election_id,
+            &identity,
+        );
+        elector.run(controller).await?;
+    } else {
+        controller.await;
+    }
+    Ok(())
+}
+
+async fn run_controller(
+    clusters: Api<EtcdCluster>,
+    client: Client,
+    namespace: Option<String>,
+    ctx: Arc<Context>,
+) {
+    let children = || watcher::Config::default().labels(MANAGED_BY);
+    Controller::new(clusters, watcher::Config::default())
+        .owns(scoped::<StatefulSet>(&client, &namespace), children())
+        .owns(scoped::<Service>(&client, &namespace), children())
+        .owns(scoped::<ConfigMap>(&client, &namespace), children())
+        .owns(
+            scoped::<PodDisruptionBudget>(&client, &namespace),
+            children(),
+        )
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(cluster = %object.name, "reconciled"),
+                Err(error) => tracing::warn!(%error, "reconcile failed"),
+            }
+        })
+        .await;
+}
+
+/// An Api over one namespace, or all when `namespace` is `None`.
+fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn router(http: Http) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(http)
+}
+
+async fn metrics(State(http): State<Http>) -> String {
+    http.metrics.render()
+}
+
+async fn readyz(State(http): State<Http>) -> (StatusCode, &'static str) {
+    if http.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_watch_all_namespaces_with_leader_election() {
+        let args = Args::try_parse_from(["ferrocd-operator"]).unwrap();
+        assert_eq!(args.namespace, None);
+        assert!(args.leader_election);
+        assert_eq!(args.metrics_addr, "0.0.0.0:8080".parse().unwrap());
+    }
+
+    #[test]
+    fn leader_election_can_be_switched_off() {
+        let args = Args::try_parse_from([
+            "ferrocd-operator",
+            "--leader-election=false",
+            "--namespace=prod",
+        ])
+        .unwrap();
+        assert!(!args.leader_election);
+        assert_eq!(args.namespace.as_deref(), Some("prod"));
+    }
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_and_probes() {
+        let ready = Arc::new(AtomicBool::new(false));
+        let http = Http {
+            metrics: Arc::new(Metrics::new()),
+            ready: ready.clone(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router(http)).await });
+
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
+        ready.store(true, Ordering::Relaxed);
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+        let metrics = get(addr, "/metrics").await;
+        assert!(metrics.starts_with("HTTP/1.1 200"));
+        assert!(metrics.contains("ferrocd_operator_reconciliations_total 0"));
+    }
+}
