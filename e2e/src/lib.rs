@@ -24,6 +24,8 @@ pub struct Server {
     pub client_url: String,
     /// `127.0.0.1:PORT`, as etcdctl's `--endpoints` takes it.
     pub endpoint: String,
+    /// `http://127.0.0.1:PORT` of the peer listener.
+    pub peer_url: String,
     args: Vec<String>,
     child: Option<Child>,
     dir: tempfile::TempDir,
@@ -117,6 +119,7 @@ impl Server {
             kind,
             endpoint: format!("127.0.0.1:{client}"),
             client_url,
+            peer_url,
             args,
             child: None,
             dir,
