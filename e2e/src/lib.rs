@@ -46,7 +46,7 @@ pub fn require_tool(tool: &str) -> bool {
         .is_ok_and(|s| s.success());
     if !found {
         if in_ci() {
-            panic!("{tool} is required (install Debian's etcd-server/etcd-client) and CI=true");
+            panic!("{tool} is required and CI=true: scripts/test.sh installs it");
         }
         eprintln!("skipping: {tool} is not installed");
     }

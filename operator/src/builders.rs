@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapKeySelector, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec,
-    PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
     VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
@@ -30,6 +30,8 @@ pub const DATA_DIR: &str = "/var/lib/ferrocd";
 pub const DATA_VOLUME: &str = "data";
 /// Field manager the operator applies its objects with.
 pub const FIELD_MANAGER: &str = "ferrocd-operator";
+/// The user and group the ferrocd image runs as (distroless "nonroot").
+pub const MEMBER_UID: i64 = 65532;
 
 const CONFIG_INITIAL_CLUSTER: &str = "initial-cluster";
 const CONFIG_INITIAL_CLUSTER_STATE: &str = "initial-cluster-state";
@@ -313,6 +315,15 @@ pub fn stateful_set(cluster: &ClusterRef, spec: &EtcdClusterSpec, replicas: i32)
                     topology_spread_constraints: non_empty_vec(
                         pod_template.topology_spread_constraints,
                     ),
+                    // The image runs as the distroless "nonroot" user; fsGroup
+                    // makes a fresh volume writable for it.
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(MEMBER_UID),
+                        run_as_group: Some(MEMBER_UID),
+                        fs_group: Some(MEMBER_UID),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }),
             },

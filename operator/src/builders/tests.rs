@@ -326,3 +326,13 @@ fn label_selector_matches_the_selector_labels() {
     )));
     assert!(!selector.contains("managed-by"), "PVCs do not carry it");
 }
+
+#[test]
+fn member_pods_run_as_the_image_user_with_a_writable_volume() {
+    let sts = stateful_set(&cluster_ref(), &EtcdClusterSpec::default(), 3);
+    let pod = sts.spec.unwrap().template.spec.unwrap();
+    let sc = pod.security_context.expect("pod security context");
+    assert_eq!(sc.run_as_non_root, Some(true));
+    assert_eq!(sc.run_as_user, Some(MEMBER_UID));
+    assert_eq!(sc.fs_group, Some(MEMBER_UID));
+}
