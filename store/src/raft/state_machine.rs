@@ -46,6 +46,10 @@ pub struct StateMachine {
     lessor: Arc<Lessor>,
     hub: Arc<WatchHub>,
     snap_dir: PathBuf,
+    /// What the store records as applied, kept here so apply need not read
+    /// it back every time; `None` until first read, and after a snapshot
+    /// replaced the store.
+    applied: Option<Applied>,
 }
 
 impl StateMachine {
@@ -61,6 +65,7 @@ impl StateMachine {
             lessor,
             hub,
             snap_dir,
+            applied: None,
         })
     }
 
@@ -82,6 +87,9 @@ impl StateMachine {
     }
 
     fn applied(&self) -> Result<Applied, StorageError> {
+        if let Some(applied) = &self.applied {
+            return Ok(applied.clone());
+        }
         match self.mvcc.meta(APPLIED).map_err(read_error)? {
             None => Ok(Applied::default()),
             Some(raw) => bincode::deserialize(&raw).map_err(read_error),
@@ -186,6 +194,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         txn.set_meta(APPLIED, &bincode::serialize(&applied).map_err(io_error)?);
         txn.commit().map_err(storage)?;
+        self.applied = Some(applied);
         // Watchers hear of a revision only once it is readable from the store.
         for (rev, events) in changes {
             self.hub.notify(rev, &events);
@@ -209,6 +218,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &Meta,
         snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
+        self.applied = None;
         snapshot.sync_all().await.map_err(io_error)?;
         drop(snapshot);
         let (mvcc, hub, dir, meta) = (

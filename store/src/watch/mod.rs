@@ -18,7 +18,7 @@ use std::time::Duration;
 use ferrocd_proto::etcdserverpb::watch_create_request::FilterType;
 use ferrocd_proto::etcdserverpb::{WatchCreateRequest, WatchResponse};
 use ferrocd_proto::mvccpb::event::EventType;
-use ferrocd_proto::mvccpb::Event;
+use ferrocd_proto::mvccpb::{Event, KeyValue};
 use tokio::sync::{mpsc, Notify};
 
 use crate::mvcc::{KeyRange, Mvcc, MvccError};
@@ -85,26 +85,53 @@ impl Watcher {
     }
 
     /// The events of `events` this watcher wants, with previous values if asked.
-    fn select(&self, events: &[Event], mvcc: &Mvcc) -> Vec<Event> {
+    fn select(&self, events: &[Event], prev: &mut PrevValues<'_>) -> Vec<Event> {
         let range = self.range();
-        let mut out: Vec<Event> = events
-            .iter()
-            .filter(|e| e.kv.as_ref().is_some_and(|kv| range.contains(&kv.key)))
-            .filter(|e| {
-                let put = e.r#type == EventType::Put as i32;
-                !(put && self.no_put || !put && self.no_delete)
-            })
-            .cloned()
-            .collect();
-        if self.prev_kv && !out.is_empty() {
-            let view = mvcc.read();
-            for e in &mut out {
-                if let Some(kv) = &e.kv {
-                    e.prev_kv = view.get_at(&kv.key, kv.mod_revision - 1);
-                }
+        let mut out = Vec::new();
+        for (i, e) in events.iter().enumerate() {
+            if !e.kv.as_ref().is_some_and(|kv| range.contains(&kv.key)) {
+                continue;
             }
+            let put = e.r#type == EventType::Put as i32;
+            if put && self.no_put || !put && self.no_delete {
+                continue;
+            }
+            let mut e = e.clone();
+            if self.prev_kv {
+                e.prev_kv = prev.get(i, &e);
+            }
+            out.push(e);
         }
         out
+    }
+}
+
+/// The values the keys of a batch of events had just before them, each
+/// read at most once however many watchers ask for it.
+struct PrevValues<'a> {
+    mvcc: &'a Mvcc,
+    view: Option<crate::mvcc::ReadTxn<'a>>,
+    found: Vec<Option<Option<KeyValue>>>,
+}
+
+impl<'a> PrevValues<'a> {
+    fn new(mvcc: &'a Mvcc, events: usize) -> Self {
+        PrevValues {
+            mvcc,
+            view: None,
+            found: vec![None; events],
+        }
+    }
+
+    fn get(&mut self, i: usize, e: &Event) -> Option<KeyValue> {
+        if let Some(known) = &self.found[i] {
+            return known.clone();
+        }
+        let kv = e.kv.as_ref()?;
+        let view = self.view.get_or_insert_with(|| self.mvcc.read());
+        let value = view.get_at(&kv.key, kv.mod_revision - 1);
+        self.found[i] = Some(value.clone());
+        value
     }
 }
 
@@ -198,11 +225,12 @@ impl WatchHub {
             streams, watchers, ..
         } = &mut *st;
         let mut demoted = false;
+        let mut prev = PrevValues::new(&self.mvcc, events.len());
         for ((stream, watch_id), w) in watchers.iter_mut() {
             if w.phase != Phase::Synced || rev < w.next_rev {
                 continue;
             }
-            let selected = w.select(events, &self.mvcc);
+            let selected = w.select(events, &mut prev);
             if selected.is_empty() {
                 continue;
             }
@@ -328,7 +356,7 @@ impl WatchHub {
                 false
             }
             Ok((events, next_rev)) => {
-                let selected = spec.select(&events, &self.mvcc);
+                let selected = spec.select(&events, &mut PrevValues::new(&self.mvcc, events.len()));
                 let responses = if selected.is_empty() {
                     Vec::new()
                 } else {
