@@ -6,6 +6,7 @@ const PROTOS: &[&str] = &[
     "etcd/auth.proto",
     "etcd/rpc.proto",
     "ferrocd/raft.proto",
+    "ferrocd/peer.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -15,7 +16,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=build.rs");
 
     // Include root is the crate directory, so imports read `etcd/kv.proto`.
-    let fds = protox::compile(["etcd/rpc.proto", "ferrocd/raft.proto"], ["."])?;
+    let fds = protox::compile(
+        ["etcd/rpc.proto", "ferrocd/raft.proto", "ferrocd/peer.proto"],
+        ["."],
+    )?;
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)

@@ -3,7 +3,8 @@
 //! * [`mvccpb`], [`authpb`], [`etcdserverpb`]: the etcd v3 client API, wire
 //!   compatible with etcd v3.6 (same packages, services, messages and field
 //!   numbers), so unmodified etcd clients can talk to ferrocd.
-//! * [`ferrocdpb`]: ferrocd's own internal messages (raft log commands).
+//! * [`ferrocdpb`]: ferrocd's own messages (raft log commands) and the peer
+//!   protocol between members.
 //!
 //! Sources live in `proto/etcd/*.proto` and `proto/ferrocd/*.proto` and are
 //! compiled at build time with `protox` + `tonic-prost-build` (no system
@@ -29,7 +30,8 @@ pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
 }
 
-/// ferrocd internal messages: `InternalRequest`, the raft log entry payload.
+/// ferrocd internal messages: `InternalRequest`, the raft log entry payload,
+/// and the peer protocol (`peer_client`, `peer_server`).
 #[allow(clippy::all, clippy::pedantic, missing_docs, rustdoc::all)]
 pub mod ferrocdpb {
     tonic::include_proto!("ferrocdpb");

@@ -82,6 +82,21 @@ pub struct Flags {
     )]
     pub initial_cluster_token: String,
 
+    /// Maximum number of learners in the cluster (MemberAdd refuses more).
+    #[arg(
+        long,
+        env = "ETCD_MAX_LEARNERS",
+        default_value_t = 1,
+        alias = "experimental-max-learners"
+    )]
+    pub max_learners: usize,
+
+    /// Accepted for compatibility: membership changes are always checked
+    /// against the raft configuration.
+    #[arg(long, env = "ETCD_STRICT_RECONFIG_CHECK", default_value_t = true,
+          num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub strict_reconfig_check: bool,
+
     /// Maximum client request size in bytes the server will accept.
     #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
     pub max_request_bytes: u32,
@@ -169,7 +184,11 @@ pub struct Config {
     pub listen_client: Vec<SocketAddr>,
     pub advertise_client_urls: Vec<String>,
     pub peer_urls: Vec<String>,
+    pub listen_peer: Vec<SocketAddr>,
     pub initial_cluster: Vec<InitialMember>,
+    /// `--initial-cluster-state=existing`: join a running cluster.
+    pub join_existing: bool,
+    pub max_learners: usize,
     pub member_id: u64,
     pub cluster_id: u64,
     pub max_request_bytes: usize,
@@ -240,7 +259,10 @@ impl Config {
             "advertise-client-urls",
             &f.advertise_client_urls,
         )?);
-        parse_urls("listen-peer-urls", &f.listen_peer_urls)?;
+        let listen_peer = parse_urls("listen-peer-urls", &f.listen_peer_urls)?
+            .iter()
+            .map(|u| socket_addr("listen-peer-urls", u))
+            .collect::<Result<Vec<_>, _>>()?;
         let peer_urls = url_strings(parse_urls(
             "initial-advertise-peer-urls",
             &f.initial_advertise_peer_urls,
@@ -275,15 +297,8 @@ impl Config {
                 peer_urls.join(",")
             )));
         }
-        if initial_cluster.len() > 1 {
-            return Err(bad(
-                "--initial-cluster: multi-member clusters are not supported by this ferrocd version yet",
-            ));
-        }
-        if f.initial_cluster_state == "existing" {
-            return Err(bad(
-                "--initial-cluster-state=existing: joining a cluster is not supported yet",
-            ));
+        if f.max_learners == 0 {
+            return Err(bad("--max-learners must be greater than 0"));
         }
         if f.election_timeout < 5 * f.heartbeat_interval {
             return Err(bad(format!(
@@ -320,7 +335,10 @@ impl Config {
             listen_client,
             advertise_client_urls,
             peer_urls,
+            listen_peer,
             initial_cluster,
+            join_existing: f.initial_cluster_state == "existing",
+            max_learners: f.max_learners,
             member_id,
             cluster_id,
             max_request_bytes: f.max_request_bytes as usize,

@@ -31,12 +31,18 @@ pub fn routes(router: Router, ctx: Context) -> Router {
     )
 }
 
-/// Whether the member can serve a linearizable read within a second.
+/// Whether the member can serve a linearizable read within a second (a
+/// learner, which serves none: whether it follows a leader).
 async fn healthy(ctx: &Context) -> Result<(), String> {
-    let check = ctx.raft().ensure_linearizable();
-    match tokio::time::timeout(Duration::from_secs(1), check).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
+    if ctx.is_learner() {
+        return match ctx.leader() {
+            Some(_) => Ok(()),
+            None => Err("etcdserver: no leader".into()),
+        };
+    }
+    match tokio::time::timeout(Duration::from_secs(1), ctx.linearizable()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.message().to_string()),
         Err(_) => Err("timed out waiting for a linearizable read".into()),
     }
 }

@@ -13,7 +13,12 @@ use ferrocd_proto::etcdserverpb::kv_server::KvServer;
 use ferrocd_proto::etcdserverpb::lease_server::LeaseServer;
 use ferrocd_proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use ferrocd_proto::etcdserverpb::watch_server::WatchServer;
-use openraft::{BasicNode, SnapshotPolicy};
+use ferrocd_proto::etcdserverpb::Member as EtcdMember;
+use ferrocd_proto::ferrocdpb::member_change::Change;
+use ferrocd_proto::ferrocdpb::peer_server::PeerServer;
+use ferrocd_proto::ferrocdpb::ClusterInfoRequest;
+use openraft::SnapshotPolicy;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -24,7 +29,8 @@ use crate::api::{self, Context};
 use crate::config::Config;
 use crate::lease::Lessor;
 use crate::mvcc::Mvcc;
-use crate::raft::{LogStore, Network, Raft, StateMachine};
+use crate::raft::network::MAX_PEER_MESSAGE;
+use crate::raft::{LogStore, Member, Network, PeerClients, Raft, StateMachine};
 use crate::watch::WatchHub;
 
 /// gRPC framing allowance on top of `--max-request-bytes`, as etcd allows.
@@ -38,8 +44,22 @@ const SNAPSHOT_CATCHUP_ENTRIES: u64 = 5000;
 /// (bounds how much log a restart replays).
 const STATE_FLUSH_MS: u64 = 1000;
 
+/// Most log entries in one append to a follower (entries are batches of
+/// client writes, up to 4 MiB each).
+const MAX_PAYLOAD_ENTRIES: u64 = 64;
+
+/// Where a member keeps its identity, written at its first start so that
+/// later starts ignore the `--initial-*` flags, as etcd does.
+const IDENTITY: &str = "identity.json";
+
+/// How long a joining member looks for the cluster it was added to.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A running member's parts.
 pub struct Node {
+    /// The configuration with this member's identity resolved.
+    pub config: Config,
+    pub ctx: Context,
     pub raft: Raft,
     pub mvcc: Arc<Mvcc>,
     pub lessor: Arc<Lessor>,
@@ -48,14 +68,111 @@ pub struct Node {
     pub db: sled::Db,
     /// The raft log's database.
     pub wal: sled::Db,
+    /// The peer listeners.
+    pub peer_servers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// This member's and its cluster's ids, fixed at its first start.
+#[derive(Debug, Serialize, Deserialize)]
+struct Identity {
+    member_id: String,
+    cluster_id: String,
+}
+
+/// Settles this member's ids: from its data directory when it has started
+/// before; from the flags for a new cluster; from the cluster's members
+/// when joining an existing one (the member must have been added there).
+async fn resolve_identity(config: &mut Config, dir: &Path, had_data: bool) -> anyhow::Result<()> {
+    let path = dir.join(IDENTITY);
+    match std::fs::read(&path) {
+        Ok(raw) => {
+            let id: Identity = serde_json::from_slice(&raw)
+                .with_context(|| format!("reading {}", path.display()))?;
+            config.member_id = u64::from_str_radix(&id.member_id, 16)?;
+            config.cluster_id = u64::from_str_radix(&id.cluster_id, 16)?;
+            return Ok(());
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    if config.join_existing && !had_data {
+        let (member, cluster) = join_info(config).await?;
+        config.member_id = member;
+        config.cluster_id = cluster;
+    }
+    let id = Identity {
+        member_id: format!("{:x}", config.member_id),
+        cluster_id: format!("{:x}", config.cluster_id),
+    };
+    let tmp = dir.join("identity.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&id)?)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// Asks the members named in `--initial-cluster` for the cluster's id and
+/// this member's id (it was given when the member was added).
+async fn join_info(config: &Config) -> anyhow::Result<(u64, u64)> {
+    let peers = PeerClients::new(0);
+    let mut mine = config.peer_urls.clone();
+    mine.sort();
+    let others: Vec<&String> = config
+        .initial_cluster
+        .iter()
+        .filter(|m| m.name != config.name)
+        .flat_map(|m| m.peer_urls.iter())
+        .collect();
+    anyhow::ensure!(
+        !others.is_empty(),
+        "--initial-cluster-state=existing needs the cluster's other members in --initial-cluster"
+    );
+    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    let mut last_error = String::new();
+    while tokio::time::Instant::now() < deadline {
+        for url in &others {
+            let Ok(mut client) = peers.client(url) else {
+                continue;
+            };
+            let mut req = tonic::Request::new(ClusterInfoRequest {});
+            req.set_timeout(Duration::from_secs(2));
+            match client.cluster_info(req).await {
+                Ok(info) => {
+                    let info = info.into_inner();
+                    let me = info.members.iter().find(|m| {
+                        let mut urls = m.peer_ur_ls.clone();
+                        urls.sort();
+                        urls == mine
+                    });
+                    return match me {
+                        Some(m) => Ok((m.id, info.cluster_id)),
+                        None => anyhow::bail!(
+                            "cluster {:x} has no member with peer URLs {}: add this member first (etcdctl member add {} --peer-urls={})",
+                            info.cluster_id,
+                            mine.join(","),
+                            config.name,
+                            mine.join(",")
+                        ),
+                    };
+                }
+                Err(e) => last_error = format!("{url}: {}", e.message()),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    anyhow::bail!("could not reach any member of the existing cluster: {last_error}")
 }
 
 /// Opens the data directory and starts raft. Returns once this member can
 /// serve (it has a leader).
 pub async fn open(config: &Config) -> anyhow::Result<Node> {
+    let mut config = config.clone();
     let dir = config.data_dir.join("member");
+    let had_data = dir.join("wal").exists();
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("creating data dir {}", dir.display()))?;
+    resolve_identity(&mut config, &dir, had_data).await?;
     // The raft log has a database of its own: acknowledging a write fsyncs
     // only the log, not the state machine's pages. The state machine is
     // flushed in the background and before the log is purged behind a
@@ -77,45 +194,181 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
         heartbeat_interval: config.heartbeat_interval_ms,
         election_timeout_min: config.election_timeout_ms,
         election_timeout_max: config.election_timeout_ms * 2,
+        // A snapshot chunk is written to disk by the receiver before it
+        // answers; loopback or not, give it more than openraft's 200 ms.
+        install_snapshot_timeout: config.election_timeout_ms.max(2000),
+        max_payload_entries: MAX_PAYLOAD_ENTRIES,
         // Every --snapshot-count applied entries a snapshot is written and
         // the log before it purged, keeping some entries for slow followers.
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_count),
-        max_in_snapshot_log_to_keep: SNAPSHOT_CATCHUP_ENTRIES,
+        max_in_snapshot_log_to_keep: SNAPSHOT_CATCHUP_ENTRIES.min(config.snapshot_count),
         ..Default::default()
     }
     .validate()?;
-    let raft = Raft::new(config.member_id, Arc::new(raft_config), Network, log, sm).await?;
+    let peers = PeerClients::new(config.cluster_id);
+    let raft = Raft::new(
+        config.member_id,
+        Arc::new(raft_config),
+        Network::new(peers.clone()),
+        log,
+        sm,
+    )
+    .await?;
+    let ctx = Context::new(
+        raft.clone(),
+        mvcc.clone(),
+        config.clone(),
+        db.clone(),
+        peers,
+    );
+    let peer_servers = serve_peers(&config, &ctx, &lessor).await?;
 
     let fresh = !raft.is_initialized().await?;
-    if fresh {
-        let members: BTreeMap<u64, BasicNode> = config
+    if fresh && !config.join_existing {
+        // Every member of a new cluster starts from the same membership,
+        // built from --initial-cluster alone; client URLs are published
+        // by each member once it runs.
+        let members: BTreeMap<u64, Member> = config
             .initial_cluster
             .iter()
-            .map(|m| (m.id, BasicNode::new(m.peer_urls[0].clone())))
+            .map(|m| {
+                let node = Member {
+                    name: m.name.clone(),
+                    peer_urls: m.peer_urls.clone(),
+                    client_urls: Vec::new(),
+                };
+                (m.id, node)
+            })
             .collect();
-        info!(member = %format!("{:x}", config.member_id), "bootstrapping a new cluster");
+        info!(member = %format!("{:x}", config.member_id), members = members.len(), "bootstrapping a new cluster");
         raft.initialize(members).await?;
+    } else if fresh {
+        info!(member = %format!("{:x}", config.member_id), cluster = %format!("{:x}", config.cluster_id), "joining an existing cluster");
     }
-    if !fresh && config.initial_cluster.len() == 1 {
+    let alone = {
+        let m = raft.metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        membership.voter_ids().eq([config.member_id])
+    };
+    if alone {
         // A lone voter need not wait out an election timeout to lead again.
-        raft.trigger().elect().await?;
+        if !fresh {
+            raft.trigger().elect().await?;
+        }
+        wait_for_leader(&raft, Duration::from_secs(30)).await?;
+    } else if let Err(e) =
+        wait_for_leader(&raft, Duration::from_millis(4 * config.election_timeout_ms)).await
+    {
+        // The other members may not be up yet: serve anyway (requests
+        // needing a leader wait for one, then time out).
+        info!("not caught up with a leader yet ({e:#}); serving meanwhile");
     }
-    wait_for_leader(&raft).await?;
     Ok(Node {
+        config,
+        ctx,
         raft,
         mvcc,
         lessor,
         hub,
         db,
         wal,
+        peer_servers,
     })
+}
+
+/// Listens for peer traffic on `--listen-peer-urls`.
+async fn serve_peers(
+    config: &Config,
+    ctx: &Context,
+    lessor: &Arc<Lessor>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut tasks = Vec::new();
+    for addr in &config.listen_peer {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening for peer traffic on {addr}"))?;
+        info!(addr = %listener.local_addr()?, "serving peer requests");
+        let service = PeerServer::new(api::PeerService::new(ctx.clone(), lessor.clone()))
+            .max_decoding_message_size(MAX_PEER_MESSAGE)
+            .max_encoding_message_size(MAX_PEER_MESSAGE);
+        tasks.push(tokio::spawn(async move {
+            let incoming = TcpListenerStream::new(listener).map(|conn| {
+                conn.inspect(|c| {
+                    let _ = c.set_nodelay(true);
+                })
+            });
+            if let Err(e) = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming)
+                .await
+            {
+                warn!("peer listener: {e}");
+            }
+        }));
+    }
+    Ok(tasks)
+}
+
+/// Publishes this member's name and client URLs in the cluster's
+/// membership (what `member list` shows), retrying until it is recorded.
+async fn publish(ctx: Context, mut stop: watch::Receiver<bool>) {
+    let config = ctx.config().clone();
+    let me = EtcdMember {
+        id: config.member_id,
+        name: config.name.clone(),
+        peer_ur_ls: config.peer_urls.clone(),
+        client_ur_ls: config.advertise_client_urls.clone(),
+        is_learner: false,
+    };
+    loop {
+        match api::change_members(&ctx, Change::Publish(me.clone())).await {
+            Ok(_) => return,
+            Err(e) => info!("publishing member attributes: {}", e.message()),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Resolves once this member has been removed from the cluster: it sees
+/// the committed membership without it, or the leader tells it.
+async fn removed(raft: Raft, me: u64, ctx: Context) {
+    tokio::select! {
+        _ = removed_from_membership(raft, me) => {}
+        _ = ctx.peers().removed() => {}
+    }
+}
+
+async fn removed_from_membership(raft: Raft, me: u64) {
+    let mut metrics = raft.metrics();
+    let mut was_member = false;
+    loop {
+        {
+            let m = metrics.borrow_and_update();
+            let member = m.membership_config.membership().get_node(&me).is_some();
+            // Only a committed membership counts.
+            let committed =
+                m.membership_config.log_id().map(|l| l.index) <= m.last_applied.map(|l| l.index);
+            if member {
+                was_member = true;
+            } else if was_member && committed {
+                return;
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
 }
 
 /// Waits for a leader, and for this member to have applied its whole log
 /// (after a crash the store may be behind the log), so that even
 /// serializable reads see every write acknowledged before the restart.
-async fn wait_for_leader(raft: &Raft) -> anyhow::Result<()> {
-    let wait = raft.wait(Some(Duration::from_secs(30)));
+async fn wait_for_leader(raft: &Raft, limit: Duration) -> anyhow::Result<()> {
+    let wait = raft.wait(Some(limit));
     wait.metrics(|m| m.current_leader.is_some(), "waiting for a leader")
         .await
         .context("no leader elected")?;
@@ -144,14 +397,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         warn!("{note}");
     }
     let Node {
+        config,
+        ctx,
         raft,
-        mvcc,
         lessor,
         hub,
         db,
         wal,
+        peer_servers,
+        ..
     } = open(&config).await?;
-    let ctx = Context::new(raft.clone(), mvcc, config.clone(), db.clone());
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(api::expire_leases(
@@ -159,6 +414,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         lessor.clone(),
         stop_rx.clone(),
     ));
+    tokio::spawn(publish(ctx.clone(), stop_rx.clone()));
     let mut servers = Vec::new();
     for addr in &config.listen_client {
         let listener = TcpListener::bind(addr)
@@ -198,8 +454,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         "ready to serve client requests"
     );
 
-    shutdown.await;
-    info!("shutting down");
+    tokio::select! {
+        _ = shutdown => info!("shutting down"),
+        _ = removed(raft.clone(), config.member_id, ctx.clone()) => {
+            warn!("the member has been permanently removed from the cluster; shutting down");
+        }
+    }
     let _ = stop_tx.send(true);
     // Open client connections would hold a graceful stop forever; give
     // in-flight requests a moment, then close what is left.
@@ -212,6 +472,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     if let Err(e) = raft.shutdown().await {
         warn!("raft shutdown: {e}");
+    }
+    for task in peer_servers {
+        task.abort();
     }
     db.flush_async().await?;
     wal.flush_async().await?;

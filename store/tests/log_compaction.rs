@@ -15,6 +15,8 @@ fn config(dir: &std::path::Path, snapshot_count: u64) -> Config {
         format!("--snapshot-count={snapshot_count}"),
         "--heartbeat-interval=10".to_string(),
         "--election-timeout=100".to_string(),
+        // Tests run in parallel: any free port for the peer listener.
+        "--listen-peer-urls=http://127.0.0.1:0".to_string(),
     ])
     .unwrap();
     Config::from_flags(flags).unwrap()
@@ -42,6 +44,8 @@ async fn log_is_purged_behind_snapshots_and_restart_keeps_everything() {
         hub,
         db,
         wal,
+        peer_servers,
+        ..
     } = ferrocd::server::open(&cfg).await.unwrap();
     for i in 0..6000 {
         raft.client_write(put(i)).await.unwrap();
@@ -67,6 +71,9 @@ async fn log_is_purged_behind_snapshots_and_restart_keeps_everything() {
         log.len()
     );
     assert!(dir.path().join("member/snap/current.snap").exists());
+    for task in peer_servers {
+        task.abort();
+    }
     drop((raft, mvcc, lessor, hub, log, db, wal));
     // The flusher task lets go of the database once the log store is gone.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;

@@ -1,12 +1,26 @@
-//! The Cluster service. Membership changes arrive with multi-member
-//! clusters; listing the members works now.
+//! The Cluster service: membership as etcd exposes it, kept in the raft
+//! membership. Changes run on the leader; a follower forwards them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use ferrocd_proto::etcdserverpb::cluster_server::Cluster;
 use ferrocd_proto::etcdserverpb::*;
+use ferrocd_proto::ferrocdpb::member_change::Change;
+use ferrocd_proto::ferrocdpb::{MemberChange, MemberChangeResponse};
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use openraft::ChangeMembers;
 use tonic::{Request, Response, Status};
 
-use super::unsupported::not_yet_rpcs;
-use super::{not_yet, Context};
+use super::{peer, Context, EtcdError};
+use crate::raft::{self, Membership};
+
+/// A learner may be promoted once it has this share of the leader's log
+/// (etcd's readiness rule).
+const LEARNER_READY: f64 = 0.9;
+
+/// Pause before retrying while another membership change completes.
+const IN_PROGRESS_PAUSE: Duration = Duration::from_millis(50);
 
 /// etcd's Cluster service.
 pub struct ClusterService {
@@ -18,23 +32,254 @@ impl ClusterService {
         ClusterService { ctx }
     }
 
-    fn members(&self) -> Vec<Member> {
-        let cfg = self.ctx.config();
-        cfg.initial_cluster
-            .iter()
-            .map(|m| Member {
-                id: m.id,
-                name: m.name.clone(),
-                peer_ur_ls: m.peer_urls.clone(),
-                client_ur_ls: if m.id == cfg.member_id {
-                    cfg.advertise_client_urls.clone()
-                } else {
-                    Vec::new()
-                },
-                is_learner: false,
-            })
-            .collect()
+    async fn change(&self, change: Change) -> Result<MemberChangeResponse, Status> {
+        run(&self.ctx, change).await
     }
+
+    fn header(&self) -> Option<ResponseHeader> {
+        // etcd's Cluster service leaves the revision out of its headers.
+        Some(self.ctx.header_exact(0))
+    }
+}
+
+/// etcd's view of a raft member.
+fn etcd_member(id: u64, m: &raft::Member, is_learner: bool) -> Member {
+    Member {
+        id,
+        name: m.name.clone(),
+        peer_ur_ls: m.peer_urls.clone(),
+        client_ur_ls: m.client_urls.clone(),
+        is_learner,
+    }
+}
+
+fn list(membership: &Membership) -> Vec<Member> {
+    let learners: BTreeSet<u64> = membership.learner_ids().collect();
+    membership
+        .nodes()
+        .map(|(id, m)| etcd_member(*id, m, learners.contains(id)))
+        .collect()
+}
+
+/// The members this member knows of.
+pub fn members(ctx: &Context) -> Vec<Member> {
+    let metrics = ctx.raft().metrics();
+    let metrics = metrics.borrow();
+    list(metrics.membership_config.membership())
+}
+
+/// Runs a membership change on the leader: here, or forwarded to it.
+pub async fn run(ctx: &Context, change: Change) -> Result<MemberChangeResponse, Status> {
+    let deadline = Instant::now() + ctx.request_timeout();
+    loop {
+        let (leader, node) = ctx.wait_leader(deadline).await?;
+        let result = if leader == ctx.config().member_id {
+            apply_on_leader(ctx, change.clone()).await
+        } else {
+            let mut client = ctx.peers().member(&node).map_err(peer::status)?;
+            let mut req = Request::new(MemberChange {
+                cluster_id: ctx.config().cluster_id,
+                change: Some(change.clone()),
+            });
+            req.set_timeout(deadline.saturating_duration_since(Instant::now()));
+            client.change_members(req).await.map(Response::into_inner)
+        };
+        match result {
+            Err(e)
+                if (e.message() == EtcdError::NotLeader.message() || peer::refused(&e))
+                    && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(IN_PROGRESS_PAUSE).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Runs a membership change on this member, the leader, with etcd's checks.
+pub async fn apply_on_leader(
+    ctx: &Context,
+    change: Change,
+) -> Result<MemberChangeResponse, Status> {
+    let deadline = Instant::now() + ctx.request_timeout();
+    loop {
+        match try_apply(ctx, &change).await {
+            Err(Retry::InProgress) if Instant::now() < deadline => {
+                tokio::time::sleep(IN_PROGRESS_PAUSE).await;
+            }
+            Err(Retry::InProgress) => return Err(EtcdError::Timeout.into()),
+            Err(Retry::Fail(status)) => return Err(status),
+            Ok(resp) => return Ok(resp),
+        }
+    }
+}
+
+enum Retry {
+    /// Another membership change is still being committed.
+    InProgress,
+    Fail(Status),
+}
+
+impl From<EtcdError> for Retry {
+    fn from(e: EtcdError) -> Self {
+        Retry::Fail(e.into())
+    }
+}
+
+async fn try_apply(ctx: &Context, change: &Change) -> Result<MemberChangeResponse, Retry> {
+    let (membership, replication, last_index) = {
+        let m = ctx.raft().metrics();
+        let m = m.borrow();
+        (
+            m.membership_config.membership().clone(),
+            m.replication.clone().unwrap_or_default(),
+            m.last_log_index.unwrap_or(0),
+        )
+    };
+    let learners: BTreeSet<u64> = membership.learner_ids().collect();
+    let find = |id: u64| -> Result<raft::Member, Retry> {
+        membership
+            .get_node(&id)
+            .cloned()
+            .ok_or(Retry::from(EtcdError::MemberNotFound))
+    };
+    let url_taken = |urls: &[String], except: Option<u64>| {
+        membership
+            .nodes()
+            .any(|(id, m)| Some(*id) != except && m.peer_urls.iter().any(|u| urls.contains(u)))
+    };
+    let (member_id, changes, is_learner) = match change {
+        Change::Add(r) => {
+            let urls = valid_urls(&r.peer_ur_ls)?;
+            if url_taken(&urls, None) {
+                return Err(EtcdError::PeerUrlExist.into());
+            }
+            if r.is_learner && learners.len() >= ctx.config().max_learners {
+                return Err(EtcdError::TooManyLearners.into());
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            // etcd's rule: the URLs and the time of the request.
+            let id = crate::ids::member_id(&urls, &now.to_string());
+            if membership.get_node(&id).is_some() {
+                return Err(EtcdError::MemberExist.into());
+            }
+            let node = raft::Member {
+                peer_urls: urls,
+                ..Default::default()
+            };
+            let nodes = BTreeMap::from([(id, node)]);
+            let change = if r.is_learner {
+                ChangeMembers::AddNodes(nodes)
+            } else {
+                ChangeMembers::AddVoters(nodes)
+            };
+            (id, change, r.is_learner)
+        }
+        Change::Remove(r) => {
+            find(r.id)?;
+            let ids = BTreeSet::from([r.id]);
+            if learners.contains(&r.id) {
+                (r.id, ChangeMembers::RemoveNodes(ids), true)
+            } else {
+                (r.id, ChangeMembers::RemoveVoters(ids), false)
+            }
+        }
+        Change::Update(r) => {
+            let mut node = find(r.id)?;
+            let urls = valid_urls(&r.peer_ur_ls)?;
+            if url_taken(&urls, Some(r.id)) {
+                return Err(EtcdError::PeerUrlExist.into());
+            }
+            node.peer_urls = urls;
+            (
+                r.id,
+                ChangeMembers::SetNodes(BTreeMap::from([(r.id, node)])),
+                learners.contains(&r.id),
+            )
+        }
+        Change::Promote(r) => {
+            find(r.id)?;
+            if !learners.contains(&r.id) {
+                return Err(EtcdError::MemberNotLearner.into());
+            }
+            let matched = replication
+                .get(&r.id)
+                .cloned()
+                .flatten()
+                .map(|l| l.index)
+                .unwrap_or(0);
+            if (matched as f64) < LEARNER_READY * last_index as f64 {
+                return Err(EtcdError::LearnerNotReady.into());
+            }
+            (
+                r.id,
+                ChangeMembers::AddVoterIds(BTreeSet::from([r.id])),
+                false,
+            )
+        }
+        Change::Publish(m) => {
+            let mut node = find(m.id)?;
+            if node.name == m.name && node.client_urls == m.client_ur_ls {
+                return Ok(MemberChangeResponse {
+                    member: Some(etcd_member(m.id, &node, learners.contains(&m.id))),
+                    members: list(&membership),
+                });
+            }
+            node.name = m.name.clone();
+            node.client_urls = m.client_ur_ls.clone();
+            (
+                m.id,
+                ChangeMembers::SetNodes(BTreeMap::from([(m.id, node)])),
+                learners.contains(&m.id),
+            )
+        }
+    };
+    let after = match ctx.raft().change_membership(changes, false).await {
+        Ok(resp) => resp.membership.unwrap_or(membership),
+        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+            ChangeMembershipError::InProgress(_),
+        ))) => return Err(Retry::InProgress),
+        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+            return Err(Retry::Fail(Status::failed_precondition(format!(
+                "etcdserver: {e}"
+            ))))
+        }
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+            return Err(EtcdError::NotLeader.into())
+        }
+        Err(RaftError::Fatal(_)) => return Err(EtcdError::Stopped.into()),
+    };
+    let member = after
+        .get_node(&member_id)
+        .map(|m| etcd_member(member_id, m, is_learner));
+    Ok(MemberChangeResponse {
+        member,
+        members: list(&after),
+    })
+}
+
+/// Peer URLs as etcd accepts them in membership requests.
+fn valid_urls(urls: &[String]) -> Result<Vec<String>, Retry> {
+    let bad = || {
+        Retry::Fail(Status::invalid_argument(
+            "etcdserver: given member URLs are invalid",
+        ))
+    };
+    if urls.is_empty() {
+        return Err(bad());
+    }
+    urls.iter()
+        .map(|u| {
+            let parsed = url::Url::parse(u).map_err(|_| bad())?;
+            if parsed.port().is_none() || parsed.host_str().is_none() {
+                return Err(bad());
+            }
+            Ok(u.trim_end_matches('/').to_string())
+        })
+        .collect()
 }
 
 #[tonic::async_trait]
@@ -44,16 +289,53 @@ impl Cluster for ClusterService {
         _: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
         Ok(Response::new(MemberListResponse {
-            // etcd's Cluster service leaves the revision out of its headers.
-            header: Some(self.ctx.header_exact(0)),
-            members: self.members(),
+            header: self.header(),
+            members: members(&self.ctx),
         }))
     }
 
-    not_yet_rpcs! { "membership change (multi-member clusters)";
-        member_add(MemberAddRequest) -> MemberAddResponse;
-        member_remove(MemberRemoveRequest) -> MemberRemoveResponse;
-        member_update(MemberUpdateRequest) -> MemberUpdateResponse;
-        member_promote(MemberPromoteRequest) -> MemberPromoteResponse;
+    async fn member_add(
+        &self,
+        request: Request<MemberAddRequest>,
+    ) -> Result<Response<MemberAddResponse>, Status> {
+        let done = self.change(Change::Add(request.into_inner())).await?;
+        Ok(Response::new(MemberAddResponse {
+            header: self.header(),
+            member: done.member,
+            members: done.members,
+        }))
+    }
+
+    async fn member_remove(
+        &self,
+        request: Request<MemberRemoveRequest>,
+    ) -> Result<Response<MemberRemoveResponse>, Status> {
+        let done = self.change(Change::Remove(request.into_inner())).await?;
+        Ok(Response::new(MemberRemoveResponse {
+            header: self.header(),
+            members: done.members,
+        }))
+    }
+
+    async fn member_update(
+        &self,
+        request: Request<MemberUpdateRequest>,
+    ) -> Result<Response<MemberUpdateResponse>, Status> {
+        let done = self.change(Change::Update(request.into_inner())).await?;
+        Ok(Response::new(MemberUpdateResponse {
+            header: self.header(),
+            members: done.members,
+        }))
+    }
+
+    async fn member_promote(
+        &self,
+        request: Request<MemberPromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        let done = self.change(Change::Promote(request.into_inner())).await?;
+        Ok(Response::new(MemberPromoteResponse {
+            header: self.header(),
+            members: done.members,
+        }))
     }
 }

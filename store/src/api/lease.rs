@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{Context, EtcdError};
+use super::{peer, Context, EtcdError};
 use crate::kv::Leases as _;
 use crate::lease::{Lessor, MAX_TTL};
 use crate::raft::Response as Applied;
@@ -77,27 +77,22 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        self.ctx.reject_learner()?;
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let (ctx, lessor) = (self.ctx.clone(), self.lessor.clone());
         tokio::spawn(async move {
             while let Ok(Some(req)) = inbound.message().await {
-                // An unknown or expired lease answers TTL 0, as etcd does;
-                // an expired one only once its revoke has been applied, so
-                // a client told "gone" does not still find its keys.
-                let ttl = match lessor.renew(req.id) {
-                    Some(ttl) => ttl,
-                    None => {
-                        wait_revoked(&lessor, req.id, ctx.request_timeout()).await;
-                        0
-                    }
+                let resp = match renew(&ctx, &lessor, req.id).await {
+                    Ok(ttl) => Ok(LeaseKeepAliveResponse {
+                        header: Some(ctx.header(0)),
+                        id: req.id,
+                        ttl,
+                    }),
+                    Err(e) => Err(e),
                 };
-                let resp = LeaseKeepAliveResponse {
-                    header: Some(ctx.header(0)),
-                    id: req.id,
-                    ttl,
-                };
-                if tx.send(Ok(resp)).await.is_err() {
+                let failed = resp.is_err();
+                if tx.send(resp).await.is_err() || failed {
                     break;
                 }
             }
@@ -109,28 +104,23 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        self.ctx.reject_learner()?;
         let r = request.into_inner();
-        let resp = match self.lessor.time_to_live(r.id) {
-            Some((remaining, granted)) => LeaseTimeToLiveResponse {
-                header: Some(self.ctx.header(0)),
-                id: r.id,
-                ttl: remaining,
-                granted_ttl: granted,
-                keys: if r.keys {
-                    self.ctx.mvcc().lease_keys(r.id)
-                } else {
-                    Vec::new()
-                },
-            },
-            // etcd answers a missing lease with TTL -1, not an error.
-            None => LeaseTimeToLiveResponse {
-                header: Some(self.ctx.header(0)),
-                id: r.id,
-                ttl: -1,
-                granted_ttl: 0,
-                keys: Vec::new(),
-            },
-        };
+        if self.ctx.is_leader() {
+            return Ok(Response::new(time_to_live_here(
+                &self.ctx,
+                &self.lessor,
+                &r,
+            )));
+        }
+        // Deadlines live on the leader.
+        let deadline = Instant::now() + self.ctx.request_timeout();
+        let (_, leader) = self.ctx.wait_leader(deadline).await?;
+        let mut client = self.ctx.peers().member(&leader).map_err(peer::status)?;
+        let mut req = Request::new(r);
+        req.set_timeout(self.ctx.request_timeout());
+        let mut resp = client.lease_time_to_live(req).await?.into_inner();
+        resp.header = Some(self.ctx.header(0));
         Ok(Response::new(resp))
     }
 
@@ -138,6 +128,7 @@ impl Lease for LeaseService {
         &self,
         _: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        self.ctx.reject_learner()?;
         Ok(Response::new(LeaseLeasesResponse {
             header: Some(self.ctx.header(0)),
             leases: self
@@ -147,6 +138,63 @@ impl Lease for LeaseService {
                 .map(|id| LeaseStatus { id })
                 .collect(),
         }))
+    }
+}
+
+/// Renews lease `id` with the leader (this member or, through the peer
+/// protocol, another); answers the TTL, 0 for an unknown or expired lease.
+async fn renew(ctx: &Context, lessor: &Lessor, id: i64) -> Result<i64, Status> {
+    if ctx.is_leader() {
+        return Ok(renew_here(ctx, lessor, id).await);
+    }
+    let deadline = Instant::now() + ctx.request_timeout();
+    let (_, leader) = ctx.wait_leader(deadline).await?;
+    let mut client = ctx.peers().member(&leader).map_err(peer::status)?;
+    let mut req = Request::new(LeaseKeepAliveRequest { id });
+    req.set_timeout(ctx.request_timeout());
+    Ok(client.lease_renew(req).await?.into_inner().ttl)
+}
+
+/// Renews lease `id` on this member, the leader.
+pub(super) async fn renew_here(ctx: &Context, lessor: &Lessor, id: i64) -> i64 {
+    // An unknown or expired lease answers TTL 0, as etcd does; an expired
+    // one only once its revoke has been applied, so a client told "gone"
+    // does not still find its keys.
+    match lessor.renew(id) {
+        Some(ttl) => ttl,
+        None => {
+            wait_revoked(lessor, id, ctx.request_timeout()).await;
+            0
+        }
+    }
+}
+
+/// A lease's remaining and granted TTL, as this member (the leader) knows.
+pub(super) fn time_to_live_here(
+    ctx: &Context,
+    lessor: &Lessor,
+    r: &LeaseTimeToLiveRequest,
+) -> LeaseTimeToLiveResponse {
+    match lessor.time_to_live(r.id) {
+        Some((remaining, granted)) => LeaseTimeToLiveResponse {
+            header: Some(ctx.header(0)),
+            id: r.id,
+            ttl: remaining,
+            granted_ttl: granted,
+            keys: if r.keys {
+                ctx.mvcc().lease_keys(r.id)
+            } else {
+                Vec::new()
+            },
+        },
+        // etcd answers a missing lease with TTL -1, not an error.
+        None => LeaseTimeToLiveResponse {
+            header: Some(ctx.header(0)),
+            id: r.id,
+            ttl: -1,
+            granted_ttl: 0,
+            keys: Vec::new(),
+        },
     }
 }
 

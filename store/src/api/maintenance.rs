@@ -5,9 +5,14 @@ use ferrocd_proto::etcdserverpb::maintenance_server::Maintenance;
 use ferrocd_proto::etcdserverpb::*;
 use tonic::{Request, Response, Status};
 
+use std::time::{Duration, Instant};
+
+use ferrocd_proto::ferrocdpb::TimeoutNowRequest;
+
 use super::unsupported::not_yet_rpcs;
-use super::{not_yet, Context};
+use super::{kv_status, not_yet, peer, Context, EtcdError};
 use crate::config::ETCD_VERSION;
+use crate::kv::KvError;
 
 type BoxStream<T> =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -40,7 +45,7 @@ impl Maintenance for MaintenanceService {
             raft_applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
             errors: Vec::new(),
             db_size_in_use: db_size,
-            is_learner: false,
+            is_learner: self.ctx.is_learner(),
             storage_version: ETCD_VERSION
                 .rsplit_once('.')
                 .map(|(v, _)| format!("{v}.0"))
@@ -76,10 +81,35 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
+    async fn hash_kv(
+        &self,
+        request: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        let (hash, compact_revision, hash_revision) = self
+            .ctx
+            .mvcc()
+            .hash_kv(request.get_ref().revision)
+            .map_err(|e| kv_status(KvError::Mvcc(e)))?;
+        Ok(Response::new(HashKvResponse {
+            header: Some(self.ctx.header(0)),
+            hash,
+            compact_revision,
+            hash_revision,
+        }))
+    }
+
+    async fn move_leader(
+        &self,
+        request: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
+        transfer_leadership(&self.ctx, request.get_ref().target_id).await?;
+        Ok(Response::new(MoveLeaderResponse {
+            header: Some(self.ctx.header(0)),
+        }))
+    }
+
     not_yet_rpcs! { "this Maintenance RPC";
         hash(HashRequest) -> HashResponse;
-        hash_kv(HashKvRequest) -> HashKvResponse;
-        move_leader(MoveLeaderRequest) -> MoveLeaderResponse;
         downgrade(DowngradeRequest) -> DowngradeResponse;
     }
 
@@ -89,4 +119,79 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         Err(not_yet("Maintenance.Snapshot"))
     }
+}
+
+/// Hands leadership to voter `target`, as etcd's MoveLeader: only the
+/// leader can; it waits for the target to hold its whole log, stops its
+/// heartbeats so the followers' leader lease runs out, and has the target
+/// campaign. Heartbeats resume whatever the outcome.
+async fn transfer_leadership(ctx: &Context, target: u64) -> Result<(), Status> {
+    let me = ctx.config().member_id;
+    if !ctx.is_leader() {
+        return Err(EtcdError::NotLeader.into());
+    }
+    let node = {
+        let m = ctx.raft().metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        if !membership.voter_ids().any(|id| id == target) {
+            return Err(EtcdError::BadLeaderTransferee.into());
+        }
+        membership.get_node(&target).cloned()
+    };
+    if target == me {
+        return Ok(());
+    }
+    let node = node.ok_or(EtcdError::BadLeaderTransferee)?;
+    let election = Duration::from_millis(ctx.config().election_timeout_ms);
+    let deadline = Instant::now() + ctx.request_timeout();
+    let caught_up = ctx
+        .raft()
+        .wait(Some(ctx.request_timeout()))
+        .metrics(
+            |m| {
+                let last = m.last_log_index;
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(&target).cloned().flatten())
+                    .map(|l| Some(l.index) >= last)
+                    .unwrap_or(false)
+            },
+            "transferee catching up",
+        )
+        .await;
+    if caught_up.is_err() {
+        return Err(transfer_timeout());
+    }
+    let runtime = ctx.raft().runtime_config();
+    runtime.heartbeat(false);
+    runtime.elect(false);
+    let result = async {
+        let mut client = ctx.peers().member(&node).map_err(peer::status)?;
+        // The target campaigns until the followers' lease on this leader
+        // (two election timeouts) has run out and it wins.
+        let campaign = 4 * election;
+        let mut req = tonic::Request::new(TimeoutNowRequest {
+            cluster_id: ctx.config().cluster_id,
+            deadline_ms: campaign.as_millis() as u64,
+        });
+        req.set_timeout(campaign + election);
+        client.timeout_now(req).await?;
+        // This member learns of the new term from the new leader.
+        let left = deadline.saturating_duration_since(Instant::now());
+        ctx.raft()
+            .wait(Some(left))
+            .metrics(|m| m.current_leader == Some(target), "new leader")
+            .await
+            .map_err(|_| transfer_timeout())?;
+        Ok::<(), Status>(())
+    }
+    .await;
+    runtime.heartbeat(true);
+    runtime.elect(true);
+    result
+}
+
+fn transfer_timeout() -> Status {
+    Status::deadline_exceeded("etcdserver: request timed out, leader transfer took too long")
 }

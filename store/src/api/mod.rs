@@ -7,13 +7,14 @@ pub mod errors;
 mod kv;
 mod lease;
 mod maintenance;
+mod peer;
 mod propose;
 mod unsupported;
 mod watch;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferrocd_proto::etcdserverpb::ResponseHeader;
 use ferrocd_proto::ferrocdpb::{internal_request, InternalRequest};
@@ -21,11 +22,12 @@ use openraft::error::RaftError;
 use prost::Message;
 use tonic::Status;
 
-pub use cluster::ClusterService;
+pub use cluster::{run as change_members, ClusterService};
 pub use errors::EtcdError;
 pub use kv::KvService;
 pub use lease::{expire_leases, LeaseService};
 pub use maintenance::MaintenanceService;
+pub use peer::PeerService;
 pub use unsupported::AuthService;
 pub use watch::WatchService;
 
@@ -33,7 +35,7 @@ use crate::config::Config;
 use crate::kv::validate::Invalid;
 use crate::kv::KvError;
 use crate::mvcc::{Mvcc, MvccError};
-use crate::raft::{Raft, Response};
+use crate::raft::{Member, PeerClients, Raft, Response};
 
 /// What every service shares: the raft handle, the store and the config.
 #[derive(Clone)]
@@ -46,21 +48,35 @@ struct Shared {
     mvcc: Arc<Mvcc>,
     config: Config,
     db: sled::Db,
+    peers: Arc<PeerClients>,
     proposer: propose::Proposer,
     next_id: AtomicU64,
     next_lease_id: AtomicI64,
 }
 
 impl Context {
-    pub fn new(raft: Raft, mvcc: Arc<Mvcc>, config: Config, db: sled::Db) -> Self {
+    pub fn new(
+        raft: Raft,
+        mvcc: Arc<Mvcc>,
+        config: Config,
+        db: sled::Db,
+        peers: Arc<PeerClients>,
+    ) -> Self {
         let lease_base = lease_id_base(config.member_id);
+        let proposer = propose::Proposer::start(propose::Route {
+            raft: raft.clone(),
+            me: config.member_id,
+            peers: peers.clone(),
+            timeout: request_timeout(&config),
+        });
         Context {
             inner: Arc::new(Shared {
-                proposer: propose::Proposer::start(raft.clone()),
+                proposer,
                 raft,
                 mvcc,
                 config,
                 db,
+                peers,
                 next_id: AtomicU64::new(1),
                 next_lease_id: AtomicI64::new(lease_base),
             }),
@@ -82,7 +98,86 @@ impl Context {
     /// How long a request may wait for raft, as etcd computes it:
     /// 5 s plus two election timeouts.
     fn request_timeout(&self) -> Duration {
-        Duration::from_millis(5000 + 2 * self.inner.config.election_timeout_ms)
+        request_timeout(&self.inner.config)
+    }
+
+    /// Connections to the other members.
+    pub fn peers(&self) -> &PeerClients {
+        &self.inner.peers
+    }
+
+    /// The leader this member knows of, with its membership record.
+    pub fn leader(&self) -> Option<(u64, Member)> {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, node))
+    }
+
+    /// Whether this member leads the cluster now.
+    pub fn is_leader(&self) -> bool {
+        self.inner.raft.metrics().borrow().current_leader == Some(self.inner.config.member_id)
+    }
+
+    /// Whether `id` is in the membership this member knows.
+    pub fn is_member(&self, id: u64) -> bool {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        let member = m.membership_config.membership().get_node(&id).is_some();
+        member
+    }
+
+    /// Whether this member is a learner (replicates, but does not vote).
+    pub fn is_learner(&self) -> bool {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow();
+        let me = self.inner.config.member_id;
+        let learner = m
+            .membership_config
+            .membership()
+            .learner_ids()
+            .any(|id| id == me);
+        learner
+    }
+
+    /// etcd's answer to a client request a learner does not serve.
+    pub fn reject_learner(&self) -> Result<(), Status> {
+        if self.is_learner() {
+            return Err(EtcdError::NotSupportedForLearner.into());
+        }
+        Ok(())
+    }
+
+    /// Waits for a leader until `deadline`; "no leader" after it.
+    pub async fn wait_leader(&self, deadline: Instant) -> Result<(u64, Member), Status> {
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            if let Some(leader) = self.leader() {
+                return Ok(leader);
+            }
+            let changed = tokio::time::timeout_at(deadline.into(), metrics.changed()).await;
+            match changed {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(EtcdError::Stopped.into()),
+                Err(_) => return Err(EtcdError::NoLeader.into()),
+            }
+        }
+    }
+
+    /// Waits until this member has applied log entry `index`.
+    pub async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), Status> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.inner
+            .raft
+            .wait(Some(left))
+            .applied_index_at_least(Some(index), "catching up with the leader")
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                openraft::metrics::WaitError::Timeout(..) => EtcdError::Timeout.into(),
+                openraft::metrics::WaitError::ShuttingDown => EtcdError::Stopped.into(),
+            })
     }
 
     /// The raft term as clients see it. etcd spends term 1 on bootstrapping
@@ -129,19 +224,57 @@ impl Context {
         self.inner.next_lease_id.fetch_add(1, Ordering::Relaxed) & i64::MAX
     }
 
-    /// Waits until this member may serve a linearizable read: it is the
-    /// leader (confirmed by a quorum) and has applied everything committed.
-    async fn linearizable(&self) -> Result<(), Status> {
-        match tokio::time::timeout(
-            self.request_timeout(),
-            self.inner.raft.ensure_linearizable(),
-        )
-        .await
-        {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(RaftError::Fatal(_))) => Err(EtcdError::Stopped.into()),
-            Ok(Err(RaftError::APIError(_))) => Err(EtcdError::NoLeader.into()),
-            Err(_) => Err(EtcdError::Timeout.into()),
+    /// Waits until this member may serve a linearizable read: the leader
+    /// has confirmed its leadership with a quorum (read index), and this
+    /// member has applied everything the leader had committed by then.
+    pub async fn linearizable(&self) -> Result<(), Status> {
+        self.reject_learner()?;
+        let deadline = Instant::now() + self.request_timeout();
+        loop {
+            let (leader, node) = self.wait_leader(deadline).await?;
+            if leader == self.inner.config.member_id {
+                let read =
+                    tokio::time::timeout_at(deadline.into(), self.inner.raft.ensure_linearizable())
+                        .await;
+                return match read {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(RaftError::Fatal(_))) => Err(EtcdError::Stopped.into()),
+                    Ok(Err(RaftError::APIError(_))) => Err(EtcdError::NoLeader.into()),
+                    Err(_) => Err(self.timeout_error()),
+                };
+            }
+            match self.read_index_from(&node, deadline).await {
+                Ok(index) => return self.wait_applied(index, deadline).await,
+                // Leadership moved between asking and answering: ask again.
+                Err(e) if e.message() == EtcdError::NotLeader.message() => {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(e) if peer::unreachable(&e) => tokio::time::sleep(RETRY_PAUSE).await,
+                Err(e) => return Err(e),
+            }
+            if Instant::now() >= deadline {
+                return Err(self.timeout_error());
+            }
+        }
+    }
+
+    async fn read_index_from(&self, leader: &Member, deadline: Instant) -> Result<u64, Status> {
+        let mut client = self.inner.peers.member(leader).map_err(peer::status)?;
+        let mut req = tonic::Request::new(ferrocd_proto::ferrocdpb::ReadIndexRequest {
+            cluster_id: self.inner.config.cluster_id,
+        });
+        req.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        Ok(client.read_index(req).await?.into_inner().index)
+    }
+
+    /// The error of a request that ran out of time: "no leader" when there
+    /// is none, etcd's timeout otherwise.
+    fn timeout_error(&self) -> Status {
+        if self.leader().is_none() {
+            EtcdError::NoLeader.into()
+        } else {
+            EtcdError::Timeout.into()
         }
     }
 
@@ -155,11 +288,12 @@ impl Context {
         if req.encoded_len() > self.inner.config.max_request_bytes {
             return Err(EtcdError::RequestTooLarge.into());
         }
+        self.reject_learner()?;
         let applied = self.inner.proposer.propose(req);
         match tokio::time::timeout(self.request_timeout(), applied).await {
             Ok(Ok(Response::Failed(e))) => Err(kv_status(e)),
             Ok(result) => result,
-            Err(_) => Err(EtcdError::Timeout.into()),
+            Err(_) => Err(self.timeout_error()),
         }
     }
 
@@ -181,6 +315,15 @@ impl Context {
     pub fn db_size(&self) -> i64 {
         self.inner.db.size_on_disk().map(|s| s as i64).unwrap_or(0)
     }
+}
+
+/// How long to wait before asking again after leadership moved.
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+/// How long a request may wait for raft, as etcd computes it: 5 s plus two
+/// election timeouts.
+fn request_timeout(config: &Config) -> Duration {
+    Duration::from_millis(5000 + 2 * config.election_timeout_ms)
 }
 
 /// Responses that carry a header for [`Context::write`] to fill.

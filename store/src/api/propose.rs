@@ -1,17 +1,19 @@
 //! Group commit: client writes that arrive while earlier ones are being
 //! committed are gathered into one raft entry, so they share one log
-//! append, one fsync and one apply.
+//! append, one fsync and one apply. On a follower the batch is forwarded
+//! to the leader, and answered once this member has applied it too.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use ferrocd_proto::ferrocdpb::{InternalBatch, InternalRequest};
-use openraft::error::ClientWriteError;
+use ferrocd_proto::ferrocdpb::{InternalBatch, InternalRequest, ProposeRequest};
+use openraft::error::{ClientWriteError, RaftError};
 use prost::Message;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tonic::Status;
 
-use super::EtcdError;
-use crate::raft::{Raft, Request, Response};
+use super::{peer, EtcdError};
+use crate::raft::{PeerClients, Raft, Request, Response};
 
 /// Most requests in one entry.
 const MAX_BATCH: usize = 1024;
@@ -31,11 +33,25 @@ pub struct Proposer {
     tx: mpsc::Sender<(InternalRequest, Reply)>,
 }
 
+/// Where batches go: this member's raft when it leads, the leader's
+/// otherwise.
+#[derive(Clone)]
+pub struct Route {
+    pub raft: Raft,
+    pub me: u64,
+    pub peers: Arc<PeerClients>,
+    /// How long a batch may look for a leader and wait to be applied.
+    pub timeout: Duration,
+}
+
+/// Pause before looking for the leader again.
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+
 impl Proposer {
-    /// Starts the batching task for `raft`.
-    pub fn start(raft: Raft) -> Self {
+    /// Starts the batching task.
+    pub fn start(route: Route) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(raft, rx));
+        tokio::spawn(run(route, rx));
         Proposer { tx }
     }
 
@@ -50,7 +66,8 @@ impl Proposer {
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::Receiver<(InternalRequest, Reply)>) {
+async fn run(route: Route, mut rx: mpsc::Receiver<(InternalRequest, Reply)>) {
+    let raft = route.raft.clone();
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
@@ -68,6 +85,15 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<(InternalRequest, Reply)>) {
             }
         }
         let (requests, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        if raft.metrics().borrow().current_leader != Some(route.me) {
+            let route = route.clone();
+            tokio::spawn(async move {
+                let outcome = forward(&route, InternalBatch { requests }).await;
+                answer(replies, outcome);
+                drop(permit);
+            });
+            continue;
+        }
         // Submitting here, in order, keeps entries in arrival order; the
         // wait for the outcome runs beside the next batch.
         let submitted = raft
@@ -77,8 +103,9 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<(InternalRequest, Reply)>) {
             let outcome = match submitted {
                 Ok(receiver) => match receiver.await {
                     Ok(Ok(resp)) => Ok(resp.data),
+                    // Leadership moved before the batch was appended.
                     Ok(Err(ClientWriteError::ForwardToLeader(_))) => {
-                        Err(EtcdError::NoLeader.into())
+                        Err(EtcdError::LeaderChanged.into())
                     }
                     Ok(Err(ClientWriteError::ChangeMembershipError(e))) => {
                         Err(Status::failed_precondition(e.to_string()))
@@ -90,6 +117,80 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<(InternalRequest, Reply)>) {
             answer(replies, outcome);
             drop(permit);
         });
+    }
+}
+
+/// Commits `batch` through the leader: this member's raft if it has become
+/// the leader meanwhile, the leader's over the peer protocol otherwise,
+/// then waits until this member has applied it. Retries only where the
+/// batch certainly was not appended (no leader, "not leader", refused
+/// connection), so nothing is applied twice.
+async fn forward(route: &Route, batch: InternalBatch) -> Result<Vec<Response>, Status> {
+    let deadline = Instant::now() + route.timeout;
+    loop {
+        let leader = {
+            let m = route.raft.metrics();
+            let m = m.borrow();
+            m.current_leader.and_then(|id| {
+                let node = m.membership_config.membership().get_node(&id)?.clone();
+                Some((id, node))
+            })
+        };
+        let had_leader = leader.is_some();
+        match leader {
+            None => {}
+            Some((id, _)) if id == route.me => {
+                return match route.raft.client_write(Request(batch)).await {
+                    Ok(resp) => Ok(resp.data),
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                        Err(EtcdError::LeaderChanged.into())
+                    }
+                    Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                        Err(Status::failed_precondition(e.to_string()))
+                    }
+                    Err(RaftError::Fatal(_)) => Err(EtcdError::Stopped.into()),
+                };
+            }
+            Some((_, node)) => {
+                let mut client = route.peers.member(&node).map_err(peer::status)?;
+                let mut req = tonic::Request::new(ProposeRequest {
+                    cluster_id: route.peers.cluster_id(),
+                    batch: Some(batch.clone()),
+                });
+                req.set_timeout(deadline.saturating_duration_since(Instant::now()));
+                match client.propose(req).await {
+                    Ok(resp) => {
+                        let resp = resp.into_inner();
+                        let responses: Vec<Response> = bincode::deserialize(&resp.responses)
+                            .map_err(|e| Status::internal(format!("etcdserver: {e}")))?;
+                        // Answer once this member's store shows the write,
+                        // so a read here right after sees it.
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        route
+                            .raft
+                            .wait(Some(left))
+                            .applied_index_at_least(Some(resp.index), "applying a forwarded write")
+                            .await
+                            .map_err(|_| Status::from(EtcdError::Timeout))?;
+                        return Ok(responses);
+                    }
+                    Err(e)
+                        if e.message() == EtcdError::NotLeader.message() || peer::refused(&e) => {}
+                    Err(e) if e.code() == tonic::Code::DeadlineExceeded => {
+                        return Err(EtcdError::Timeout.into())
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if Instant::now() + RETRY_PAUSE >= deadline {
+            return Err(if !had_leader {
+                EtcdError::NoLeader.into()
+            } else {
+                EtcdError::Timeout.into()
+            });
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
     }
 }
 

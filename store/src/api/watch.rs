@@ -40,6 +40,7 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<WatchStream>, Status> {
+        self.ctx.reject_learner()?;
         // kube-apiserver asks, through this metadata, to be refused rather
         // than wait when the cluster has no leader.
         let wants_leader = request

@@ -135,6 +135,32 @@ impl Mvcc {
         Ok(())
     }
 
+    /// A checksum of the store's history up to revision `rev` (0: the
+    /// current one), as etcd's HashKV: every kept revision's key and value,
+    /// so members that applied the same log agree. Returns the hash, the
+    /// compacted revision and the revision hashed.
+    pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64, i64), MvccError> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let rev = if rev <= 0 { state.current } else { rev };
+        if rev > state.current {
+            return Err(MvccError::FutureRevision);
+        }
+        if rev < state.compacted {
+            return Err(MvccError::Compacted);
+        }
+        let mut hasher = crc32fast::Hasher::new();
+        let (from, to) = (
+            rev_key(Revision::new(0, 0)),
+            rev_key(Revision::new(rev, i64::MAX)),
+        );
+        for item in self.tree.range(from..=to) {
+            let (k, v) = item?;
+            hasher.update(&k);
+            hasher.update(&v);
+        }
+        Ok((hasher.finalize(), state.compacted, rev))
+    }
+
     /// A consistent read-only view at the current revision.
     pub fn read(&self) -> ReadTxn<'_> {
         ReadTxn {

@@ -10,7 +10,7 @@
 #![allow(clippy::result_large_err)]
 
 mod log_store;
-mod network;
+pub mod network;
 mod state_machine;
 
 use ferrocd_proto::etcdserverpb::{
@@ -21,7 +21,7 @@ use ferrocd_proto::ferrocdpb::{InternalBatch, InternalRequest};
 use serde::{Deserialize, Serialize};
 
 pub use log_store::LogStore;
-pub use network::Network;
+pub use network::{Network, PeerClients};
 pub use state_machine::StateMachine;
 
 use crate::kv::KvError;
@@ -32,14 +32,26 @@ openraft::declare_raft_types!(
         D = Request,
         R = Vec<Response>,
         NodeId = u64,
-        Node = openraft::BasicNode,
+        Node = Member,
         SnapshotData = tokio::fs::File,
 );
+
+/// What the cluster records about a member, in its raft membership: the
+/// peer URLs it was added with, and the name and client URLs it publishes
+/// once it starts (empty until then, as etcd lists a member not yet started).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub client_urls: Vec<String>,
+}
 
 /// The raft handle.
 pub type Raft = openraft::Raft<TypeConfig>;
 /// A log id of this cluster.
 pub type LogId = openraft::LogId<u64>;
+/// A raft membership of this cluster.
+pub type Membership = openraft::Membership<u64, Member>;
 /// A storage error of this cluster.
 pub type StorageError = openraft::StorageError<u64>;
 

@@ -1,68 +1,251 @@
-//! Peer network. Multi-member clusters are not built yet: every peer is
-//! reported unreachable, which keeps a single member fully functional.
+//! The peer network, client side: openraft's RPCs to other members over the
+//! peer protocol (gRPC on their peer URLs), and the connections a member
+//! uses to reach the leader for its own clients.
+//!
+//! openraft's requests and responses travel bincode-encoded inside
+//! `RaftMessage`; the server side is `crate::api::peer`.
 
-use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferrocd_proto::ferrocdpb::peer_client::PeerClient;
+use ferrocd_proto::ferrocdpb::RaftMessage;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::RPCOption;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, RaftNetwork, RaftNetworkFactory};
+use openraft::{RaftNetwork, RaftNetworkFactory};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
 
-use super::TypeConfig;
+use super::{Member, TypeConfig};
 
-/// Builds connections to peers.
-#[derive(Clone, Default)]
-pub struct Network;
+/// What the leader answers a removed member (etcd's words).
+pub const REMOVED: &str = "etcdserver: the member has been permanently removed from the cluster";
 
-/// A connection to one peer.
-pub struct Peer {
-    target: u64,
+/// Largest peer message: a batch of log entries or a snapshot chunk.
+pub const MAX_PEER_MESSAGE: usize = 256 << 20;
+
+/// How long a connection attempt to a peer may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Connections to peers, one per peer URL, shared by raft replication and
+/// request forwarding.
+pub struct PeerClients {
+    cluster_id: u64,
+    /// Set when the leader says this member was removed from the cluster.
+    removed: tokio::sync::watch::Sender<bool>,
+    channels: Mutex<HashMap<String, PeerClient<Channel>>>,
 }
 
+/// Why a peer could not be asked.
 #[derive(Debug, thiserror::Error)]
-#[error("peer {0:x}: multi-member clusters are not supported yet")]
-struct NoPeerNetwork(u64);
+pub enum PeerError {
+    #[error("member has no peer URL")]
+    NoUrl,
+    #[error("invalid peer URL {0:?}: {1}")]
+    BadUrl(String, String),
+    #[error("peer {url}: {status}")]
+    Status { url: String, status: tonic::Status },
+    #[error("undecodable answer from a peer: {0}")]
+    Decode(String),
+}
 
-impl Peer {
-    fn unreachable<E: std::error::Error>(&self) -> RPCError<u64, BasicNode, E> {
-        RPCError::Unreachable(Unreachable::new(&NoPeerNetwork(self.target)))
+impl PeerClients {
+    pub fn new(cluster_id: u64) -> Arc<Self> {
+        Arc::new(PeerClients {
+            cluster_id,
+            removed: tokio::sync::watch::Sender::new(false),
+            channels: Mutex::new(HashMap::new()),
+        })
     }
+
+    /// The cluster messages are sent in the name of.
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    /// Resolves once a leader has told this member it was removed.
+    pub async fn removed(&self) {
+        let mut rx = self.removed.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
+    }
+
+    /// A client for the member at `url`; connects lazily and reconnects by
+    /// itself after failures.
+    pub fn client(&self, url: &str) -> Result<PeerClient<Channel>, PeerError> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = channels.get(url) {
+            return Ok(c.clone());
+        }
+        let channel = Endpoint::from_shared(url.to_string())
+            .map_err(|e| PeerError::BadUrl(url.to_string(), e.to_string()))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        let client = PeerClient::new(channel)
+            .max_decoding_message_size(MAX_PEER_MESSAGE)
+            .max_encoding_message_size(MAX_PEER_MESSAGE);
+        channels.insert(url.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// A client for `member` (its first peer URL).
+    pub fn member(&self, member: &Member) -> Result<PeerClient<Channel>, PeerError> {
+        let url = member.peer_urls.first().ok_or(PeerError::NoUrl)?;
+        self.client(url)
+    }
+}
+
+/// Builds openraft's connections to peers.
+#[derive(Clone)]
+pub struct Network {
+    peers: Arc<PeerClients>,
+}
+
+impl Network {
+    pub fn new(peers: Arc<PeerClients>) -> Self {
+        Network { peers }
+    }
+}
+
+/// openraft's connection to one peer.
+pub struct Peer {
+    peers: Arc<PeerClients>,
+    target: u64,
+    url: String,
+    client: Result<PeerClient<Channel>, String>,
+    cluster_id: u64,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
-    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> Peer {
-        Peer { target }
+    async fn new_client(&mut self, target: u64, node: &Member) -> Peer {
+        Peer {
+            peers: self.peers.clone(),
+            target,
+            url: node.peer_urls.first().cloned().unwrap_or_default(),
+            client: self.peers.member(node).map_err(|e| e.to_string()),
+            cluster_id: self.peers.cluster_id(),
+        }
+    }
+}
+
+type RpcResult<T, E> = Result<T, RPCError<u64, Member, RaftError<u64, E>>>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Failure(String);
+
+/// Encodes an openraft request as a peer message with a deadline.
+pub fn encode<T: Serialize>(
+    cluster_id: u64,
+    value: &T,
+    ttl: Duration,
+) -> Result<tonic::Request<RaftMessage>, String> {
+    let payload = bincode::serialize(value).map_err(|e| e.to_string())?;
+    let mut req = tonic::Request::new(RaftMessage {
+        cluster_id,
+        payload,
+    });
+    req.set_timeout(ttl);
+    Ok(req)
+}
+
+impl Peer {
+    fn unreachable<E: std::error::Error>(&self, why: String) -> RPCError<u64, Member, E> {
+        RPCError::Unreachable(Unreachable::new(&Failure(format!(
+            "peer {:x} at {}: {why}",
+            self.target, self.url
+        ))))
+    }
+
+    fn client<E: std::error::Error>(
+        &self,
+    ) -> Result<PeerClient<Channel>, RPCError<u64, Member, E>> {
+        self.client.clone().map_err(|e| self.unreachable(e))
+    }
+
+    /// Turns a peer's answer into openraft's result: transport failures
+    /// make the peer unreachable (openraft backs off), a remote raft error
+    /// comes back as such.
+    fn decode<T, E>(
+        &self,
+        answer: Result<tonic::Response<RaftMessage>, tonic::Status>,
+    ) -> RpcResult<T, E>
+    where
+        T: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let msg = match answer {
+            Ok(resp) => resp.into_inner(),
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                return Err(self.unreachable(status.message().to_string()))
+            }
+            Err(status) if status.message() == REMOVED => {
+                self.peers.removed.send_replace(true);
+                return Err(self.unreachable(status.message().to_string()));
+            }
+            Err(status) => {
+                return Err(RPCError::Network(NetworkError::new(&Failure(format!(
+                    "peer {:x}: {}",
+                    self.target,
+                    status.message()
+                )))))
+            }
+        };
+        let result: Result<T, RaftError<u64, E>> = bincode::deserialize(&msg.payload)
+            .map_err(|e| RPCError::Network(NetworkError::new(&Failure(e.to_string()))))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    fn request<T: Serialize, E: std::error::Error>(
+        &self,
+        value: &T,
+        option: &RPCOption,
+    ) -> Result<tonic::Request<RaftMessage>, RPCError<u64, Member, E>> {
+        encode(self.cluster_id, value, option.hard_ttl())
+            .map_err(|e| RPCError::Network(NetworkError::new(&Failure(e))))
     }
 }
 
 impl RaftNetwork<TypeConfig> for Peer {
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        Err(self.unreachable())
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<u64>, openraft::error::Infallible> {
+        let req = self.request(&rpc, &option)?;
+        let answer = self.client()?.append_entries(req).await;
+        self.decode(answer)
     }
 
     async fn install_snapshot(
         &mut self,
-        _rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<u64>,
-        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
-    > {
-        Err(self.unreachable())
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<u64>, InstallSnapshotError> {
+        let req = self.request(&rpc, &option)?;
+        let answer = self.client()?.install_snapshot(req).await;
+        self.decode(answer)
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<u64>,
-        _option: RPCOption,
-    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        Err(self.unreachable())
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<u64>, openraft::error::Infallible> {
+        let req = self.request(&rpc, &option)?;
+        let answer = self.client()?.vote(req).await;
+        self.decode(answer)
     }
 }

@@ -28,15 +28,15 @@ const CURRENT_META: &str = "current.meta";
 const BUILDING_SNAPSHOT: &str = "building.snap";
 const RECEIVING_SNAPSHOT: &str = "receiving.snap";
 
-type Membership = StoredMembership<u64, openraft::BasicNode>;
+type Stored = StoredMembership<u64, super::Member>;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Applied {
     log_id: Option<LogId>,
-    membership: Membership,
+    membership: Stored,
 }
 
-type Meta = SnapshotMeta<u64, openraft::BasicNode>;
+type Meta = SnapshotMeta<u64, super::Member>;
 
 /// The state machine. Clones share the same store. Snapshots are files in
 /// `snap_dir`, written and read in chunks.
@@ -159,7 +159,7 @@ fn storage(e: MvccError) -> StorageError {
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = Self;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, Membership), StorageError> {
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, Stored), StorageError> {
         let a = self.applied()?;
         Ok((a.log_id, a.membership))
     }

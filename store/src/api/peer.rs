@@ -1,0 +1,267 @@
+//! The peer protocol, server side: raft messages from other members, and
+//! what followers ask of the leader for their clients (writes, read
+//! indexes, membership changes, lease renewals).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferrocd_proto::etcdserverpb::{
+    LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
+use ferrocd_proto::ferrocdpb::peer_server::Peer;
+use ferrocd_proto::ferrocdpb::*;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::{Request, Response, Status};
+
+use super::{cluster, lease, Context, EtcdError};
+use crate::lease::Lessor;
+use crate::raft::network::{PeerError, REMOVED};
+use crate::raft::TypeConfig;
+
+/// The peer service.
+pub struct PeerService {
+    ctx: Context,
+    lessor: Arc<Lessor>,
+}
+
+impl PeerService {
+    pub fn new(ctx: Context, lessor: Arc<Lessor>) -> Self {
+        PeerService { ctx, lessor }
+    }
+
+    /// Refuses messages from members of another cluster.
+    fn check(&self, cluster_id: u64) -> Result<(), Status> {
+        let mine = self.ctx.config().cluster_id;
+        if cluster_id != 0 && cluster_id != mine {
+            return Err(Status::failed_precondition(format!(
+                "ferrocd: request from cluster {cluster_id:x}, this member belongs to cluster {mine:x}"
+            )));
+        }
+        Ok(())
+    }
+
+    fn must_lead(&self) -> Result<(), Status> {
+        if self.ctx.is_leader() {
+            Ok(())
+        } else {
+            Err(EtcdError::NotLeader.into())
+        }
+    }
+}
+
+fn decode<T: DeserializeOwned>(msg: &RaftMessage) -> Result<T, Status> {
+    bincode::deserialize(&msg.payload)
+        .map_err(|e| Status::invalid_argument(format!("ferrocd: undecodable raft message: {e}")))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Response<RaftMessage>, Status> {
+    let payload = bincode::serialize(value).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(RaftMessage {
+        cluster_id: 0,
+        payload,
+    }))
+}
+
+/// A peer that could not be reached, as a status.
+pub fn status(e: PeerError) -> Status {
+    match e {
+        PeerError::Status { status, .. } => status,
+        other => Status::unavailable(other.to_string()),
+    }
+}
+
+/// Whether a call failed to reach its peer at all.
+pub fn unreachable(s: &Status) -> bool {
+    s.code() == tonic::Code::Unavailable && s.message() != EtcdError::NoLeader.message()
+}
+
+/// Whether a call failed because its peer refused the connection: nothing
+/// was sent, so it is safe to try again elsewhere.
+pub fn refused(s: &Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        if e.to_string().contains("Connection refused") {
+            return true;
+        }
+        source = e.source();
+    }
+    s.message().contains("Connection refused")
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let msg = request.into_inner();
+        self.check(msg.cluster_id)?;
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(&msg)?;
+        encode(&self.ctx.raft().append_entries(rpc).await)
+    }
+
+    async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let msg = request.into_inner();
+        self.check(msg.cluster_id)?;
+        let rpc: VoteRequest<u64> = decode(&msg)?;
+        // A member removed from the cluster never hears of it (nobody
+        // replicates to it any more) and campaigns: the leader tells it.
+        let candidate = rpc.vote.leader_id().node_id;
+        if self.ctx.is_leader() && !self.ctx.is_member(candidate) {
+            return Err(Status::failed_precondition(REMOVED));
+        }
+        encode(&self.ctx.raft().vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let msg = request.into_inner();
+        self.check(msg.cluster_id)?;
+        let rpc: InstallSnapshotRequest<TypeConfig> = decode(&msg)?;
+        encode(&self.ctx.raft().install_snapshot(rpc).await)
+    }
+
+    async fn propose(
+        &self,
+        request: Request<ProposeRequest>,
+    ) -> Result<Response<ProposeResponse>, Status> {
+        let r = request.into_inner();
+        self.check(r.cluster_id)?;
+        self.must_lead()?;
+        let batch = r.batch.unwrap_or_default();
+        match self
+            .ctx
+            .raft()
+            .client_write(crate::raft::Request(batch))
+            .await
+        {
+            Ok(resp) => Ok(Response::new(ProposeResponse {
+                index: resp.log_id.index,
+                responses: bincode::serialize(&resp.data)
+                    .map_err(|e| Status::internal(e.to_string()))?,
+            })),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(EtcdError::NotLeader.into())
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(Status::failed_precondition(e.to_string()))
+            }
+            Err(RaftError::Fatal(_)) => Err(EtcdError::Stopped.into()),
+        }
+    }
+
+    async fn read_index(
+        &self,
+        request: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexResponse>, Status> {
+        self.check(request.get_ref().cluster_id)?;
+        self.must_lead()?;
+        match self.ctx.raft().get_read_log_id().await {
+            Ok((read, _)) => Ok(Response::new(ReadIndexResponse {
+                index: read.map(|l| l.index).unwrap_or(0),
+            })),
+            Err(RaftError::Fatal(_)) => Err(EtcdError::Stopped.into()),
+            Err(RaftError::APIError(_)) => Err(EtcdError::NotLeader.into()),
+        }
+    }
+
+    async fn change_members(
+        &self,
+        request: Request<MemberChange>,
+    ) -> Result<Response<MemberChangeResponse>, Status> {
+        let r = request.into_inner();
+        self.check(r.cluster_id)?;
+        self.must_lead()?;
+        let change = r
+            .change
+            .ok_or_else(|| Status::invalid_argument("ferrocd: empty membership change"))?;
+        Ok(Response::new(
+            cluster::apply_on_leader(&self.ctx, change).await?,
+        ))
+    }
+
+    async fn lease_renew(
+        &self,
+        request: Request<LeaseKeepAliveRequest>,
+    ) -> Result<Response<LeaseKeepAliveResponse>, Status> {
+        self.must_lead()?;
+        let id = request.into_inner().id;
+        let ttl = lease::renew_here(&self.ctx, &self.lessor, id).await;
+        Ok(Response::new(LeaseKeepAliveResponse {
+            header: Some(self.ctx.header(0)),
+            id,
+            ttl,
+        }))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        self.must_lead()?;
+        Ok(Response::new(lease::time_to_live_here(
+            &self.ctx,
+            &self.lessor,
+            &request.into_inner(),
+        )))
+    }
+
+    async fn timeout_now(
+        &self,
+        request: Request<TimeoutNowRequest>,
+    ) -> Result<Response<TimeoutNowResponse>, Status> {
+        let r = request.into_inner();
+        self.check(r.cluster_id)?;
+        self.ctx.reject_learner()?;
+        let deadline = Instant::now() + Duration::from_millis(r.deadline_ms);
+        campaign(&self.ctx, deadline).await?;
+        Ok(Response::new(TimeoutNowResponse {}))
+    }
+
+    async fn cluster_info(
+        &self,
+        _: Request<ClusterInfoRequest>,
+    ) -> Result<Response<ClusterInfoResponse>, Status> {
+        Ok(Response::new(ClusterInfoResponse {
+            cluster_id: self.ctx.config().cluster_id,
+            members: cluster::members(&self.ctx),
+        }))
+    }
+}
+
+/// Campaigns until this member leads or `deadline` passes. The old leader
+/// has stopped its heartbeats; votes are granted once its lease runs out.
+pub async fn campaign(ctx: &Context, deadline: Instant) -> Result<(), Status> {
+    let me = ctx.config().member_id;
+    let mut metrics = ctx.raft().metrics();
+    let pause = Duration::from_millis(ctx.config().election_timeout_ms / 4 + 1);
+    while Instant::now() < deadline {
+        if metrics.borrow().current_leader == Some(me) {
+            return Ok(());
+        }
+        ctx.raft()
+            .trigger()
+            .elect()
+            .await
+            .map_err(|_| Status::from(EtcdError::Stopped))?;
+        let _ =
+            tokio::time::timeout(pause, metrics.wait_for(|m| m.current_leader == Some(me))).await;
+    }
+    if metrics.borrow().current_leader == Some(me) {
+        Ok(())
+    } else {
+        Err(Status::deadline_exceeded(
+            "etcdserver: request timed out, leader transfer took too long",
+        ))
+    }
+}
