@@ -1,10 +1,12 @@
 //! Packaging checks that need no cluster and no Docker engine: the
 //! Dockerfile builds real workspace binaries from files that exist, the Helm
 //! chart lints and renders least-privilege RBAC and a hardened Deployment,
-//! the chart's CRD is the generated one, and the examples fit the CRD.
+//! the chart's CRD is the generated one, the examples fit the CRD, and the
+//! kind walkthrough (`kind_walkthrough`) agrees with all of them.
 //!
-//! The Helm tests need `helm` (`scripts/install-helm.sh`): they are skipped
-//! without it, and fail without it when CI=true.
+//! The Helm tests need `helm` (`scripts/install-helm.sh`), the shellcheck
+//! test `shellcheck` (`scripts/test.sh` installs it): they are skipped
+//! without them, and fail without them when CI=true.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -690,3 +692,10 @@ fn examples_fit_the_crd() {
     let doc = read("examples/kube-apiserver.md");
     assert!(doc.contains("--etcd-servers") && doc.contains("status.clientEndpoint"));
 }
+
+// ------------------------------------------------------------ kind walkthrough
+
+// A module of this test target, not a target of its own: it shares the
+// helpers above.
+#[path = "packaging/kind_walkthrough.rs"]
+mod kind_walkthrough;
