@@ -532,4 +532,50 @@ mod tests {
         let err = Config::from_flags(f).unwrap_err();
         assert!(err.to_string().contains("couldn't find local name"));
     }
+
+    #[test]
+    fn three_member_ids_are_derived_from_the_whole_initial_cluster() {
+        let cluster = "a=http://127.0.0.1:2380,b=http://127.0.0.1:2381,c=http://127.0.0.1:2382";
+        let config = |name: &str, port: u16| {
+            let url = format!("http://127.0.0.1:{port}");
+            let f = flags(&[
+                "--name",
+                name,
+                "--initial-cluster",
+                cluster,
+                "--initial-advertise-peer-urls",
+                &url,
+                "--initial-cluster-token",
+                "t1",
+            ])
+            .unwrap();
+            Config::from_flags(f).unwrap()
+        };
+        let (a, b, c) = (config("a", 2380), config("b", 2381), config("c", 2382));
+        // Every member computes the same cluster id, and distinct member ids.
+        assert_eq!(a.cluster_id, b.cluster_id);
+        assert_eq!(b.cluster_id, c.cluster_id);
+        assert_ne!(a.member_id, b.member_id);
+        assert_eq!(a.initial_cluster.len(), 3);
+        assert!(!a.join_existing);
+        assert_eq!(
+            a.member_id,
+            ids::member_id(&["http://127.0.0.1:2380".to_string()], "t1")
+        );
+    }
+
+    #[test]
+    fn existing_state_and_max_learners_parse() {
+        let f = flags(&[
+            "--initial-cluster-state=existing",
+            "--max-learners=2",
+            "--strict-reconfig-check=false",
+        ])
+        .unwrap();
+        let c = Config::from_flags(f).unwrap();
+        assert!(c.join_existing);
+        assert_eq!(c.max_learners, 2);
+        assert!(flags(&["--initial-cluster-state=joining"]).is_err());
+        assert!(Config::from_flags(flags(&["--max-learners=0"]).unwrap()).is_err());
+    }
 }

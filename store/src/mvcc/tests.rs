@@ -100,6 +100,37 @@ fn reads_reject_future_and_compacted_revisions() {
 }
 
 #[test]
+fn hash_kv_agrees_on_equal_histories_and_tells_different_ones_apart() {
+    let stores: Vec<_> = (0..3)
+        .map(|_| {
+            let (db, tree) = temp_tree();
+            (db, Mvcc::open(tree).unwrap())
+        })
+        .collect();
+    for (_, s) in &stores {
+        put(s, b"a", b"1");
+        put(s, b"b", b"2");
+    }
+    put(&stores[2].1, b"a", b"changed");
+    let (h0, compacted, rev) = stores[0].1.hash_kv(0).unwrap();
+    assert_eq!((compacted, rev), (-1, 3));
+    assert_eq!(stores[1].1.hash_kv(0).unwrap().0, h0);
+    // The same history up to revision 3 hashes alike; the later write shows.
+    assert_eq!(stores[2].1.hash_kv(3).unwrap().0, h0);
+    assert_ne!(stores[2].1.hash_kv(0).unwrap().0, h0);
+    assert_ne!(stores[0].1.hash_kv(2).unwrap().0, h0);
+    assert!(matches!(
+        stores[0].1.hash_kv(9),
+        Err(MvccError::FutureRevision)
+    ));
+    let mut w = stores[2].1.write();
+    w.compact(3).unwrap();
+    w.commit().unwrap();
+    assert!(matches!(stores[2].1.hash_kv(2), Err(MvccError::Compacted)));
+    assert_eq!(stores[2].1.hash_kv(0).unwrap().1, 3);
+}
+
+#[test]
 fn compaction_frees_disk_entries() {
     let (_db, tree) = temp_tree();
     let store = Mvcc::open(tree.clone()).unwrap();
