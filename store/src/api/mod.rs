@@ -9,6 +9,7 @@ mod lease;
 mod maintenance;
 mod peer;
 mod propose;
+mod read_index;
 mod unsupported;
 mod watch;
 
@@ -18,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use ferrocd_proto::etcdserverpb::ResponseHeader;
 use ferrocd_proto::ferrocdpb::{internal_request, InternalRequest};
-use openraft::error::RaftError;
 use prost::Message;
 use tonic::Status;
 
@@ -50,6 +50,7 @@ struct Shared {
     db: sled::Db,
     peers: Arc<PeerClients>,
     proposer: propose::Proposer,
+    reads: read_index::ReadIndex,
     next_id: AtomicU64,
     next_lease_id: AtomicI64,
 }
@@ -63,15 +64,18 @@ impl Context {
         peers: Arc<PeerClients>,
     ) -> Self {
         let lease_base = lease_id_base(config.member_id);
-        let proposer = propose::Proposer::start(propose::Route {
+        let route = propose::Route {
             raft: raft.clone(),
             me: config.member_id,
             peers: peers.clone(),
             timeout: request_timeout(&config),
-        });
+        };
+        let proposer = propose::Proposer::start(route.clone());
+        let reads = read_index::ReadIndex::start(route);
         Context {
             inner: Arc::new(Shared {
                 proposer,
+                reads,
                 raft,
                 mvcc,
                 config,
@@ -108,11 +112,7 @@ impl Context {
 
     /// The leader this member knows of, with its membership record.
     pub fn leader(&self) -> Option<(u64, Member)> {
-        let m = self.inner.raft.metrics();
-        let m = m.borrow();
-        let id = m.current_leader?;
-        let node = m.membership_config.membership().get_node(&id)?.clone();
-        Some((id, node))
+        leader_of(&self.inner.raft)
     }
 
     /// Whether this member leads the cluster now.
@@ -230,42 +230,8 @@ impl Context {
     pub async fn linearizable(&self) -> Result<(), Status> {
         self.reject_learner()?;
         let deadline = Instant::now() + self.request_timeout();
-        loop {
-            let (leader, node) = self.wait_leader(deadline).await?;
-            if leader == self.inner.config.member_id {
-                let read =
-                    tokio::time::timeout_at(deadline.into(), self.inner.raft.ensure_linearizable())
-                        .await;
-                return match read {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(RaftError::Fatal(_))) => Err(EtcdError::Stopped.into()),
-                    Ok(Err(RaftError::APIError(_))) => Err(EtcdError::NoLeader.into()),
-                    Err(_) => Err(self.timeout_error()),
-                };
-            }
-            match self.read_index_from(&node, deadline).await {
-                Ok(index) => return self.wait_applied(index, deadline).await,
-                // Leadership moved between asking and answering: ask again.
-                Err(e) if e.message() == EtcdError::NotLeader.message() => {
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
-                Err(e) if Instant::now() >= deadline => return Err(e),
-                Err(e) if peer::unreachable(&e) => tokio::time::sleep(RETRY_PAUSE).await,
-                Err(e) => return Err(e),
-            }
-            if Instant::now() >= deadline {
-                return Err(self.timeout_error());
-            }
-        }
-    }
-
-    async fn read_index_from(&self, leader: &Member, deadline: Instant) -> Result<u64, Status> {
-        let mut client = self.inner.peers.member(leader).map_err(peer::status)?;
-        let mut req = tonic::Request::new(ferrocd_proto::ferrocdpb::ReadIndexRequest {
-            cluster_id: self.inner.config.cluster_id,
-        });
-        req.set_timeout(deadline.saturating_duration_since(Instant::now()));
-        Ok(client.read_index(req).await?.into_inner().index)
+        let index = self.inner.reads.get().await?;
+        self.wait_applied(index, deadline).await
     }
 
     /// The error of a request that ran out of time: "no leader" when there
@@ -319,6 +285,15 @@ impl Context {
 
 /// How long to wait before asking again after leadership moved.
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+/// The leader `raft` knows of, with its membership record.
+fn leader_of(raft: &Raft) -> Option<(u64, Member)> {
+    let m = raft.metrics();
+    let m = m.borrow();
+    let id = m.current_leader?;
+    let node = m.membership_config.membership().get_node(&id)?.clone();
+    Some((id, node))
+}
 
 /// How long a request may wait for raft, as etcd computes it: 5 s plus two
 /// election timeouts.

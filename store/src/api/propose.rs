@@ -12,8 +12,8 @@ use prost::Message;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tonic::Status;
 
-use super::{peer, EtcdError};
-use crate::raft::{PeerClients, Raft, Request, Response};
+use super::{peer, EtcdError, RETRY_PAUSE};
+use crate::raft::{Member, PeerClients, Raft, Request, Response};
 
 /// Most requests in one entry.
 const MAX_BATCH: usize = 1024;
@@ -44,8 +44,12 @@ pub struct Route {
     pub timeout: Duration,
 }
 
-/// Pause before looking for the leader again.
-const RETRY_PAUSE: Duration = Duration::from_millis(20);
+impl Route {
+    /// The leader, with its membership record, if known.
+    pub fn leader(&self) -> Option<(u64, Member)> {
+        super::leader_of(&self.raft)
+    }
+}
 
 impl Proposer {
     /// Starts the batching task.
@@ -128,14 +132,7 @@ async fn run(route: Route, mut rx: mpsc::Receiver<(InternalRequest, Reply)>) {
 async fn forward(route: &Route, batch: InternalBatch) -> Result<Vec<Response>, Status> {
     let deadline = Instant::now() + route.timeout;
     loop {
-        let leader = {
-            let m = route.raft.metrics();
-            let m = m.borrow();
-            m.current_leader.and_then(|id| {
-                let node = m.membership_config.membership().get_node(&id)?.clone();
-                Some((id, node))
-            })
-        };
+        let leader = route.leader();
         let had_leader = leader.is_some();
         match leader {
             None => {}
