@@ -1,6 +1,13 @@
 //! Harness for end-to-end tests: starts real `ferrocd` and `etcd` processes
 //! on free loopback ports, each with its own data directory, and stops them
-//! when dropped.
+//! when dropped. [`Server`] is one single-member server, [`Cluster`] several
+//! members of one cluster, [`etcdctl_pair`] runs etcdctl side by side on a
+//! ferrocd and an etcd.
+
+mod cluster;
+pub mod etcdctl_pair;
+
+pub use cluster::{Cluster, NewMember, FAST_ELECTIONS};
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -8,7 +15,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use ferrocd_proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use ferrocd_proto::etcdserverpb::StatusRequest;
+use ferrocd_proto::etcdserverpb::{StatusRequest, StatusResponse};
+use tonic::transport::{Channel, Endpoint};
 
 /// Which server a [`Server`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +28,8 @@ pub enum Kind {
 /// A running server process.
 pub struct Server {
     pub kind: Kind,
+    /// The member name (`--name`).
+    pub name: String,
     /// `http://127.0.0.1:PORT`
     pub client_url: String,
     /// `127.0.0.1:PORT`, as etcdctl's `--endpoints` takes it.
@@ -28,7 +38,28 @@ pub struct Server {
     pub peer_url: String,
     args: Vec<String>,
     child: Option<Child>,
+    /// Whether the process was sent SIGSTOP and not SIGCONT since.
+    stopped: bool,
     dir: tempfile::TempDir,
+}
+
+/// The ports and URLs of one member, chosen before it starts.
+pub(crate) struct Addresses {
+    pub(crate) client_url: String,
+    pub(crate) endpoint: String,
+    pub(crate) peer_url: String,
+}
+
+impl Addresses {
+    /// Fresh free loopback ports for the client and the peer listener.
+    pub(crate) fn loopback() -> Addresses {
+        let (client, peer) = (free_port(), free_port());
+        Addresses {
+            client_url: format!("http://127.0.0.1:{client}"),
+            endpoint: format!("127.0.0.1:{client}"),
+            peer_url: format!("http://127.0.0.1:{peer}"),
+        }
+    }
 }
 
 /// Whether this run is CI, where a missing tool is a failure, not a skip.
@@ -97,35 +128,54 @@ impl Server {
     }
 
     async fn start(kind: Kind, extra: &[&str]) -> Server {
+        let addrs = Addresses::loopback();
+        let cluster = vec![format!("--initial-cluster=default={}", addrs.peer_url)];
+        let mut server = Server::prepare(kind, "default", addrs, &cluster, extra);
+        server.launch();
+        server.wait_ready().await;
+        server
+    }
+
+    /// A server not started yet: `--name`, data dir and listener flags,
+    /// then `cluster_flags`, then `extra`.
+    pub(crate) fn prepare(
+        kind: Kind,
+        name: &str,
+        addrs: Addresses,
+        cluster_flags: &[String],
+        extra: &[&str],
+    ) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (client, peer) = (free_port(), free_port());
-        let client_url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
+        let Addresses {
+            client_url,
+            endpoint,
+            peer_url,
+        } = addrs;
         let data_dir = dir.path().join("data");
         let mut args: Vec<String> = vec![
-            "--name=default".into(),
+            format!("--name={name}"),
             format!("--data-dir={}", data_dir.display()),
             format!("--listen-client-urls={client_url}"),
             format!("--advertise-client-urls={client_url}"),
             format!("--listen-peer-urls={peer_url}"),
             format!("--initial-advertise-peer-urls={peer_url}"),
-            format!("--initial-cluster=default={peer_url}"),
         ];
+        args.extend(cluster_flags.iter().cloned());
         if kind == Kind::Etcd {
             args.extend(["--logger=zap".into(), "--log-level=error".into()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut server = Server {
+        Server {
             kind,
-            endpoint: format!("127.0.0.1:{client}"),
+            name: name.to_string(),
+            endpoint,
             client_url,
             peer_url,
             args,
             child: None,
+            stopped: false,
             dir,
-        };
-        server.spawn().await;
-        server
+        }
     }
 
     fn program(&self) -> PathBuf {
@@ -145,7 +195,10 @@ impl Server {
         self.dir.path().join("data")
     }
 
-    async fn spawn(&mut self) {
+    /// Starts the process without waiting for it to be ready (members of
+    /// a new cluster can only elect a leader once enough of them run).
+    pub fn launch(&mut self) {
+        assert!(self.child.is_none(), "the server is already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -158,10 +211,11 @@ impl Server {
             .spawn()
             .unwrap_or_else(|e| panic!("starting {:?}: {e}", self.program()));
         self.child = Some(child);
-        self.wait_ready().await;
+        self.stopped = false;
     }
 
-    /// Waits until the server answers Maintenance.Status.
+    /// Waits until the server answers Maintenance.Status and knows a
+    /// leader.
     pub async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -172,17 +226,14 @@ impl Server {
                     self.log()
                 );
             }
-            if let Ok(mut c) = MaintenanceClient::connect(self.client_url.clone()).await {
-                if let Ok(s) = c.status(StatusRequest {}).await {
-                    if s.get_ref().leader != 0 {
-                        return;
-                    }
-                }
+            if self.status().await.is_ok_and(|s| s.leader != 0) {
+                return;
             }
             assert!(
                 Instant::now() < deadline,
-                "{:?} not ready in 30s; log:\n{}",
+                "{:?} {} not ready in 30s; log:\n{}",
                 self.kind,
+                self.name,
                 self.log()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -194,12 +245,66 @@ impl Server {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// Maintenance.Status of this server, failing after 2 s (a stopped
+    /// process never answers).
+    pub async fn status(&self) -> Result<StatusResponse, String> {
+        let mut c = MaintenanceClient::new(self.channel().await?);
+        c.status(StatusRequest {})
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|e| e.message().to_string())
+    }
+
+    /// A gRPC channel to this server whose calls fail after 2 s.
+    pub async fn channel(&self) -> Result<Channel, String> {
+        Endpoint::from_shared(self.client_url.clone())
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(2))
+            .connect()
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Whether the process runs and is not stopped.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some() && !self.stopped
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the process with SIGKILL and reaps it.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+        self.stopped = false;
+    }
+
+    /// Freezes the process (SIGSTOP): it holds its ports but answers
+    /// nothing, like a member cut off by a partition.
+    pub fn sigstop(&mut self) {
+        self.signal("STOP");
+        self.stopped = true;
+    }
+
+    /// Resumes a process frozen by [`Server::sigstop`] (SIGCONT).
+    pub fn sigcont(&mut self) {
+        self.signal("CONT");
+        self.stopped = false;
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.pid().expect("server is running").to_string();
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{sig} {pid}");
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -223,7 +328,8 @@ impl Server {
     /// Starts the process again with the same flags and data.
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server before restarting it");
-        self.spawn().await;
+        self.launch();
+        self.wait_ready().await;
     }
 
     /// Runs `etcdctl` (API v3) against this server.
@@ -233,22 +339,7 @@ impl Server {
 
     /// Runs `etcdctl` with `input` on its standard input.
     pub fn etcdctl_with_input(&self, args: &[&str], input: Option<&str>) -> Output {
-        use std::io::Write;
-        let mut cmd = Command::new("etcdctl");
-        cmd.env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", self.endpoint))
-            .arg("--command-timeout=10s")
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("etcdctl");
-        let mut stdin = child.stdin.take().expect("stdin");
-        if let Some(text) = input {
-            stdin.write_all(text.as_bytes()).expect("etcdctl stdin");
-        }
-        drop(stdin);
-        child.wait_with_output().expect("etcdctl output")
+        etcdctl(&self.endpoint, args, input)
     }
 
     /// An `etcd-client` crate client connected to this server.
@@ -257,6 +348,27 @@ impl Server {
             .await
             .expect("etcd-client connect")
     }
+}
+
+/// Runs `etcdctl` (API v3, 10 s command timeout) against `endpoints`
+/// (comma-separated `host:port`), with `input` on its standard input.
+pub fn etcdctl(endpoints: &str, args: &[&str], input: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut cmd = Command::new("etcdctl");
+    cmd.env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .arg("--command-timeout=10s")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("etcdctl");
+    let mut stdin = child.stdin.take().expect("stdin");
+    if let Some(text) = input {
+        stdin.write_all(text.as_bytes()).expect("etcdctl stdin");
+    }
+    drop(stdin);
+    child.wait_with_output().expect("etcdctl output")
 }
 
 impl Drop for Server {

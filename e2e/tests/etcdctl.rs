@@ -20,119 +20,32 @@
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use ferrocd_e2e::{require_tool, Server};
-use ferrocd_proto::etcdserverpb::cluster_client::ClusterClient;
+use ferrocd_e2e::etcdctl_pair::{start_pair, Identity, Out};
+use ferrocd_e2e::Server;
 use ferrocd_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use ferrocd_proto::etcdserverpb::{
-    DeleteRangeResponse, MemberListRequest, PutResponse, RangeResponse, ResponseHeader,
-    StatusRequest, TxnResponse,
+    DeleteRangeResponse, PutResponse, RangeResponse, ResponseHeader, StatusRequest, TxnResponse,
 };
 use prost::Message;
 use serde_json::Value;
 
-/// One etcdctl run, normalised.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
 /// One server and what must be masked in its outputs.
 struct Side {
     server: Server,
-    /// (text, placeholder), longest text first.
-    masks: Vec<(String, String)>,
-    member_id: u64,
-    cluster_id: u64,
-    raft_term: u64,
+    id: Identity,
 }
 
 impl Side {
-    async fn new(server: Server) -> Side {
-        let mut m = MaintenanceClient::connect(server.client_url.clone())
-            .await
-            .expect("connect");
-        let status = m
-            .status(StatusRequest {})
-            .await
-            .expect("status")
-            .into_inner();
-        let header = status.header.expect("status header");
-        let mut c = ClusterClient::connect(server.client_url.clone())
-            .await
-            .expect("connect");
-        let members = c
-            .member_list(MemberListRequest {
-                linearizable: false,
-            })
-            .await
-            .expect("member list")
-            .into_inner();
-        let mut masks = vec![
-            // Quoted so JSON output stays parseable after masking.
-            (header.member_id.to_string(), "\"<MEMBER_ID>\"".to_string()),
-            (format!("{:x}", header.member_id), "<MEMBER_ID>".to_string()),
-            (
-                header.cluster_id.to_string(),
-                "\"<CLUSTER_ID>\"".to_string(),
-            ),
-            (
-                format!("{:x}", header.cluster_id),
-                "<CLUSTER_ID>".to_string(),
-            ),
-            (server.client_url.clone(), "<CLIENT_URL>".to_string()),
-            (server.endpoint.clone(), "<ENDPOINT>".to_string()),
-        ];
-        for m in &members.members {
-            for u in &m.peer_ur_ls {
-                masks.push((u.clone(), "<PEER_URL>".to_string()));
-            }
-        }
-        masks.sort_by_key(|(text, _)| std::cmp::Reverse(text.len()));
-        Side {
-            server,
-            masks,
-            member_id: header.member_id,
-            cluster_id: header.cluster_id,
-            raft_term: header.raft_term,
-        }
-    }
-
-    fn mask(&self, s: &str) -> String {
-        let mut s = s.to_string();
-        for (text, placeholder) in &self.masks {
-            s = s.replace(text.as_str(), placeholder);
-        }
-        s
-    }
-
     fn normalize(&self, out: &Output) -> Out {
-        let stdout = collapse_tables(&mask_took(
-            &self.mask(&String::from_utf8_lossy(&out.stdout)),
-        ))
-        .trim_end()
-        .to_string();
-        let stderr = String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .map(|line| match serde_json::from_str::<Value>(line) {
-                // etcdctl's client log: keep what it says, drop when and who.
-                Ok(Value::Object(o)) if o.contains_key("level") => format!(
-                    "[{} log] {}: {}",
-                    o["level"].as_str().unwrap_or(""),
-                    o.get("msg").and_then(Value::as_str).unwrap_or(""),
-                    o.get("error").and_then(Value::as_str).unwrap_or("")
-                ),
-                _ => line.to_string(),
-            })
-            .map(|line| mask_took(&self.mask(&line)))
-            .collect::<Vec<_>>()
-            .join("\n");
-        Out {
-            code: out.status.code(),
-            stdout,
-            stderr,
-        }
+        Out::normalize(
+            out,
+            |stdout| {
+                collapse_tables(&mask_took(&self.id.mask(stdout)))
+                    .trim_end()
+                    .to_string()
+            },
+            |line| mask_took(&self.id.mask(line)),
+        )
     }
 }
 
@@ -190,19 +103,17 @@ struct Pair {
 /// Starts both servers; `None` (skip) when etcd or etcdctl is missing
 /// outside CI.
 async fn pair() -> Option<Pair> {
-    if !require_tool("etcdctl") {
-        return None;
-    }
-    let (ferrocd, etcd) = tokio::join!(Server::ferrocd(&[]), Server::etcd(&[]));
-    let etcd = etcd?;
-    let (ferrocd, etcd) = tokio::join!(Side::new(ferrocd), Side::new(etcd));
-    let p = Pair { ferrocd, etcd };
-    // Both count terms alike: 2 on a fresh single member.
-    assert_eq!(
-        p.ferrocd.raft_term, p.etcd.raft_term,
-        "raft term of a fresh member"
-    );
-    Some(p)
+    let ((ferrocd, f), (etcd, e)) = start_pair().await?;
+    Some(Pair {
+        ferrocd: Side {
+            server: ferrocd,
+            id: f,
+        },
+        etcd: Side {
+            server: etcd,
+            id: e,
+        },
+    })
 }
 
 /// Prints a difference that is known and tolerated for now.
@@ -665,7 +576,7 @@ async fn get_protobuf_output_decodes_like_etcd() {
         let h = h.as_mut().expect("header");
         assert_eq!(
             (h.cluster_id, h.member_id),
-            (side.cluster_id, side.member_id)
+            (side.id.cluster_id, side.id.member_id)
         );
         h.cluster_id = 0;
         h.member_id = 0;

@@ -8,7 +8,8 @@
 //! stopped). The two transcripts must be identical after normalising what
 //! must differ between two independently started servers:
 //!
-//! * cluster and member IDs (decimal and hex);
+//! * cluster and member IDs (decimal and hex), the endpoint and the client
+//!   and peer URLs;
 //! * lease IDs, which servers generate: each lease is registered when a
 //!   command reveals it (`lease grant`, a `lock`/`elect` key) and replaced,
 //!   in decimal and in padded and unpadded hex, by `<LEASE#n>` in the order
@@ -34,26 +35,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ferrocd_e2e::{require_tool, Kind, Server};
-use ferrocd_proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use ferrocd_proto::etcdserverpb::StatusRequest;
+use ferrocd_e2e::etcdctl_pair::{start_pair, Identity, Out};
+use ferrocd_e2e::Server;
 use serde_json::Value;
-
-/// One etcdctl run, normalised.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
 
 /// One server and what must be masked in its outputs.
 struct Side {
     server: Server,
     name: &'static str,
-    /// (text, placeholder) for cluster/member IDs and the raft term.
-    masks: Vec<(String, String)>,
-    raft_term: u64,
+    id: Identity,
     /// Lease IDs in the order commands revealed them.
     leases: Mutex<Vec<i64>>,
 }
@@ -69,32 +59,11 @@ impl Transcript {
 }
 
 impl Side {
-    async fn new(server: Server) -> Side {
-        let mut m = MaintenanceClient::connect(server.client_url.clone())
-            .await
-            .expect("connect");
-        let status = m
-            .status(StatusRequest {})
-            .await
-            .expect("status")
-            .into_inner();
-        let h = status.header.expect("status header");
-        let mut masks = vec![
-            (h.member_id.to_string(), "\"<MEMBER_ID>\"".to_string()),
-            (format!("{:x}", h.member_id), "<MEMBER_ID>".to_string()),
-            (h.cluster_id.to_string(), "\"<CLUSTER_ID>\"".to_string()),
-            (format!("{:x}", h.cluster_id), "<CLUSTER_ID>".to_string()),
-            (server.endpoint.clone(), "<ENDPOINT>".to_string()),
-        ];
-        masks.sort_by_key(|(text, _)| std::cmp::Reverse(text.len()));
+    fn new(server: Server, id: Identity) -> Side {
         Side {
-            name: match server.kind {
-                Kind::Ferrocd => "ferrocd",
-                Kind::Etcd => "etcd",
-            },
+            name: id.name,
             server,
-            masks,
-            raft_term: h.raft_term,
+            id,
             leases: Mutex::new(Vec::new()),
         }
     }
@@ -131,33 +100,15 @@ impl Side {
                 s = s.replace(&form(*id), &format!("<LEASE#{}>", i + 1));
             }
         }
-        for (text, placeholder) in &self.masks {
-            s = s.replace(text.as_str(), placeholder);
-        }
-        s
+        self.id.mask(&s)
     }
 
     fn normalize(&self, out: &Output) -> Out {
-        let stderr = String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .map(|line| match serde_json::from_str::<Value>(line) {
-                // etcdctl's client log: keep what it says, drop when and who.
-                Ok(Value::Object(o)) if o.contains_key("level") => format!(
-                    "[{} log] {}: {}",
-                    o["level"].as_str().unwrap_or(""),
-                    o.get("msg").and_then(Value::as_str).unwrap_or(""),
-                    o.get("error").and_then(Value::as_str).unwrap_or("")
-                ),
-                _ => line.to_string(),
-            })
-            .map(|line| self.mask(&line))
-            .collect::<Vec<_>>()
-            .join("\n");
-        Out {
-            code: out.status.code(),
-            stdout: sort_lease_keys(self.mask(&String::from_utf8_lossy(&out.stdout)).trim_end()),
-            stderr,
-        }
+        Out::normalize(
+            out,
+            |stdout| sort_lease_keys(self.mask(stdout).trim_end()),
+            |line| self.mask(line),
+        )
     }
 
     fn etcdctl_cmd(&self, args: &[&str]) -> Command {
@@ -274,19 +225,11 @@ struct Pair {
 /// Starts both servers; `None` (skip) when etcd or etcdctl is missing
 /// outside CI.
 async fn pair() -> Option<Pair> {
-    if !require_tool("etcdctl") {
-        return None;
-    }
-    let (ferrocd, etcd) = tokio::join!(Server::ferrocd(&[]), Server::etcd(&[]));
-    let etcd = etcd?;
-    let (ferrocd, etcd) = tokio::join!(Side::new(ferrocd), Side::new(etcd));
-    let p = Pair { ferrocd, etcd };
-    // Both count terms alike: 2 on a fresh single member.
-    assert_eq!(
-        p.ferrocd.raft_term, p.etcd.raft_term,
-        "raft term of a fresh member"
-    );
-    Some(p)
+    let ((ferrocd, f), (etcd, e)) = start_pair().await?;
+    Some(Pair {
+        ferrocd: Side::new(ferrocd, f),
+        etcd: Side::new(etcd, e),
+    })
 }
 
 impl Pair {
