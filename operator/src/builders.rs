@@ -32,6 +32,19 @@ pub const DATA_VOLUME: &str = "data";
 pub const FIELD_MANAGER: &str = "ferrocd-operator";
 /// The user and group the ferrocd image runs as (distroless "nonroot").
 pub const MEMBER_UID: i64 = 65532;
+/// Label naming the application; `ferrocd` on every member pod and PVC.
+pub const NAME_LABEL: &str = "app.kubernetes.io/name";
+/// Label naming the `EtcdCluster` a member pod or PVC belongs to.
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+/// Label marking objects the operator applies (PVCs, made by the
+/// StatefulSet controller, do not carry it).
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Label selector matching the member pods and PVCs of every cluster:
+/// what the reconciler watches besides the objects it owns.
+pub const MEMBER_OBJECTS_SELECTOR: &str =
+    "app.kubernetes.io/name=ferrocd,app.kubernetes.io/instance";
+/// Label selector matching the objects the operator applies.
+pub const MANAGED_OBJECTS_SELECTOR: &str = "app.kubernetes.io/managed-by=ferrocd-operator";
 
 const CONFIG_INITIAL_CLUSTER: &str = "initial-cluster";
 const CONFIG_INITIAL_CLUSTER_STATE: &str = "initial-cluster-state";
@@ -180,17 +193,14 @@ impl ClusterRef {
 
     fn selector_labels(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
-            ("app.kubernetes.io/name".to_string(), "ferrocd".to_string()),
-            ("app.kubernetes.io/instance".to_string(), self.name.clone()),
+            (NAME_LABEL.to_string(), "ferrocd".to_string()),
+            (INSTANCE_LABEL.to_string(), self.name.clone()),
         ])
     }
 
     fn labels(&self) -> BTreeMap<String, String> {
         let mut labels = self.selector_labels();
-        labels.insert(
-            "app.kubernetes.io/managed-by".to_string(),
-            FIELD_MANAGER.to_string(),
-        );
+        labels.insert(MANAGED_BY_LABEL.to_string(), FIELD_MANAGER.to_string());
         labels
     }
 

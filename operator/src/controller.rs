@@ -28,10 +28,11 @@ use crate::builders::{BuildError, ClusterRef, FIELD_MANAGER};
 use crate::crd::{EtcdCluster, EtcdClusterStatus, MemberStatus};
 use crate::grpc::GrpcEtcd;
 use crate::manifest::{self, PdbChange};
-use crate::membership::{self, EtcdApi, EtcdError, MemberStep, StoreView};
+use crate::membership::{self, EtcdApi, EtcdError, Member, MemberStep, StoreView};
 use crate::metrics::Metrics;
 use crate::planner::{self, Observed, Plan, Progress};
 use crate::status::{self, Observation};
+use crate::volumes::{self, MemberVolume, PvcUids};
 
 /// Finalizer the operator puts on every `EtcdCluster`.
 pub const FINALIZER: &str = "etcdclusters.ferrocd.io/finalizer";
@@ -211,12 +212,14 @@ pub fn requeue_after(progress: &Progress) -> Duration {
 struct Seen {
     planner: Observed,
     ready_pods: BTreeSet<String>,
+    pvc_uids: PvcUids,
     store: Option<StoreView>,
 }
 
 async fn apply<C: EtcdConnector>(cluster: &EtcdCluster, ctx: &Context<C>) -> Result<Action, Error> {
     let cluster_ref = ClusterRef::new(cluster)?;
-    let (seen, etcd) = observe(&cluster_ref, ctx).await?;
+    let previous_members = cluster.status.as_ref().map_or(&[][..], |s| &s.members[..]);
+    let (seen, etcd) = observe(&cluster_ref, previous_members, ctx).await?;
     let plan = planner::plan(&cluster_ref, &cluster.spec, &seen.planner);
     tracing::info!(
         cluster = %cluster.name_any(),
@@ -237,6 +240,7 @@ async fn apply<C: EtcdConnector>(cluster: &EtcdCluster, ctx: &Context<C>) -> Res
 
 async fn observe<C: EtcdConnector>(
     cluster: &ClusterRef,
+    previous_members: &[MemberStatus],
     ctx: &Context<C>,
 ) -> Result<(Seen, Option<C::Api>), Error> {
     let namespace = cluster.namespace();
@@ -247,7 +251,7 @@ async fn observe<C: EtcdConnector>(
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), namespace)
         .list(&selector)
         .await?;
-    let pvcs = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), namespace)
+    let pvc_list = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), namespace)
         .list(&selector)
         .await?;
     let ready_pods = pods
@@ -256,10 +260,15 @@ async fn observe<C: EtcdConnector>(
         .filter(|pod| cluster.ordinal_of_member(&pod.name_any()).is_some() && is_ready(pod))
         .map(|pod| pod.name_any())
         .collect();
-    let pvcs = pvcs
+    let pvcs: BTreeSet<i32> = pvc_list
         .items
         .iter()
         .filter_map(|pvc| cluster.ordinal_of_pvc(&pvc.name_any()))
+        .collect();
+    let pvc_uids: PvcUids = pvc_list
+        .items
+        .iter()
+        .filter_map(|pvc| Some((cluster.ordinal_of_pvc(&pvc.name_any())?, pvc.uid()?)))
         .collect();
     let stateful_set_replicas = stateful_set.map(|sts| {
         sts.spec
@@ -281,13 +290,22 @@ async fn observe<C: EtcdConnector>(
     } else {
         (None, None)
     };
+    let replaced_pvcs = store.as_ref().map_or_else(BTreeSet::new, |store| {
+        volumes::replaced(
+            &volumes::recorded(previous_members),
+            &member_volumes(cluster, store),
+            &pvc_uids,
+        )
+    });
     let seen = Seen {
         planner: Observed {
             stateful_set_replicas,
             pvcs,
+            replaced_pvcs,
             members: store.as_ref().map(StoreView::observed),
         },
         ready_pods,
+        pvc_uids,
         store,
     };
     Ok((seen, etcd))
@@ -466,31 +484,40 @@ fn build_status(
     match &seen.store {
         Some(store) => {
             let leader = store.leader();
+            let recorded = volumes::recorded(&previous.members);
+            let volumes = member_volumes(cluster_ref, store);
             next.members = store
                 .members
                 .iter()
-                .map(|(member, status)| MemberStatus {
-                    name: member.name.clone(),
+                .zip(&volumes)
+                .map(|((member, status), volume)| MemberStatus {
+                    name: member_name(cluster_ref, member),
                     id: format!("{:x}", member.id),
                     peer_url: member.peer_urls.first().cloned().unwrap_or_default(),
                     client_urls: member.client_urls.clone(),
                     is_learner: member.is_learner,
                     is_leader: leader == Some(member.id),
                     healthy: status.is_some(),
+                    pvc_uid: volumes::record(&recorded, volume, &seen.pvc_uids),
                 })
                 .collect();
             next.leader = store
                 .members
                 .iter()
                 .find(|(m, _)| leader == Some(m.id))
-                .map(|(m, _)| m.name.clone());
+                .map(|(m, _)| member_name(cluster_ref, m));
             next.version = store
                 .members
                 .iter()
-                .find_map(|(_, s)| s.as_ref().map(|s| s.version.clone()));
+                .find_map(|(_, s)| s.as_ref().map(|s| s.version.clone()))
+                .or(previous.version);
+            next.cluster_id = cluster_id(store.cluster_id).or(previous.cluster_id);
         }
-        // The store did not answer: keep the last member list, known to no one as healthy.
+        // The store did not answer: keep the last member list, known to no
+        // one as healthy, and the identity and version last seen.
         None => {
+            next.cluster_id = previous.cluster_id;
+            next.version = previous.version;
             next.members = previous
                 .members
                 .into_iter()
@@ -508,8 +535,42 @@ fn build_status(
         .iter()
         .filter(|m| m.healthy && seen.ready_pods.contains(&m.name))
         .count() as i32;
-    next.cluster_id = previous.cluster_id;
     next
+}
+
+/// Each member of `store` with the ordinal of its pod, for the PVC bookkeeping.
+fn member_volumes(cluster: &ClusterRef, store: &StoreView) -> Vec<MemberVolume> {
+    store
+        .members
+        .iter()
+        .map(|(member, status)| MemberVolume {
+            id: member.id,
+            ordinal: member
+                .peer_urls
+                .first()
+                .and_then(|url| planner::ordinal_of(cluster, url)),
+            healthy: status.is_some(),
+        })
+        .collect()
+}
+
+/// The member's name; for a member that has not started yet (etcd lists it
+/// nameless) the name of the pod it will run in.
+fn member_name(cluster: &ClusterRef, member: &Member) -> String {
+    if !member.name.is_empty() {
+        return member.name.clone();
+    }
+    member
+        .peer_urls
+        .first()
+        .and_then(|url| planner::ordinal_of(cluster, url))
+        .map(|ordinal| cluster.member_name(ordinal))
+        .unwrap_or_default()
+}
+
+/// A cluster ID as etcdctl prints it: lower-case hex; 0 means not reported.
+fn cluster_id(id: u64) -> Option<String> {
+    (id != 0).then(|| format!("{id:x}"))
 }
 
 async fn patch_status<C>(

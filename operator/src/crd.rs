@@ -211,7 +211,7 @@ pub struct EtcdClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader: Option<String>,
     /// Cluster ID in hex, as etcdctl prints it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, rename = "clusterID", skip_serializing_if = "Option::is_none")]
     pub cluster_id: Option<String>,
     /// etcd API version the members report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -244,6 +244,11 @@ pub struct MemberStatus {
     /// Whether the member answered a status request.
     #[serde(default)]
     pub healthy: bool,
+    /// UID of the PVC the member was first seen healthy on. A PVC with
+    /// another UID under the member's pod means its data is gone, and the
+    /// member is replaced.
+    #[serde(default, rename = "pvcUID", skip_serializing_if = "Option::is_none")]
+    pub pvc_uid: Option<String>,
 }
 
 /// Lifecycle phase shown in `kubectl get`.

@@ -10,7 +10,7 @@ use ferrocd_proto::etcdserverpb::{
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
-use crate::membership::{EndpointStatus, EtcdApi, EtcdError, Member};
+use crate::membership::{EndpointStatus, EtcdApi, EtcdError, Member, MemberList};
 
 /// A connection to a cluster through one client endpoint (the client Service).
 #[derive(Debug, Clone)]
@@ -32,19 +32,18 @@ impl GrpcEtcd {
 }
 
 impl EtcdApi for GrpcEtcd {
-    async fn member_list(&self) -> Result<Vec<Member>, EtcdError> {
+    async fn member_list(&self) -> Result<MemberList, EtcdError> {
         let response = self
             .cluster
             .clone()
             .member_list(MemberListRequest { linearizable: true })
             .await
-            .map_err(from_status)?;
-        Ok(response
-            .into_inner()
-            .members
-            .into_iter()
-            .map(member)
-            .collect())
+            .map_err(from_status)?
+            .into_inner();
+        Ok(MemberList {
+            cluster_id: response.header.map_or(0, |h| h.cluster_id),
+            members: response.members.into_iter().map(member).collect(),
+        })
     }
 
     async fn member_add(

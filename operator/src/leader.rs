@@ -4,7 +4,9 @@
 //! The replica holding the Lease renews it every few seconds; another takes
 //! it over once it has gone unrenewed for its full duration. Every write
 //! carries the `resourceVersion` that was read, so two candidates racing for
-//! an expired Lease can not both win.
+//! an expired Lease can not both win. A leader that stops (SIGTERM ends the
+//! controller) releases the Lease, so a standby takes over at its next try
+//! instead of after the Lease expires.
 
 use std::future::Future;
 use std::time::Duration;
@@ -103,8 +105,9 @@ impl LeaderElector {
     }
 
     /// Waits until this candidate holds the Lease, then runs `work` while
-    /// renewing it. Returns when `work` ends, or with an error when the Lease
-    /// is lost; the caller should exit then, as a deposed leader must stop.
+    /// renewing it. Returns when `work` ends, after releasing the Lease, or
+    /// with an error when the Lease is lost; the caller should exit then, as
+    /// a deposed leader must stop.
     pub async fn run<F: Future>(&self, work: F) -> Result<F::Output, LostLease> {
         loop {
             match self.try_acquire_or_renew().await {
@@ -115,9 +118,48 @@ impl LeaderElector {
             tokio::time::sleep(self.renew_interval).await;
         }
         tracing::info!(identity = %self.identity, lease = %self.name, "became leader");
-        tokio::select! {
-            output = work => Ok(output),
-            lost = self.keep_renewing() => Err(lost),
+        let output = tokio::select! {
+            output = work => output,
+            lost = self.keep_renewing() => return Err(lost),
+        };
+        match tokio::time::timeout(self.renew_interval, self.release()).await {
+            Ok(Ok(true)) => tracing::info!(lease = %self.name, "released the leader Lease"),
+            Ok(Ok(false)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "leader election: releasing the Lease failed"),
+            Err(_) => tracing::warn!("leader election: releasing the Lease timed out"),
+        }
+        Ok(output)
+    }
+
+    /// Gives up the Lease if we hold it, as client-go's `ReleaseOnCancel`
+    /// does: no holder and a one-second duration, so any candidate acquires
+    /// it at once. `Ok(true)` when released; a Lease someone else holds (or
+    /// wrote since we read it) is left alone.
+    async fn release(&self) -> Result<bool, kube::Error> {
+        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+            return Ok(false);
+        };
+        if LeaseState::of(&lease).holder.as_deref() != Some(self.identity.as_str()) {
+            return Ok(false);
+        }
+        let now = MicroTime(Timestamp::now());
+        let transitions = lease.spec.as_ref().and_then(|s| s.lease_transitions);
+        lease.spec = Some(LeaseSpec {
+            holder_identity: None,
+            lease_duration_seconds: Some(1),
+            acquire_time: Some(now.clone()),
+            renew_time: Some(now),
+            lease_transitions: transitions,
+            ..Default::default()
+        });
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+            Err(error) => Err(error),
         }
     }
 
@@ -304,6 +346,100 @@ mod tests {
         );
         assert_eq!(takeover["spec"]["holderIdentity"], "me");
         assert_eq!(takeover["spec"]["leaseTransitions"], 3);
+    }
+
+    fn lease_of(holder: &str) -> Value {
+        json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "ferrocd-operator", "namespace": "ops", "resourceVersion": "9"},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
+                     "acquireTime": "2026-01-01T00:00:00.000000Z",
+                     "renewTime": "2026-01-01T00:00:10.000000Z", "leaseTransitions": 2},
+        })
+    }
+
+    #[tokio::test]
+    async fn release_clears_the_holder_so_another_candidate_takes_over_at_once() {
+        let (elector, mut handle) = elector();
+        let server = tokio::spawn(async move {
+            let path = format!("{LEASES}/ferrocd-operator");
+            answer(
+                &mut handle,
+                Method::GET,
+                &path,
+                StatusCode::OK,
+                Some(lease_of("me")),
+            )
+            .await;
+            answer(&mut handle, Method::PUT, &path, StatusCode::OK, None).await
+        });
+        assert!(elector.release().await.unwrap());
+        let released = server.await.unwrap();
+        assert_eq!(
+            released["metadata"]["resourceVersion"], "9",
+            "optimistic concurrency"
+        );
+        assert_eq!(released["spec"]["leaseTransitions"], 2);
+        let lease: Lease = serde_json::from_value(released).unwrap();
+        let state = LeaseState::of(&lease);
+        assert_eq!(state.holder, None);
+        assert_eq!(state.duration, Duration::from_secs(1));
+        assert_eq!(
+            decide(Some(&state), Timestamp::now(), "standby"),
+            Decision::Acquire
+        );
+    }
+
+    #[tokio::test]
+    async fn release_leaves_a_lease_held_by_another_alone() {
+        let (elector, mut handle) = elector();
+        let server = tokio::spawn(async move {
+            let path = format!("{LEASES}/ferrocd-operator");
+            answer(
+                &mut handle,
+                Method::GET,
+                &path,
+                StatusCode::OK,
+                Some(lease_of("other")),
+            )
+            .await;
+            handle.next_request().await.is_none()
+        });
+        assert!(!elector.release().await.unwrap());
+        drop(elector);
+        assert!(server.await.unwrap(), "no write after the read");
+    }
+
+    #[tokio::test]
+    async fn leader_releases_the_lease_when_its_work_ends() {
+        let (elector, mut handle) = elector();
+        let server = tokio::spawn(async move {
+            let path = format!("{LEASES}/ferrocd-operator");
+            answer(
+                &mut handle,
+                Method::GET,
+                &path,
+                StatusCode::NOT_FOUND,
+                Some(not_found()),
+            )
+            .await;
+            answer(&mut handle, Method::POST, LEASES, StatusCode::CREATED, None).await;
+            answer(
+                &mut handle,
+                Method::GET,
+                &path,
+                StatusCode::OK,
+                Some(lease_of("me")),
+            )
+            .await;
+            answer(&mut handle, Method::PUT, &path, StatusCode::OK, None).await
+        });
+        // The controller's run ends like this on SIGTERM.
+        let output = elector.run(async { "shut down" }).await.unwrap();
+        assert_eq!(output, "shut down");
+        let released = server.await.unwrap();
+        assert!(released["spec"].get("holderIdentity").is_none());
+        assert_eq!(released["spec"]["leaseDurationSeconds"], 1);
     }
 
     fn at(seconds: i64) -> Timestamp {

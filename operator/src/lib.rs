@@ -10,7 +10,9 @@
 //! * [`planner`]: the pure planner from spec and observations to objects and one step.
 //! * [`manifest`]: the planner's desired objects rendered for apply.
 //! * [`status`]: phase and conditions from the planner's progress.
+//! * [`volumes`]: which PVC holds each member's data, to see volumes re-created empty.
 //! * [`controller`]: the reconciler wiring all of the above to the API server.
+//! * [`watches`]: what triggers a reconcile, member pods and PVCs included.
 //! * [`metrics`]: Prometheus metrics of the reconciler.
 //! * [`leader`]: leader election over a Lease.
 
@@ -24,3 +26,5 @@ pub mod membership;
 pub mod metrics;
 pub mod planner;
 pub mod status;
+pub mod volumes;
+pub mod watches;

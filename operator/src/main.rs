@@ -11,11 +11,7 @@ use axum::routing::get;
 use axum::Router;
 use clap::{ArgAction, Parser};
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::ListParams;
-use kube::runtime::{watcher, Controller};
 use kube::{Api, Client};
 use tracing_subscriber::EnvFilter;
 
@@ -23,9 +19,7 @@ use ferrocd_operator::controller::{error_policy, reconcile, Context, GrpcConnect
 use ferrocd_operator::crd::EtcdCluster;
 use ferrocd_operator::leader::LeaderElector;
 use ferrocd_operator::metrics::Metrics;
-
-/// Children are watched only when they carry the operator's label.
-const MANAGED_BY: &str = "app.kubernetes.io/managed-by=ferrocd-operator";
+use ferrocd_operator::watches;
 
 /// Command line of `ferrocd-operator`.
 #[derive(Debug, Parser)]
@@ -66,10 +60,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     let client = Client::try_default().await?;
-    let clusters: Api<EtcdCluster> = match &args.namespace {
-        Some(namespace) => Api::namespaced(client.clone(), namespace),
-        None => Api::all(client.clone()),
-    };
+    let clusters: Api<EtcdCluster> = watches::scoped(&client, args.namespace.as_deref());
     // Fail fast with a clear message when the CRD is not installed.
     clusters
         .list(&ListParams::default().limit(1))
@@ -91,7 +82,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     });
 
     let ctx = Arc::new(Context::new(client.clone(), metrics, GrpcConnector));
-    let controller = run_controller(clusters, client.clone(), args.namespace.clone(), ctx);
+    let controller = run_controller(client.clone(), args.namespace.clone(), ctx);
     // Standby replicas are ready too: readiness says the process works, not that it leads.
     ready.store(true, Ordering::Relaxed);
     if args.leader_election {
@@ -112,21 +103,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     Ok(())
 }
 
-async fn run_controller(
-    clusters: Api<EtcdCluster>,
-    client: Client,
-    namespace: Option<String>,
-    ctx: Arc<Context>,
-) {
-    let children = || watcher::Config::default().labels(MANAGED_BY);
-    Controller::new(clusters, watcher::Config::default())
-        .owns(scoped::<StatefulSet>(&client, &namespace), children())
-        .owns(scoped::<Service>(&client, &namespace), children())
-        .owns(scoped::<ConfigMap>(&client, &namespace), children())
-        .owns(
-            scoped::<PodDisruptionBudget>(&client, &namespace),
-            children(),
-        )
+async fn run_controller(client: Client, namespace: Option<String>, ctx: Arc<Context>) {
+    watches::controller(&client, namespace.as_deref())
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -136,17 +114,6 @@ async fn run_controller(
             }
         })
         .await;
-}
-
-/// An Api over one namespace, or all when `namespace` is `None`.
-fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(namespace) => Api::namespaced(client.clone(), namespace),
-        None => Api::all(client.clone()),
-    }
 }
 
 fn router(http: Http) -> Router {

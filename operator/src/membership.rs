@@ -19,6 +19,15 @@ pub struct Member {
     pub is_learner: bool,
 }
 
+/// The store's member list and the ID of the cluster that answered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberList {
+    /// Cluster ID from the response header (0 when the server sent none).
+    pub cluster_id: u64,
+    /// The members, learners included.
+    pub members: Vec<Member>,
+}
+
 /// What one member says about itself (etcd's `Maintenance.Status`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointStatus {
@@ -89,8 +98,8 @@ pub enum EtcdError {
 /// The gRPC implementation talks to a real cluster; [`fake::FakeEtcd`]
 /// models etcd's membership rules for tests.
 pub trait EtcdApi: Send + Sync {
-    /// The current member list, learners included.
-    fn member_list(&self) -> impl Future<Output = Result<Vec<Member>, EtcdError>> + Send;
+    /// The current member list, learners included, with the cluster ID.
+    fn member_list(&self) -> impl Future<Output = Result<MemberList, EtcdError>> + Send;
     /// Adds a member with `peer_urls`, as a learner when `is_learner`.
     fn member_add(
         &self,
@@ -149,6 +158,8 @@ pub async fn execute(api: &impl EtcdApi, step: &MemberStep) -> Result<(), EtcdEr
 /// reported them; what the status of the `EtcdCluster` is written from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreView {
+    /// ID of the cluster, from the member list's response header (0: not sent).
+    pub cluster_id: u64,
     /// Each member with its status; `None` when it did not answer.
     pub members: Vec<(Member, Option<EndpointStatus>)>,
 }
@@ -190,16 +201,19 @@ impl StoreView {
 /// The member list with each member's status, or `None` when the store
 /// does not answer the member list.
 pub async fn observe_store(api: &impl EtcdApi) -> Option<StoreView> {
-    let members = api.member_list().await.ok()?;
-    let mut view = Vec::with_capacity(members.len());
-    for member in members {
+    let list = api.member_list().await.ok()?;
+    let mut view = Vec::with_capacity(list.members.len());
+    for member in list.members {
         let status = match member.client_urls.first() {
             Some(endpoint) => api.status(endpoint).await.ok(),
             None => None,
         };
         view.push((member, status));
     }
-    Some(StoreView { members: view })
+    Some(StoreView {
+        cluster_id: list.cluster_id,
+        members: view,
+    })
 }
 
 /// The member list with each member's health, or `None` when the store
@@ -210,7 +224,7 @@ pub async fn observe_members(api: &impl EtcdApi) -> Option<Vec<ObservedMember>> 
 
 /// Shares one store connection (or fake) between owners.
 impl<T: EtcdApi> EtcdApi for std::sync::Arc<T> {
-    fn member_list(&self) -> impl Future<Output = Result<Vec<Member>, EtcdError>> + Send {
+    fn member_list(&self) -> impl Future<Output = Result<MemberList, EtcdError>> + Send {
         (**self).member_list()
     }
 
@@ -263,7 +277,7 @@ mod tests {
     }
 
     async fn id_of(fake: &FakeEtcd, peer_url: &str) -> u64 {
-        let members = fake.member_list().await.unwrap();
+        let members = fake.member_list().await.unwrap().members;
         members
             .iter()
             .find(|m| m.peer_urls[0] == peer_url)
@@ -282,7 +296,7 @@ mod tests {
     async fn add_learner_step_adds_a_non_voting_member() {
         let fake = cluster(3);
         execute(&fake, &add_learner(3)).await.unwrap();
-        let members = fake.member_list().await.unwrap();
+        let members = fake.member_list().await.unwrap().members;
         assert_eq!(members.len(), 4);
         assert!(members[3].is_learner);
         assert!(members[3].name.is_empty(), "not started yet");
@@ -320,7 +334,7 @@ mod tests {
         );
         fake.catch_up("http://m-3:2380");
         execute(&fake, &promote).await.unwrap();
-        let members = fake.member_list().await.unwrap();
+        let members = fake.member_list().await.unwrap().members;
         assert!(members.iter().all(|m| !m.is_learner));
     }
 
@@ -343,7 +357,7 @@ mod tests {
             execute(&fake, &MemberStep::Remove { id, ordinal: 2 }).await,
             Err(EtcdError::NotEnoughStartedMembers)
         );
-        assert_eq!(fake.member_list().await.unwrap().len(), 3);
+        assert_eq!(fake.member_list().await.unwrap().members.len(), 3);
     }
 
     #[tokio::test]
@@ -355,7 +369,7 @@ mod tests {
             .await
             .unwrap();
         assert!(fake.has_quorum());
-        assert_eq!(fake.member_list().await.unwrap().len(), 2);
+        assert_eq!(fake.member_list().await.unwrap().members.len(), 2);
     }
 
     #[tokio::test]
@@ -402,6 +416,14 @@ mod tests {
         fake.catch_up("http://m-3:2380");
         let observed = observe_members(&fake).await.unwrap();
         assert!(observed.iter().find(|m| m.is_learner).unwrap().caught_up);
+    }
+
+    #[tokio::test]
+    async fn store_view_carries_the_cluster_id_of_the_member_list() {
+        let fake = cluster(3);
+        let view = observe_store(&fake).await.unwrap();
+        assert_eq!(view.cluster_id, fake::CLUSTER_ID);
+        assert_eq!(view.members.len(), 3);
     }
 
     #[tokio::test]

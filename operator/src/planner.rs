@@ -22,6 +22,9 @@ pub struct Observed {
     pub stateful_set_replicas: Option<i32>,
     /// Ordinals whose data PVC exists.
     pub pvcs: BTreeSet<i32>,
+    /// Ordinals whose PVC is not the one their member was seen healthy on:
+    /// the volume was re-created empty, so the member's data is gone.
+    pub replaced_pvcs: BTreeSet<i32>,
     /// The store's member list with health; `None` when the store did not answer.
     pub members: Option<Vec<ObservedMember>>,
 }
@@ -235,11 +238,10 @@ impl<'a> Membership<'a> {
             );
         }
         if spec.storage.empty_dir.is_none() {
-            if let Some(&(ordinal, lost)) = self
-                .members
-                .iter()
-                .find(|(o, _)| *o < sts_replicas && !observed.pvcs.contains(o))
-            {
+            if let Some(&(ordinal, lost)) = self.members.iter().find(|(o, _)| {
+                *o < sts_replicas
+                    && (!observed.pvcs.contains(o) || observed.replaced_pvcs.contains(o))
+            }) {
                 return self.remove(ordinal, lost, Progress::ReplacingMember(ordinal));
             }
         }
@@ -305,7 +307,7 @@ impl<'a> Membership<'a> {
 ///
 /// Parsed from the peer URL, not the member name: etcd lists members that
 /// have not started yet with an empty name.
-fn ordinal_of(cluster: &ClusterRef, peer_url: &str) -> Option<i32> {
+pub(crate) fn ordinal_of(cluster: &ClusterRef, peer_url: &str) -> Option<i32> {
     let rest = peer_url.strip_prefix(&format!("http://{}-", cluster.name()))?;
     let digits = rest.split('.').next()?;
     let ordinal: i32 = digits.parse().ok()?;

@@ -10,7 +10,7 @@ use ferrocd_operator::membership::{observe_members, EtcdApi, EtcdError};
 async fn member_list_of_a_single_member_lists_that_member() {
     let server = Server::ferrocd(&[]).await;
     let api = GrpcEtcd::new(&server.client_url).unwrap();
-    let members = api.member_list().await.unwrap();
+    let members = api.member_list().await.unwrap().members;
     assert_eq!(members.len(), 1);
     let solo = &members[0];
     assert_eq!(solo.name, "default");
@@ -20,10 +20,27 @@ async fn member_list_of_a_single_member_lists_that_member() {
 }
 
 #[tokio::test]
+async fn member_list_carries_the_cluster_id_of_the_header() {
+    let server = Server::ferrocd(&[]).await;
+    let api = GrpcEtcd::new(&server.client_url).unwrap();
+    let list = api.member_list().await.unwrap();
+    assert_ne!(list.cluster_id, 0, "a cluster always has an ID");
+    let mut client = server.client().await;
+    let header = client
+        .member_list()
+        .await
+        .unwrap()
+        .header()
+        .cloned()
+        .unwrap();
+    assert_eq!(list.cluster_id, header.cluster_id());
+}
+
+#[tokio::test]
 async fn single_member_reports_itself_as_leader() {
     let server = Server::ferrocd(&[]).await;
     let api = GrpcEtcd::new(&server.client_url).unwrap();
-    let id = api.member_list().await.unwrap()[0].id;
+    let id = api.member_list().await.unwrap().members[0].id;
     let status = api.status(&server.client_url).await.unwrap();
     assert_eq!(status.member_id, id);
     assert_eq!(status.leader, id);

@@ -204,11 +204,18 @@ fn ready_pod(name: String) -> Value {
     })
 }
 
+/// A PVC with the UID `uid-<name>`.
 fn pvc(name: String) -> Value {
+    let uid = format!("uid-{name}");
+    pvc_with_uid(name, &uid)
+}
+
+fn pvc_with_uid(name: String, uid: &str) -> Value {
     serde_json::to_value(PersistentVolumeClaim {
         metadata: kube::api::ObjectMeta {
             name: Some(name),
             namespace: Some(NS.into()),
+            uid: Some(uid.into()),
             ..Default::default()
         },
         ..Default::default()
@@ -372,10 +379,114 @@ async fn scale_up_adds_a_learner_records_an_event_and_reports_scaling() {
         .await
         .expect("reconcile succeeds");
     assert_eq!(action, Action::requeue(REQUEUE_PROGRESSING));
-    let members = fake.member_list().await.unwrap();
+    let members = fake.member_list().await.unwrap().members;
     assert_eq!(members.len(), 4);
     assert!(members[3].is_learner);
     assert_eq!(members[3].peer_urls, vec![c.peer_url(3)]);
+}
+
+#[tokio::test]
+async fn status_reports_cluster_id_version_and_the_pod_name_of_a_learner_not_yet_started() {
+    let cluster = cluster(5);
+    let c = cluster_ref(&cluster);
+    let fake = Arc::new(FakeEtcd::bootstrapped(
+        &(0..3)
+            .map(|i| (c.member_name(i), c.peer_url(i), c.client_url(i)))
+            .collect::<Vec<_>>(),
+    ));
+    fake.member_add(vec![c.peer_url(3)], true).await.unwrap();
+    let sts = serde_json::to_value(builders::stateful_set(&c, &cluster.spec, 3)).unwrap();
+    let mut expectations = observe(
+        Some(sts),
+        (0..3).map(|i| ready_pod(c.member_name(i))).collect(),
+        (0..3).map(|i| pvc(c.pvc_name(i))).collect(),
+    );
+    // The StatefulSet grows to give the learner its pod.
+    expectations.extend(applies("existing", 4, 4));
+    expectations.push(status_apply(&cluster, |status| {
+        assert_eq!(status["clusterID"], "cdf818194e3a8c32");
+        assert_eq!(status["version"], "3.6.0");
+        assert_eq!(status["replicas"], 4);
+        assert_eq!(status["readyReplicas"], 3);
+        let learner = &status["members"][3];
+        assert_eq!(learner["name"], "demo-3");
+        assert_eq!(learner["isLearner"], true);
+        assert_eq!(learner["healthy"], false);
+        assert!(learner.get("pvcUID").is_none(), "recorded once healthy");
+        assert_eq!(status["members"][0]["pvcUID"], "uid-data-demo-0");
+        assert_eq!(
+            condition(status, "Progressing")["reason"],
+            "WaitingForLearner"
+        );
+    }));
+    let action = run(cluster, fake, expectations)
+        .await
+        .expect("reconcile succeeds");
+    assert_eq!(action, Action::requeue(REQUEUE_PROGRESSING));
+}
+
+#[tokio::test]
+async fn member_whose_pvc_was_re_created_empty_is_removed() {
+    let mut cluster = cluster(3);
+    let c = cluster_ref(&cluster);
+    let fake = Arc::new(FakeEtcd::bootstrapped(
+        &(0..3)
+            .map(|i| (c.member_name(i), c.peer_url(i), c.client_url(i)))
+            .collect::<Vec<_>>(),
+    ));
+    let members = fake.member_list().await.unwrap().members;
+    cluster.status = Some(crate::crd::EtcdClusterStatus {
+        members: members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| crate::crd::MemberStatus {
+                name: m.name.clone(),
+                id: format!("{:x}", m.id),
+                pvc_uid: Some(format!("uid-{}", c.pvc_name(i as i32))),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    });
+    // The pod came back with a new, empty claim and can not start.
+    fake.stop(&c.peer_url(1));
+    let sts = serde_json::to_value(builders::stateful_set(&c, &cluster.spec, 3)).unwrap();
+    let mut expectations = observe(
+        Some(sts),
+        vec![ready_pod(c.member_name(0)), ready_pod(c.member_name(2))],
+        vec![
+            pvc(c.pvc_name(0)),
+            pvc_with_uid(c.pvc_name(1), "uid-new"),
+            pvc(c.pvc_name(2)),
+        ],
+    );
+    expectations.extend(applies("existing", 3, 3));
+    expectations.push(expect(
+        Method::POST,
+        format!("/apis/events.k8s.io/v1/namespaces/{NS}/events"),
+        Reply::Echo,
+        |seen| {
+            assert_eq!(seen.body["reason"], "MemberRemoved");
+            assert!(seen.body["note"].as_str().unwrap().contains("demo-1"));
+        },
+    ));
+    expectations.push(status_apply(&cluster, |status| {
+        assert_eq!(
+            condition(status, "Progressing")["reason"],
+            "ReplacingMember"
+        );
+        assert_eq!(
+            status["members"][1]["pvcUID"], "uid-data-demo-1",
+            "the old record stays until the member is gone"
+        );
+    }));
+    let action = run(cluster, fake.clone(), expectations)
+        .await
+        .expect("reconcile succeeds");
+    assert_eq!(action, Action::requeue(REQUEUE_PROGRESSING));
+    let left = fake.member_list().await.unwrap().members;
+    assert_eq!(left.len(), 2);
+    assert!(left.iter().all(|m| m.peer_urls[0] != c.peer_url(1)));
 }
 
 #[tokio::test]
@@ -393,6 +504,8 @@ async fn unreachable_store_keeps_bootstrap_and_pdb_and_reports_members_unhealthy
                 ..Default::default()
             })
             .collect(),
+        cluster_id: Some("cdf818194e3a8c32".into()),
+        version: Some("3.6.0".into()),
         ..Default::default()
     });
     let fake = Arc::new(FakeEtcd::bootstrapped(
@@ -414,6 +527,8 @@ async fn unreachable_store_keeps_bootstrap_and_pdb_and_reports_members_unhealthy
         let members = status["members"].as_array().unwrap();
         assert!(members.iter().all(|m| m["healthy"] == false));
         assert_eq!(condition(status, "Degraded")["reason"], "QuorumUnavailable");
+        assert_eq!(status["clusterID"], "cdf818194e3a8c32", "last seen, kept");
+        assert_eq!(status["version"], "3.6.0", "last seen, kept");
     }));
     let action = run(cluster, fake, expectations)
         .await
@@ -461,7 +576,7 @@ async fn rejected_step_records_a_warning_writes_status_and_fails_the_reconcile()
         .await
         .expect_err("a rejected step fails the reconcile");
     assert_eq!(error.metric_label(), "membership");
-    assert_eq!(fake.member_list().await.unwrap().len(), 4);
+    assert_eq!(fake.member_list().await.unwrap().members.len(), 4);
 }
 
 #[tokio::test]

@@ -3,10 +3,12 @@
 
 use std::sync::Mutex;
 
-use super::{quorum, EndpointStatus, EtcdApi, EtcdError, Member};
+use super::{quorum, EndpointStatus, EtcdApi, EtcdError, Member, MemberList};
 
 /// How many learners etcd allows by default (`--max-learners`).
 pub const MAX_LEARNERS: usize = 1;
+/// The cluster ID every fake reports in its member list's header.
+pub const CLUSTER_ID: u64 = 0xcdf8_1819_4e3a_8c32;
 
 #[derive(Debug, Clone)]
 struct FakeMember {
@@ -98,17 +100,15 @@ fn voters(members: &[FakeMember]) -> usize {
 }
 
 impl EtcdApi for FakeEtcd {
-    async fn member_list(&self) -> Result<Vec<Member>, EtcdError> {
+    async fn member_list(&self) -> Result<MemberList, EtcdError> {
         if !self.has_quorum() {
             return Err(EtcdError::Unavailable("no leader".into()));
         }
-        Ok(self
-            .members
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|m| m.member.clone())
-            .collect())
+        let members = self.members.lock().unwrap();
+        Ok(MemberList {
+            cluster_id: CLUSTER_ID,
+            members: members.iter().map(|m| m.member.clone()).collect(),
+        })
     }
 
     async fn member_add(

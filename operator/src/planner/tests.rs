@@ -58,6 +58,7 @@ fn running(sts: i32, members: Vec<ObservedMember>) -> Observed {
     Observed {
         stateful_set_replicas: Some(sts),
         pvcs: (0..sts).collect(),
+        replaced_pvcs: BTreeSet::new(),
         members: Some(members),
     }
 }
@@ -218,6 +219,18 @@ fn cases() -> Vec<Case> {
                 running(3, vec![voter(0), unhealthy(voter(1)), voter(2)]),
                 &[0, 2],
             ),
+            replicas: Some(3),
+            step: remove(1),
+            delete_pvcs: vec![],
+            progress: Progress::ReplacingMember(1),
+        },
+        Case {
+            name: "member whose PVC was re-created empty is removed",
+            spec: spec(3),
+            observed: Observed {
+                replaced_pvcs: BTreeSet::from([1]),
+                ..running(3, vec![voter(0), unhealthy(voter(1)), voter(2)])
+            },
             replicas: Some(3),
             step: remove(1),
             delete_pvcs: vec![],
@@ -436,6 +449,7 @@ impl World {
         let observed = Observed {
             stateful_set_replicas: self.sts,
             pvcs: self.pvcs.clone(),
+            replaced_pvcs: BTreeSet::new(),
             members: observe_members(&self.fake).await,
         };
         let plan = plan(&self.cluster, spec, &observed);
@@ -461,7 +475,7 @@ impl World {
     }
 
     async fn kubelet(&mut self) {
-        let members = self.fake.member_list().await.unwrap();
+        let members = self.fake.member_list().await.unwrap().members;
         let sts = self.sts.unwrap_or(0);
         for member in &members {
             let url = &member.peer_urls[0];
@@ -509,7 +523,7 @@ impl World {
     }
 
     async fn voter_count(&self) -> usize {
-        let members = self.fake.member_list().await.unwrap();
+        let members = self.fake.member_list().await.unwrap().members;
         members.iter().filter(|m| !m.is_learner).count()
     }
 }
@@ -540,7 +554,7 @@ async fn scale_down_removes_highest_members_then_shrinks_and_frees_their_pvcs() 
 async fn member_that_lost_its_pvc_is_removed_and_re_added() {
     let mut world = World::bootstrapped(3);
     let lost = world.cluster.peer_url(1);
-    let members = world.fake.member_list().await.unwrap();
+    let members = world.fake.member_list().await.unwrap().members;
     let old_id = members.iter().find(|m| m.peer_urls[0] == lost).unwrap().id;
     world.fake.stop(&lost);
     world.pvcs.remove(&1);
@@ -549,7 +563,7 @@ async fn member_that_lost_its_pvc_is_removed_and_re_added() {
         world.step_kinds(),
         [("remove", 1), ("add", 1), ("promote", 1)]
     );
-    let members = world.fake.member_list().await.unwrap();
+    let members = world.fake.member_list().await.unwrap().members;
     let replaced = members.iter().find(|m| m.peer_urls[0] == lost).unwrap();
     assert_ne!(replaced.id, old_id, "re-added under a new member ID");
     assert!(!replaced.is_learner);
