@@ -66,7 +66,7 @@ pub struct Node {
     pub hub: Arc<WatchHub>,
     /// The state machine's database.
     pub db: sled::Db,
-    /// The raft log's database.
+    /// The raft log's metadata database (vote, commit index, purge point).
     pub wal: sled::Db,
     /// The peer listeners.
     pub peer_servers: Vec<tokio::task::JoinHandle<()>>,
@@ -178,9 +178,11 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
     // flushed in the background and before the log is purged behind a
     // snapshot; after a crash, the log replays what it had not yet flushed.
     let db = open_db(&dir.join("db"), 256 << 20, Some(STATE_FLUSH_MS))?;
-    let wal = open_db(&dir.join("wal"), 16 << 20, None)?;
+    // The log's entries live in segment files under `wal`; its vote, commit
+    // index and purge point in a small database beside them.
+    let wal = open_db(&dir.join("raft"), 16 << 20, None)?;
     let mvcc = Arc::new(Mvcc::open(db.open_tree("state")?).context("opening the key-value store")?);
-    let log = LogStore::open(&wal)?;
+    let log = LogStore::open(&wal, &dir.join("wal"))?;
     let hub = WatchHub::new(mvcc.clone(), config.max_request_bytes);
     tokio::spawn(hub.clone().run(config.watch_progress_notify_interval));
     let lessor = Arc::new(Lessor::new(Lessor::min_ttl_for(Duration::from_millis(

@@ -1,8 +1,12 @@
-//! The raft log and vote, in sled trees. Appends are acknowledged only after
-//! fsync; a background flusher groups the fsyncs of many appends.
+//! The raft log: entries in append-only segment files (`wal.rs`), the vote,
+//! commit index and purge point in a small sled database. Appends are
+//! acknowledged only after `fdatasync`; a background task syncs once for
+//! every append that queued up meanwhile.
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{Entry, LogState, OptionalSend, RaftLogReader, Vote};
@@ -10,39 +14,56 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use super::wal::Wal;
 use super::{io_error, read_error, LogId, StorageError, TypeConfig};
 
 const VOTE: &[u8] = b"vote";
 const LAST_PURGED: &[u8] = b"last_purged";
 const COMMITTED: &[u8] = b"committed";
 
-/// The log store. Clones share the same trees.
+/// The log store. Clones share the same log.
 #[derive(Clone)]
 pub struct LogStore {
     db: sled::Db,
-    log: sled::Tree,
     meta: sled::Tree,
+    wal: Arc<Mutex<Log>>,
     flusher: mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
 }
 
+struct Log {
+    wal: Wal,
+    /// The id of the newest entry (or of the purge point when empty).
+    last: Option<LogId>,
+}
+
 impl LogStore {
-    /// Opens the log in `db` and starts its flusher task.
-    pub fn open(db: &sled::Db) -> Result<Self, sled::Error> {
+    /// Opens the log: metadata in `db`, entries under `dir`; starts the
+    /// syncing task.
+    pub fn open(db: &sled::Db, dir: &Path) -> Result<Self, StorageError> {
+        let meta = db.open_tree("raft_meta").map_err(read_error)?;
+        let purged: Option<LogId> = get(&meta, LAST_PURGED)?;
+        let wal = Wal::open(dir, purged.map(|p| p.index)).map_err(read_error)?;
+        let last = match wal.last_index() {
+            Some(i) => {
+                let raw = wal.read(i, i + 1).map_err(read_error)?;
+                let entry: Entry<TypeConfig> = bincode::deserialize(&raw[0]).map_err(read_error)?;
+                Some(entry.log_id)
+            }
+            None => purged,
+        };
+        let wal = Arc::new(Mutex::new(Log { wal, last }));
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(flush_loop(db.clone(), rx));
+        tokio::spawn(sync_loop(wal.clone(), rx));
         Ok(LogStore {
             db: db.clone(),
-            log: db.open_tree("raft_log")?,
-            meta: db.open_tree("raft_meta")?,
+            meta,
+            wal,
             flusher: tx,
         })
     }
 
-    fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
-        match self.meta.get(key).map_err(read_error)? {
-            None => Ok(None),
-            Some(raw) => Ok(Some(bincode::deserialize(&raw).map_err(read_error)?)),
-        }
+    fn log(&self) -> MutexGuard<'_, Log> {
+        self.wal.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn put_meta<T: Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
@@ -51,34 +72,53 @@ impl LogStore {
         Ok(())
     }
 
-    async fn flush(&self) -> Result<(), StorageError> {
+    async fn flush_meta(&self) -> Result<(), StorageError> {
         self.db.flush_async().await.map_err(io_error)?;
         Ok(())
     }
 }
 
-/// Waits for appended entries, fsyncs once for all that queued up meanwhile,
-/// then acknowledges them in order.
-async fn flush_loop(db: sled::Db, mut rx: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
+fn get<T: DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> Result<Option<T>, StorageError> {
+    match tree.get(key).map_err(read_error)? {
+        None => Ok(None),
+        Some(raw) => Ok(Some(bincode::deserialize(&raw).map_err(read_error)?)),
+    }
+}
+
+/// Waits for appends, fsyncs once for all that queued up meanwhile, then
+/// acknowledges them in order.
+async fn sync_loop(wal: Arc<Mutex<Log>>, mut rx: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
     let mut waiting = Vec::new();
     while let Some(first) = rx.recv().await {
         waiting.push(first);
         while let Ok(more) = rx.try_recv() {
             waiting.push(more);
         }
-        let result = db.flush_async().await;
+        let result = sync(&wal).await;
         for cb in waiting.drain(..) {
             let r = match &result {
-                Ok(_) => Ok(()),
-                Err(e) => Err(std::io::Error::other(e.to_string())),
+                Ok(()) => Ok(()),
+                Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
             };
             cb.log_io_completed(r);
         }
     }
 }
 
-fn index_key(index: u64) -> [u8; 8] {
-    index.to_be_bytes()
+/// Makes every append so far durable. A segment is synced before the next
+/// one is started, so syncing the newest covers all.
+async fn sync(wal: &Mutex<Log>) -> std::io::Result<()> {
+    let handle = wal
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .wal
+        .sync_handle();
+    match handle {
+        Some(h) => tokio::task::spawn_blocking(move || h.sync())
+            .await
+            .map_err(std::io::Error::other)?,
+        None => Ok(()),
+    }
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -92,16 +132,15 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => i + 1,
             Bound::Unbounded => 0,
         };
-        let iter = match range.end_bound() {
-            Bound::Included(i) => self.log.range(index_key(start)..=index_key(*i)),
-            Bound::Excluded(i) => self.log.range(index_key(start)..index_key(*i)),
-            Bound::Unbounded => self.log.range(index_key(start)..),
+        let end = match range.end_bound() {
+            Bound::Included(i) => i.saturating_add(1),
+            Bound::Excluded(i) => *i,
+            Bound::Unbounded => u64::MAX,
         };
-        iter.map(|item| {
-            let (_, raw) = item.map_err(read_error)?;
-            bincode::deserialize(&raw).map_err(read_error)
-        })
-        .collect()
+        let raw = self.log().wal.read(start, end).map_err(read_error)?;
+        raw.iter()
+            .map(|r| bincode::deserialize(r).map_err(read_error))
+            .collect()
     }
 }
 
@@ -109,18 +148,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged: Option<LogId> = self.get_meta(LAST_PURGED)?;
-        let last = match self.log.last().map_err(read_error)? {
-            Some((_, raw)) => Some(
-                bincode::deserialize::<Entry<TypeConfig>>(&raw)
-                    .map_err(read_error)?
-                    .log_id,
-            ),
-            None => last_purged,
-        };
+        let last_purged: Option<LogId> = get(&self.meta, LAST_PURGED)?;
         Ok(LogState {
             last_purged_log_id: last_purged,
-            last_log_id: last,
+            last_log_id: self.log().last.or(last_purged),
         })
     }
 
@@ -130,11 +161,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
         self.put_meta(VOTE, vote)?;
-        self.flush().await
+        self.flush_meta().await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError> {
-        self.get_meta(VOTE)
+        get(&self.meta, VOTE)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
@@ -144,7 +175,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.get_meta::<Option<LogId>>(COMMITTED)?.flatten())
+        Ok(get::<Option<LogId>>(&self.meta, COMMITTED)?.flatten())
     }
 
     async fn append<I>(
@@ -156,43 +187,64 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
+        let mut records = Vec::new();
+        let mut last = None;
         for entry in entries {
-            let raw = bincode::serialize(&entry).map_err(io_error)?;
-            batch.insert(&index_key(entry.log_id.index)[..], raw);
+            records.push((
+                entry.log_id.index,
+                bincode::serialize(&entry).map_err(io_error)?,
+            ));
+            last = Some(entry.log_id);
         }
-        self.log.apply_batch(batch).map_err(io_error)?;
+        {
+            let mut log = self.log();
+            log.wal.append(&records).map_err(io_error)?;
+            if last.is_some() {
+                log.last = last;
+            }
+        }
         if let Err(mpsc::error::SendError(cb)) = self.flusher.send(callback) {
-            // The flusher is gone (shutting down): flush here instead.
-            let r = self
-                .db
-                .flush_async()
-                .await
-                .map(|_| ())
-                .map_err(|e| std::io::Error::other(e.to_string()));
-            cb.log_io_completed(r);
+            // The syncing task is gone (shutting down): sync here instead.
+            cb.log_io_completed(sync(&self.wal).await);
         }
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let mut batch = sled::Batch::default();
-        for item in self.log.range(index_key(log_id.index)..) {
-            let (k, _) = item.map_err(read_error)?;
-            batch.remove(k);
-        }
-        self.log.apply_batch(batch).map_err(io_error)?;
-        self.flush().await
+        let wal = self.wal.clone();
+        let last_purged: Option<LogId> = get(&self.meta, LAST_PURGED)?;
+        tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
+            let mut log = wal.lock().unwrap_or_else(|e| e.into_inner());
+            log.wal.truncate(log_id.index).map_err(io_error)?;
+            log.last = match log.wal.last_index() {
+                Some(i) => {
+                    let raw = log.wal.read(i, i + 1).map_err(read_error)?;
+                    let entry: Entry<TypeConfig> =
+                        bincode::deserialize(&raw[0]).map_err(read_error)?;
+                    Some(entry.log_id)
+                }
+                None => last_purged,
+            };
+            Ok(())
+        })
+        .await
+        .map_err(io_error)?
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // The purge point is durable before any file goes.
         self.put_meta(LAST_PURGED, &log_id)?;
-        let mut batch = sled::Batch::default();
-        for item in self.log.range(..=index_key(log_id.index)) {
-            let (k, _) = item.map_err(read_error)?;
-            batch.remove(k);
-        }
-        self.log.apply_batch(batch).map_err(io_error)?;
-        self.flush().await
+        self.flush_meta().await?;
+        let wal = self.wal.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut log = wal.lock().unwrap_or_else(|e| e.into_inner());
+            log.wal.purge(log_id.index).map_err(io_error)?;
+            if log.last.is_none_or(|l| l.index <= log_id.index) {
+                log.last = Some(log_id);
+            }
+            Ok(())
+        })
+        .await
+        .map_err(io_error)?
     }
 }

@@ -12,6 +12,7 @@
 mod log_store;
 pub mod network;
 mod state_machine;
+mod wal;
 
 use ferrocd_proto::etcdserverpb::{
     CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse,

@@ -219,8 +219,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
         self.applied = None;
-        snapshot.sync_all().await.map_err(io_error)?;
-        drop(snapshot);
+        let mut received = snapshot.into_std().await;
+        received.sync_all().map_err(io_error)?;
         let (mvcc, hub, dir, meta) = (
             self.mvcc.clone(),
             self.hub.clone(),
@@ -230,6 +230,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let lessor = self.lessor.clone();
         tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
             let path = dir.join(RECEIVING_SNAPSHOT);
+            // openraft hands back the file `begin_receiving_snapshot` made;
+            // any other handle (a local snapshot, say) is copied there first.
+            if !same_file(&received, &path) {
+                use std::io::Seek;
+                received
+                    .seek(std::io::SeekFrom::Start(0))
+                    .map_err(read_error)?;
+                let mut out = std::fs::File::create(&path).map_err(io_error)?;
+                std::io::copy(&mut received, &mut out).map_err(io_error)?;
+                out.sync_all().map_err(io_error)?;
+            }
+            drop(received);
             // Check the whole file before replacing anything.
             snapshot::verify(&path).map_err(read_error)?;
             let mut reader = SnapshotReader::new(std::fs::File::open(&path).map_err(read_error)?)
@@ -253,6 +265,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         self.open_current().await
+    }
+}
+
+/// Whether `file` is the file at `path`.
+fn same_file(file: &std::fs::File, path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
 }
 
