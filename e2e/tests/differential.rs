@@ -7,14 +7,21 @@
 //! same order, so revisions, versions and raft terms must agree exactly.
 //! Nothing here states an expected result: etcd's answer is the oracle.
 //!
+//! The scripts run twice: against a single ferrocd ([`differential_kv`]) and
+//! against a 3-member ferrocd whose members take the ops in turn
+//! ([`differential_kv_through_every_member_of_a_cluster`]; see [`Side`] for
+//! what a cluster changes and how that is accounted for).
+//!
 //! To extend the test, add requests to one of the `script_*` functions (or a
 //! new one called from [`differential_kv`]). Requests that need a value read
 //! earlier (a mod revision for a kube-style txn, a past revision to read or
 //! compact) take it from etcd's earlier answer.
 
 use std::fmt::{Debug, Write as _};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use ferrocd_e2e::Server;
+use ferrocd_e2e::{Cluster, Server};
 use ferrocd_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use ferrocd_proto::etcdserverpb::kv_client::KvClient;
 use ferrocd_proto::etcdserverpb::maintenance_client::MaintenanceClient;
@@ -23,7 +30,7 @@ use ferrocd_proto::etcdserverpb::request_op::Request;
 use ferrocd_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse,
     PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, StatusRequest,
-    TxnRequest, TxnResponse,
+    StatusResponse, TxnRequest, TxnResponse,
 };
 use ferrocd_proto::mvccpb::KeyValue;
 use tonic::transport::Channel;
@@ -151,31 +158,32 @@ impl Answer {
 // ---------------------------------------------------------------------------
 // The runner.
 
-/// gRPC clients of one server.
+/// gRPC clients of one server (or one member of a cluster).
 struct Endpoint {
+    /// Who answers, in reports: `etcd`, `ferrocd`, `ferrocd m1`.
+    name: String,
     kv: KvClient<Channel>,
     maintenance: MaintenanceClient<Channel>,
+    /// The server's log, shown when it stops answering.
+    log: PathBuf,
 }
 
 impl Endpoint {
-    async fn connect(server: &Server) -> Endpoint {
+    async fn connect(server: &Server, name: String) -> Endpoint {
         let channel = Channel::from_shared(server.client_url.clone())
             .expect("client url")
             .connect()
             .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "connecting to {:?} at {}: {e}",
-                    server.kind, server.client_url
-                )
-            });
+            .unwrap_or_else(|e| panic!("connecting to {name} at {}: {e}", server.client_url));
         Endpoint {
+            name,
             kv: KvClient::new(channel.clone())
                 .max_decoding_message_size(CLIENT_MAX_MESSAGE)
                 .max_encoding_message_size(CLIENT_MAX_MESSAGE),
             maintenance: MaintenanceClient::new(channel)
                 .max_decoding_message_size(CLIENT_MAX_MESSAGE)
                 .max_encoding_message_size(CLIENT_MAX_MESSAGE),
+            log: server.log_path(),
         }
     }
 
@@ -198,14 +206,205 @@ impl Endpoint {
         }
         Ok(reply)
     }
+
+    async fn status(&mut self) -> Result<StatusResponse, Failure> {
+        self.maintenance
+            .status(StatusRequest {})
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(Failure::from)
+    }
+}
+
+/// The processes of one side, running until the comparison ends.
+enum Processes {
+    Single(Server),
+    Cluster(Cluster),
+}
+
+/// One side of the comparison: a single server, or every member of a
+/// cluster with the ops spread over them round-robin.
+struct Side {
+    members: Vec<Endpoint>,
+    /// The member the next op goes to, unless it is served locally.
+    next: usize,
+    /// The member of the last op that succeeded through the leader (a
+    /// write, or a linearizable read): it has applied every write
+    /// acknowledged so far.
+    synced: usize,
+    /// The member the last op went to.
+    last: usize,
+    /// Ops sent to each member.
+    sent: Vec<usize>,
+    /// Added to the top-level header's `raft_term` (see [`Side::cluster`]).
+    term_shift: i64,
+    processes: Processes,
+}
+
+impl Side {
+    async fn single(server: Server) -> Side {
+        let name = format!("{:?}", server.kind).to_lowercase();
+        let member = Endpoint::connect(&server, name).await;
+        Side {
+            members: vec![member],
+            next: 0,
+            synced: 0,
+            last: 0,
+            sent: vec![0],
+            term_shift: 0,
+            processes: Processes::Single(server),
+        }
+    }
+
+    /// Every member of `cluster`, the first op going to a follower.
+    ///
+    /// `raft_term` is the one header field whose value depends on the shape
+    /// of the cluster rather than on the requests: a single member elects
+    /// itself in term 2, while a new cluster's first term depends on how
+    /// many elections it took to agree on a leader (split votes). So this
+    /// side's terms are shifted by (reference term - this cluster's term at
+    /// the start) and then compared exactly: an election during the run
+    /// still shows as a difference in every later header.
+    async fn cluster(cluster: Cluster, reference_term: u64) -> Side {
+        let leader = cluster.leader().await;
+        let term = cluster.members[leader]
+            .status()
+            .await
+            .unwrap_or_else(|e| panic!("status of the leader: {e}"))
+            .raft_term;
+        let mut members = Vec::new();
+        for m in &cluster.members {
+            let name = format!("{:?} {}", m.kind, m.name).to_lowercase();
+            members.push(Endpoint::connect(m, name).await);
+        }
+        let first = (leader + 1) % members.len();
+        Side {
+            sent: vec![0; members.len()],
+            members,
+            next: first,
+            synced: first,
+            last: first,
+            term_shift: reference_term as i64 - term as i64,
+            processes: Processes::Cluster(cluster),
+        }
+    }
+
+    /// The member `op` goes to: the next one in turn, except for a read
+    /// that etcd serves from the member's own store without asking the
+    /// leader (serializable): that goes to the member of the last op that
+    /// went through the leader, since any other member may legitimately
+    /// not have applied the last acknowledged writes yet.
+    fn route(&mut self, op: &Op) -> usize {
+        if served_locally(op) {
+            return self.synced;
+        }
+        let i = self.next;
+        self.next = (i + 1) % self.members.len();
+        i
+    }
+
+    async fn run(&mut self, op: &Op) -> Outcome {
+        let i = self.route(op);
+        self.last = i;
+        self.sent[i] += 1;
+        let mut outcome = self.members[i].run(op).await;
+        if let Ok(reply) = &mut outcome {
+            if !served_locally(op) {
+                self.synced = i;
+            }
+            if let Some(h) = reply.header_mut() {
+                h.raft_term = h.raft_term.wrapping_add_signed(self.term_shift);
+            }
+        }
+        outcome
+    }
+
+    /// The member the last op went to.
+    fn answered(&self) -> &Endpoint {
+        &self.members[self.last]
+    }
+
+    /// Maintenance.Status of the member with every acknowledged write,
+    /// its `raft_term` shifted like the headers.
+    async fn status(&mut self) -> Result<StatusResponse, Failure> {
+        self.last = self.synced;
+        let mut status = self.members[self.synced].status().await?;
+        status.raft_term = status.raft_term.wrapping_add_signed(self.term_shift);
+        Ok(status)
+    }
+
+    /// For a cluster: waits up to 10 s until every member's Status shows
+    /// the same revision, term, leader and raft indexes as the member with
+    /// every acknowledged write; the disagreements otherwise.
+    async fn members_disagree(&mut self) -> Option<String> {
+        let view = |s: &StatusResponse| {
+            (
+                s.header.as_ref().map(|h| h.revision),
+                s.raft_term,
+                s.leader,
+                s.raft_index,
+                s.raft_applied_index,
+            )
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut views = Vec::new();
+            for m in &mut self.members {
+                views.push((m.name.clone(), m.status().await.map(|s| view(&s))));
+            }
+            let reference = &views[self.synced].1;
+            if views.iter().all(|(_, v)| v == reference) {
+                return None;
+            }
+            if std::time::Instant::now() > deadline {
+                return Some(format!(
+                    "members' Status (header.revision, raft_term, leader, raft_index, raft_applied_index) still differ after 10 s: {views:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn description(&self) -> String {
+        match &self.processes {
+            Processes::Single(s) => format!("single {:?}", s.kind),
+            Processes::Cluster(c) => {
+                let spread: Vec<String> = self
+                    .members
+                    .iter()
+                    .zip(&self.sent)
+                    .map(|(m, n)| format!("{}: {n}", m.name))
+                    .collect();
+                format!(
+                    "{}-member {:?}, ops per member {}",
+                    c.members.len(),
+                    c.kind,
+                    spread.join(", ")
+                )
+            }
+        }
+    }
+}
+
+/// Whether etcd 3.4 serves `op` from the member's own store, without a
+/// read index from the leader: a serializable Range, or a Txn whose every
+/// op is a serializable Range (an empty Txn too).
+fn served_locally(op: &Op) -> bool {
+    let serializable = |ops: &[RequestOp]| {
+        ops.iter()
+            .all(|o| matches!(&o.request, Some(Request::RequestRange(r)) if r.serializable))
+    };
+    match op {
+        Op::Range(r) => r.serializable,
+        Op::Txn(t) => serializable(&t.success) && serializable(&t.failure),
+        _ => false,
+    }
 }
 
 /// Runs each op on etcd and on ferrocd and compares the outcomes.
 struct Diff {
-    etcd: Endpoint,
-    ferrocd: Endpoint,
-    /// The processes, to show their logs when one stops answering.
-    servers: [Server; 2],
+    etcd: Side,
+    ferrocd: Side,
     /// Ops run so far (the op number in reports is this, 1-based).
     ops: usize,
     /// Ops whose outcomes were compared.
@@ -219,6 +418,18 @@ struct Diff {
 }
 
 impl Diff {
+    fn new(etcd: Side, ferrocd: Side) -> Diff {
+        Diff {
+            etcd,
+            ferrocd,
+            ops: 0,
+            compared: 0,
+            differences: Vec::new(),
+            known: Vec::new(),
+            rev: 1,
+        }
+    }
+
     /// Runs `op` on both servers; records a difference if the outcomes
     /// differ. Returns etcd's outcome.
     async fn run(&mut self, op: impl Into<Op>) -> Answer {
@@ -226,8 +437,9 @@ impl Diff {
         let (etcd, ferrocd) = self.both(&op).await;
         self.compared += 1;
         if etcd != ferrocd {
+            let who = &self.ferrocd.answered().name;
             self.differences
-                .push(report(self.ops, &op, &etcd, &ferrocd));
+                .push(report(self.ops, &op, &etcd, &ferrocd, who));
         }
         Answer(etcd)
     }
@@ -250,17 +462,18 @@ impl Diff {
         self.ops += 1;
         let etcd = self.etcd.run(op).await;
         let ferrocd = self.ferrocd.run(op).await;
-        for (outcome, server) in [(&etcd, &self.servers[0]), (&ferrocd, &self.servers[1])] {
+        for (outcome, side) in [(&etcd, &self.etcd), (&ferrocd, &self.ferrocd)] {
             if let Err(f) = outcome {
                 // Not an answer of the server but of a lost connection.
                 if f.code == tonic::Code::Unavailable && !f.message.starts_with("etcdserver:") {
-                    let log = server.log();
+                    let server = side.answered();
+                    let log = std::fs::read_to_string(&server.log).unwrap_or_default();
                     let from = log.char_indices().rev().nth(4000).map_or(0, |(i, _)| i);
                     let tail = &log[from..];
                     panic!(
-                        "op #{}: {:?} stopped answering ({f:?})\n  request: {}\nlog tail:\n{tail}",
+                        "op #{}: {} stopped answering ({f:?})\n  request: {}\nlog tail:\n{tail}",
                         self.ops,
-                        server.kind,
+                        server.name,
                         show(op)
                     );
                 }
@@ -279,36 +492,41 @@ impl Diff {
         }
     }
 
-    /// Maintenance.Status: compares only the header revision and raft term
-    /// (versions and database sizes legitimately differ).
+    /// Maintenance.Status: compares only the header revision and raft term.
+    /// Versions and database sizes legitimately differ; so do `raft_index`
+    /// and `raft_applied_index`, which count raft log entries: ferrocd
+    /// gathers concurrent writes into one entry, and a cluster's log holds
+    /// one configuration entry per founding member. Within one cluster
+    /// they must agree: every member is checked against the others.
     async fn status(&mut self) {
         self.ops += 1;
-        let pick = |r: Result<tonic::Response<_>, tonic::Status>| {
-            r.map(
-                |r: tonic::Response<ferrocd_proto::etcdserverpb::StatusResponse>| {
-                    let s = r.into_inner();
-                    (s.header.map(|h| h.revision), s.raft_term)
-                },
-            )
-            .map_err(Failure::from)
+        let pick = |r: Result<StatusResponse, Failure>| {
+            r.map(|s| (s.header.map(|h| h.revision), s.raft_term))
         };
-        let etcd = pick(self.etcd.maintenance.status(StatusRequest {}).await);
-        let ferrocd = pick(self.ferrocd.maintenance.status(StatusRequest {}).await);
+        let etcd = pick(self.etcd.status().await);
+        let ferrocd = pick(self.ferrocd.status().await);
         self.compared += 1;
         if etcd != ferrocd {
             self.differences.push(format!(
-                "op #{}: Maintenance.Status (header.revision, raft_term)\n  etcd:    {etcd:?}\n  ferrocd: {ferrocd:?}",
-                self.ops
+                "op #{}: Maintenance.Status (header.revision, raft_term)\n  etcd:    {etcd:?}\n  {}: {ferrocd:?}",
+                self.ops,
+                self.ferrocd.answered().name
             ));
+        }
+        for side in [&mut self.etcd, &mut self.ferrocd] {
+            if let Some(d) = side.members_disagree().await {
+                self.differences.push(format!("op #{}: {d}", self.ops));
+            }
         }
     }
 }
 
-/// A readable report of one difference.
-fn report(n: usize, op: &Op, etcd: &Outcome, ferrocd: &Outcome) -> String {
+/// A readable report of one difference; `who` is the ferrocd member that
+/// answered.
+fn report(n: usize, op: &Op, etcd: &Outcome, ferrocd: &Outcome, who: &str) -> String {
     let (e, f) = (show(etcd), show(ferrocd));
     let mut out = format!(
-        "op #{n}\n  request: {}\n  etcd:    {e}\n  ferrocd: {f}\n",
+        "op #{n}\n  request: {}\n  etcd:    {e}\n  {who}: {f}\n",
         show(op)
     );
     let at = e.bytes().zip(f.bytes()).take_while(|(a, b)| a == b).count();
@@ -1877,6 +2095,11 @@ async fn script_random(d: &mut Diff, compacted: i64, seed: u64, n: usize) -> i64
     gen.compacted
 }
 
+/// Elections for the cluster side: slower than the harness default, since
+/// an election during the run changes `raft_term` in every later header
+/// (a difference), and a debug build on a loaded machine can miss 500 ms.
+const CLUSTER_ELECTIONS: &[&str] = &["--heartbeat-interval=100", "--election-timeout=2000"];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn differential_kv() {
     // Fails in CI when etcd is missing; skips otherwise.
@@ -1884,16 +2107,36 @@ async fn differential_kv() {
         return;
     };
     let ferrocd = Server::ferrocd(&[]).await;
-    let mut d = Diff {
-        etcd: Endpoint::connect(&etcd).await,
-        ferrocd: Endpoint::connect(&ferrocd).await,
-        servers: [etcd, ferrocd],
-        ops: 0,
-        compared: 0,
-        differences: Vec::new(),
-        known: Vec::new(),
-        rev: 1,
+    compare(Side::single(etcd).await, Side::single(ferrocd).await).await;
+}
+
+/// The same scripts with the ferrocd side a 3-member cluster, ops spread
+/// round-robin over its members starting with a follower: writes are
+/// forwarded to the leader and linearizable reads wait for its read index.
+/// The reference stays a single etcd: members' identities are masked, and
+/// the only header field that depends on the cluster's shape, `raft_term`,
+/// is shifted (see [`Side::cluster`]).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn differential_kv_through_every_member_of_a_cluster() {
+    let Some(etcd) = Server::etcd(&[]).await else {
+        return;
     };
+    let etcd = Side::single(etcd).await;
+    let reference_term = etcd.members[0]
+        .maintenance
+        .clone()
+        .status(StatusRequest {})
+        .await
+        .expect("etcd status")
+        .into_inner()
+        .raft_term;
+    let ferrocd = Cluster::ferrocd(3, CLUSTER_ELECTIONS).await;
+    compare(etcd, Side::cluster(ferrocd, reference_term).await).await;
+}
+
+/// Runs every script on both sides and fails on any difference.
+async fn compare(etcd: Side, ferrocd: Side) {
+    let mut d = Diff::new(etcd, ferrocd);
     let started = std::time::Instant::now();
 
     // The empty store, and compaction of it.
@@ -1918,7 +2161,9 @@ async fn differential_kv() {
     d.status().await;
 
     println!(
-        "differential: {} ops run, {} compared, {} differences, {} known differences, {:?}",
+        "differential ({} against {}): {} ops run, {} compared, {} differences, {} known differences, {:?}",
+        d.ferrocd.description(),
+        d.etcd.description(),
         d.ops,
         d.compared,
         d.differences.len(),

@@ -55,13 +55,16 @@
 //! catch-up responses held 1000 store revisions instead of 1000 revisions
 //! of the watcher's events.
 //!
-//! Both scripts run at the same time, each against its own server.
+//! Both scripts run at the same time, each against its own server. The
+//! script runs twice: against a single ferrocd, and against a 3-member
+//! ferrocd with watches on a follower and writes through the other members
+//! ([`differential_watch_on_a_follower_of_a_cluster`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use ferrocd_e2e::Server;
+use ferrocd_e2e::{Cluster, Server};
 use ferrocd_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use ferrocd_proto::etcdserverpb::kv_client::KvClient;
 use ferrocd_proto::etcdserverpb::lease_client::LeaseClient;
@@ -117,10 +120,12 @@ struct Transcript {
 }
 
 /// The only header fields allowed to differ: the servers' identities.
-fn normalize(mut r: WatchResponse) -> WatchResponse {
+/// `raft_term` is shifted by `term_shift` (see [`Target::cluster`]).
+fn normalize(mut r: WatchResponse, term_shift: i64) -> WatchResponse {
     if let Some(h) = r.header.as_mut() {
         h.cluster_id = 0;
         h.member_id = 0;
+        h.raft_term = h.raft_term.wrapping_add_signed(term_shift);
     }
     r
 }
@@ -142,13 +147,20 @@ struct WatchStream {
     /// Keep only the first of consecutive identical responses (periodic
     /// progress notifications, whose number depends on timing).
     dedupe: bool,
+    /// Added to each response's `raft_term`.
+    term_shift: i64,
 }
 
 impl WatchStream {
     /// Opens a stream whose first request is `first`. (grpc-go servers send
     /// response headers only with the first response, so the first request
     /// must be queued before waiting for the call to be answered.)
-    async fn open(watch: &mut WatchClient<Channel>, name: &str, first: RequestUnion) -> Self {
+    async fn open(
+        watch: &mut WatchClient<Channel>,
+        name: &str,
+        first: RequestUnion,
+        term_shift: i64,
+    ) -> Self {
         let (tx, requests) = request_channel::unbounded();
         tx.unbounded_send(WatchRequest {
             request_union: Some(first),
@@ -184,6 +196,7 @@ impl WatchStream {
             cursor: 0,
             ended: None,
             dedupe: false,
+            term_shift,
         }
     }
 
@@ -214,7 +227,7 @@ impl WatchStream {
         }
         match tokio::time::timeout(timeout, self.rx.recv()).await {
             Ok(Some(Ok(r))) => {
-                self.got.push(normalize(r));
+                self.got.push(normalize(r, self.term_shift));
                 true
             }
             Ok(Some(Err(e))) => {
@@ -313,29 +326,131 @@ impl WatchStream {
 // ---------------------------------------------------------------------------
 // Driving changes.
 
-/// KV, Lease and Watch clients of one server.
-struct Driver {
+/// Where one run of the script sends its requests.
+struct Target<'a> {
+    /// KV and Lease requests go to these in turn.
+    writers: Vec<&'a Server>,
+    /// Watch streams are opened here.
+    watcher: &'a Server,
+    /// Added to watch responses' `raft_term`.
+    term_shift: i64,
+}
+
+impl<'a> Target<'a> {
+    /// Everything through one server.
+    fn single(server: &'a Server) -> Self {
+        Target {
+            writers: vec![server],
+            watcher: server,
+            term_shift: 0,
+        }
+    }
+
+    /// Watches on a follower of `cluster`, KV and Lease requests through
+    /// the other members in turn (the leader and the other follower).
+    ///
+    /// `raft_term` is the one header field whose value depends on the shape
+    /// of the cluster rather than on the requests: a single member elects
+    /// itself in term 2, while a new cluster's first term depends on how
+    /// many elections it took to agree on a leader. So the cluster's terms
+    /// are shifted by (`reference_term` - its term at the start) and then
+    /// compared exactly: an election during the run still shows.
+    async fn cluster(cluster: &'a Cluster, reference_term: u64) -> Self {
+        let leader = cluster.leader().await;
+        let term = cluster.members[leader]
+            .status()
+            .await
+            .unwrap_or_else(|e| panic!("status of the leader: {e}"))
+            .raft_term;
+        let watcher = (leader + 1) % cluster.members.len();
+        Target {
+            writers: (0..cluster.members.len())
+                .filter(|&i| i != watcher)
+                .map(|i| &cluster.members[i])
+                .collect(),
+            watcher: &cluster.members[watcher],
+            term_shift: reference_term as i64 - term as i64,
+        }
+    }
+}
+
+/// KV and Lease clients of one server.
+struct Writer {
     kv: KvClient<Channel>,
     lease: LeaseClient<Channel>,
+}
+
+/// KV, Lease and Watch clients of one target.
+struct Driver {
+    writers: Vec<Writer>,
+    /// The writer of the next request.
+    turn: usize,
     watch: WatchClient<Channel>,
+    /// KV of the watching member when writes go elsewhere: after each
+    /// write, a linearizable read there makes sure it has applied the
+    /// write, as a single server has when it answers. Without it, a
+    /// watcher created (or a progress request sent) on a member still a
+    /// few entries behind would answer at an older revision, and replays
+    /// would be cut differently: legitimate differences of a follower.
+    watcher_kv: Option<KvClient<Channel>>,
+    term_shift: i64,
     t: Transcript,
     /// Current revision, from the last write's header.
     rev: i64,
 }
 
+async fn channel(server: &Server) -> Channel {
+    Channel::from_shared(server.client_url.clone())
+        .expect("client url")
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {:?} {}: {e}", server.kind, server.name))
+}
+
 impl Driver {
-    async fn connect(server: &Server) -> Driver {
-        let channel = Channel::from_shared(server.client_url.clone())
-            .expect("client url")
-            .connect()
-            .await
-            .unwrap_or_else(|e| panic!("connecting to {:?}: {e}", server.kind));
+    async fn connect(target: &Target<'_>) -> Driver {
+        let mut writers = Vec::new();
+        for w in &target.writers {
+            let channel = channel(w).await;
+            writers.push(Writer {
+                kv: KvClient::new(channel.clone()),
+                lease: LeaseClient::new(channel),
+            });
+        }
+        let watcher = channel(target.watcher).await;
+        let elsewhere = target
+            .writers
+            .iter()
+            .any(|w| w.client_url != target.watcher.client_url);
         Driver {
-            kv: KvClient::new(channel.clone()),
-            lease: LeaseClient::new(channel.clone()),
-            watch: WatchClient::new(channel),
+            writers,
+            turn: 0,
+            watch: WatchClient::new(watcher.clone()),
+            watcher_kv: elsewhere.then(|| KvClient::new(watcher)),
+            term_shift: target.term_shift,
             t: Transcript::default(),
             rev: 0,
+        }
+    }
+
+    /// The clients of the next writer in turn.
+    fn writer(&mut self) -> &mut Writer {
+        let i = self.turn;
+        self.turn = (i + 1) % self.writers.len();
+        &mut self.writers[i]
+    }
+
+    /// Waits until the watching member has applied every write answered
+    /// so far (see [`Driver::watcher_kv`]).
+    async fn settle(&mut self) {
+        if let Some(kv) = &mut self.watcher_kv {
+            kv.range(RangeRequest {
+                key: b"\0".to_vec(),
+                count_only: true,
+                ..Default::default()
+            })
+            .await
+            .expect("linearizable read on the watching member");
         }
     }
 
@@ -351,7 +466,8 @@ impl Driver {
     }
 
     async fn open(&mut self, name: &str, first: WatchCreateRequest) -> WatchStream {
-        WatchStream::open(&mut self.watch, name, RequestUnion::CreateRequest(first)).await
+        let first = RequestUnion::CreateRequest(first);
+        WatchStream::open(&mut self.watch, name, first, self.term_shift).await
     }
 
     async fn put(&mut self, key: &str, value: &str) -> i64 {
@@ -365,13 +481,14 @@ impl Driver {
 
     async fn put_req(&mut self, req: PutRequest) -> i64 {
         let what = format!("put {}", String::from_utf8_lossy(&req.key));
-        match self.kv.put(req).await {
+        match self.writer().kv.put(req).await {
             Ok(r) => {
                 let r = r.into_inner();
                 self.record(what, r.header.map(|h| h.revision), String::new())
             }
             Err(e) => self.record(what, None, format!("error {e}")),
         }
+        self.settle().await;
         self.rev
     }
 
@@ -382,7 +499,7 @@ impl Driver {
             range_end: end.into(),
             ..Default::default()
         };
-        match self.kv.delete_range(req).await {
+        match self.writer().kv.delete_range(req).await {
             Ok(r) => {
                 let r = r.into_inner();
                 let detail = format!("deleted {}", r.deleted);
@@ -390,11 +507,12 @@ impl Driver {
             }
             Err(e) => self.record(what, None, format!("error {e}")),
         }
+        self.settle().await;
         self.rev
     }
 
     async fn txn(&mut self, what: &str, req: TxnRequest) -> i64 {
-        match self.kv.txn(req).await {
+        match self.writer().kv.txn(req).await {
             Ok(r) => {
                 let r = r.into_inner();
                 let detail = format!("succeeded {}", r.succeeded);
@@ -402,6 +520,7 @@ impl Driver {
             }
             Err(e) => self.record(what.into(), None, format!("error {e}")),
         }
+        self.settle().await;
         self.rev
     }
 
@@ -410,7 +529,7 @@ impl Driver {
             revision,
             physical: true,
         };
-        match self.kv.compact(req).await {
+        match self.writer().kv.compact(req).await {
             Ok(r) => {
                 let r = r.into_inner();
                 self.record(
@@ -421,10 +540,16 @@ impl Driver {
             }
             Err(e) => self.record(format!("compact {revision}"), None, format!("error {e}")),
         }
+        self.settle().await;
     }
 
     async fn grant(&mut self, id: i64, ttl: i64) {
-        match self.lease.lease_grant(LeaseGrantRequest { id, ttl }).await {
+        match self
+            .writer()
+            .lease
+            .lease_grant(LeaseGrantRequest { id, ttl })
+            .await
+        {
             Ok(r) => {
                 let r = r.into_inner();
                 let detail = format!("id {:#x} error {:?}", r.id, r.error);
@@ -432,10 +557,16 @@ impl Driver {
             }
             Err(e) => self.record(format!("lease grant {id:#x}"), None, format!("error {e}")),
         }
+        self.settle().await;
     }
 
     async fn revoke(&mut self, id: i64) {
-        match self.lease.lease_revoke(LeaseRevokeRequest { id }).await {
+        match self
+            .writer()
+            .lease
+            .lease_revoke(LeaseRevokeRequest { id })
+            .await
+        {
             Ok(r) => {
                 let r = r.into_inner();
                 self.record(
@@ -446,11 +577,13 @@ impl Driver {
             }
             Err(e) => self.record(format!("lease revoke {id:#x}"), None, format!("error {e}")),
         }
+        self.settle().await;
     }
 
     /// The current revision, read (a Range changes nothing).
     async fn current(&mut self) -> i64 {
         let r = self
+            .writer()
             .kv
             .range(RangeRequest {
                 key: b"\0".to_vec(),
@@ -519,9 +652,9 @@ fn value_is(key: &str, value: &str) -> Compare {
 // ---------------------------------------------------------------------------
 // The script.
 
-/// Runs the whole script against `server` and returns what it answered.
-async fn script(server: &Server) -> Transcript {
-    let mut d = Driver::connect(server).await;
+/// Runs the whole script against `target` and returns what it answered.
+async fn script(target: &Target<'_>) -> Transcript {
+    let mut d = Driver::connect(target).await;
     let mut streams = Vec::new();
 
     // History before any watcher exists (the store starts at revision 1).
@@ -1044,6 +1177,31 @@ async fn differential_watch() {
         return;
     };
     let ferrocd = Server::ferrocd(&flags).await;
+    compare(Target::single(&etcd), Target::single(&ferrocd)).await;
+}
+
+/// The same script with the ferrocd side a 3-member cluster: watches on a
+/// follower, writes through the leader and the other follower in turn.
+/// The reference stays a single etcd (see [`Target::cluster`] for the one
+/// header field a cluster shifts). The cluster runs with etcd's default
+/// heartbeat and election timeout, as the single etcd does, so that both
+/// derive the same minimum lease TTL from them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn differential_watch_on_a_follower_of_a_cluster() {
+    let flags = [PROGRESS_NOTIFY_INTERVAL, MAX_REQUEST_BYTES];
+    let Some(etcd) = Server::etcd(&flags).await else {
+        return;
+    };
+    let reference_term = etcd.status().await.expect("etcd status").raft_term;
+    let timing = ["--heartbeat-interval=100", "--election-timeout=1000"];
+    let ferrocd = Cluster::ferrocd(3, &[&flags[..], &timing[..]].concat()).await;
+    let target = Target::cluster(&ferrocd, reference_term).await;
+    compare(Target::single(&etcd), target).await;
+}
+
+/// Runs the script against both targets at the same time and fails on any
+/// difference.
+async fn compare(etcd: Target<'_>, ferrocd: Target<'_>) {
     let (e, f) = tokio::join!(script(&etcd), script(&ferrocd));
 
     // The script must have worked as intended on etcd, the oracle.
@@ -1056,9 +1214,17 @@ async fn differential_watch() {
     let responses: usize = e.watch.values().map(Vec::len).sum();
     let events: usize = e.watch.values().flatten().map(|r| r.events.len()).sum();
     eprintln!(
-        "compared {} watch groups, {responses} responses, {events} events, {} requests",
+        "compared {} watch groups, {responses} responses, {events} events, {} requests \
+         (ferrocd watched on {}, written through {})",
         e.watch.len(),
-        e.requests.len()
+        e.requests.len(),
+        ferrocd.watcher.name,
+        ferrocd
+            .writers
+            .iter()
+            .map(|w| w.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 
     // WATCH_DIFF_SHOW=1 prints what etcd answered, group by group.
@@ -1070,12 +1236,13 @@ async fn differential_watch() {
     }
     let diffs = differences(&e, &f);
     if !diffs.is_empty() {
-        let log = ferrocd.log();
+        let log = ferrocd.watcher.log();
         let from = log.char_indices().rev().nth(3000).map_or(0, |(i, _)| i);
         panic!(
-            "{} difference(s) between etcd and ferrocd:\n\n{}\nferrocd log tail:\n{}",
+            "{} difference(s) between etcd and ferrocd:\n\n{}\nferrocd log tail ({}):\n{}",
             diffs.len(),
             diffs.join("\n"),
+            ferrocd.watcher.name,
             &log[from..]
         );
     }

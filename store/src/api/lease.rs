@@ -12,10 +12,12 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{peer, Context, EtcdError};
+use super::{peer, Context, EtcdError, RETRY_PAUSE};
 use crate::kv::Leases as _;
 use crate::lease::{Lessor, MAX_TTL};
 use crate::raft::Response as Applied;
+use ferrocd_proto::ferrocdpb::peer_client::PeerClient;
+use tonic::transport::Channel;
 
 /// How often the leader looks for expired leases.
 const EXPIRY_CHECK: Duration = Duration::from_millis(500);
@@ -106,22 +108,30 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         self.ctx.reject_learner()?;
         let r = request.into_inner();
-        if self.ctx.is_leader() {
-            return Ok(Response::new(time_to_live_here(
-                &self.ctx,
-                &self.lessor,
-                &r,
-            )));
-        }
-        // Deadlines live on the leader.
         let deadline = Instant::now() + self.ctx.request_timeout();
-        let (_, leader) = self.ctx.wait_leader(deadline).await?;
-        let mut client = self.ctx.peers().member(&leader).map_err(peer::status)?;
-        let mut req = Request::new(r);
-        req.set_timeout(self.ctx.request_timeout());
-        let mut resp = client.lease_time_to_live(req).await?.into_inner();
-        resp.header = Some(self.ctx.header(0));
-        Ok(Response::new(resp))
+        loop {
+            // Deadlines live on the leader.
+            let mut client = match leader(&self.ctx, deadline).await? {
+                Leader::Here => {
+                    return Ok(Response::new(time_to_live_here(
+                        &self.ctx,
+                        &self.lessor,
+                        &r,
+                    )))
+                }
+                Leader::There(client) => client,
+            };
+            let mut req = Request::new(r);
+            req.set_timeout(deadline.saturating_duration_since(Instant::now()));
+            match client.lease_time_to_live(req).await {
+                Ok(resp) => {
+                    let mut resp = resp.into_inner();
+                    resp.header = Some(self.ctx.header(0));
+                    return Ok(Response::new(resp));
+                }
+                Err(e) => retry_or_fail(e, deadline).await?,
+            }
+        }
     }
 
     async fn lease_leases(
@@ -144,15 +154,49 @@ impl Lease for LeaseService {
 /// Renews lease `id` with the leader (this member or, through the peer
 /// protocol, another); answers the TTL, 0 for an unknown or expired lease.
 async fn renew(ctx: &Context, lessor: &Lessor, id: i64) -> Result<i64, Status> {
-    if ctx.is_leader() {
-        return Ok(renew_here(ctx, lessor, id).await);
-    }
     let deadline = Instant::now() + ctx.request_timeout();
-    let (_, leader) = ctx.wait_leader(deadline).await?;
-    let mut client = ctx.peers().member(&leader).map_err(peer::status)?;
-    let mut req = Request::new(LeaseKeepAliveRequest { id });
-    req.set_timeout(ctx.request_timeout());
-    Ok(client.lease_renew(req).await?.into_inner().ttl)
+    loop {
+        let mut client = match leader(ctx, deadline).await? {
+            Leader::Here => return Ok(renew_here(ctx, lessor, id).await),
+            Leader::There(client) => client,
+        };
+        let mut req = Request::new(LeaseKeepAliveRequest { id });
+        req.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        match client.lease_renew(req).await {
+            Ok(resp) => return Ok(resp.into_inner().ttl),
+            Err(e) => retry_or_fail(e, deadline).await?,
+        }
+    }
+}
+
+/// Where lease requests go.
+enum Leader {
+    Here,
+    There(PeerClient<Channel>),
+}
+
+/// The leader, once there is one (until `deadline`).
+async fn leader(ctx: &Context, deadline: Instant) -> Result<Leader, Status> {
+    let (id, node) = ctx.wait_leader(deadline).await?;
+    if id == ctx.config().member_id {
+        return Ok(Leader::Here);
+    }
+    Ok(Leader::There(
+        ctx.peers().member(&node).map_err(peer::status)?,
+    ))
+}
+
+/// After a failed forward: pauses and returns Ok to ask again while the
+/// leader is changing (renewals and TTL reads are safe to repeat, and etcd
+/// retries them until its request timeout); the error otherwise.
+async fn retry_or_fail(e: Status, deadline: Instant) -> Result<(), Status> {
+    let moving = e.message() == EtcdError::NotLeader.message()
+        || matches!(e.code(), tonic::Code::Unavailable | tonic::Code::Cancelled);
+    if !moving || Instant::now() + RETRY_PAUSE >= deadline {
+        return Err(e);
+    }
+    tokio::time::sleep(RETRY_PAUSE).await;
+    Ok(())
 }
 
 /// Renews lease `id` on this member, the leader.
