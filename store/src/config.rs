@@ -91,8 +91,7 @@ pub struct Flags {
     )]
     pub max_learners: usize,
 
-    /// Accepted for compatibility: membership changes are always checked
-    /// against the raft configuration.
+    /// Refuse membership changes that could cost the cluster its quorum.
     #[arg(long, env = "ETCD_STRICT_RECONFIG_CHECK", default_value_t = true,
           num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub strict_reconfig_check: bool,
@@ -189,6 +188,7 @@ pub struct Config {
     /// `--initial-cluster-state=existing`: join a running cluster.
     pub join_existing: bool,
     pub max_learners: usize,
+    pub strict_reconfig_check: bool,
     pub member_id: u64,
     pub cluster_id: u64,
     pub max_request_bytes: usize,
@@ -339,6 +339,7 @@ impl Config {
             initial_cluster,
             join_existing: f.initial_cluster_state == "existing",
             max_learners: f.max_learners,
+            strict_reconfig_check: f.strict_reconfig_check,
             member_id,
             cluster_id,
             max_request_bytes: f.max_request_bytes as usize,
@@ -575,6 +576,8 @@ mod tests {
         let c = Config::from_flags(f).unwrap();
         assert!(c.join_existing);
         assert_eq!(c.max_learners, 2);
+        assert!(!c.strict_reconfig_check);
+        assert!(Config::from_flags(flags(&[]).unwrap()).unwrap().strict_reconfig_check);
         assert!(flags(&["--initial-cluster-state=joining"]).is_err());
         assert!(Config::from_flags(flags(&["--max-learners=0"]).unwrap()).is_err());
     }

@@ -148,6 +148,7 @@ async fn try_apply(ctx: &Context, change: &Change) -> Result<MemberChangeRespons
             .nodes()
             .any(|(id, m)| Some(*id) != except && m.peer_urls.iter().any(|u| urls.contains(u)))
     };
+    let strict = ctx.config().strict_reconfig_check;
     let (member_id, changes, is_learner) = match change {
         Change::Add(r) => {
             let urls = valid_urls(&r.peer_ur_ls)?;
@@ -162,6 +163,9 @@ async fn try_apply(ctx: &Context, change: &Change) -> Result<MemberChangeRespons
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
             // etcd's rule: the URLs and the time of the request.
+            if strict && !r.is_learner {
+                may_add_voter(ctx, &membership).await?;
+            }
             let id = crate::ids::member_id(&urls, &now.to_string());
             if membership.get_node(&id).is_some() {
                 return Err(EtcdError::MemberExist.into());
@@ -181,6 +185,9 @@ async fn try_apply(ctx: &Context, change: &Change) -> Result<MemberChangeRespons
         Change::Remove(r) => {
             find(r.id)?;
             let ids = BTreeSet::from([r.id]);
+            if strict && !learners.contains(&r.id) {
+                may_remove_voter(ctx, &membership, r.id).await?;
+            }
             if learners.contains(&r.id) {
                 (r.id, ChangeMembers::RemoveNodes(ids), true)
             } else {
@@ -213,6 +220,9 @@ async fn try_apply(ctx: &Context, change: &Change) -> Result<MemberChangeRespons
                 .unwrap_or(0);
             if (matched as f64) < LEARNER_READY * last_index as f64 {
                 return Err(EtcdError::LearnerNotReady.into());
+            }
+            if strict {
+                may_add_voter(ctx, &membership).await?;
             }
             (
                 r.id,
@@ -259,6 +269,66 @@ async fn try_apply(ctx: &Context, change: &Change) -> Result<MemberChangeRespons
         member,
         members: list(&after),
     })
+}
+
+/// How long a voter may take to answer the reachability probe.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The voters that answer this member now (itself included).
+async fn reachable_voters(ctx: &Context, membership: &Membership) -> BTreeSet<u64> {
+    let me = ctx.config().member_id;
+    let probes = membership.voter_ids().map(|id| {
+        let node = membership.get_node(&id).cloned();
+        async move {
+            if id == me {
+                return Some(id);
+            }
+            let mut client = ctx.peers().member(&node?).ok()?;
+            let mut req = Request::new(ferrocd_proto::ferrocdpb::ClusterInfoRequest {});
+            req.set_timeout(PROBE_TIMEOUT);
+            client.cluster_info(req).await.ok().map(|_| id)
+        }
+    });
+    futures::future::join_all(probes)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// etcd's strict reconfiguration check for a new voter: every voter must be
+/// up, and the started ones must make a quorum of the larger cluster.
+async fn may_add_voter(ctx: &Context, membership: &Membership) -> Result<(), Retry> {
+    let voters: Vec<u64> = membership.voter_ids().collect();
+    let started = voters
+        .iter()
+        .filter(|id| membership.get_node(id).is_some_and(|m| !m.name.is_empty()))
+        .count();
+    let size_after = voters.len() + 1;
+    let quorum = size_after / 2 + 1;
+    if started < quorum && !(started == 1 && voters.len() == 1) {
+        return Err(EtcdError::MemberNotEnoughStarted.into());
+    }
+    if reachable_voters(ctx, membership).await.len() < voters.len() {
+        return Err(EtcdError::Unhealthy.into());
+    }
+    Ok(())
+}
+
+/// etcd's strict reconfiguration check for removing voter `id`: a member
+/// that is down can always go; otherwise the voters left that are up must
+/// still make a quorum.
+async fn may_remove_voter(ctx: &Context, membership: &Membership, id: u64) -> Result<(), Retry> {
+    let reachable = reachable_voters(ctx, membership).await;
+    if !reachable.contains(&id) {
+        return Ok(());
+    }
+    let voters = membership.voter_ids().count();
+    let quorum_after = (voters - 1) / 2 + 1;
+    if reachable.len() - 1 < quorum_after {
+        return Err(EtcdError::Unhealthy.into());
+    }
+    Ok(())
 }
 
 /// Peer URLs as etcd accepts them in membership requests.
