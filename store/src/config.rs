@@ -577,7 +577,11 @@ mod tests {
         assert!(c.join_existing);
         assert_eq!(c.max_learners, 2);
         assert!(!c.strict_reconfig_check);
-        assert!(Config::from_flags(flags(&[]).unwrap()).unwrap().strict_reconfig_check);
+        assert!(
+            Config::from_flags(flags(&[]).unwrap())
+                .unwrap()
+                .strict_reconfig_check
+        );
         assert!(flags(&["--initial-cluster-state=joining"]).is_err());
         assert!(Config::from_flags(flags(&["--max-learners=0"]).unwrap()).is_err());
     }

@@ -66,6 +66,14 @@ async fn livez() -> impl IntoResponse {
 }
 
 async fn readyz(State(ctx): State<Context>) -> impl IntoResponse {
+    // A learner serves no client request: it is not ready for client
+    // traffic (a Kubernetes Service leaves it out) until promoted.
+    if ctx.is_learner() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "[-]learner: this member is a learner and serves no client requests\n".to_string(),
+        );
+    }
     match healthy(&ctx).await {
         Ok(()) => (StatusCode::OK, "ok\n".to_string()),
         Err(reason) => (

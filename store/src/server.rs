@@ -44,6 +44,10 @@ const SNAPSHOT_CATCHUP_ENTRIES: u64 = 5000;
 /// (bounds how much log a restart replays).
 const STATE_FLUSH_MS: u64 = 1000;
 
+/// How long a follower may take to answer a snapshot chunk (the last one
+/// includes loading the snapshot).
+const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 60_000;
+
 /// Most log entries in one append to a follower (entries are batches of
 /// client writes, up to 4 MiB each).
 const MAX_PAYLOAD_ENTRIES: u64 = 64;
@@ -196,9 +200,10 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
         heartbeat_interval: config.heartbeat_interval_ms,
         election_timeout_min: config.election_timeout_ms,
         election_timeout_max: config.election_timeout_ms * 2,
-        // A snapshot chunk is written to disk by the receiver before it
-        // answers; loopback or not, give it more than openraft's 200 ms.
-        install_snapshot_timeout: config.election_timeout_ms.max(2000),
+        // The last chunk of a snapshot is answered once the follower has
+        // loaded the whole snapshot, seconds for millions of keys; a timeout
+        // would make the leader send it all again.
+        install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT_MS,
         max_payload_entries: MAX_PAYLOAD_ENTRIES,
         // Every --snapshot-count applied entries a snapshot is written and
         // the log before it purged, keeping some entries for slow followers.
@@ -223,7 +228,6 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
         db.clone(),
         peers,
     );
-    let peer_servers = serve_peers(&config, &ctx, &lessor).await?;
 
     let fresh = !raft.is_initialized().await?;
     if fresh && !config.join_existing {
@@ -243,10 +247,21 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
             })
             .collect();
         info!(member = %format!("{:x}", config.member_id), members = members.len(), "bootstrapping a new cluster");
-        raft.initialize(members).await?;
+        // Peers are served only after this: a vote arriving first would
+        // make openraft refuse to initialize.
+        match raft.initialize(members).await {
+            Ok(()) => {}
+            // A vote was recorded before a crash during an earlier start:
+            // the members that did initialize bring the log.
+            Err(openraft::error::RaftError::APIError(
+                openraft::error::InitializeError::NotAllowed(e),
+            )) => info!("not initializing ({e}); waiting for the other members"),
+            Err(e) => return Err(e.into()),
+        }
     } else if fresh {
         info!(member = %format!("{:x}", config.member_id), cluster = %format!("{:x}", config.cluster_id), "joining an existing cluster");
     }
+    let peer_servers = serve_peers(&config, &ctx, &lessor).await?;
     let alone = {
         let m = raft.metrics();
         let m = m.borrow();

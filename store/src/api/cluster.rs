@@ -33,6 +33,8 @@ impl ClusterService {
     }
 
     async fn change(&self, change: Change) -> Result<MemberChangeResponse, Status> {
+        // etcd's learners answer only Status and serializable reads.
+        self.ctx.reject_learner()?;
         run(&self.ctx, change).await
     }
 
@@ -71,27 +73,37 @@ pub fn members(ctx: &Context) -> Vec<Member> {
 /// Runs a membership change on the leader: here, or forwarded to it.
 pub async fn run(ctx: &Context, change: Change) -> Result<MemberChangeResponse, Status> {
     let deadline = Instant::now() + ctx.request_timeout();
+    let mut retry = false;
     loop {
         let (leader, node) = ctx.wait_leader(deadline).await?;
         let result = if leader == ctx.config().member_id {
-            apply_on_leader(ctx, change.clone()).await
+            apply_on_leader(ctx, change.clone(), retry).await
         } else {
             let mut client = ctx.peers().member(&node).map_err(peer::status)?;
             let mut req = Request::new(MemberChange {
                 cluster_id: ctx.config().cluster_id,
                 change: Some(change.clone()),
+                retry,
             });
             req.set_timeout(deadline.saturating_duration_since(Instant::now()));
             client.change_members(req).await.map(Response::into_inner)
         };
         match result {
+            // As etcd, answer once this member has applied the change too,
+            // so what it lists next includes it.
+            Ok(done) => {
+                ctx.wait_applied(done.index, deadline).await?;
+                return Ok(done);
+            }
             Err(e)
                 if (e.message() == EtcdError::NotLeader.message() || peer::refused(&e))
                     && Instant::now() < deadline =>
             {
+                // The change may have been made before leadership moved.
+                retry = true;
                 tokio::time::sleep(IN_PROGRESS_PAUSE).await;
             }
-            other => return other,
+            Err(e) => return Err(e),
         }
     }
 }
@@ -100,10 +112,11 @@ pub async fn run(ctx: &Context, change: Change) -> Result<MemberChangeResponse, 
 pub async fn apply_on_leader(
     ctx: &Context,
     change: Change,
+    retry: bool,
 ) -> Result<MemberChangeResponse, Status> {
     let deadline = Instant::now() + ctx.request_timeout();
     loop {
-        match try_apply(ctx, &change).await {
+        match try_apply(ctx, &change, retry).await {
             Err(Retry::InProgress) if Instant::now() < deadline => {
                 tokio::time::sleep(IN_PROGRESS_PAUSE).await;
             }
@@ -126,14 +139,22 @@ impl From<EtcdError> for Retry {
     }
 }
 
-async fn try_apply(ctx: &Context, change: &Change) -> Result<MemberChangeResponse, Retry> {
-    let (membership, replication, last_index) = {
+async fn try_apply(
+    ctx: &Context,
+    change: &Change,
+    retry: bool,
+) -> Result<MemberChangeResponse, Retry> {
+    if ctx.transferring() {
+        return Err(Retry::InProgress);
+    }
+    let (membership, replication, last_index, applied) = {
         let m = ctx.raft().metrics();
         let m = m.borrow();
         (
             m.membership_config.membership().clone(),
             m.replication.clone().unwrap_or_default(),
             m.last_log_index.unwrap_or(0),
+            m.membership_config.log_id().map(|l| l.index).unwrap_or(0),
         )
     };
     let learners: BTreeSet<u64> = membership.learner_ids().collect();
@@ -152,6 +173,21 @@ async fn try_apply(ctx: &Context, change: &Change) -> Result<MemberChangeRespons
     let (member_id, changes, is_learner) = match change {
         Change::Add(r) => {
             let urls = valid_urls(&r.peer_ur_ls)?;
+            let same = membership.nodes().find(|(_, m)| {
+                let mut have = m.peer_urls.clone();
+                let mut want = urls.clone();
+                have.sort();
+                want.sort();
+                have == want && m.name.is_empty()
+            });
+            if let (true, Some((id, node))) = (retry, same) {
+                // The first attempt added it before its answer was lost.
+                return Ok(MemberChangeResponse {
+                    member: Some(etcd_member(*id, node, learners.contains(id))),
+                    members: list(&membership),
+                    index: applied,
+                });
+            }
             if url_taken(&urls, None) {
                 return Err(EtcdError::PeerUrlExist.into());
             }
@@ -236,6 +272,7 @@ async fn try_apply(ctx: &Context, change: &Change) -> Result<MemberChangeRespons
                 return Ok(MemberChangeResponse {
                     member: Some(etcd_member(m.id, &node, learners.contains(&m.id))),
                     members: list(&membership),
+                    index: applied,
                 });
             }
             node.name = m.name.clone();
@@ -247,8 +284,8 @@ async fn try_apply(ctx: &Context, change: &Change) -> Result<MemberChangeRespons
             )
         }
     };
-    let after = match ctx.raft().change_membership(changes, false).await {
-        Ok(resp) => resp.membership.unwrap_or(membership),
+    let (after, index) = match ctx.raft().change_membership(changes, false).await {
+        Ok(resp) => (resp.membership.unwrap_or(membership), resp.log_id.index),
         Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
             ChangeMembershipError::InProgress(_),
         ))) => return Err(Retry::InProgress),
@@ -268,6 +305,7 @@ async fn try_apply(ctx: &Context, change: &Change) -> Result<MemberChangeRespons
     Ok(MemberChangeResponse {
         member,
         members: list(&after),
+        index,
     })
 }
 
@@ -356,8 +394,12 @@ fn valid_urls(urls: &[String]) -> Result<Vec<String>, Retry> {
 impl Cluster for ClusterService {
     async fn member_list(
         &self,
-        _: Request<MemberListRequest>,
+        request: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
+        self.ctx.reject_learner()?;
+        if request.get_ref().linearizable {
+            self.ctx.linearizable().await?;
+        }
         Ok(Response::new(MemberListResponse {
             header: self.header(),
             members: members(&self.ctx),

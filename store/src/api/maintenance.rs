@@ -59,6 +59,8 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<AlarmRequest>,
     ) -> Result<Response<AlarmResponse>, Status> {
+        // etcd's learners answer only Status and serializable reads.
+        self.ctx.reject_learner()?;
         // No alarm is ever raised yet (no space quota, no corruption check),
         // so listing and disarming both answer with an empty list.
         let r = request.into_inner();
@@ -75,6 +77,8 @@ impl Maintenance for MaintenanceService {
         &self,
         _: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        // etcd's learners answer only Status and serializable reads.
+        self.ctx.reject_learner()?;
         // sled reclaims space by itself; there is nothing to rewrite.
         Ok(Response::new(DefragmentResponse {
             header: Some(self.ctx.header(0)),
@@ -85,6 +89,8 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
+        // etcd's learners answer only Status and serializable reads.
+        self.ctx.reject_learner()?;
         let (hash, compact_revision, hash_revision) = self
             .ctx
             .mvcc()
@@ -102,6 +108,8 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
+        // etcd's learners answer only Status and serializable reads.
+        self.ctx.reject_learner()?;
         transfer_leadership(&self.ctx, request.get_ref().target_id).await?;
         Ok(Response::new(MoveLeaderResponse {
             header: Some(self.ctx.header(0)),
@@ -130,14 +138,18 @@ async fn transfer_leadership(ctx: &Context, target: u64) -> Result<(), Status> {
     if !ctx.is_leader() {
         return Err(EtcdError::NotLeader.into());
     }
-    let node = {
+    let (node, voters) = {
         let m = ctx.raft().metrics();
         let m = m.borrow();
         let membership = m.membership_config.membership();
         if !membership.voter_ids().any(|id| id == target) {
             return Err(EtcdError::BadLeaderTransferee.into());
         }
-        membership.get_node(&target).cloned()
+        let voters: Vec<(u64, crate::raft::Member)> = membership
+            .voter_ids()
+            .filter_map(|id| Some((id, membership.get_node(&id)?.clone())))
+            .collect();
+        (membership.get_node(&target).cloned(), voters)
     };
     if target == me {
         return Ok(());
@@ -145,22 +157,31 @@ async fn transfer_leadership(ctx: &Context, target: u64) -> Result<(), Status> {
     let node = node.ok_or(EtcdError::BadLeaderTransferee)?;
     let election = Duration::from_millis(ctx.config().election_timeout_ms);
     let deadline = Instant::now() + ctx.request_timeout();
-    let caught_up = ctx
+    // No membership change may start meanwhile (it could not commit while
+    // heartbeats are off); the one in progress, if any, finishes first, and
+    // the target must hold the whole log.
+    ctx.set_transferring(true);
+    let ready = ctx
         .raft()
         .wait(Some(ctx.request_timeout()))
         .metrics(
             |m| {
                 let last = m.last_log_index;
-                m.replication
+                let membership_committed = m.membership_config.log_id().map(|l| l.index)
+                    <= m.last_applied.map(|l| l.index);
+                let target_matched = m
+                    .replication
                     .as_ref()
                     .and_then(|r| r.get(&target).cloned().flatten())
                     .map(|l| Some(l.index) >= last)
-                    .unwrap_or(false)
+                    .unwrap_or(false);
+                membership_committed && target_matched
             },
             "transferee catching up",
         )
         .await;
-    if caught_up.is_err() {
+    if ready.is_err() {
+        ctx.set_transferring(false);
         return Err(transfer_timeout());
     }
     let runtime = ctx.raft().runtime_config();
@@ -169,11 +190,35 @@ async fn transfer_leadership(ctx: &Context, target: u64) -> Result<(), Status> {
     let result = async {
         let mut client = ctx.peers().member(&node).map_err(peer::status)?;
         // The target campaigns until the followers' lease on this leader
-        // (two election timeouts) has run out and it wins.
-        let campaign = 4 * election;
+        // (two election timeouts since they last heard from it; writes
+        // still being replicated renew it) has run out and it wins, for as
+        // long as the request may take.
+        let campaign = deadline
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(election)
+            .max(4 * election);
+        // The other voters hold their elections meanwhile (best effort: one
+        // that misses this only competes, as it would anyway).
+        let others: Vec<_> = voters
+            .iter()
+            .filter(|(id, _)| *id != target && *id != me)
+            .map(|(_, node)| node.clone())
+            .collect();
+        for other in others {
+            if let Ok(mut c) = ctx.peers().member(&other) {
+                let mut req = tonic::Request::new(TimeoutNowRequest {
+                    cluster_id: ctx.config().cluster_id,
+                    deadline_ms: campaign.as_millis() as u64,
+                    hold: true,
+                });
+                req.set_timeout(election);
+                let _ = c.timeout_now(req).await;
+            }
+        }
         let mut req = tonic::Request::new(TimeoutNowRequest {
             cluster_id: ctx.config().cluster_id,
             deadline_ms: campaign.as_millis() as u64,
+            hold: false,
         });
         req.set_timeout(campaign + election);
         client.timeout_now(req).await?;
@@ -189,6 +234,7 @@ async fn transfer_leadership(ctx: &Context, target: u64) -> Result<(), Status> {
     .await;
     runtime.heartbeat(true);
     runtime.elect(true);
+    ctx.set_transferring(false);
     result
 }
 

@@ -53,6 +53,8 @@ struct Shared {
     reads: read_index::ReadIndex,
     next_id: AtomicU64,
     next_lease_id: AtomicI64,
+    /// Set while this member hands leadership over: membership changes wait.
+    transferring: std::sync::atomic::AtomicBool,
 }
 
 impl Context {
@@ -83,6 +85,7 @@ impl Context {
                 peers,
                 next_id: AtomicU64::new(1),
                 next_lease_id: AtomicI64::new(lease_base),
+                transferring: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -118,6 +121,16 @@ impl Context {
     /// Whether this member leads the cluster now.
     pub fn is_leader(&self) -> bool {
         self.inner.raft.metrics().borrow().current_leader == Some(self.inner.config.member_id)
+    }
+
+    /// Marks a leadership transfer as running (or over).
+    fn set_transferring(&self, on: bool) {
+        self.inner.transferring.store(on, Ordering::SeqCst);
+    }
+
+    /// Whether a leadership transfer is running on this member.
+    fn transferring(&self) -> bool {
+        self.inner.transferring.load(Ordering::SeqCst)
     }
 
     /// Whether `id` is in the membership this member knows.

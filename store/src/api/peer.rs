@@ -186,7 +186,7 @@ impl Peer for PeerService {
             .change
             .ok_or_else(|| Status::invalid_argument("ferrocd: empty membership change"))?;
         Ok(Response::new(
-            cluster::apply_on_leader(&self.ctx, change).await?,
+            cluster::apply_on_leader(&self.ctx, change, r.retry).await?,
         ))
     }
 
@@ -224,7 +224,11 @@ impl Peer for PeerService {
         self.check(r.cluster_id)?;
         self.ctx.reject_learner()?;
         let deadline = Instant::now() + Duration::from_millis(r.deadline_ms);
-        campaign(&self.ctx, deadline).await?;
+        if r.hold {
+            hold_elections(&self.ctx, deadline);
+        } else {
+            campaign(&self.ctx, deadline).await?;
+        }
         Ok(Response::new(TimeoutNowResponse {}))
     }
 
@@ -244,7 +248,15 @@ impl Peer for PeerService {
 pub async fn campaign(ctx: &Context, deadline: Instant) -> Result<(), Status> {
     let me = ctx.config().member_id;
     let mut metrics = ctx.raft().metrics();
-    let pause = Duration::from_millis(ctx.config().election_timeout_ms / 4 + 1);
+    let election = Duration::from_millis(ctx.config().election_timeout_ms);
+    let heartbeat = Duration::from_millis(ctx.config().heartbeat_interval_ms);
+    // The other members refuse votes until their lease on the old leader
+    // (the longest election timeout, twice the shortest) has run out since
+    // its last heartbeat; a campaign before that would only cost a term.
+    let lease = 2 * election + heartbeat;
+    let first = tokio::time::Instant::now() + lease;
+    let _ =
+        tokio::time::timeout_at(first, metrics.wait_for(|m| m.current_leader == Some(me))).await;
     while Instant::now() < deadline {
         if metrics.borrow().current_leader == Some(me) {
             return Ok(());
@@ -254,8 +266,10 @@ pub async fn campaign(ctx: &Context, deadline: Instant) -> Result<(), Status> {
             .elect()
             .await
             .map_err(|_| Status::from(EtcdError::Stopped))?;
+        // One campaign at a time: each call starts a new term.
+        let wait = lease.min(deadline.saturating_duration_since(Instant::now()));
         let _ =
-            tokio::time::timeout(pause, metrics.wait_for(|m| m.current_leader == Some(me))).await;
+            tokio::time::timeout(wait, metrics.wait_for(|m| m.current_leader == Some(me))).await;
     }
     if metrics.borrow().current_leader == Some(me) {
         Ok(())
@@ -264,4 +278,18 @@ pub async fn campaign(ctx: &Context, deadline: Instant) -> Result<(), Status> {
             "etcdserver: request timed out, leader transfer took too long",
         ))
     }
+}
+
+/// Keeps this member from campaigning until `deadline`, or until a leader
+/// other than the current one is known.
+fn hold_elections(ctx: &Context, deadline: Instant) {
+    let runtime = ctx.raft().runtime_config();
+    runtime.elect(false);
+    let (ctx, old) = (ctx.clone(), ctx.leader().map(|(id, _)| id));
+    tokio::spawn(async move {
+        let mut metrics = ctx.raft().metrics();
+        let moved = metrics.wait_for(|m| m.current_leader.is_some() && m.current_leader != old);
+        let _ = tokio::time::timeout_at(deadline.into(), moved).await;
+        ctx.raft().runtime_config().elect(true);
+    });
 }

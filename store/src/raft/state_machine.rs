@@ -60,6 +60,14 @@ impl StateMachine {
         snap_dir: PathBuf,
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&snap_dir)?;
+        // A transfer or build cut short (a crash, or a snapshot openraft
+        // sent again) leaves its file behind; it is never read again.
+        for stale in [RECEIVING_SNAPSHOT, BUILDING_SNAPSHOT] {
+            match std::fs::remove_file(snap_dir.join(stale)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
         Ok(StateMachine {
             mvcc,
             lessor,
