@@ -163,9 +163,7 @@ pub async fn reconcile<C: EtcdConnector>(
     let result = finalizer(&api, FINALIZER, cluster, |event| async {
         match event {
             FinalizerEvent::Apply(cluster) => apply(&cluster, &ctx).await,
-            // Every child carries an owner reference; the garbage collector
-            // removes them once the EtcdCluster is gone.
-            FinalizerEvent::Cleanup(_) => Ok(Action::await_change()),
+            FinalizerEvent::Cleanup(cluster) => cleanup(&cluster, &ctx).await,
         }
     })
     .await
@@ -174,6 +172,33 @@ pub async fn reconcile<C: EtcdConnector>(
         ctx.record_outcome(&key, false);
     }
     result
+}
+
+/// Runs before the `EtcdCluster` goes. Every child but the PVCs carries an
+/// owner reference, and the garbage collector removes those once the
+/// cluster is gone. The PVCs belong to the StatefulSet controller's claim
+/// templates and stay, with the data, unless `spec.storage.retainOnDelete`
+/// is false; deleting them while pods still use them only marks them, they
+/// go with the pods.
+async fn cleanup<C>(cluster: &EtcdCluster, ctx: &Context<C>) -> Result<Action, Error> {
+    if cluster.spec.storage.retain_on_delete || cluster.spec.storage.empty_dir.is_some() {
+        return Ok(Action::await_change());
+    }
+    let cluster_ref = ClusterRef::new(cluster)?;
+    let pvcs =
+        Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), cluster_ref.namespace());
+    let claims = pvcs
+        .list(&ListParams::default().labels(&cluster_ref.label_selector()))
+        .await?;
+    for claim in &claims.items {
+        let name = claim.name_any();
+        // Only claims named after one of this cluster's members, whatever
+        // else shares the labels.
+        if cluster_ref.ordinal_of_pvc(&name).is_some() {
+            delete_if_present(&pvcs, &name).await?;
+        }
+    }
+    Ok(Action::await_change())
 }
 
 /// Requeues with exponential backoff per cluster: 5s, 10s, 20s, ... up to 5 minutes.

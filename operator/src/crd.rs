@@ -99,9 +99,10 @@ pub struct EtcdClusterSpec {
     /// Container image running `ferrocd`. Default: the ferrocd image of the operator's version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Where members keep their data. Immutable after creation.
+    /// Where members keep their data. Immutable after creation, except
+    /// `retainOnDelete`.
     #[serde(default)]
-    #[x_kube(validation = Rule::new("self == oldSelf").message("storage is immutable"))]
+    #[x_kube(validation = storage_immutability_rule())]
     pub storage: StorageSpec,
     /// Compute resources of the ferrocd container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -125,7 +126,7 @@ pub struct EtcdClusterSpec {
 
 /// Member storage: a PersistentVolumeClaim per member, or an `emptyDir` for
 /// throwaway clusters whose data may be lost with the pod.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("!has(self.emptyDir) || (!has(self.size) && !has(self.storageClassName))")
@@ -141,6 +142,22 @@ pub struct StorageSpec {
     /// Keep data in an emptyDir instead of a PVC: lost when the pod goes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub empty_dir: Option<EmptyDirVolumeSource>,
+    /// Keep the members' PVCs when the EtcdCluster is deleted (default
+    /// true, like a StatefulSet's `Retain` policy); false deletes them
+    /// with it, and the data with them.
+    #[serde(default = "default_true")]
+    pub retain_on_delete: bool,
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        Self {
+            size: None,
+            storage_class_name: None,
+            empty_dir: None,
+            retain_on_delete: true,
+        }
+    }
 }
 
 /// Pod settings passed through to every member pod.
@@ -346,6 +363,25 @@ fn default_true() -> bool {
     true
 }
 
+/// Fields of `spec.storage` that decide where the data lives; only
+/// `retainOnDelete` may change after creation.
+const IMMUTABLE_STORAGE_FIELDS: &[&str] = &["size", "storageClassName", "emptyDir"];
+
+/// `spec.storage` may change only in `retainOnDelete`: every other field
+/// keeps its presence and its value.
+fn storage_immutability_rule() -> Rule {
+    let rule = IMMUTABLE_STORAGE_FIELDS
+        .iter()
+        .map(|f| {
+            format!(
+                "has(self.{f}) == has(oldSelf.{f}) && (!has(self.{f}) || self.{f} == oldSelf.{f})"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" && ");
+    Rule::new(rule).message("storage is immutable, except retainOnDelete")
+}
+
 /// CEL rule mirroring [`EtcdClusterSpec::validate`]'s check of option names.
 fn options_rule() -> Rule {
     let names = KNOWN_OPTIONS
@@ -372,6 +408,15 @@ mod tests {
         assert_eq!(spec.replicas, 3);
         assert!(spec.pod_disruption_budget.enabled);
         assert!(!spec.paused);
+        assert!(spec.storage.retain_on_delete, "data outlives the cluster");
+    }
+
+    #[test]
+    fn storage_without_retain_on_delete_keeps_its_data() {
+        let spec = spec_from_yaml("storage: {size: 2Gi}");
+        assert!(spec.storage.retain_on_delete);
+        let spec = spec_from_yaml("storage: {size: 2Gi, retainOnDelete: false}");
+        assert!(!spec.storage.retain_on_delete);
     }
 
     #[test]
@@ -453,11 +498,19 @@ mod tests {
         let crd = serde_json::to_value(EtcdCluster::crd()).unwrap();
         let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
         let storage_rules = &spec["properties"]["storage"]["x-kubernetes-validations"];
-        assert!(storage_rules
+        let immutability = storage_rules
             .as_array()
             .unwrap()
             .iter()
-            .any(|r| r["rule"] == "self == oldSelf"));
+            .find_map(|r| r["rule"].as_str().filter(|r| r.contains("oldSelf")))
+            .expect("a transition rule on storage");
+        for field in IMMUTABLE_STORAGE_FIELDS {
+            assert!(
+                immutability.contains(&format!("self.{field} == oldSelf.{field}")),
+                "{immutability}"
+            );
+        }
+        assert!(!immutability.contains("retainOnDelete"), "{immutability}");
         let options_rule = spec["properties"]["options"]["x-kubernetes-validations"][0]["rule"]
             .as_str()
             .unwrap();

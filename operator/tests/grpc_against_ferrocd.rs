@@ -1,6 +1,6 @@
-//! The gRPC `EtcdApi` against a real single-member `ferrocd` process.
-//! ferrocd answers MemberAdd/Remove/Promote with Unimplemented today, so
-//! only the read side is exercised here.
+//! The gRPC `EtcdApi` against a real single-member `ferrocd` process: the
+//! read side. Membership changes against real multi-member clusters are in
+//! `membership_against_real_stores.rs`.
 
 use ferrocd_e2e::{free_port, Server};
 use ferrocd_operator::grpc::GrpcEtcd;

@@ -620,6 +620,85 @@ async fn deleted_cluster_only_loses_its_finalizer() {
     assert_eq!(action, Action::await_change());
 }
 
+/// The finalizer's removal once cleanup is done.
+fn finalizer_removal(cluster: &EtcdCluster) -> Expect {
+    let stored = serde_json::to_value(cluster).unwrap();
+    expect(Method::PATCH, cluster_path(), Reply::Json(stored), |seen| {
+        assert_eq!(seen.body[1]["op"], "remove");
+        assert_eq!(seen.body[1]["path"], "/metadata/finalizers/0");
+    })
+}
+
+#[tokio::test]
+async fn deleted_cluster_without_retention_deletes_its_member_pvcs_first() {
+    let mut cluster = cluster(3);
+    cluster.spec.storage.retain_on_delete = false;
+    cluster.metadata.deletion_timestamp =
+        Some(Time(Timestamp::from_second(1_700_000_000).unwrap()));
+    let names = cluster_ref(&cluster);
+    // A claim that shares the labels but is no member's stays.
+    let claims: Vec<Value> = (0..3)
+        .map(|i| pvc(names.pvc_name(i)))
+        .chain([pvc("demo-backup".into())])
+        .collect();
+    let mut expectations = vec![expect(
+        Method::GET,
+        format!("/api/v1/namespaces/{NS}/persistentvolumeclaims"),
+        Reply::Json(list("PersistentVolumeClaimList", claims)),
+        |seen| {
+            assert!(
+                seen.query
+                    .contains("labelSelector=app.kubernetes.io%2Finstance%3Ddemo"),
+                "{}",
+                seen.query
+            );
+        },
+    )];
+    for i in 0..3 {
+        let name = names.pvc_name(i);
+        expectations.push(expect(
+            Method::DELETE,
+            core("persistentvolumeclaims", &name),
+            Reply::Json(pvc(name.clone())),
+            |_| {},
+        ));
+    }
+    expectations.push(finalizer_removal(&cluster));
+    let action = run(cluster, Arc::new(FakeEtcd::default()), expectations)
+        .await
+        .expect("reconcile succeeds");
+    assert_eq!(action, Action::await_change());
+}
+
+#[tokio::test]
+async fn deleted_cluster_cleanup_tolerates_a_pvc_already_gone() {
+    let mut cluster = cluster(1);
+    cluster.spec.storage.retain_on_delete = false;
+    cluster.metadata.deletion_timestamp =
+        Some(Time(Timestamp::from_second(1_700_000_000).unwrap()));
+    let name = cluster_ref(&cluster).pvc_name(0);
+    let expectations = vec![
+        expect(
+            Method::GET,
+            format!("/api/v1/namespaces/{NS}/persistentvolumeclaims"),
+            Reply::Json(list("PersistentVolumeClaimList", vec![pvc(name.clone())])),
+            |_| {},
+        ),
+        // Deleted by someone else between the list and the delete.
+        expect(
+            Method::DELETE,
+            core("persistentvolumeclaims", &name),
+            Reply::NotFound,
+            |_| {},
+        ),
+        finalizer_removal(&cluster),
+    ];
+    let action = run(cluster, Arc::new(FakeEtcd::default()), expectations)
+        .await
+        .expect("a claim already gone is no failure");
+    assert_eq!(action, Action::await_change());
+}
+
 #[tokio::test]
 async fn cluster_without_finalizer_gets_it_before_anything_else() {
     let mut cluster = cluster(3);
