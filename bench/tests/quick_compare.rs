@@ -1,5 +1,6 @@
-//! `ferrocd-bench compare --quick` against real ferrocd and etcd processes:
-//! it must run to the end and print the ratio table. Never asserts a speed.
+//! `ferrocd-bench compare --quick` against real ferrocd and etcd processes,
+//! one member each and 3-member clusters of each: it must run to the end and
+//! print the ratio table and the cluster figures. Never asserts a speed.
 
 use std::process::Command;
 
@@ -18,8 +19,11 @@ const WORKLOADS: &[&str] = &[
     "mixed-90r",
 ];
 
+/// Workloads that clusters also run with every client on the leader.
+const LEADER_VARIANTS: &[&str] = &["put", "range-l"];
+
 #[test]
-fn quick_compare_prints_a_ratio_row_per_workload() {
+fn quick_compare_prints_a_ratio_row_per_workload_and_cluster_size() {
     if !require_tool("etcd") || !require_tool("etcdctl") {
         return;
     }
@@ -42,15 +46,32 @@ fn quick_compare_prints_a_ratio_row_per_workload() {
         header.contains("ops ratio") && header.contains("p99 ratio"),
         "{stdout}"
     );
-    for w in WORKLOADS {
-        let row = table
+    let row = |w: &str, members: &str| {
+        table
             .iter()
-            .find(|l| l.starts_with(&format!("| {w} ")))
-            .unwrap_or_else(|| panic!("no row for {w}:\n{stdout}"));
-        let ratio = row.split('|').nth(4).expect("ops ratio cell").trim();
-        assert!(ratio.ends_with('x'), "{w}: ops ratio {ratio:?}");
+            .find(|l| cells(l)[..2] == [w, members])
+            .unwrap_or_else(|| panic!("no row for {w} on {members} members:\n{stdout}"))
+    };
+    let rows = WORKLOADS
+        .iter()
+        .flat_map(|w| [(*w, "1"), (*w, "3")])
+        .chain(LEADER_VARIANTS.iter().map(|w| (*w, "3 leader")));
+    for (w, members) in rows {
+        let ratio = cells(row(w, members))[4];
+        assert!(ratio.ends_with('x'), "{w} [{members}]: ops ratio {ratio:?}");
     }
-    assert!(stdout.contains("3 members: skipped"), "{stdout}");
     assert!(stdout.contains("restart to first Status"), "{stdout}");
     assert!(stdout.contains("check datascale ferrocd"), "{stdout}");
+    for figure in [
+        "3 members: kill -9 leader -> next write ok",
+        "3 members: learner catch-up",
+        "serializable read of last key",
+    ] {
+        assert!(stdout.contains(figure), "no {figure:?}:\n{stdout}");
+    }
+}
+
+/// The trimmed cells of a Markdown table line.
+fn cells(line: &str) -> Vec<&str> {
+    line.split('|').skip(1).map(str::trim).collect()
 }

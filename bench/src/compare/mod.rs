@@ -1,16 +1,20 @@
 //! `ferrocd-bench compare`: starts etcd 3.4 and ferrocd with the same flags
-//! (one member each, fsync on, fresh data directories, loopback), runs every
-//! workload on one then the other, and prints ferrocd/etcd ratios with each
-//! server's RSS after each workload; then restart times with all the data,
-//! and `etcdctl check perf` / `check datascale` against both.
+//! (fsync on, fresh data directories, loopback), first one member each, then
+//! 3-member clusters of each, runs every workload on one then the other, and
+//! prints ferrocd/etcd ratios with the servers' RSS after each workload;
+//! then restart times with all the data and `etcdctl check perf` /
+//! `check datascale` (one member), failover and learner catch-up times
+//! (clusters).
 
 mod cases;
 mod checks;
+mod cluster;
 mod server;
 mod table;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -22,12 +26,12 @@ use crate::conn::Pool;
 use crate::runner::{RunOpts, Until};
 pub use cases::Case;
 pub use checks::Check;
+use cluster::Members;
 use server::{Kind, Server};
-pub use table::{Restart, Row};
+pub use table::{ClusterFigures, ClusterTimes, Restart, Row};
 
-/// Why the 3-member comparison does not run yet.
-const THREE_MEMBERS_SKIPPED: &str = "3 members: skipped (ferrocd runs a single member only: \
-     membership changes and replication to peers are not implemented yet)";
+/// Workloads that clusters also run with every client on the leader.
+const LEADER_VARIANTS: &[&str] = &["put", "range-l"];
 
 #[derive(Args, Clone, Debug)]
 pub struct CompareArgs {
@@ -38,15 +42,22 @@ pub struct CompareArgs {
     /// target/release/ferrocd in the workspace].
     #[arg(long, env = "FERROCD_BIN")]
     pub ferrocd_bin: Option<PathBuf>,
-    /// The etcd binary (Debian's etcd-server: etcd 3.4).
+    /// The etcd binary (Debian's etcd-server: etcd 3.4); clusters of more
+    /// than one member always start `etcd` from PATH.
     #[arg(long, default_value = "etcd")]
     pub etcd_bin: PathBuf,
     /// The etcdctl binary (Debian's etcd-client).
     #[arg(long, default_value = "etcdctl")]
     pub etcdctl_bin: PathBuf,
+    /// Cluster sizes to compare, in order (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 3])]
+    pub members: Vec<usize>,
     /// Keys written by the `put` workload (64 B keys, 256 B values) [default: 100000; quick: 300].
     #[arg(long)]
     pub put_keys: Option<u64>,
+    /// Keys stored before a learner joins a cluster [default: 100000; quick: 500].
+    #[arg(long)]
+    pub catchup_keys: Option<u64>,
     /// Run only these workloads (comma-separated names from the table).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
@@ -58,11 +69,23 @@ pub struct CompareArgs {
 /// Everything `compare` measured, for `--json`.
 #[derive(Debug, Serialize)]
 pub struct Report {
-    pub members: usize,
+    pub members: Vec<usize>,
     pub skipped: Vec<String>,
     pub rows: Vec<Row>,
     pub restart: Option<Restart>,
+    pub cluster: Vec<ClusterFigures>,
     pub checks: Vec<Check>,
+}
+
+/// What a workload runs against: one server, or the members of a cluster.
+trait Target {
+    fn name(&self) -> &'static str;
+    /// Where clients connect: spread over all of them.
+    fn client_urls(&self) -> Vec<String>;
+    /// Resident memory, summed over the members of a cluster.
+    fn rss_bytes(&self) -> Option<u64>;
+    /// An error with the end of the log if a process died.
+    fn check_alive(&mut self) -> anyhow::Result<()>;
 }
 
 pub async fn run(common: &Common, args: &CompareArgs) -> anyhow::Result<()> {
@@ -73,56 +96,101 @@ pub async fn run(common: &Common, args: &CompareArgs) -> anyhow::Result<()> {
             ferrocd_bin.display()
         );
     }
+    if args.members.contains(&0) {
+        bail!("--members: a cluster has at least one member");
+    }
+    let clusters = args.members.iter().any(|&n| n > 1);
+    if clusters && args.etcd_bin != Path::new("etcd") {
+        bail!("clusters start `etcd` from PATH: put yours first on PATH, or pass --members 1");
+    }
     let etcd_version = version(&args.etcd_bin).with_context(|| {
         format!(
             "{} not found: install Debian's etcd-server (etcd 3.4)",
             args.etcd_bin.display()
         )
     })?;
+    if clusters {
+        // The e2e harness, which starts the clusters, finds ferrocd there.
+        // Set before any cluster process or thread of ours reads the
+        // environment.
+        std::env::set_var("FERROCD_BIN", &ferrocd_bin);
+    }
     let text = !common.json;
     let say = |s: &str| {
         if text {
             println!("{s}");
         }
     };
+    let sizes: Vec<String> = args.members.iter().map(|n| n.to_string()).collect();
     say(&format!(
-        "ferrocd-bench compare{}: ferrocd {} vs {} on {} cores; 1 member each, fsync on, fresh data dirs, loopback",
+        "ferrocd-bench compare{}: ferrocd {} vs {} on {} cores; members {} each, fsync on, \
+         fresh data dirs, loopback; clusters: heartbeat 100 ms, election timeout 1000 ms on both, \
+         clients spread over every voting member (`N leader` rows: on the leader only), \
+         RSS summed over the members",
         if args.quick { " --quick" } else { "" },
         ferrocd_bin.display(),
         etcd_version,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
+        sizes.join(","),
     ));
-    say(THREE_MEMBERS_SKIPPED);
 
-    let mut ferrocd = Server::start(Kind::Ferrocd, &ferrocd_bin).await?;
-    let mut etcd = Server::start(Kind::Etcd, &args.etcd_bin).await?;
     let mut report = Report {
-        members: 1,
-        skipped: vec![THREE_MEMBERS_SKIPPED.to_string()],
+        members: args.members.clone(),
+        skipped: Vec::new(),
         rows: Vec::new(),
         restart: None,
+        cluster: Vec::new(),
         checks: Vec::new(),
     };
-
-    for case in cases::all(args.quick, args.put_keys) {
-        if !args.only.is_empty() && !args.only.iter().any(|o| o == case.name) {
-            continue;
+    let cases: Vec<Case> = cases::all(args.quick, args.put_keys)
+        .into_iter()
+        .filter(|c| args.only.is_empty() || args.only.iter().any(|o| o == c.name))
+        .collect();
+    for &n in &args.members {
+        if n == 1 {
+            one_member(common, args, &ferrocd_bin, &cases, &mut report).await?;
+        } else {
+            cluster(common, args, n, &cases, &mut report).await?;
         }
-        let f = run_case(&case, &mut ferrocd, common).await?;
-        let e = run_case(&case, &mut etcd, common).await?;
-        if text {
-            print!("{}{}", f.to_text(), e.to_text());
-        }
-        report.rows.push(Row {
-            workload: case.name.to_string(),
-            ferrocd: f,
-            etcd: e,
-            ferrocd_rss_bytes: ferrocd.rss_bytes(),
-            etcd_rss_bytes: etcd.rss_bytes(),
-        });
     }
 
-    let keys = count_keys(&ferrocd).await?;
+    if text {
+        println!();
+        print!("{}", table::render(&report.rows));
+        if let Some(r) = &report.restart {
+            println!();
+            print!("{}", table::render_restart(r));
+        }
+        if !report.cluster.is_empty() {
+            println!();
+            print!("{}", table::render_cluster(&report.cluster));
+        }
+        println!();
+        print!("{}", checks::render(&report.checks));
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
+}
+
+/// One member each: the workloads, then restart times and etcdctl checks.
+async fn one_member(
+    common: &Common,
+    args: &CompareArgs,
+    ferrocd_bin: &Path,
+    cases: &[Case],
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let text = !common.json;
+    let mut ferrocd = Server::start(Kind::Ferrocd, ferrocd_bin).await?;
+    let mut etcd = Server::start(Kind::Etcd, &args.etcd_bin).await?;
+    for case in cases {
+        let row = run_row(case, "1", false, &mut ferrocd, &mut etcd, common).await?;
+        report.rows.push(row);
+    }
+
+    let pool = Pool::connect(std::slice::from_ref(&ferrocd.client_url), 1, false).await?;
+    let keys = count_keys(&pool).await?;
     let restart = Restart {
         keys,
         ferrocd_data_bytes: ferrocd.data_bytes(),
@@ -135,49 +203,115 @@ pub async fn run(common: &Common, args: &CompareArgs) -> anyhow::Result<()> {
     report.restart = Some(restart);
 
     if args.skip_checks {
-        say("etcdctl checks: skipped (--skip-checks)");
-    } else {
-        let mut checks = vec![("datascale", "s")];
-        if args.quick {
-            let why = "etcdctl check perf: skipped in --quick (it runs 60 s per server)";
-            say(why);
-            report.skipped.push(why.to_string());
-        } else {
-            checks.insert(0, ("perf", "s"));
+        if text {
+            println!("etcdctl checks: skipped (--skip-checks)");
         }
-        for (check, load) in checks {
-            for server in [&ferrocd, &etcd] {
-                let c = checks::run(
-                    &args.etcdctl_bin,
-                    server.kind.name(),
-                    &server.endpoint,
-                    check,
-                    load,
-                )
-                .await;
-                report.checks.push(c);
-            }
-        }
+        return Ok(());
     }
-
-    if text {
-        println!();
-        print!("{}", table::render(&report.rows));
-        println!();
-        if let Some(r) = &report.restart {
-            print!("{}", table::render_restart(r));
+    let mut checks = vec![("datascale", "s")];
+    if args.quick {
+        let why = "etcdctl check perf: skipped in --quick (it runs 60 s per server)";
+        if text {
+            println!("{why}");
         }
-        println!();
-        print!("{}", checks::render(&report.checks));
+        report.skipped.push(why.to_string());
     } else {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        checks.insert(0, ("perf", "s"));
+    }
+    for (check, load) in checks {
+        for server in [&ferrocd, &etcd] {
+            let c = checks::run(
+                &args.etcdctl_bin,
+                server.kind.name(),
+                &server.endpoint,
+                check,
+                load,
+            )
+            .await;
+            report.checks.push(c);
+        }
     }
     Ok(())
 }
 
-async fn run_case(
+/// `n` members each: the workloads with clients on every member, some on
+/// the leader only, then learner catch-up and failover.
+async fn cluster(
+    common: &Common,
+    args: &CompareArgs,
+    n: usize,
+    cases: &[Case],
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let mut ferrocd = Members::start(Kind::Ferrocd, n).await;
+    let mut etcd = Members::start(Kind::Etcd, n).await;
+    let (spread, leader) = (n.to_string(), format!("{n} leader"));
+    for case in cases {
+        let row = run_row(case, &spread, false, &mut ferrocd, &mut etcd, common).await?;
+        report.rows.push(row);
+        if LEADER_VARIANTS.contains(&case.name) {
+            let row = run_row(case, &leader, true, &mut ferrocd, &mut etcd, common).await?;
+            report.rows.push(row);
+        }
+    }
+
+    let keys = args
+        .catchup_keys
+        .unwrap_or(if args.quick { 500 } else { 100_000 });
+    let limit = Duration::from_secs(120);
+    let mut times = Vec::new();
+    for members in [&mut ferrocd, &mut etcd] {
+        let catch_up = members.catch_up(keys, limit).await?;
+        let failover = members.failover(Duration::from_secs(60)).await?;
+        let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
+        times.push(ClusterTimes {
+            failover_secs: secs(failover),
+            catchup_keys: catch_up.keys,
+            catchup_applied_secs: secs(catch_up.applied),
+            catchup_read_secs: secs(catch_up.read),
+        });
+    }
+    let etcd_times = times.pop().expect("etcd's figures");
+    let ferrocd_times = times.pop().expect("ferrocd's figures");
+    report.cluster.push(ClusterFigures {
+        members: n,
+        ferrocd: ferrocd_times,
+        etcd: etcd_times,
+    });
+    Ok(())
+}
+
+/// `case` on ferrocd, then on etcd, with each one's RSS right after.
+async fn run_row<F: Target, E: Target>(
     case: &Case,
-    server: &mut Server,
+    cluster: &str,
+    target_leader: bool,
+    ferrocd: &mut F,
+    etcd: &mut E,
+    common: &Common,
+) -> anyhow::Result<Row> {
+    let f = run_case(case, cluster, target_leader, ferrocd, common).await?;
+    let ferrocd_rss_bytes = ferrocd.rss_bytes();
+    let e = run_case(case, cluster, target_leader, etcd, common).await?;
+    let etcd_rss_bytes = etcd.rss_bytes();
+    if !common.json {
+        print!("{}{}", f.to_text(), e.to_text());
+    }
+    Ok(Row {
+        workload: case.name.to_string(),
+        cluster: cluster.to_string(),
+        ferrocd: f,
+        etcd: e,
+        ferrocd_rss_bytes,
+        etcd_rss_bytes,
+    })
+}
+
+async fn run_case<T: Target>(
+    case: &Case,
+    cluster: &str,
+    target_leader: bool,
+    target: &mut T,
     common: &Common,
 ) -> anyhow::Result<crate::report::Summary> {
     let opts = RunOpts {
@@ -187,24 +321,19 @@ async fn run_case(
         timeout: common.timeout,
         progress: !common.no_progress && !common.json,
     };
-    let label = format!("{} {}", server.kind.name(), case.name);
-    let pool = Pool::connect(std::slice::from_ref(&server.client_url), case.conns, false).await?;
+    let label = format!("{} {} [{cluster}]", target.name(), case.name);
+    let pool = Pool::connect(&target.client_urls(), case.conns, target_leader).await?;
     let result = case.workload.run(&label, &opts, &pool).await;
-    if !server.alive() {
-        bail!(
-            "{} died during {}; log:\n{}",
-            server.kind.name(),
-            case.name,
-            server.log_tail()
-        );
-    }
-    let mut summary = result.with_context(|| format!("{} on {}", case.name, server.kind.name()))?;
+    target
+        .check_alive()
+        .with_context(|| format!("during {label}"))?;
+    let mut summary = result.with_context(|| format!("{label} failed"))?;
     summary.workload = label;
     Ok(summary)
 }
 
-async fn count_keys(server: &Server) -> anyhow::Result<i64> {
-    let pool = Pool::connect(std::slice::from_ref(&server.client_url), 1, false).await?;
+/// Keys in the whole key space.
+async fn count_keys(pool: &Pool) -> anyhow::Result<i64> {
     let all = RangeRequest {
         key: vec![0],
         range_end: vec![0],
@@ -212,6 +341,27 @@ async fn count_keys(server: &Server) -> anyhow::Result<i64> {
         ..Default::default()
     };
     Ok(pool.kv(0).range(all).await?.into_inner().count)
+}
+
+impl Target for Server {
+    fn name(&self) -> &'static str {
+        self.kind.name()
+    }
+
+    fn client_urls(&self) -> Vec<String> {
+        vec![self.client_url.clone()]
+    }
+
+    fn rss_bytes(&self) -> Option<u64> {
+        Server::rss_bytes(self)
+    }
+
+    fn check_alive(&mut self) -> anyhow::Result<()> {
+        if !self.alive() {
+            bail!("{} died; log:\n{}", self.kind.name(), self.log_tail());
+        }
+        Ok(())
+    }
 }
 
 fn default_ferrocd_bin() -> PathBuf {

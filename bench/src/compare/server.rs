@@ -112,9 +112,7 @@ impl Server {
 
     /// Resident memory of the process (VmRSS in /proc), in bytes.
     pub fn rss_bytes(&self) -> Option<u64> {
-        let pid = self.child.as_ref()?.id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        parse_vm_rss(&status)
+        rss_of(self.child.as_ref()?.id())
     }
 
     /// Bytes in the data directory.
@@ -181,6 +179,22 @@ impl Drop for Server {
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Resident memory of process `pid` (VmRSS in /proc), in bytes.
+pub fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_vm_rss(&status)
+}
+
+/// Whether process `pid` exists and has not exited (a child that exited
+/// stays a zombie until it is reaped).
+pub fn is_live(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("State:"))
+            .is_some_and(|l| !l.contains('Z') && !l.contains('X'))
+    })
 }
 
 /// VmRSS from the text of /proc/<pid>/status, in bytes.

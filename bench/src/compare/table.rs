@@ -1,14 +1,19 @@
-//! The comparison tables: one row per workload with ferrocd's figure, etcd's
-//! and their ratio (ferrocd / etcd), as Markdown so RESULTS.md can quote it.
+//! The comparison tables: one row per workload and cluster size with
+//! ferrocd's figure, etcd's and their ratio (ferrocd / etcd), as Markdown so
+//! RESULTS.md can quote it.
 
 use serde::Serialize;
 
 use crate::report::Summary;
 
-/// One workload measured on both servers, with each server's RSS after it.
+/// One workload measured on both servers, with each server's RSS after it
+/// (the sum over the members for a cluster).
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
     pub workload: String,
+    /// `1`, `3` (clients spread over every member) or `3 leader` (clients
+    /// on the leader only).
+    pub cluster: String,
     pub ferrocd: Summary,
     pub etcd: Summary,
     pub ferrocd_rss_bytes: Option<u64>,
@@ -27,6 +32,28 @@ pub struct Restart {
     pub etcd_rss_bytes: Option<u64>,
 }
 
+/// The cluster figures of one cluster size, ferrocd's next to etcd's.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterFigures {
+    pub members: usize,
+    pub ferrocd: ClusterTimes,
+    pub etcd: ClusterTimes,
+}
+
+/// One server's cluster figures; `None` is "not within the time limit".
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterTimes {
+    /// `kill -9` of the leader until a put sent after it succeeded.
+    pub failover_secs: Option<f64>,
+    /// Keys stored when the learner started.
+    pub catchup_keys: i64,
+    /// Learner process start until its applied index reached the leader's.
+    pub catchup_applied_secs: Option<f64>,
+    /// Learner process start until it served a serializable read of the
+    /// last key.
+    pub catchup_read_secs: Option<f64>,
+}
+
 /// `a / b`, or `None` when `b` is not positive.
 pub fn ratio(a: f64, b: f64) -> Option<f64> {
     (b > 0.0 && a.is_finite()).then(|| a / b)
@@ -36,6 +63,7 @@ pub fn ratio(a: f64, b: f64) -> Option<f64> {
 pub fn render(rows: &[Row]) -> String {
     let mut t = Markdown::new(&[
         "workload",
+        "members",
         "ferrocd ops/s",
         "etcd ops/s",
         "ops ratio",
@@ -51,6 +79,7 @@ pub fn render(rows: &[Row]) -> String {
         let (f, e) = (&r.ferrocd, &r.etcd);
         t.row(vec![
             r.workload.clone(),
+            r.cluster.clone(),
             format!("{:.0}", f.ops_per_sec),
             format!("{:.0}", e.ops_per_sec),
             times(ratio(f.ops_per_sec, e.ops_per_sec)),
@@ -88,6 +117,47 @@ pub fn render_restart(r: &Restart) -> String {
         times(rss_ratio(r.ferrocd_rss_bytes, r.etcd_rss_bytes)),
     ]);
     t.finish()
+}
+
+/// The cluster figures table, one block of rows per cluster size.
+pub fn render_cluster(figures: &[ClusterFigures]) -> String {
+    let mut t = Markdown::new(&["cluster figure", "ferrocd", "etcd", "ratio"]);
+    for c in figures {
+        let (f, e) = (&c.ferrocd, &c.etcd);
+        let n = c.members;
+        t.row(vec![
+            format!("{n} members: kill -9 leader -> next write ok"),
+            secs(f.failover_secs),
+            secs(e.failover_secs),
+            times(opt_ratio(f.failover_secs, e.failover_secs)),
+        ]);
+        let keys = if f.catchup_keys == e.catchup_keys {
+            f.catchup_keys.to_string()
+        } else {
+            format!("{}/{}", f.catchup_keys, e.catchup_keys)
+        };
+        t.row(vec![
+            format!("{n} members: learner catch-up, {keys} keys: applied index = leader's"),
+            secs(f.catchup_applied_secs),
+            secs(e.catchup_applied_secs),
+            times(opt_ratio(f.catchup_applied_secs, e.catchup_applied_secs)),
+        ]);
+        t.row(vec![
+            format!("{n} members: learner catch-up, {keys} keys: serializable read of last key"),
+            secs(f.catchup_read_secs),
+            secs(e.catchup_read_secs),
+            times(opt_ratio(f.catchup_read_secs, e.catchup_read_secs)),
+        ]);
+    }
+    t.finish()
+}
+
+fn opt_ratio(f: Option<f64>, e: Option<f64>) -> Option<f64> {
+    ratio(f?, e?)
+}
+
+fn secs(s: Option<f64>) -> String {
+    s.map_or("not in time".into(), |s| format!("{s:.2} s"))
 }
 
 fn rss_ratio(f: Option<u64>, e: Option<u64>) -> Option<f64> {
@@ -178,6 +248,7 @@ mod tests {
             .iter()
             .map(|w| Row {
                 workload: w.to_string(),
+                cluster: "1".to_string(),
                 ferrocd: summary(300, 2),
                 etcd: summary(200, 4),
                 ferrocd_rss_bytes: Some(50 << 20),
@@ -190,10 +261,30 @@ mod tests {
         assert!(lines[0].contains("ops ratio") && lines[0].contains("RSS ratio"));
         assert!(lines[1].starts_with("|-"));
         assert!(lines[2].starts_with("| put "));
+        assert!(lines[2].contains("| 1 "), "{table}");
         assert!(lines[2].contains("1.50x"), "{table}");
         assert!(lines[2].contains("0.50x"), "{table}");
         assert!(lines[2].contains("50.0 MiB"), "{table}");
         // Columns line up.
         assert!(lines.iter().all(|l| l.len() == lines[0].len()));
+    }
+
+    #[test]
+    fn cluster_figures_missing_a_time_say_so_and_have_no_ratio() {
+        let times = |failover| ClusterTimes {
+            failover_secs: failover,
+            catchup_keys: 100,
+            catchup_applied_secs: Some(1.0),
+            catchup_read_secs: Some(2.0),
+        };
+        let table = render_cluster(&[ClusterFigures {
+            members: 3,
+            ferrocd: times(None),
+            etcd: times(Some(1.5)),
+        }]);
+        let failover = table.lines().nth(2).unwrap();
+        assert!(failover.contains("not in time") && failover.contains("1.50 s"));
+        assert!(failover.trim_end().ends_with("| -     |"), "{table}");
+        assert!(table.contains("learner catch-up, 100 keys"), "{table}");
     }
 }
