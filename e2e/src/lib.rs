@@ -271,6 +271,13 @@ impl Server {
         self.child.is_some() && !self.stopped
     }
 
+    /// The exit status, once the process has exited by itself.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// The process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)

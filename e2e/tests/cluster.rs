@@ -712,6 +712,26 @@ async fn learner_added_through_the_cluster_api_follows_the_leader(kind: Kind) {
     let mut c = client(&cluster.members[learner], Duration::from_secs(10)).await;
     assert!(eventually_reads(&mut c, "api/added", "yes", Duration::from_secs(10)).await);
     assert_eq!(member_list(&cluster.endpoints()).len(), 4);
+
+    // Removed, the learner learns of it and shuts itself down.
+    etcdctl_ok(
+        &cluster.members[leader].endpoint,
+        &["member", "remove", &format!("{id:x}")],
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = cluster.members[learner].exit_status() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the removed learner still runs; log:\n{}",
+            cluster.members[learner].log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "removed learner exited with {status}");
+    assert_eq!(member_list(&cluster.members[leader].endpoint).len(), 3);
 }
 
 #[tokio::test]

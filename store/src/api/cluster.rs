@@ -285,7 +285,10 @@ async fn try_apply(
         }
     };
     let (after, index) = match ctx.raft().change_membership(changes, false).await {
-        Ok(resp) => (resp.membership.unwrap_or(membership), resp.log_id.index),
+        Ok(resp) => (
+            resp.membership.unwrap_or_else(|| membership.clone()),
+            resp.log_id.index,
+        ),
         Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
             ChangeMembershipError::InProgress(_),
         ))) => return Err(Retry::InProgress),
@@ -299,6 +302,9 @@ async fn try_apply(
         }
         Err(RaftError::Fatal(_)) => return Err(EtcdError::Stopped.into()),
     };
+    if let Change::Remove(_) = change {
+        tell_removed(ctx, &membership, member_id);
+    }
     let member = after
         .get_node(&member_id)
         .map(|m| etcd_member(member_id, m, is_learner));
@@ -307,6 +313,30 @@ async fn try_apply(
         members: list(&after),
         index,
     })
+}
+
+/// Tells a removed member so, best effort: it then shuts down, as etcd's
+/// removed members do. (This member, if it removed itself, notices from
+/// the membership.)
+fn tell_removed(ctx: &Context, before: &Membership, id: u64) {
+    let Some(node) = before.get_node(&id).cloned() else {
+        return;
+    };
+    if id == ctx.config().member_id {
+        return;
+    }
+    let Ok(mut client) = ctx.peers().member(&node) else {
+        return;
+    };
+    let cluster_id = ctx.config().cluster_id;
+    tokio::spawn(async move {
+        let mut req = Request::new(ferrocd_proto::ferrocdpb::RemovedRequest {
+            cluster_id,
+            member_id: id,
+        });
+        req.set_timeout(PROBE_TIMEOUT);
+        let _ = client.removed(req).await;
+    });
 }
 
 /// How long a voter may take to answer the reachability probe.

@@ -232,6 +232,23 @@ impl Peer for PeerService {
         Ok(Response::new(TimeoutNowResponse {}))
     }
 
+    async fn removed(
+        &self,
+        request: Request<RemovedRequest>,
+    ) -> Result<Response<RemovedResponse>, Status> {
+        let r = request.into_inner();
+        self.check(r.cluster_id)?;
+        if r.member_id != self.ctx.config().member_id {
+            return Err(Status::invalid_argument(format!(
+                "ferrocd: this is member {:x}, not {:x}",
+                self.ctx.config().member_id,
+                r.member_id
+            )));
+        }
+        self.ctx.peers().mark_removed();
+        Ok(Response::new(RemovedResponse {}))
+    }
+
     async fn cluster_info(
         &self,
         _: Request<ClusterInfoRequest>,

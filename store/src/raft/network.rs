@@ -77,6 +77,11 @@ impl PeerClients {
         let _ = rx.wait_for(|r| *r).await;
     }
 
+    /// Records that a leader said this member was removed.
+    pub fn mark_removed(&self) {
+        self.removed.send_replace(true);
+    }
+
     /// A client for the member at `url`; connects lazily and reconnects by
     /// itself after failures.
     pub fn client(&self, url: &str) -> Result<PeerClient<Channel>, PeerError> {
@@ -192,7 +197,7 @@ impl Peer {
                 return Err(self.unreachable(status.message().to_string()))
             }
             Err(status) if status.message() == REMOVED => {
-                self.peers.removed.send_replace(true);
+                self.peers.mark_removed();
                 return Err(self.unreachable(status.message().to_string()));
             }
             Err(status) => {
