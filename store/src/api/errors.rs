@@ -5,7 +5,8 @@
 //! clients) recognise server errors by comparing the gRPC status message
 //! byte for byte, so every text here must match etcd exactly. The table
 //! mirrors the `ErrGRPC*` values of etcd v3.6 (`api/v3rpc/rpctypes/error.go`;
-//! checked against v3.6.0 through v3.6.14 and v3.7.1, which all agree).
+//! checked against v3.6.0 through v3.6.14 and v3.7.1, which all agree),
+//! except where a comment says otherwise.
 //!
 //! The whole table lives in [`EtcdError::entry`]; everything else is derived
 //! from it.
@@ -355,8 +356,11 @@ impl EtcdError {
             ),
             E::Unhealthy => (Unavailable, "etcdserver: unhealthy cluster"),
             E::Corrupt => (DataLoss, "etcdserver: corrupt cluster"),
+            // etcd 3.4's code, not 3.5+'s FailedPrecondition: clients
+            // (etcdctl 3.4, clientv3 3.4 and 3.5) retry Unavailable on another
+            // endpoint, so one that happens to pick a learner still succeeds.
             E::NotSupportedForLearner => (
-                FailedPrecondition,
+                Unavailable,
                 "etcdserver: rpc not supported for learner",
             ),
             E::BadLeaderTransferee => (FailedPrecondition, "etcdserver: bad leader transferee"),
