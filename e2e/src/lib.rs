@@ -62,6 +62,28 @@ impl Addresses {
     }
 }
 
+/// Runs an `async fn scenario(kind: Kind)` as two tests, `scenario::on_etcd`
+/// and `scenario::on_ferrocd`, so every scenario holds ferrocd to what etcd
+/// does.
+#[macro_export]
+macro_rules! on_etcd_and_ferrocd {
+    ($($scenario:ident),+ $(,)?) => {
+        $(
+            mod $scenario {
+                #[tokio::test]
+                async fn on_etcd() {
+                    super::$scenario($crate::Kind::Etcd).await;
+                }
+
+                #[tokio::test]
+                async fn on_ferrocd() {
+                    super::$scenario($crate::Kind::Ferrocd).await;
+                }
+            }
+        )+
+    };
+}
+
 /// Whether this run is CI, where a missing tool is a failure, not a skip.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")

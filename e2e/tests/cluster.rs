@@ -212,15 +212,7 @@ async fn writes_and_reads_through_every_member(kind: Kind) {
     assert_eq!(seen, expected);
 }
 
-#[tokio::test]
-async fn writes_and_reads_through_every_member_on_etcd() {
-    writes_and_reads_through_every_member(Kind::Etcd).await;
-}
-
-#[tokio::test]
-async fn writes_and_reads_through_every_member_on_ferrocd() {
-    writes_and_reads_through_every_member(Kind::Ferrocd).await;
-}
+ferrocd_e2e::on_etcd_and_ferrocd!(writes_and_reads_through_every_member);
 
 // ------------------------------------------------ 2. leader crash under load
 
@@ -359,15 +351,7 @@ async fn leader_crash_loses_no_acknowledged_write(kind: Kind) {
     );
 }
 
-#[tokio::test]
-async fn leader_crash_loses_no_acknowledged_write_on_etcd() {
-    leader_crash_loses_no_acknowledged_write(Kind::Etcd).await;
-}
-
-#[tokio::test]
-async fn leader_crash_loses_no_acknowledged_write_on_ferrocd() {
-    leader_crash_loses_no_acknowledged_write(Kind::Ferrocd).await;
-}
+ferrocd_e2e::on_etcd_and_ferrocd!(leader_crash_loses_no_acknowledged_write);
 
 // ------------------------------------------------ 3. a member cut off alone
 
@@ -436,15 +420,7 @@ async fn member_without_quorum_serves_only_serializable_reads(kind: Kind) {
     assert_eq!(get(&mut c, "cut/after", false).await, Ok(Some("3".into())));
 }
 
-#[tokio::test]
-async fn member_without_quorum_serves_only_serializable_reads_on_etcd() {
-    member_without_quorum_serves_only_serializable_reads(Kind::Etcd).await;
-}
-
-#[tokio::test]
-async fn member_without_quorum_serves_only_serializable_reads_on_ferrocd() {
-    member_without_quorum_serves_only_serializable_reads(Kind::Ferrocd).await;
-}
+ferrocd_e2e::on_etcd_and_ferrocd!(member_without_quorum_serves_only_serializable_reads);
 
 // ------------------------------------------------ 4. membership with etcdctl
 
@@ -640,15 +616,7 @@ async fn membership_changes_with_etcdctl(kind: Kind) {
     assert_eq!(member_list(&endpoints).len(), 3);
 }
 
-#[tokio::test]
-async fn membership_changes_with_etcdctl_on_etcd() {
-    membership_changes_with_etcdctl(Kind::Etcd).await;
-}
-
-#[tokio::test]
-async fn membership_changes_with_etcdctl_on_ferrocd() {
-    membership_changes_with_etcdctl(Kind::Ferrocd).await;
-}
+ferrocd_e2e::on_etcd_and_ferrocd!(membership_changes_with_etcdctl);
 
 // ------------------------------------------------ 5. leadership transfer
 
@@ -684,15 +652,7 @@ async fn move_leader_hands_leadership_to_a_follower(kind: Kind) {
     }
 }
 
-#[tokio::test]
-async fn move_leader_hands_leadership_to_a_follower_on_etcd() {
-    move_leader_hands_leadership_to_a_follower(Kind::Etcd).await;
-}
-
-#[tokio::test]
-async fn move_leader_hands_leadership_to_a_follower_on_ferrocd() {
-    move_leader_hands_leadership_to_a_follower(Kind::Ferrocd).await;
-}
+ferrocd_e2e::on_etcd_and_ferrocd!(move_leader_hands_leadership_to_a_follower);
 
 // ------------------------------------------------ 6. MemberAdd through the API
 
@@ -734,12 +694,4 @@ async fn learner_added_through_the_cluster_api_follows_the_leader(kind: Kind) {
     assert_eq!(member_list(&cluster.members[leader].endpoint).len(), 3);
 }
 
-#[tokio::test]
-async fn learner_added_through_the_cluster_api_follows_the_leader_on_etcd() {
-    learner_added_through_the_cluster_api_follows_the_leader(Kind::Etcd).await;
-}
-
-#[tokio::test]
-async fn learner_added_through_the_cluster_api_follows_the_leader_on_ferrocd() {
-    learner_added_through_the_cluster_api_follows_the_leader(Kind::Ferrocd).await;
-}
+ferrocd_e2e::on_etcd_and_ferrocd!(learner_added_through_the_cluster_api_follows_the_leader);

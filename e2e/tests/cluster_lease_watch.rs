@@ -186,15 +186,7 @@ async fn lease_kept_alive_through_a_follower_expires_on_every_member(kind: Kind)
     );
 }
 
-#[tokio::test]
-async fn lease_kept_alive_through_a_follower_expires_on_every_member_on_etcd() {
-    lease_kept_alive_through_a_follower_expires_on_every_member(Kind::Etcd).await;
-}
-
-#[tokio::test]
-async fn lease_kept_alive_through_a_follower_expires_on_every_member_on_ferrocd() {
-    lease_kept_alive_through_a_follower_expires_on_every_member(Kind::Ferrocd).await;
-}
+ferrocd_e2e::on_etcd_and_ferrocd!(lease_kept_alive_through_a_follower_expires_on_every_member);
 
 // ------------------------------------------------ b. lease across a leader crash
 
@@ -263,15 +255,7 @@ async fn lease_kept_alive_survives_a_leader_crash(kind: Kind) {
     );
 }
 
-#[tokio::test]
-async fn lease_kept_alive_survives_a_leader_crash_on_etcd() {
-    lease_kept_alive_survives_a_leader_crash(Kind::Etcd).await;
-}
-
-#[tokio::test]
-async fn lease_kept_alive_survives_a_leader_crash_on_ferrocd() {
-    lease_kept_alive_survives_a_leader_crash(Kind::Ferrocd).await;
-}
+ferrocd_e2e::on_etcd_and_ferrocd!(lease_kept_alive_survives_a_leader_crash);
 
 // ------------------------------------------------ c. watch on a follower
 
@@ -465,15 +449,7 @@ async fn watch_on_a_follower_sees_every_write_once_across_a_leader_crash(kind: K
     );
 }
 
-#[tokio::test]
-async fn watch_on_a_follower_sees_every_write_once_across_a_leader_crash_on_etcd() {
-    watch_on_a_follower_sees_every_write_once_across_a_leader_crash(Kind::Etcd).await;
-}
-
-#[tokio::test]
-async fn watch_on_a_follower_sees_every_write_once_across_a_leader_crash_on_ferrocd() {
-    watch_on_a_follower_sees_every_write_once_across_a_leader_crash(Kind::Ferrocd).await;
-}
+ferrocd_e2e::on_etcd_and_ferrocd!(watch_on_a_follower_sees_every_write_once_across_a_leader_crash);
 
 // ------------------------------------------------ d. etcdctl lock
 
@@ -595,12 +571,4 @@ async fn lock_contenders_on_two_members_take_turns(kind: Kind) {
     );
 }
 
-#[tokio::test]
-async fn lock_contenders_on_two_members_take_turns_on_etcd() {
-    lock_contenders_on_two_members_take_turns(Kind::Etcd).await;
-}
-
-#[tokio::test]
-async fn lock_contenders_on_two_members_take_turns_on_ferrocd() {
-    lock_contenders_on_two_members_take_turns(Kind::Ferrocd).await;
-}
+ferrocd_e2e::on_etcd_and_ferrocd!(lock_contenders_on_two_members_take_turns);

@@ -29,15 +29,7 @@ const VALUE_BEFORE: &str = "written by the first three members";
 /// How long any one wait of this test may take.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-#[tokio::test]
-async fn executor_scales_etcd_from_three_to_five_and_back_one_step_at_a_time() {
-    scale_three_to_five_and_back(Kind::Etcd).await;
-}
-
-#[tokio::test]
-async fn executor_scales_ferrocd_from_three_to_five_and_back_one_step_at_a_time() {
-    scale_three_to_five_and_back(Kind::Ferrocd).await;
-}
+ferrocd_e2e::on_etcd_and_ferrocd!(scale_three_to_five_and_back);
 
 async fn scale_three_to_five_and_back(kind: Kind) {
     let mut cluster = match kind {

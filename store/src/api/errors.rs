@@ -359,10 +359,7 @@ impl EtcdError {
             // etcd 3.4's code, not 3.5+'s FailedPrecondition: clients
             // (etcdctl 3.4, clientv3 3.4 and 3.5) retry Unavailable on another
             // endpoint, so one that happens to pick a learner still succeeds.
-            E::NotSupportedForLearner => (
-                Unavailable,
-                "etcdserver: rpc not supported for learner",
-            ),
+            E::NotSupportedForLearner => (Unavailable, "etcdserver: rpc not supported for learner"),
             E::BadLeaderTransferee => (FailedPrecondition, "etcdserver: bad leader transferee"),
 
             E::ClusterVersionUnavailable => (
