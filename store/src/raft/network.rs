@@ -224,6 +224,14 @@ impl Peer {
 }
 
 impl RaftNetwork<TypeConfig> for Peer {
+    /// Pauses between attempts at an unreachable peer: short at first, so a
+    /// member that is just starting (added, or restarted) is reached soon,
+    /// then openraft's 500 ms.
+    fn backoff(&self) -> openraft::network::Backoff {
+        let soon = std::iter::repeat_n(Duration::from_millis(100), 10);
+        openraft::network::Backoff::new(soon.chain(std::iter::repeat(Duration::from_millis(500))))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
