@@ -84,6 +84,25 @@ macro_rules! on_etcd_and_ferrocd {
     };
 }
 
+/// A byte string as a Rust literal for test reports: long ones cut after 48
+/// bytes, with their length and an FNV-1a hash so differences stay visible.
+pub fn byte_literal(bytes: &[u8]) -> String {
+    const SHOWN: usize = 48;
+    let text: String = bytes
+        .iter()
+        .take(SHOWN)
+        .flat_map(|&c| std::ascii::escape_default(c))
+        .map(char::from)
+        .collect();
+    if bytes.len() <= SHOWN {
+        return format!("b\"{text}\"");
+    }
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    format!("b\"{text}\"…({} bytes, fnv {hash:016x})", bytes.len())
+}
+
 /// Whether this run is CI, where a missing tool is a failure, not a skip.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")

@@ -39,6 +39,27 @@ async fn roles(cluster: &Cluster) -> (usize, usize, usize) {
 
 /// A client of one member only. Unary requests fail after 10 s; streams
 /// get no deadline (the client's timeout would cut them).
+/// A lease of `ttl` seconds granted through member `grant_on`, `key` put
+/// with it there, and a keep-alive stream opened through member `keep_on`.
+/// Returns the client on `grant_on`, the lease id, the stream's halves and
+/// the client they run on.
+async fn leased_key(
+    cluster: &Cluster,
+    grant_on: usize,
+    keep_on: usize,
+    ttl: i64,
+    key: &str,
+) -> (Client, i64, LeaseKeeper, LeaseKeepAliveStream, Client) {
+    let mut c = client(&cluster.members[grant_on], false).await;
+    let lease = c.lease_grant(ttl, None).await.expect("grant").id();
+    c.put(key, "held", Some(PutOptions::new().with_lease(lease)))
+        .await
+        .expect("put with the lease");
+    let mut keeping = client(&cluster.members[keep_on], true).await;
+    let (keeper, stream) = keeping.lease_keep_alive(lease).await.expect("keep-alive");
+    (c, lease, keeper, stream, keeping)
+}
+
 async fn client(member: &Server, stream: bool) -> Client {
     let mut options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(2));
     if !stream {
@@ -126,15 +147,9 @@ async fn lease_kept_alive_through_a_follower_expires_on_every_member(kind: Kind)
         return;
     };
     let (_, f1, f2) = roles(&cluster).await;
-    let mut c1 = client(&cluster.members[f1], false).await;
-    let lease = c1.lease_grant(TTL, None).await.expect("grant").id();
-    c1.put("lease/a", "held", Some(PutOptions::new().with_lease(lease)))
-        .await
-        .expect("put with the lease");
-
     // Kept alive through the other follower for twice its TTL.
-    let mut c2 = client(&cluster.members[f2], true).await;
-    let (mut keeper, mut stream) = c2.lease_keep_alive(lease).await.expect("keep-alive");
+    let (mut c1, lease, mut keeper, mut stream, c2) =
+        leased_key(&cluster, f1, f2, TTL, "lease/a").await;
     let kept_until = Instant::now() + Duration::from_secs(2 * TTL as u64);
     let mut last_renewal = Instant::now();
     while Instant::now() < kept_until {
@@ -199,13 +214,8 @@ async fn lease_kept_alive_survives_a_leader_crash(kind: Kind) {
         return;
     };
     let (old, f1, f2) = roles(&cluster).await;
-    let mut c1 = client(&cluster.members[f1], false).await;
-    let lease = c1.lease_grant(CRASH_TTL, None).await.expect("grant").id();
-    c1.put("crash/a", "held", Some(PutOptions::new().with_lease(lease)))
-        .await
-        .expect("put with the lease");
-    let mut c2 = client(&cluster.members[f2], true).await;
-    let (mut keeper, mut stream) = c2.lease_keep_alive(lease).await.expect("keep-alive");
+    let (mut c1, lease, mut keeper, mut stream, _c2) =
+        leased_key(&cluster, f1, f2, CRASH_TTL, "crash/a").await;
     keep_alive_once(&mut keeper, &mut stream, Duration::from_secs(3))
         .await
         .unwrap_or_else(|e| panic!("{kind:?}: keep-alive before the crash: {e}"));

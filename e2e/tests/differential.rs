@@ -549,7 +549,7 @@ fn show(x: &impl Debug) -> String {
             .and_then(|j| parse_bytes(&after[..j]).map(|b| (j, b)))
         {
             Some((j, bytes)) => {
-                out.push_str(&byte_literal(&bytes));
+                out.push_str(&ferrocd_e2e::byte_literal(&bytes));
                 rest = &after[j + 1..];
             }
             None => {
@@ -567,25 +567,6 @@ fn parse_bytes(list: &str) -> Option<Vec<u8>> {
         return None;
     }
     list.split(", ").map(|n| n.parse::<u8>().ok()).collect()
-}
-
-fn byte_literal(bytes: &[u8]) -> String {
-    const SHOWN: usize = 48;
-    let text: String = bytes
-        .iter()
-        .take(SHOWN)
-        .flat_map(|&c| std::ascii::escape_default(c))
-        .map(char::from)
-        .collect();
-    if bytes.len() <= SHOWN {
-        format!("b\"{text}\"")
-    } else {
-        // FNV-1a, to tell long values apart.
-        let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
-        format!("b\"{text}\"…({} bytes, fnv {hash:016x})", bytes.len())
-    }
 }
 
 // ---------------------------------------------------------------------------

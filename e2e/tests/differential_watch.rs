@@ -1001,31 +1001,11 @@ async fn script(target: &Target<'_>) -> Transcript {
 // ---------------------------------------------------------------------------
 // Comparison and reports.
 
-/// A byte string as a literal; long ones cut, with their length and a hash
-/// so that differences stay visible.
-fn bytes(b: &[u8]) -> String {
-    const SHOWN: usize = 48;
-    let text: String = b
-        .iter()
-        .take(SHOWN)
-        .flat_map(|&c| std::ascii::escape_default(c))
-        .map(char::from)
-        .collect();
-    if b.len() <= SHOWN {
-        return format!("\"{text}\"");
-    }
-    // FNV-1a.
-    let hash = b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &c| {
-        (h ^ u64::from(c)).wrapping_mul(0x100_0000_01b3)
-    });
-    format!("\"{text}\"…({} bytes, fnv {hash:016x})", b.len())
-}
-
 fn show_kv(kv: &KeyValue) -> String {
     format!(
         "{}={} create={} mod={} ver={} lease={:#x}",
-        bytes(&kv.key),
-        bytes(&kv.value),
+        ferrocd_e2e::byte_literal(&kv.key),
+        ferrocd_e2e::byte_literal(&kv.value),
         kv.create_revision,
         kv.mod_revision,
         kv.version,
