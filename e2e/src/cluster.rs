@@ -25,6 +25,8 @@ pub struct Cluster {
     flags: Vec<String>,
     /// Number for the next member's name.
     next: usize,
+    /// `http` or `https` (peer TLS, with the certificate flags in `extra`).
+    peer_scheme: &'static str,
 }
 
 impl Cluster {
@@ -46,7 +48,22 @@ impl Cluster {
     /// All are launched before any is waited on: one member of a new
     /// cluster cannot elect a leader alone.
     pub async fn start(kind: Kind, n: usize, extra: &[&str]) -> Cluster {
-        let addrs = distinct_addresses(n);
+        Cluster::start_with_peer_scheme(kind, n, "http", extra).await
+    }
+
+    /// Starts `n` members whose peer URLs are `https://`; `extra` gives
+    /// the peer certificate flags.
+    pub async fn start_with_peer_tls(kind: Kind, n: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_with_peer_scheme(kind, n, "https", extra).await
+    }
+
+    async fn start_with_peer_scheme(
+        kind: Kind,
+        n: usize,
+        peer_scheme: &'static str,
+        extra: &[&str],
+    ) -> Cluster {
+        let addrs = distinct_addresses(n, peer_scheme);
         let initial = addrs
             .iter()
             .enumerate()
@@ -59,6 +76,7 @@ impl Cluster {
             token: unique_token(),
             flags: merge_flags(FAST_ELECTIONS, extra),
             next: n,
+            peer_scheme,
         };
         for (i, a) in addrs.into_iter().enumerate() {
             let flags = cluster.bootstrap_flags(&initial, "new");
@@ -192,7 +210,7 @@ impl Cluster {
         self.next += 1;
         NewMember {
             name,
-            addrs: distinct_from(&self.members),
+            addrs: distinct_from(&self.members, self.peer_scheme),
         }
     }
 
@@ -282,11 +300,11 @@ fn merge_flags(base: &[&str], extra: &[&str]) -> Vec<String> {
 }
 
 /// `n` sets of loopback addresses with no port used twice.
-fn distinct_addresses(n: usize) -> Vec<Addresses> {
+fn distinct_addresses(n: usize, peer_scheme: &str) -> Vec<Addresses> {
     let mut used = Vec::new();
     (0..n)
         .map(|_| {
-            let a = fresh_addresses(&used);
+            let a = fresh_addresses(&used, peer_scheme);
             used.extend([a.client_url.clone(), a.peer_url.clone()]);
             a
         })
@@ -294,18 +312,18 @@ fn distinct_addresses(n: usize) -> Vec<Addresses> {
 }
 
 /// Loopback addresses none of `members` uses.
-fn distinct_from(members: &[Server]) -> Addresses {
+fn distinct_from(members: &[Server], peer_scheme: &str) -> Addresses {
     let used: Vec<String> = members
         .iter()
         .flat_map(|m| [m.client_url.clone(), m.peer_url.clone()])
         .collect();
-    fresh_addresses(&used)
+    fresh_addresses(&used, peer_scheme)
 }
 
 /// Loopback addresses with two different ports, neither in `used` (URLs).
-fn fresh_addresses(used: &[String]) -> Addresses {
+fn fresh_addresses(used: &[String], peer_scheme: &str) -> Addresses {
     loop {
-        let a = Addresses::loopback();
+        let a = Addresses::with_schemes("http", peer_scheme);
         if a.client_url != a.peer_url
             && !used.contains(&a.client_url)
             && !used.contains(&a.peer_url)

@@ -6,6 +6,7 @@
 
 mod cluster;
 pub mod etcdctl_pair;
+pub mod pki;
 
 pub use cluster::{Cluster, NewMember, FAST_ELECTIONS};
 
@@ -36,6 +37,9 @@ pub struct Server {
     pub endpoint: String,
     /// `http://127.0.0.1:PORT` of the peer listener.
     pub peer_url: String,
+    /// The CA and client certificate this harness talks to an `https://`
+    /// client URL with.
+    pub tls: Option<pki::ClientCerts>,
     args: Vec<String>,
     child: Option<Child>,
     /// Whether the process was sent SIGSTOP and not SIGCONT since.
@@ -51,13 +55,14 @@ pub(crate) struct Addresses {
 }
 
 impl Addresses {
-    /// Fresh free loopback ports for the client and the peer listener.
-    pub(crate) fn loopback() -> Addresses {
-        let (client, peer) = (free_port(), free_port());
+    /// Fresh free loopback ports for the client and the peer listener, with
+    /// `https` for the listeners that speak TLS.
+    pub(crate) fn with_schemes(client: &str, peer: &str) -> Addresses {
+        let (client_port, peer_port) = (free_port(), free_port());
         Addresses {
-            client_url: format!("http://127.0.0.1:{client}"),
-            endpoint: format!("127.0.0.1:{client}"),
-            peer_url: format!("http://127.0.0.1:{peer}"),
+            client_url: format!("{client}://127.0.0.1:{client_port}"),
+            endpoint: format!("127.0.0.1:{client_port}"),
+            peer_url: format!("{peer}://127.0.0.1:{peer_port}"),
         }
     }
 }
@@ -169,9 +174,29 @@ impl Server {
     }
 
     async fn start(kind: Kind, extra: &[&str]) -> Server {
-        let addrs = Addresses::loopback();
+        let server = Server::prepare_https(kind, None, extra);
+        Server::started(server).await
+    }
+
+    /// Starts `kind` with an `https://` client URL and `extra` (which gives
+    /// the certificate flags); the harness talks to it with `client`.
+    pub async fn start_https(kind: Kind, client: pki::ClientCerts, extra: &[&str]) -> Server {
+        let server = Server::prepare_https(kind, Some(client), extra);
+        Server::started(server).await
+    }
+
+    /// A single member not started yet: `https://` client URL when
+    /// `client` is given.
+    pub fn prepare_https(kind: Kind, client: Option<pki::ClientCerts>, extra: &[&str]) -> Server {
+        let scheme = if client.is_some() { "https" } else { "http" };
+        let addrs = Addresses::with_schemes(scheme, "http");
         let cluster = vec![format!("--initial-cluster=default={}", addrs.peer_url)];
         let mut server = Server::prepare(kind, "default", addrs, &cluster, extra);
+        server.tls = client;
+        server
+    }
+
+    async fn started(mut server: Server) -> Server {
         server.launch();
         server.wait_ready().await;
         server
@@ -212,6 +237,7 @@ impl Server {
             endpoint,
             client_url,
             peer_url,
+            tls: None,
             args,
             child: None,
             stopped: false,
@@ -298,8 +324,19 @@ impl Server {
 
     /// A gRPC channel to this server whose calls fail after 2 s.
     pub async fn channel(&self) -> Result<Channel, String> {
-        Endpoint::from_shared(self.client_url.clone())
-            .map_err(|e| e.to_string())?
+        let mut endpoint =
+            Endpoint::from_shared(self.client_url.clone()).map_err(|e| e.to_string())?;
+        if let Some(tls) = &self.tls {
+            let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+            let config = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(read(&tls.ca)?))
+                .identity(tonic::transport::Identity::from_pem(
+                    read(&tls.cert)?,
+                    read(&tls.key)?,
+                ));
+            endpoint = endpoint.tls_config(config).map_err(|e| e.to_string())?;
+        }
+        endpoint
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(2))
             .connect()
@@ -387,7 +424,17 @@ impl Server {
 
     /// Runs `etcdctl` with `input` on its standard input.
     pub fn etcdctl_with_input(&self, args: &[&str], input: Option<&str>) -> Output {
-        etcdctl(&self.endpoint, args, input)
+        let flags = self
+            .tls
+            .as_ref()
+            .map(pki::ClientCerts::etcdctl_flags)
+            .unwrap_or_default();
+        let all: Vec<&str> = flags
+            .iter()
+            .map(String::as_str)
+            .chain(args.iter().copied())
+            .collect();
+        etcdctl(&self.endpoint, &all, input)
     }
 
     /// An `etcd-client` crate client connected to this server.

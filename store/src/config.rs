@@ -9,6 +9,8 @@ use clap::Parser;
 use url::Url;
 
 use crate::ids;
+use crate::tls::flags::TlsSettings;
+use crate::tls::TlsFlags;
 
 /// etcd's default for `--max-request-bytes` (1.5 MiB).
 pub const DEFAULT_MAX_REQUEST_BYTES: u32 = 1024 * 1024 + 512 * 1024;
@@ -147,24 +149,13 @@ pub struct Flags {
     #[arg(long, env = "ETCD_LOG_OUTPUTS")]
     pub log_outputs: Option<String>,
 
-    /// Client TLS: not supported yet; giving it is an error.
-    #[arg(long, env = "ETCD_CERT_FILE")]
-    pub cert_file: Option<String>,
-    /// Client TLS: not supported yet; giving it is an error.
-    #[arg(long, env = "ETCD_KEY_FILE")]
-    pub key_file: Option<String>,
-    /// Client TLS: not supported yet; giving it is an error.
-    #[arg(long, env = "ETCD_TRUSTED_CA_FILE")]
-    pub trusted_ca_file: Option<String>,
-    /// Peer TLS: not supported yet; giving it is an error.
-    #[arg(long, env = "ETCD_PEER_CERT_FILE")]
-    pub peer_cert_file: Option<String>,
-    /// Peer TLS: not supported yet; giving it is an error.
-    #[arg(long, env = "ETCD_PEER_KEY_FILE")]
-    pub peer_key_file: Option<String>,
-    /// Peer TLS: not supported yet; giving it is an error.
-    #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE")]
-    pub peer_trusted_ca_file: Option<String>,
+    /// URLs to serve /metrics and /health on, over plain HTTP (or HTTPS
+    /// with the client certificate), beside the client port.
+    #[arg(long, env = "ETCD_LISTEN_METRICS_URLS")]
+    pub listen_metrics_urls: Option<String>,
+
+    #[command(flatten)]
+    pub tls: TlsFlags,
 }
 
 /// A member named in `--initial-cluster`.
@@ -180,10 +171,12 @@ pub struct InitialMember {
 pub struct Config {
     pub name: String,
     pub data_dir: PathBuf,
-    pub listen_client: Vec<SocketAddr>,
+    pub listen_client: Vec<Listen>,
+    /// `--listen-metrics-urls`.
+    pub listen_metrics: Vec<Listen>,
     pub advertise_client_urls: Vec<String>,
     pub peer_urls: Vec<String>,
-    pub listen_peer: Vec<SocketAddr>,
+    pub listen_peer: Vec<Listen>,
     pub initial_cluster: Vec<InitialMember>,
     /// `--initial-cluster-state=existing`: join a running cluster.
     pub join_existing: bool,
@@ -198,8 +191,20 @@ pub struct Config {
     pub election_timeout_ms: u64,
     pub snapshot_count: u64,
     pub watch_progress_notify_interval: Duration,
+    /// Certificates of the client and peer listeners.
+    pub tls: TlsSettings,
+    /// `--self-signed-cert-validity` in years, for `--auto-tls`.
+    pub self_signed_cert_validity: u32,
     /// Notes about flags accepted but not acted on, to log at start.
     pub ignored: Vec<String>,
+}
+
+/// An address to listen on, and whether connections to it speak TLS
+/// (an `https://` URL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    pub tls: bool,
 }
 
 /// A configuration error, printed to the user before exiting non-zero.
@@ -238,31 +243,33 @@ pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
 impl Config {
     /// Validates flags into a configuration.
     pub fn from_flags(f: Flags) -> Result<Config, ConfigError> {
-        let tls = [
-            ("cert-file", &f.cert_file),
-            ("key-file", &f.key_file),
-            ("trusted-ca-file", &f.trusted_ca_file),
-            ("peer-cert-file", &f.peer_cert_file),
-            ("peer-key-file", &f.peer_key_file),
-            ("peer-trusted-ca-file", &f.peer_trusted_ca_file),
-        ];
-        if let Some((flag, _)) = tls.iter().find(|(_, v)| v.is_some()) {
-            return Err(bad(format!(
-                "--{flag}: TLS is not supported by this ferrocd version yet"
-            )));
-        }
-        let listen_client = parse_urls("listen-client-urls", &f.listen_client_urls)?
-            .iter()
-            .map(|u| socket_addr("listen-client-urls", u))
-            .collect::<Result<Vec<_>, _>>()?;
+        let tls = f.tls.settings().map_err(bad)?;
+        let mut notes = tls.notes.clone();
+        let listen_client = listeners(
+            "listen-client-urls",
+            &f.listen_client_urls,
+            tls.client.is_some(),
+            &mut notes,
+        )?;
+        let listen_metrics = match &f.listen_metrics_urls {
+            Some(urls) => listeners(
+                "listen-metrics-urls",
+                urls,
+                tls.client.is_some(),
+                &mut notes,
+            )?,
+            None => Vec::new(),
+        };
         let advertise_client_urls = url_strings(parse_urls(
             "advertise-client-urls",
             &f.advertise_client_urls,
         )?);
-        let listen_peer = parse_urls("listen-peer-urls", &f.listen_peer_urls)?
-            .iter()
-            .map(|u| socket_addr("listen-peer-urls", u))
-            .collect::<Result<Vec<_>, _>>()?;
+        let listen_peer = listeners(
+            "listen-peer-urls",
+            &f.listen_peer_urls,
+            tls.peer.is_some(),
+            &mut notes,
+        )?;
         let peer_urls = url_strings(parse_urls(
             "initial-advertise-peer-urls",
             &f.initial_advertise_peer_urls,
@@ -309,7 +316,19 @@ impl Config {
         if f.max_txn_ops == 0 {
             return Err(bad("--max-txn-ops must be greater than 0"));
         }
-        let mut ignored = Vec::new();
+        if tls.peer.is_none() {
+            let https = initial_cluster
+                .iter()
+                .flat_map(|m| m.peer_urls.iter())
+                .chain(peer_urls.iter())
+                .find(|u| u.starts_with("https://"));
+            if let Some(url) = https {
+                return Err(bad(format!(
+                    "TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for peer url {url} with HTTPS scheme"
+                )));
+            }
+        }
+        let mut ignored = notes;
         for (flag, set) in [
             ("quota-backend-bytes", f.quota_backend_bytes.is_some()),
             (
@@ -349,6 +368,9 @@ impl Config {
             election_timeout_ms: f.election_timeout,
             snapshot_count: f.snapshot_count,
             watch_progress_notify_interval: f.watch_progress_notify_interval,
+            listen_metrics,
+            tls,
+            self_signed_cert_validity: f.tls.self_signed_cert_validity,
             ignored,
         })
     }
@@ -396,10 +418,12 @@ fn parse_urls(flag: &str, list: &str) -> Result<Vec<Url>, ConfigError> {
         .map(|s| {
             let u = Url::parse(s).map_err(|e| bad(format!("--{flag}: invalid URL {s:?}: {e}")))?;
             match u.scheme() {
-                "http" => Ok(u),
-                "https" | "unixs" => Err(bad(format!("--{flag}: {s}: TLS is not supported yet"))),
+                "http" | "https" => Ok(u),
+                "unix" | "unixs" => Err(bad(format!(
+                    "--{flag}: {s}: unix sockets are not supported by ferrocd; use http:// or https://"
+                ))),
                 other => Err(bad(format!(
-                    "--{flag}: {s}: URL scheme must be http, https, unix or unixs: {other}"
+                    "--{flag}: {s}: URL scheme must be http or https: {other}"
                 ))),
             }
         })
@@ -413,6 +437,44 @@ fn parse_urls(flag: &str, list: &str) -> Result<Vec<Url>, ConfigError> {
         }
     }
     Ok(urls)
+}
+
+/// The addresses of a `--listen-*-urls` flag. An `https://` URL needs
+/// that side's certificate; an `http://` one is served in plain text even
+/// when there is one (etcd warns, and so does ferrocd).
+fn listeners(
+    flag: &str,
+    list: &str,
+    have_tls: bool,
+    notes: &mut Vec<String>,
+) -> Result<Vec<Listen>, ConfigError> {
+    let (files, side) = if flag == "listen-peer-urls" {
+        ("--peer-cert-file, --peer-key-file", "peer")
+    } else {
+        ("--cert-file, --key-file", "client")
+    };
+    parse_urls(flag, list)?
+        .iter()
+        .map(|u| {
+            let tls = u.scheme() == "https";
+            if tls && !have_tls {
+                return Err(bad(format!(
+                    "TLS key/cert ({files}) must be provided for {side} url {} with HTTPS scheme",
+                    u.as_str().trim_end_matches('/')
+                )));
+            }
+            if !tls && have_tls && flag != "listen-metrics-urls" {
+                notes.push(format!(
+                    "--{flag}: {} is HTTP while key and cert files are present; serving it without TLS",
+                    u.as_str().trim_end_matches('/')
+                ));
+            }
+            Ok(Listen {
+                addr: socket_addr(flag, u)?,
+                tls,
+            })
+        })
+        .collect()
 }
 
 /// URLs as etcd prints them: scheme://host:port without a trailing slash.
@@ -483,7 +545,13 @@ mod tests {
     fn defaults_are_etcds() {
         let c = Config::from_flags(flags(&[]).unwrap()).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("default.etcd"));
-        assert_eq!(c.listen_client, vec!["127.0.0.1:2379".parse().unwrap()]);
+        assert_eq!(
+            c.listen_client,
+            vec![Listen {
+                addr: "127.0.0.1:2379".parse().unwrap(),
+                tls: false
+            }]
+        );
         assert_eq!(format!("{:x}", c.member_id), "8e9e05c52164694d");
         assert_eq!(c.max_request_bytes, 1_572_864);
         assert_eq!(c.max_txn_ops, 128);
@@ -505,6 +573,15 @@ mod tests {
                 .is_err()
         );
         assert!(Config::from_flags(flags(&["--cert-file", "x.pem"]).unwrap()).is_err());
+        let https = flags(&["--listen-client-urls", "https://127.0.0.1:2379"]).unwrap();
+        let e = Config::from_flags(https).unwrap_err().to_string();
+        assert!(
+            e.contains("must be provided for client url https://127.0.0.1:2379"),
+            "{e}"
+        );
+        let unix = flags(&["--listen-client-urls", "unix://localhost:2379"]).unwrap();
+        let e = Config::from_flags(unix).unwrap_err().to_string();
+        assert!(e.contains("unix sockets are not supported"), "{e}");
     }
 
     #[test]

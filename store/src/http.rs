@@ -16,19 +16,27 @@ use crate::config::ETCD_VERSION;
 
 /// Adds the HTTP endpoints to `router`.
 pub fn routes(router: Router, ctx: Context) -> Router {
-    let metrics = Metrics::new();
     router.merge(
-        Router::new()
-            .route("/health", get(health))
-            .route("/livez", get(livez))
-            .route("/readyz", get(readyz))
-            .route("/version", get(version))
-            .with_state(ctx.clone())
-            .route(
-                "/metrics",
-                get(move || metrics_text(ctx.clone(), metrics.clone())),
-            ),
+        metrics_routes(ctx.clone()).merge(
+            Router::new()
+                .route("/livez", get(livez))
+                .route("/readyz", get(readyz))
+                .route("/version", get(version))
+                .with_state(ctx),
+        ),
     )
+}
+
+/// `/metrics` and `/health`: what `--listen-metrics-urls` serves.
+pub fn metrics_routes(ctx: Context) -> Router {
+    let metrics = Metrics::new();
+    Router::new()
+        .route("/health", get(health))
+        .with_state(ctx.clone())
+        .route(
+            "/metrics",
+            get(move || metrics_text(ctx.clone(), metrics.clone())),
+        )
 }
 
 /// Whether the member can serve a linearizable read within a second (a

@@ -14,4 +14,5 @@ pub mod mvcc;
 pub mod raft;
 pub mod server;
 pub mod snapshot;
+pub mod tls;
 pub mod watch;

@@ -6,6 +6,7 @@ use ferrocd::config::{Config, Flags};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    ferrocd::tls::install_provider();
     let config = match Config::from_flags(Flags::from_args()) {
         Ok(c) => c,
         Err(e) => {
@@ -13,6 +14,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = ferrocd::tls::preflight(&config.tls) {
+        eprintln!("ferrocd: {e}");
+        return ExitCode::from(2);
+    }
     let level = match config.log_level.as_str() {
         "panic" | "fatal" => "error",
         other => other,

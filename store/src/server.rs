@@ -19,18 +19,19 @@ use ferrocd_proto::ferrocdpb::peer_server::PeerServer;
 use ferrocd_proto::ferrocdpb::ClusterInfoRequest;
 use openraft::SnapshotPolicy;
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::StreamExt;
+use tokio_stream::{Stream, StreamExt};
 use tracing::{info, warn};
 
 use crate::api::{self, Context};
-use crate::config::Config;
+use crate::config::{Config, Listen};
 use crate::lease::Lessor;
 use crate::mvcc::Mvcc;
 use crate::raft::network::MAX_PEER_MESSAGE;
 use crate::raft::{LogStore, Member, Network, PeerClients, Raft, StateMachine};
+use crate::tls::{self, client::ClientTls, server::ServerTls};
 use crate::watch::WatchHub;
 
 /// gRPC framing allowance on top of `--max-request-bytes`, as etcd allows.
@@ -86,7 +87,12 @@ struct Identity {
 /// Settles this member's ids: from its data directory when it has started
 /// before; from the flags for a new cluster; from the cluster's members
 /// when joining an existing one (the member must have been added there).
-async fn resolve_identity(config: &mut Config, dir: &Path, had_data: bool) -> anyhow::Result<()> {
+async fn resolve_identity(
+    config: &mut Config,
+    dir: &Path,
+    had_data: bool,
+    tls: Option<Arc<ClientTls>>,
+) -> anyhow::Result<()> {
     let path = dir.join(IDENTITY);
     match std::fs::read(&path) {
         Ok(raw) => {
@@ -100,7 +106,7 @@ async fn resolve_identity(config: &mut Config, dir: &Path, had_data: bool) -> an
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
     if config.join_existing && !had_data {
-        let (member, cluster) = join_info(config).await?;
+        let (member, cluster) = join_info(config, tls).await?;
         config.member_id = member;
         config.cluster_id = cluster;
     }
@@ -118,8 +124,8 @@ async fn resolve_identity(config: &mut Config, dir: &Path, had_data: bool) -> an
 
 /// Asks the members named in `--initial-cluster` for the cluster's id and
 /// this member's id (it was given when the member was added).
-async fn join_info(config: &Config) -> anyhow::Result<(u64, u64)> {
-    let peers = PeerClients::new(0);
+async fn join_info(config: &Config, tls: Option<Arc<ClientTls>>) -> anyhow::Result<(u64, u64)> {
+    let peers = PeerClients::new(0, tls);
     let mut mine = config.peer_urls.clone();
     mine.sort();
     let others: Vec<&String> = config
@@ -176,7 +182,12 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
     let had_data = dir.join("wal").exists();
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("creating data dir {}", dir.display()))?;
-    resolve_identity(&mut config, &dir, had_data).await?;
+    resolve_auto_tls(&mut config)?;
+    let peer_tls = match &config.tls.peer {
+        Some(side) => Some(ClientTls::new(side.clone())?),
+        None => None,
+    };
+    resolve_identity(&mut config, &dir, had_data, peer_tls.clone()).await?;
     // The raft log has a database of its own: acknowledging a write fsyncs
     // only the log, not the state machine's pages. The state machine is
     // flushed in the background and before the log is purged behind a
@@ -212,7 +223,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
         ..Default::default()
     }
     .validate()?;
-    let peers = PeerClients::new(config.cluster_id);
+    let peers = PeerClients::new(config.cluster_id, peer_tls);
     let raft = Raft::new(
         config.member_id,
         Arc::new(raft_config),
@@ -294,6 +305,32 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
     })
 }
 
+/// Makes the self-signed certificates of `--auto-tls`/`--peer-auto-tls`
+/// (for the hosts this member listens on and advertises), or finds them
+/// from an earlier start.
+fn resolve_auto_tls(config: &mut Config) -> anyhow::Result<()> {
+    fn hosts(urls: &[String], listen: &[Listen]) -> Vec<String> {
+        let mut hosts: Vec<String> = urls
+            .iter()
+            .filter_map(|u| url::Url::parse(u).ok()?.host_str().map(str::to_string))
+            .chain(listen.iter().map(|l| l.addr.ip().to_string()))
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        hosts
+    }
+    let years = config.self_signed_cert_validity;
+    if let Some(side) = config.tls.client.take() {
+        let hosts = hosts(&config.advertise_client_urls, &config.listen_client);
+        config.tls.client = Some(tls::auto::resolve(side, &config.data_dir, &hosts, years)?);
+    }
+    if let Some(side) = config.tls.peer.take() {
+        let hosts = hosts(&config.peer_urls, &config.listen_peer);
+        config.tls.peer = Some(tls::auto::resolve(side, &config.data_dir, &hosts, years)?);
+    }
+    Ok(())
+}
+
 /// Listens for peer traffic on `--listen-peer-urls`.
 async fn serve_peers(
     config: &Config,
@@ -301,28 +338,26 @@ async fn serve_peers(
     lessor: &Arc<Lessor>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut tasks = Vec::new();
-    for addr in &config.listen_peer {
-        let listener = TcpListener::bind(addr)
+    let tls = match &config.tls.peer {
+        Some(side) => Some(ServerTls::new(side.clone(), &[b"h2"])?),
+        None => None,
+    };
+    for listen in &config.listen_peer {
+        let listener = TcpListener::bind(listen.addr)
             .await
-            .with_context(|| format!("listening for peer traffic on {addr}"))?;
-        info!(addr = %listener.local_addr()?, "serving peer requests");
+            .with_context(|| format!("listening for peer traffic on {}", listen.addr))?;
+        info!(addr = %listener.local_addr()?, tls = listen.tls, "serving peer requests");
         let service = PeerServer::new(api::PeerService::new(ctx.clone(), lessor.clone()))
             .max_decoding_message_size(MAX_PEER_MESSAGE)
             .max_encoding_message_size(MAX_PEER_MESSAGE);
-        tasks.push(tokio::spawn(async move {
-            let incoming = TcpListenerStream::new(listener).map(|conn| {
-                conn.inspect(|c| {
-                    let _ = c.set_nodelay(true);
-                })
-            });
-            if let Err(e) = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(incoming)
-                .await
-            {
-                warn!("peer listener: {e}");
+        let routes = tonic::service::Routes::new(service);
+        let never = std::future::pending::<()>();
+        tasks.push(match (&tls, listen.tls) {
+            (Some(tls), true) => {
+                tokio::spawn(serve("peer", routes, tls.clone().incoming(listener), never))
             }
-        }));
+            _ => tokio::spawn(serve("peer", routes, plain(listener), never)),
+        });
     }
     Ok(tasks)
 }
@@ -432,12 +467,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         stop_rx.clone(),
     ));
     tokio::spawn(publish(ctx.clone(), stop_rx.clone()));
+    let client_tls = match &config.tls.client {
+        Some(side) => Some(ServerTls::new(side.clone(), &[b"h2", b"http/1.1"])?),
+        None => None,
+    };
     let mut servers = Vec::new();
-    for addr in &config.listen_client {
-        let listener = TcpListener::bind(addr)
+    for listen in &config.listen_client {
+        let listener = TcpListener::bind(listen.addr)
             .await
-            .with_context(|| format!("listening for client traffic on {addr}"))?;
-        info!(%addr, "serving client requests");
+            .with_context(|| format!("listening for client traffic on {}", listen.addr))?;
+        info!(addr = %listen.addr, tls = listen.tls, "serving client requests");
         let routes = client_routes(
             &ctx,
             &hub,
@@ -445,24 +484,36 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             config.max_request_bytes + GRPC_OVERHEAD_BYTES,
         );
         let mut stop = stop_rx.clone();
-        servers.push(tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .accept_http1(true)
-                .add_routes(routes)
-                .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(listener).map(|conn| {
-                        // Without TCP_NODELAY, small responses written in two
-                        // parts wait on the client's delayed ACK (~40 ms).
-                        conn.inspect(|c| {
-                            let _ = c.set_nodelay(true);
-                        })
-                    }),
-                    async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    },
-                )
-                .await
-        }));
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        servers.push(match (&client_tls, listen.tls) {
+            (Some(tls), true) => tokio::spawn(serve(
+                "client",
+                routes,
+                tls.clone().incoming(listener),
+                stopped,
+            )),
+            _ => tokio::spawn(serve("client", routes, plain(listener), stopped)),
+        });
+    }
+    for listen in &config.listen_metrics {
+        let listener = TcpListener::bind(listen.addr)
+            .await
+            .with_context(|| format!("listening for metrics on {}", listen.addr))?;
+        info!(addr = %listen.addr, tls = listen.tls, "serving /metrics and /health");
+        let routes = tonic::service::Routes::from(crate::http::metrics_routes(ctx.clone()));
+        let never = std::future::pending::<()>();
+        // Metrics listeners end with the process, like the peer ones.
+        match (&client_tls, listen.tls) {
+            (Some(tls), true) => tokio::spawn(serve(
+                "metrics",
+                routes,
+                tls.clone().incoming(listener),
+                never,
+            )),
+            _ => tokio::spawn(serve("metrics", routes, plain(listener), never)),
+        };
     }
     info!(
         name = %config.name,
@@ -481,10 +532,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     // Open client connections would hold a graceful stop forever; give
     // in-flight requests a moment, then close what is left.
     for mut s in servers {
-        match tokio::time::timeout(Duration::from_secs(2), &mut s).await {
-            Ok(Ok(Err(e))) => warn!("client listener: {e}"),
-            Ok(_) => {}
-            Err(_) => s.abort(),
+        if tokio::time::timeout(Duration::from_secs(2), &mut s)
+            .await
+            .is_err()
+        {
+            s.abort();
         }
     }
     if let Err(e) = raft.shutdown().await {
@@ -496,6 +548,42 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     db.flush_async().await?;
     wal.flush_async().await?;
     Ok(())
+}
+
+/// Accepted plain-text connections, with TCP_NODELAY: without it, small
+/// responses written in two parts wait on the client's delayed ACK (~40 ms).
+fn plain(listener: TcpListener) -> impl Stream<Item = std::io::Result<TcpStream>> {
+    TcpListenerStream::new(listener).map(|conn| {
+        conn.inspect(|c| {
+            let _ = c.set_nodelay(true);
+        })
+    })
+}
+
+/// Serves `routes` (gRPC and the HTTP endpoints) on `incoming` connections
+/// until `stop` completes.
+async fn serve<IO>(
+    what: &'static str,
+    routes: tonic::service::Routes,
+    incoming: impl Stream<Item = std::io::Result<IO>> + Send + 'static,
+    stop: impl Future<Output = ()> + Send + 'static,
+) where
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+{
+    if let Err(e) = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, stop)
+        .await
+    {
+        warn!("{what} listener: {e}");
+    }
 }
 
 fn client_routes(

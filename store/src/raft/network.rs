@@ -25,6 +25,7 @@ use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
 use super::{Member, TypeConfig};
+use crate::tls::client::ClientTls;
 
 /// What the leader answers a removed member (etcd's words).
 pub const REMOVED: &str = "etcdserver: the member has been permanently removed from the cluster";
@@ -39,6 +40,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// request forwarding.
 pub struct PeerClients {
     cluster_id: u64,
+    /// This member's peer certificate, for `https://` peer URLs.
+    tls: Option<Arc<ClientTls>>,
     /// Set when the leader says this member was removed from the cluster.
     removed: tokio::sync::watch::Sender<bool>,
     channels: Mutex<HashMap<String, PeerClient<Channel>>>,
@@ -51,6 +54,8 @@ pub enum PeerError {
     NoUrl,
     #[error("invalid peer URL {0:?}: {1}")]
     BadUrl(String, String),
+    #[error("peer URL {0} is https:// but this member has no peer certificate (--peer-cert-file, --peer-key-file)")]
+    NoTls(String),
     #[error("peer {url}: {status}")]
     Status { url: String, status: tonic::Status },
     #[error("undecodable answer from a peer: {0}")]
@@ -58,9 +63,10 @@ pub enum PeerError {
 }
 
 impl PeerClients {
-    pub fn new(cluster_id: u64) -> Arc<Self> {
+    pub fn new(cluster_id: u64, tls: Option<Arc<ClientTls>>) -> Arc<Self> {
         Arc::new(PeerClients {
             cluster_id,
+            tls,
             removed: tokio::sync::watch::Sender::new(false),
             channels: Mutex::new(HashMap::new()),
         })
@@ -89,13 +95,31 @@ impl PeerClients {
         if let Some(c) = channels.get(url) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(url.to_string())
-            .map_err(|e| PeerError::BadUrl(url.to_string(), e.to_string()))?
+        let bad = |e: String| PeerError::BadUrl(url.to_string(), e);
+        let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+        let secure = parsed.scheme() == "https";
+        // tonic would refuse an https:// endpoint without its own TLS
+        // setup: the connector below speaks TLS under a plain endpoint.
+        let plain = if secure {
+            format!("http://{}", &url["https://".len()..])
+        } else {
+            url.to_string()
+        };
+        let endpoint = Endpoint::from_shared(plain)
+            .map_err(|e| bad(e.to_string()))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
+            .keep_alive_timeout(Duration::from_secs(5));
+        let channel = if secure {
+            let tls = self
+                .tls
+                .as_ref()
+                .ok_or_else(|| PeerError::NoTls(url.to_string()))?;
+            endpoint.connect_with_connector_lazy(tls.connector(&parsed).map_err(bad)?)
+        } else {
+            endpoint.connect_lazy()
+        };
         let client = PeerClient::new(channel)
             .max_decoding_message_size(MAX_PEER_MESSAGE)
             .max_encoding_message_size(MAX_PEER_MESSAGE);
