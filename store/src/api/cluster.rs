@@ -328,11 +328,12 @@ fn tell_removed(ctx: &Context, before: &Membership, id: u64) {
     let Ok(mut client) = ctx.peers().member(&node) else {
         return;
     };
-    let cluster_id = ctx.config().cluster_id;
+    let (cluster_id, me) = (ctx.config().cluster_id, ctx.config().member_id);
     tokio::spawn(async move {
         let mut req = Request::new(ferrocd_proto::ferrocdpb::RemovedRequest {
             cluster_id,
             member_id: id,
+            from: me,
         });
         req.set_timeout(PROBE_TIMEOUT);
         let _ = client.removed(req).await;

@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{peer, Context, EtcdError, RETRY_PAUSE};
 use crate::kv::Leases as _;
 use crate::lease::{Lessor, MAX_TTL};
+use crate::raft::network::with_cluster_id;
 use crate::raft::Response as Applied;
 use ferrocd_proto::ferrocdpb::peer_client::PeerClient;
 use tonic::transport::Channel;
@@ -121,7 +122,7 @@ impl Lease for LeaseService {
                 }
                 Leader::There(client) => client,
             };
-            let mut req = Request::new(r);
+            let mut req = with_cluster_id(Request::new(r), self.ctx.config().cluster_id);
             req.set_timeout(deadline.saturating_duration_since(Instant::now()));
             match client.lease_time_to_live(req).await {
                 Ok(resp) => {
@@ -160,7 +161,10 @@ async fn renew(ctx: &Context, lessor: &Lessor, id: i64) -> Result<i64, Status> {
             Leader::Here => return Ok(renew_here(ctx, lessor, id).await),
             Leader::There(client) => client,
         };
-        let mut req = Request::new(LeaseKeepAliveRequest { id });
+        let mut req = with_cluster_id(
+            Request::new(LeaseKeepAliveRequest { id }),
+            ctx.config().cluster_id,
+        );
         req.set_timeout(deadline.saturating_duration_since(Instant::now()));
         match client.lease_renew(req).await {
             Ok(resp) => return Ok(resp.into_inner().ttl),

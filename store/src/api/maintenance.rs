@@ -210,6 +210,7 @@ async fn transfer_leadership(ctx: &Context, target: u64) -> Result<(), Status> {
                     cluster_id: ctx.config().cluster_id,
                     deadline_ms: campaign.as_millis() as u64,
                     hold: true,
+                    from: me,
                 });
                 req.set_timeout(election);
                 let _ = c.timeout_now(req).await;
@@ -219,6 +220,7 @@ async fn transfer_leadership(ctx: &Context, target: u64) -> Result<(), Status> {
             cluster_id: ctx.config().cluster_id,
             deadline_ms: campaign.as_millis() as u64,
             hold: false,
+            from: me,
         });
         req.set_timeout(campaign + election);
         client.timeout_now(req).await?;

@@ -135,9 +135,14 @@ impl Context {
 
     /// Whether `id` is in the membership this member knows.
     pub fn is_member(&self, id: u64) -> bool {
+        self.member(id).is_some()
+    }
+
+    /// Member `id`'s record in the membership this member knows.
+    pub fn member(&self, id: u64) -> Option<Member> {
         let m = self.inner.raft.metrics();
         let m = m.borrow();
-        let member = m.membership_config.membership().get_node(&id).is_some();
+        let member = m.membership_config.membership().get_node(&id).cloned();
         member
     }
 

@@ -15,10 +15,11 @@ use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
+use tracing::warn;
 
 use super::{cluster, lease, Context, EtcdError};
 use crate::lease::Lessor;
-use crate::raft::network::{PeerError, REMOVED};
+use crate::raft::network::{PeerError, CLUSTER_ID_METADATA, REMOVED};
 use crate::raft::TypeConfig;
 
 /// The peer service.
@@ -32,15 +33,33 @@ impl PeerService {
         PeerService { ctx, lessor }
     }
 
-    /// Refuses messages from members of another cluster.
+    /// Refuses messages without this member's cluster id: from members of
+    /// another cluster, or from anything that is not a member.
     fn check(&self, cluster_id: u64) -> Result<(), Status> {
         let mine = self.ctx.config().cluster_id;
-        if cluster_id != 0 && cluster_id != mine {
+        if cluster_id == 0 {
+            return Err(Status::failed_precondition(
+                "ferrocd: peer request without a cluster id",
+            ));
+        }
+        if cluster_id != mine {
             return Err(Status::failed_precondition(format!(
                 "ferrocd: request from cluster {cluster_id:x}, this member belongs to cluster {mine:x}"
             )));
         }
         Ok(())
+    }
+
+    /// [`PeerService::check`] for calls that carry the cluster id in
+    /// their metadata.
+    fn check_metadata<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let id = request
+            .metadata()
+            .get(CLUSTER_ID_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| u64::from_str_radix(v, 16).ok())
+            .unwrap_or(0);
+        self.check(id)
     }
 
     fn must_lead(&self) -> Result<(), Status> {
@@ -194,6 +213,7 @@ impl Peer for PeerService {
         &self,
         request: Request<LeaseKeepAliveRequest>,
     ) -> Result<Response<LeaseKeepAliveResponse>, Status> {
+        self.check_metadata(&request)?;
         self.must_lead()?;
         let id = request.into_inner().id;
         let ttl = lease::renew_here(&self.ctx, &self.lessor, id).await;
@@ -208,6 +228,7 @@ impl Peer for PeerService {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        self.check_metadata(&request)?;
         self.must_lead()?;
         Ok(Response::new(lease::time_to_live_here(
             &self.ctx,
@@ -223,6 +244,18 @@ impl Peer for PeerService {
         let r = request.into_inner();
         self.check(r.cluster_id)?;
         self.ctx.reject_learner()?;
+        // Only the leader hands leadership over; anyone else asking would
+        // stop or start elections at will.
+        match self.ctx.leader() {
+            Some((leader, _)) if leader == r.from => {}
+            leader => {
+                return Err(Status::failed_precondition(format!(
+                    "ferrocd: leader transfer asked by {:x}, not by the leader ({})",
+                    r.from,
+                    leader.map_or("none known".to_string(), |(id, _)| format!("{id:x}"))
+                )))
+            }
+        }
         let deadline = Instant::now() + Duration::from_millis(r.deadline_ms);
         if r.hold {
             hold_elections(&self.ctx, deadline);
@@ -245,7 +278,26 @@ impl Peer for PeerService {
                 r.member_id
             )));
         }
-        self.ctx.peers().mark_removed();
+        // The sender must be a member, and is asked back at the address
+        // this member knows for it (not one the request names): a
+        // stranger cannot talk a member into shutting down.
+        let Some(sender) = self.ctx.member(r.from) else {
+            return Err(Status::failed_precondition(format!(
+                "ferrocd: {:x} is not a member of this cluster",
+                r.from
+            )));
+        };
+        let ctx = self.ctx.clone();
+        tokio::spawn(async move {
+            match still_a_member(&ctx, &sender).await {
+                Ok(false) => ctx.peers().mark_removed(),
+                Ok(true) => warn!(
+                    from = %format!("{:x}", r.from),
+                    "told this member was removed, but the cluster still lists it; ignored"
+                ),
+                Err(e) => warn!("could not confirm this member's removal: {e}"),
+            }
+        });
         Ok(Response::new(RemovedResponse {}))
     }
 
@@ -258,6 +310,21 @@ impl Peer for PeerService {
             members: cluster::members(&self.ctx),
         }))
     }
+}
+
+/// Whether `asked` still lists this member in the cluster.
+async fn still_a_member(ctx: &Context, asked: &crate::raft::Member) -> Result<bool, Status> {
+    let mut client = ctx.peers().member(asked).map_err(status)?;
+    let mut req = Request::new(ClusterInfoRequest {});
+    req.set_timeout(Duration::from_secs(2));
+    let info = client.cluster_info(req).await?.into_inner();
+    if info.cluster_id != ctx.config().cluster_id {
+        return Err(Status::failed_precondition(
+            "ferrocd: answer from another cluster",
+        ));
+    }
+    let me = ctx.config().member_id;
+    Ok(info.members.iter().any(|m| m.id == me))
 }
 
 /// Campaigns until this member leads or `deadline` passes. The old leader

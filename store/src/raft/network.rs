@@ -30,6 +30,18 @@ use crate::tls::client::ClientTls;
 /// What the leader answers a removed member (etcd's words).
 pub const REMOVED: &str = "etcdserver: the member has been permanently removed from the cluster";
 
+/// The metadata key carrying the sender's cluster id (hex) on peer calls
+/// whose messages are etcd's and have no field for it.
+pub const CLUSTER_ID_METADATA: &str = "ferrocd-cluster-id";
+
+/// Marks `req` as sent by a member of cluster `cluster_id`.
+pub fn with_cluster_id<T>(mut req: tonic::Request<T>, cluster_id: u64) -> tonic::Request<T> {
+    if let Ok(value) = format!("{cluster_id:x}").parse() {
+        req.metadata_mut().insert(CLUSTER_ID_METADATA, value);
+    }
+    req
+}
+
 /// Largest peer message: a batch of log entries or a snapshot chunk.
 pub const MAX_PEER_MESSAGE: usize = 256 << 20;
 
