@@ -26,6 +26,7 @@ use tokio_stream::StreamExt;
 use tracing::{info, warn};
 
 use crate::api::{self, Context};
+use crate::authority;
 use crate::config::Config;
 use crate::lease::Lessor;
 use crate::mvcc::Mvcc;
@@ -451,10 +452,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(
                     TcpListenerStream::new(listener).map(|conn| {
-                        // Without TCP_NODELAY, small responses written in two
-                        // parts wait on the client's delayed ACK (~40 ms).
-                        conn.inspect(|c| {
+                        conn.map(|c| {
+                            // Without TCP_NODELAY, small responses written in
+                            // two parts wait on the client's delayed ACK
+                            // (~40 ms).
                             let _ = c.set_nodelay(true);
+                            authority::Connection::new(c)
                         })
                     }),
                     async move {
