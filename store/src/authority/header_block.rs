@@ -57,7 +57,7 @@ pub(super) fn authority(fields: &[Field]) -> Option<&[u8]> {
 /// (`http://127.0.0.1:2379`), which Go's HTTP/2 server tolerates and h2
 /// resets as malformed. `None` when the value is acceptable already, or
 /// when nothing acceptable can be derived from it.
-pub fn repaired(value: &[u8]) -> Option<Vec<u8>> {
+pub(super) fn repaired(value: &[u8]) -> Option<Vec<u8>> {
     if Authority::try_from(value).is_ok() {
         return None;
     }

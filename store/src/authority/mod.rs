@@ -23,7 +23,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::Connected;
 
 use frames::Inbound;
-pub use header_block::repaired;
 
 /// An accepted client connection, as the gRPC server should read it.
 /// Writes go to the client as they are.
@@ -41,6 +40,8 @@ pub struct Connection<IO> {
 }
 
 impl<IO> Connection<IO> {
+    /// Wraps a connection just accepted: the repair must see the client's
+    /// bytes from the first one.
     pub fn new(io: IO) -> Connection<IO> {
         Connection {
             io,
@@ -66,8 +67,13 @@ impl<IO> Connection<IO> {
         buf.put_slice(&ready[..n]);
         self.ready_from += n;
         if self.ready_from == self.ready.len() {
-            self.ready.clear();
             self.ready_from = 0;
+            if self.inbound.is_some() {
+                self.ready.clear();
+            } else {
+                // Repair is over: an idle connection keeps no buffer.
+                self.ready = Vec::new();
+            }
         }
         true
     }
