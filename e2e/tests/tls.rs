@@ -104,6 +104,27 @@ async fn etcdctl_over_mutual_tls_answers_as_etcd_does() {
             f.stderr
         );
     }
+    // With the endpoint as an https:// URL (etcdctl then sends the URL
+    // as the request's authority).
+    for args in [
+        &["endpoint", "status"][..],
+        &["endpoint", "hashkv"],
+        &["defrag"],
+    ] {
+        for server in [&ferrocd, &etcd] {
+            let mut all = server.tls.as_ref().unwrap().etcdctl_flags();
+            all.extend(args.iter().map(|s| s.to_string()));
+            let out = etcdctl(&server.client_url, &strs(&all), None);
+            assert!(
+                out.status.success(),
+                "{:?}: `etcdctl --endpoints={} {}`: {}",
+                server.kind,
+                server.client_url,
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
     let txn = "mod(\"a\") > \"0\"\n\nput a 3\n\nput a 4\n\n";
     let f = ferrocd.etcdctl_with_input(&["txn", "-w", "json"], Some(txn));
     let e = etcd.etcdctl_with_input(&["txn", "-w", "json"], Some(txn));

@@ -26,6 +26,7 @@ use tokio_stream::{Stream, StreamExt};
 use tracing::{info, warn};
 
 use crate::api::{self, Context};
+use crate::authority;
 use crate::config::{Config, Listen};
 use crate::lease::Lessor;
 use crate::mvcc::Mvcc;
@@ -487,14 +488,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
+        // etcdctl may name the endpoint as a URL in `:authority`, which
+        // the HTTP/2 server would refuse: client connections are repaired.
         servers.push(match (&client_tls, listen.tls) {
             (Some(tls), true) => tokio::spawn(serve(
                 "client",
                 routes,
-                tls.clone().incoming(listener),
+                tls.clone()
+                    .incoming(listener)
+                    .map(|c| c.map(authority::Connection::new)),
                 stopped,
             )),
-            _ => tokio::spawn(serve("client", routes, plain(listener), stopped)),
+            _ => tokio::spawn(serve(
+                "client",
+                routes,
+                plain(listener).map(|c| c.map(authority::Connection::new)),
+                stopped,
+            )),
         });
     }
     for listen in &config.listen_metrics {
