@@ -141,6 +141,17 @@ pub struct Flags {
     #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", value_parser = ["periodic", "revision"])]
     pub auto_compaction_mode: Option<String>,
 
+    /// Accepted for compatibility (kubeadm sets it): the corruption check
+    /// at start is not implemented yet.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK",
+          num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub experimental_initial_corrupt_check: Option<bool>,
+
+    /// Accepted for compatibility: the periodic corruption check is not
+    /// implemented yet.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME", value_parser = parse_duration)]
+    pub experimental_corrupt_check_time: Option<Duration>,
+
     /// Accepted for compatibility: ferrocd logs through its own structured logger.
     #[arg(long, env = "ETCD_LOGGER", value_parser = ["zap", "capnslog"])]
     pub logger: Option<String>,
@@ -337,6 +348,14 @@ impl Config {
             ),
             ("auto-compaction-mode", f.auto_compaction_mode.is_some()),
             ("logger", f.logger.is_some()),
+            (
+                "experimental-initial-corrupt-check",
+                f.experimental_initial_corrupt_check == Some(true),
+            ),
+            (
+                "experimental-corrupt-check-time",
+                f.experimental_corrupt_check_time.is_some(),
+            ),
             ("log-outputs", f.log_outputs.is_some()),
         ] {
             if set {
