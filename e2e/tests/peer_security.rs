@@ -80,7 +80,25 @@ async fn a_peer_tls_cluster_replicates_and_a_killed_member_rejoins(kind: Kind) {
     serves(&cluster.members[1], "k", "v2").await;
 }
 
-on_etcd_and_ferrocd!(a_peer_tls_cluster_replicates_and_a_killed_member_rejoins);
+async fn peer_auto_tls_clusters_replicate(kind: Kind) {
+    if kind == Kind::Etcd && !ferrocd_e2e::require_tool("etcd") {
+        return;
+    }
+    let cluster = Cluster::start_with_peer_tls(kind, 3, &["--peer-auto-tls"]).await;
+    let put = cluster.members[1].etcdctl(&["put", "auto", "tls"]);
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    serves(&cluster.members[2], "auto", "tls").await;
+    serves(&cluster.members[0], "auto", "tls").await;
+}
+
+on_etcd_and_ferrocd!(
+    a_peer_tls_cluster_replicates_and_a_killed_member_rejoins,
+    peer_auto_tls_clusters_replicate,
+);
 
 /// A peer client to `url` (an `https://` peer URL) trusting `ca`, with
 /// `identity` as its client certificate if given.

@@ -254,6 +254,7 @@ on_etcd_and_ferrocd!(
     a_revoked_client_certificate_is_refused_and_others_are_not,
     rotated_certificates_reach_new_connections_without_a_failed_request,
     listen_metrics_urls_serve_metrics_in_plain_http,
+    http_endpoints_answer_on_the_tls_client_port,
 );
 
 /// Certificate files laid out as Kubernetes mounts a Secret: `tls.crt`
@@ -299,8 +300,11 @@ impl MountedSecret {
     }
 }
 
-/// The serial number of the certificate a new TLS connection is served.
-async fn served_serial(server: &Server, client: &ClientCerts) -> Vec<u8> {
+/// A new TLS connection to `server` with `client`'s files.
+async fn tls_connect(
+    server: &Server,
+    client: &ClientCerts,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for ca in rustls_pki_types::CertificateDer::pem_file_iter(&client.ca).unwrap() {
@@ -323,14 +327,49 @@ async fn served_serial(server: &Server, client: &ClientCerts) -> Vec<u8> {
         .await
         .unwrap();
     let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
         .connect(name, tcp)
         .await
-        .expect("handshake");
+        .expect("handshake")
+}
+
+/// The certificate a new TLS connection is served (whole: as good as its
+/// serial number for telling two apart).
+async fn served_serial(server: &Server, client: &ClientCerts) -> Vec<u8> {
+    let tls = tls_connect(server, client).await;
     let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
-    // The serial sits in the TBS certificate; comparing whole
-    // certificates is as good for telling two apart.
     leaf.as_ref().to_vec()
+}
+
+async fn http_endpoints_answer_on_the_tls_client_port(kind: Kind) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut pki = Pki::new("e2e-ca");
+    let Some(server) = mtls_server(kind, &mut pki, &[]).await else {
+        return;
+    };
+    let client = server.tls.clone().unwrap();
+    for path in ["/health", "/metrics"] {
+        let mut tls = tls_connect(&server, &client).await;
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        tls.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut raw)).await;
+        let text = String::from_utf8_lossy(&raw);
+        assert!(
+            text.starts_with("HTTP/1.1 200"),
+            "{kind:?} GET {path} over TLS: {text}"
+        );
+        let expected = if path == "/health" {
+            "\"health\":\"true\""
+        } else {
+            "etcd_server_has_leader 1"
+        };
+        assert!(
+            text.contains(expected),
+            "{kind:?} GET {path} over TLS: {text}"
+        );
+    }
 }
 
 async fn rotated_certificates_reach_new_connections_without_a_failed_request(kind: Kind) {

@@ -34,6 +34,7 @@ pub fn resolve(
         std::fs::write(&cert, cert_pem).map_err(|e| err(format!("{}: {e}", cert.display())))?;
     }
     side.cert = CertSource::Files { cert, key };
+    side.self_signed = true;
     Ok(side)
 }
 
@@ -92,6 +93,7 @@ mod tests {
             crl: None,
             allowed_cn: None,
             allowed_hostname: None,
+            self_signed: false,
             options: TlsOptions::default(),
         }
     }

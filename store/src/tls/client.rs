@@ -93,14 +93,14 @@ fn build(side: &TlsSide) -> Result<ClientConfig, TlsError> {
     let builder = ClientConfig::builder_with_provider(side.options.provider())
         .with_protocol_versions(&side.options.versions)
         .map_err(|source| TlsError::Config { side: name, source })?;
-    let builder = match (&side.trusted_ca, &side.cert) {
-        (Some(ca), _) => builder.with_root_certificates(files::roots(name, ca)?),
+    let builder = match &side.trusted_ca {
+        Some(ca) => builder.with_root_certificates(files::roots(name, ca)?),
         // With self-signed certificates there is nothing to check them
-        // against: etcd skips the check too (and warns at start).
-        (None, CertSource::Auto) => builder
+        // against: etcd skips the check too.
+        None if side.self_signed || side.cert == CertSource::Auto => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyServerCert(side.options.provider()))),
-        (None, CertSource::Files { .. }) => {
+        None => {
             return Err(TlsError::Verifier {
                 side: name,
                 what: "--peer-trusted-ca-file is needed to check the other members' certificates"

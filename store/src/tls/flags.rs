@@ -213,6 +213,7 @@ fn side(
         crl: f.crl.clone(),
         allowed_cn: None,
         allowed_hostname: None,
+        self_signed: false,
         options: options.clone(),
     }))
 }

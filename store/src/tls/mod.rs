@@ -49,6 +49,9 @@ pub struct TlsSide {
     pub allowed_cn: Option<String>,
     /// Peer only: a name a connecting member's certificate must be valid for.
     pub allowed_hostname: Option<String>,
+    /// The certificate was made by `--auto-tls`/`--peer-auto-tls`: the
+    /// other members' self-signed ones cannot be checked against a CA.
+    pub self_signed: bool,
     pub options: TlsOptions,
 }
 

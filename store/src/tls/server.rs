@@ -214,3 +214,52 @@ fn certificate_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Ve
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::TlsOptions;
+
+    fn cert(cn: &str, names: &[&str]) -> Vec<u8> {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    fn peer(cn: Option<&str>, host: Option<&str>) -> TlsSide {
+        TlsSide {
+            side: "peer",
+            cert: CertSource::Auto,
+            trusted_ca: None,
+            client_cert_auth: true,
+            crl: None,
+            allowed_cn: cn.map(str::to_string),
+            allowed_hostname: host.map(str::to_string),
+            self_signed: false,
+            options: TlsOptions::default(),
+        }
+    }
+
+    #[test]
+    fn allowed_cn_must_match_the_certificates_common_name() {
+        let side = peer(Some("member"), None);
+        assert!(check_identity(&side, &cert("member", &["m1.example"])).is_ok());
+        let e = check_identity(&side, &cert("intruder", &["m1.example"])).unwrap_err();
+        assert!(e.contains("\"member\""), "{e}");
+    }
+
+    #[test]
+    fn allowed_hostname_must_be_among_the_certificates_names() {
+        let side = peer(None, Some("m1.example"));
+        assert!(check_identity(&side, &cert("x", &["m0.example", "M1.example"])).is_ok());
+        assert!(check_identity(&side, &cert("m1.example", &["m2.example"])).is_err());
+        let by_ip = peer(None, Some("127.0.0.1"));
+        assert!(check_identity(&by_ip, &cert("x", &["127.0.0.1"])).is_ok());
+        assert!(check_identity(&by_ip, &cert("x", &["127.0.0.2"])).is_err());
+    }
+}
