@@ -95,6 +95,15 @@ pub struct Common {
     /// No progress bar on stderr.
     #[arg(long, global = true)]
     pub no_progress: bool,
+    /// CA bundle that `https://` endpoints' certificates must chain to.
+    #[arg(long, global = true, requires_all = ["cert", "key"])]
+    pub cacert: Option<std::path::PathBuf>,
+    /// Client certificate for `https://` endpoints.
+    #[arg(long, global = true, requires = "cacert")]
+    pub cert: Option<std::path::PathBuf>,
+    /// Client key for `https://` endpoints.
+    #[arg(long, global = true, requires = "cacert")]
+    pub key: Option<std::path::PathBuf>,
 }
 
 impl Common {

@@ -2,6 +2,8 @@
 //! round-robin over the endpoints (or over the leader only with
 //! `--target-leader`); clients share them.
 
+use std::path::Path;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -10,7 +12,24 @@ use ferrocd_proto::etcdserverpb::lease_client::LeaseClient;
 use ferrocd_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use ferrocd_proto::etcdserverpb::watch_client::WatchClient;
 use ferrocd_proto::etcdserverpb::StatusRequest;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// The CA and client certificate for `https://` endpoints, set once per
+/// process (`--cacert`, `--cert`, `--key`), as etcd's benchmark tool takes
+/// them.
+static TLS: OnceLock<ClientTlsConfig> = OnceLock::new();
+
+/// Talk TLS to `https://` endpoints with these files.
+pub fn use_tls(ca: &Path, cert: &Path, key: &Path) -> anyhow::Result<()> {
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let config = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(ca)?))
+        .identity(Identity::from_pem(read(cert)?, read(key)?));
+    if TLS.set(config).is_err() {
+        bail!("TLS files were already given");
+    }
+    Ok(())
+}
 
 /// Open channels, one per `--conns`.
 #[derive(Clone, Debug)]
@@ -67,8 +86,15 @@ pub fn to_url(endpoint: &str) -> String {
 }
 
 async fn channel(url: &str) -> anyhow::Result<Channel> {
-    Endpoint::from_shared(url.to_string())
-        .with_context(|| format!("bad endpoint {url}"))?
+    let mut endpoint =
+        Endpoint::from_shared(url.to_string()).with_context(|| format!("bad endpoint {url}"))?;
+    if url.starts_with("https://") {
+        let tls = TLS
+            .get()
+            .with_context(|| format!("{url}: give --cacert, --cert and --key for https"))?;
+        endpoint = endpoint.tls_config(tls.clone())?;
+    }
+    endpoint
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5))
         .connect()

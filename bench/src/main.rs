@@ -18,6 +18,11 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let (Some(ca), Some(cert), Some(key)) =
+        (&cli.common.cacert, &cli.common.cert, &cli.common.key)
+    {
+        ferrocd_bench::conn::use_tls(ca, cert, key)?;
+    }
     if let Command::Compare(args) = &cli.command {
         return compare::run(&cli.common, args).await;
     }

@@ -75,3 +75,41 @@ fn quick_compare_prints_a_ratio_row_per_workload_and_cluster_size() {
 fn cells(line: &str) -> Vec<&str> {
     line.split('|').skip(1).map(str::trim).collect()
 }
+
+#[test]
+fn quick_compare_over_mutual_tls_prints_the_client_workloads() {
+    if !require_tool("etcd") {
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrocd-bench"))
+        .args([
+            "compare",
+            "--quick",
+            "--tls",
+            "--members=1",
+            "--only=put-1client,put,range-l",
+        ])
+        .args(["--no-progress", "--ferrocd-bin"])
+        .arg(ferrocd_bin())
+        .output()
+        .expect("run ferrocd-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "compare --quick --tls failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("--tls (clients over mutual TLS)"),
+        "{stdout}"
+    );
+    for w in ["put-1client", "put", "range-l"] {
+        let row = stdout
+            .lines()
+            .filter(|l| l.starts_with("| "))
+            .find(|l| cells(l)[..2] == [w, "1"])
+            .unwrap_or_else(|| panic!("no TLS row for {w}:\n{stdout}"));
+        assert!(cells(row)[4].ends_with('x'), "{row}");
+    }
+}

@@ -64,6 +64,10 @@ pub struct CompareArgs {
     /// Skip `etcdctl check perf` and `check datascale`.
     #[arg(long)]
     pub skip_checks: bool,
+    /// Serve clients over mutual TLS on both (certificates made for the
+    /// run); one member only.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// Everything `compare` measured, for `--json`.
@@ -99,6 +103,9 @@ pub async fn run(common: &Common, args: &CompareArgs) -> anyhow::Result<()> {
     if args.members.contains(&0) {
         bail!("--members: a cluster has at least one member");
     }
+    if args.tls && args.members != [1] {
+        bail!("--tls compares one member: pass --members 1");
+    }
     let clusters = args.members.iter().any(|&n| n > 1);
     if clusters && args.etcd_bin != Path::new("etcd") {
         bail!("clusters start `etcd` from PATH: put yours first on PATH, or pass --members 1");
@@ -123,11 +130,16 @@ pub async fn run(common: &Common, args: &CompareArgs) -> anyhow::Result<()> {
     };
     let sizes: Vec<String> = args.members.iter().map(|n| n.to_string()).collect();
     say(&format!(
-        "ferrocd-bench compare{}: ferrocd {} vs {} on {} cores; members {} each, fsync on, \
+        "ferrocd-bench compare{}{}: ferrocd {} vs {} on {} cores; members {} each, fsync on, \
          fresh data dirs, loopback; clusters: heartbeat 100 ms, election timeout 1000 ms on both, \
          clients spread over every voting member (`N leader` rows: on the leader only), \
          RSS summed over the members",
         if args.quick { " --quick" } else { "" },
+        if args.tls {
+            " --tls (clients over mutual TLS)"
+        } else {
+            ""
+        },
         ferrocd_bin.display(),
         etcd_version,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -182,8 +194,24 @@ async fn one_member(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let text = !common.json;
-    let mut ferrocd = Server::start(Kind::Ferrocd, ferrocd_bin).await?;
-    let mut etcd = Server::start(Kind::Etcd, &args.etcd_bin).await?;
+    // Kept until both servers are gone: their certificate files.
+    let mut pki = args.tls.then(|| ferrocd_e2e::pki::Pki::new("bench-ca"));
+    let tls_flags = match &mut pki {
+        Some(pki) => {
+            let server = pki.issue("server", "server");
+            let client = pki.client("bench");
+            crate::conn::use_tls(&client.ca, &client.cert, &client.key)?;
+            vec![
+                format!("--cert-file={}", server.cert.display()),
+                format!("--key-file={}", server.key.display()),
+                format!("--trusted-ca-file={}", pki.ca().display()),
+                "--client-cert-auth=true".to_string(),
+            ]
+        }
+        None => Vec::new(),
+    };
+    let mut ferrocd = Server::start(Kind::Ferrocd, ferrocd_bin, &tls_flags).await?;
+    let mut etcd = Server::start(Kind::Etcd, &args.etcd_bin, &tls_flags).await?;
     for case in cases {
         let row = run_row(case, "1", false, &mut ferrocd, &mut etcd, common).await?;
         report.rows.push(row);
@@ -202,9 +230,9 @@ async fn one_member(
     };
     report.restart = Some(restart);
 
-    if args.skip_checks {
+    if args.skip_checks || args.tls {
         if text {
-            println!("etcdctl checks: skipped (--skip-checks)");
+            println!("etcdctl checks: skipped (--skip-checks or --tls)");
         }
         return Ok(());
     }

@@ -43,16 +43,19 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `program` as a single member and waits until it has a leader.
-    pub async fn start(kind: Kind, program: &Path) -> anyhow::Result<Server> {
+    /// Starts `program` as a single member and waits until it has a leader;
+    /// with `tls`, its client URL is `https://` and these are its
+    /// certificate flags.
+    pub async fn start(kind: Kind, program: &Path, tls: &[String]) -> anyhow::Result<Server> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("ferrocd-bench-{}-", kind.name()))
             .tempdir()?;
         let (client, peer) = (free_port()?, free_port()?);
-        let client_url = format!("http://127.0.0.1:{client}");
+        let scheme = if tls.is_empty() { "http" } else { "https" };
+        let client_url = format!("{scheme}://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         // Both fsync every write (neither has a flag to turn it off here).
-        let args = vec![
+        let mut args = vec![
             "--name=default".to_string(),
             format!("--data-dir={}", dir.path().join("data").display()),
             format!("--listen-client-urls={client_url}"),
@@ -63,6 +66,7 @@ impl Server {
             "--logger=zap".to_string(),
             "--log-level=error".to_string(),
         ];
+        args.extend(tls.iter().cloned());
         let mut server = Server {
             kind,
             endpoint: format!("127.0.0.1:{client}"),
