@@ -257,6 +257,14 @@ impl Server {
         self.dir.path().join("server.log")
     }
 
+    /// Sets `--flag=value` for the next start, replacing the flag's earlier
+    /// value if it had one.
+    pub fn set_flag(&mut self, flag: &str, value: &str) {
+        let prefix = format!("{flag}=");
+        self.args.retain(|a| !a.starts_with(&prefix));
+        self.args.push(format!("{flag}={value}"));
+    }
+
     /// The data directory.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")

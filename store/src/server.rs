@@ -157,6 +157,18 @@ async fn join_info(config: &Config, tls: Option<Arc<ClientTls>>) -> anyhow::Resu
                         urls == mine
                     });
                     return match me {
+                        // A member that has started holds data this empty
+                        // directory does not: taking its id would lose it.
+                        Some(m) if !m.name.is_empty() => anyhow::bail!(
+                            "member {:x} ({}) with peer URLs {} has already started in cluster {:x}; \
+                             a member with an empty data directory cannot take its place: \
+                             remove it (etcdctl member remove {:x}) and add this one again",
+                            m.id,
+                            m.name,
+                            mine.join(","),
+                            info.cluster_id,
+                            m.id
+                        ),
                         Some(m) => Ok((m.id, info.cluster_id)),
                         None => anyhow::bail!(
                             "cluster {:x} has no member with peer URLs {}: add this member first (etcdctl member add {} --peer-urls={})",

@@ -305,6 +305,10 @@ impl Peer for PeerService {
         &self,
         _: Request<ClusterInfoRequest>,
     ) -> Result<Response<ClusterInfoResponse>, Status> {
+        // A joining member takes its id from this list: a member behind the
+        // leader could still list a member that was removed and replaced
+        // at the same peer URL, and hand out the old id.
+        self.ctx.linearizable().await?;
         Ok(Response::new(ClusterInfoResponse {
             cluster_id: self.ctx.config().cluster_id,
             members: cluster::members(&self.ctx),
