@@ -188,7 +188,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
     let mvcc = Arc::new(Mvcc::open(db.open_tree("state")?).context("opening the key-value store")?);
     let log = LogStore::open(&wal, &dir.join("wal"))?;
     let hub = WatchHub::new(mvcc.clone(), config.max_request_bytes);
-    tokio::spawn(hub.clone().run(config.watch_progress_notify_interval));
+    hub.spawn_task(config.watch_progress_notify_interval);
     let lessor = Arc::new(Lessor::new(Lessor::min_ttl_for(Duration::from_millis(
         config.election_timeout_ms,
     ))));
