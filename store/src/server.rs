@@ -30,7 +30,7 @@ use crate::config::Config;
 use crate::lease::Lessor;
 use crate::mvcc::Mvcc;
 use crate::raft::network::MAX_PEER_MESSAGE;
-use crate::raft::{LogStore, Member, Network, PeerClients, Raft, StateMachine};
+use crate::raft::{Backend, LogStore, Member, Network, PeerClients, Raft, StateMachine};
 use crate::watch::WatchHub;
 
 /// gRPC framing allowance on top of `--max-request-bytes`, as etcd allows.
@@ -185,7 +185,10 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
     // The log's entries live in segment files under `wal`; its vote, commit
     // index and purge point in a small database beside them.
     let wal = open_db(&dir.join("raft"), 16 << 20, None)?;
-    let mvcc = Arc::new(Mvcc::open(db.open_tree("state")?).context("opening the key-value store")?);
+    // Which state tree is live, and the current snapshot; what an install
+    // cut short by a crash left is deleted here.
+    let backend = Arc::new(Backend::open(&db, &dir.join("snap"))?);
+    let mvcc = Arc::new(Mvcc::open(backend.state_tree()?).context("opening the key-value store")?);
     let log = LogStore::open(&wal, &dir.join("wal"))?;
     let hub = WatchHub::new(mvcc.clone(), config.max_request_bytes);
     hub.spawn_task(config.watch_progress_notify_interval);
@@ -193,7 +196,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
         config.election_timeout_ms,
     ))));
     lessor.restore_from(&mvcc).context("reading leases")?;
-    let sm = StateMachine::new(mvcc.clone(), lessor.clone(), hub.clone(), dir.join("snap"))?;
+    let sm = StateMachine::new(mvcc.clone(), lessor.clone(), hub.clone(), backend);
 
     let raft_config = openraft::Config {
         cluster_name: "ferrocd".into(),
