@@ -157,3 +157,111 @@ async fn sigterm_shuts_down_cleanly_and_keeps_data() {
         .into_inner();
     assert_eq!(resp.kvs[0].value, b"yes");
 }
+
+/// The raft log's segment files of a stopped server, oldest first.
+fn log_segments(server: &Server) -> Vec<std::path::PathBuf> {
+    let dir = server.data_dir().join("member/wal");
+    let mut segments: Vec<_> = std::fs::read_dir(&dir)
+        .expect("wal dir")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    segments
+}
+
+/// Waits (at most 30 s) for a server that should not start to exit.
+fn wait_for_exit(server: &mut Server) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = server.exit_status() {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ferrocd kept running on a corrupt log: {}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_byte_in_an_older_log_segment_stops_the_member() {
+    let mut server = Server::ferrocd(&[]).await;
+    let mut client = kv(&server).await;
+    // 1 MiB values: a log segment (64 MiB) fills after about 60 of them.
+    for i in 0..80u8 {
+        let req = PutRequest {
+            key: format!("big{i:02}").into_bytes(),
+            value: vec![i; 1 << 20],
+            ..Default::default()
+        };
+        client.put(req).await.expect("put");
+    }
+    assert!(server.terminate().success());
+    let segments = log_segments(&server);
+    assert!(segments.len() >= 2, "one segment only: {segments:?}");
+    let older = &segments[0];
+    let mut raw = std::fs::read(older).expect("read segment");
+    let middle = raw.len() / 2;
+    raw[middle] ^= 0x01;
+    std::fs::write(older, raw).expect("write segment");
+
+    server.launch();
+    let status = wait_for_exit(&mut server);
+    assert!(!status.success(), "exited with {status}");
+    let log = server.log();
+    let name = older.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        log.contains(&name) && log.contains("is corrupt at offset"),
+        "the error names neither the segment nor the offset: {log}"
+    );
+    // Nothing was cut or deleted to get past the damage.
+    assert_eq!(log_segments(&server), segments);
+}
+
+#[tokio::test]
+async fn a_torn_last_log_segment_is_cut_and_the_member_keeps_what_came_before() {
+    let mut server = Server::ferrocd(&[]).await;
+    let mut client = kv(&server).await;
+    for i in 0..20 {
+        let req = PutRequest {
+            key: format!("k{i:02}").into_bytes(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        };
+        client.put(req).await.expect("put");
+    }
+    assert!(server.terminate().success());
+    let last = log_segments(&server).pop().expect("a segment");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&last)
+        .expect("open segment");
+    let len = file.metadata().expect("metadata").len();
+    // A crash in the middle of writing the last record.
+    file.set_len(len - 3).expect("truncate");
+    drop(file);
+
+    server.restart().await;
+    let mut client = kv(&server).await;
+    let resp = client
+        .range(RangeRequest {
+            key: b"k".to_vec(),
+            range_end: b"l".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect("range")
+        .into_inner();
+    // The torn record is the last entry; everything before it is kept.
+    let keys: Vec<_> = resp.kvs.iter().map(|kv| kv.key.clone()).collect();
+    let expected: Vec<_> = (0..19).map(|i| format!("k{i:02}").into_bytes()).collect();
+    assert_eq!(keys[..19], expected[..]);
+    assert!(
+        server.log().contains("cutting a torn tail"),
+        "{}",
+        server.log()
+    );
+}

@@ -1,16 +1,20 @@
 //! Command-line flags and `ETCD_*` environment variables, named and
 //! defaulted as etcd's so ferrocd drops into existing manifests.
 
+mod error;
+mod ranges;
+mod urls;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use url::Url;
 
 use crate::ids;
 use crate::tls::flags::TlsSettings;
 use crate::tls::TlsFlags;
+pub use error::ConfigError;
 
 /// etcd's default for `--max-request-bytes` (1.5 MiB).
 pub const DEFAULT_MAX_REQUEST_BYTES: u32 = 1024 * 1024 + 512 * 1024;
@@ -218,15 +222,6 @@ pub struct Listen {
     pub tls: bool,
 }
 
-/// A configuration error, printed to the user before exiting non-zero.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(String);
-
-fn bad(msg: impl Into<String>) -> ConfigError {
-    ConfigError(msg.into())
-}
-
 impl Flags {
     /// Parses process arguments, accepting Go-style single-dash long flags
     /// (`-name x`) as etcd does.
@@ -252,117 +247,18 @@ pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
 }
 
 impl Config {
-    /// Validates flags into a configuration.
+    /// Validates flags into a configuration, one flag group at a time.
     pub fn from_flags(f: Flags) -> Result<Config, ConfigError> {
-        let tls = f.tls.settings().map_err(bad)?;
+        let tls = f.tls.settings().map_err(ConfigError::Tls)?;
         let mut notes = tls.notes.clone();
-        let listen_client = listeners(
-            "listen-client-urls",
-            &f.listen_client_urls,
-            tls.client.is_some(),
-            &mut notes,
-        )?;
-        let listen_metrics = match &f.listen_metrics_urls {
-            Some(urls) => listeners(
-                "listen-metrics-urls",
-                urls,
-                tls.client.is_some(),
-                &mut notes,
-            )?,
-            None => Vec::new(),
-        };
-        let advertise_client_urls = url_strings(parse_urls(
-            "advertise-client-urls",
-            &f.advertise_client_urls,
-        )?);
-        let listen_peer = listeners(
-            "listen-peer-urls",
-            &f.listen_peer_urls,
-            tls.peer.is_some(),
-            &mut notes,
-        )?;
-        let peer_urls = url_strings(parse_urls(
-            "initial-advertise-peer-urls",
-            &f.initial_advertise_peer_urls,
-        )?);
-        let initial = match &f.initial_cluster {
-            Some(s) => s.clone(),
-            None => peer_urls
-                .iter()
-                .map(|u| format!("{}={u}", f.name))
-                .collect::<Vec<_>>()
-                .join(","),
-        };
-        let initial_cluster = parse_initial_cluster(&initial, &f.initial_cluster_token)?;
-        let me = initial_cluster
-            .iter()
-            .find(|m| m.name == f.name)
-            .ok_or_else(|| {
-                bad(format!(
-                    "couldn't find local name {:?} in the initial cluster configuration",
-                    f.name
-                ))
-            })?;
-        let mut mine = me.peer_urls.clone();
-        let mut advertised = peer_urls.clone();
-        mine.sort();
-        advertised.sort();
-        if mine != advertised {
-            return Err(bad(format!(
-                "--initial-cluster has {}={} but missing from --initial-advertise-peer-urls={} (URLs must match)",
-                f.name,
-                me.peer_urls.join(","),
-                peer_urls.join(",")
-            )));
-        }
-        if f.max_learners == 0 {
-            return Err(bad("--max-learners must be greater than 0"));
-        }
-        if f.election_timeout < 5 * f.heartbeat_interval {
-            return Err(bad(format!(
-                "--election-timeout[{}ms] should be at least as 5 times as --heartbeat-interval[{}ms]",
-                f.election_timeout, f.heartbeat_interval
-            )));
-        }
-        if f.max_txn_ops == 0 {
-            return Err(bad("--max-txn-ops must be greater than 0"));
-        }
-        if tls.peer.is_none() {
-            let https = initial_cluster
-                .iter()
-                .flat_map(|m| m.peer_urls.iter())
-                .chain(peer_urls.iter())
-                .find(|u| u.starts_with("https://"));
-            if let Some(url) = https {
-                return Err(bad(format!(
-                    "TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for peer url {url} with HTTPS scheme"
-                )));
-            }
-        }
-        let mut ignored = notes;
-        for (flag, set) in [
-            ("quota-backend-bytes", f.quota_backend_bytes.is_some()),
-            (
-                "auto-compaction-retention",
-                f.auto_compaction_retention.is_some(),
-            ),
-            ("auto-compaction-mode", f.auto_compaction_mode.is_some()),
-            ("logger", f.logger.is_some()),
-            (
-                "experimental-initial-corrupt-check",
-                f.experimental_initial_corrupt_check == Some(true),
-            ),
-            (
-                "experimental-corrupt-check-time",
-                f.experimental_corrupt_check_time.is_some(),
-            ),
-            ("log-outputs", f.log_outputs.is_some()),
-        ] {
-            if set {
-                ignored.push(format!("--{flag} is accepted but has no effect yet"));
-            }
-        }
-        let member_id = me.id;
+        let net = urls::listeners(&f, &tls, &mut notes)?;
+        let (initial_cluster, member_id) = urls::initial_cluster(&f, &net.peer_urls)?;
+        urls::peer_tls_for_https(&tls, &initial_cluster, &net.peer_urls)?;
+        let timing = ranges::raft_timing(&f)?;
+        let snapshot_count = ranges::snapshot_count(&f)?;
+        let watch_progress_notify_interval = ranges::watch_progress_interval(&f)?;
+        let limits = ranges::limits(&f)?;
+        notes.extend(ignored(&f));
         let cluster_id = ids::cluster_id(&initial_cluster.iter().map(|m| m.id).collect::<Vec<_>>());
         Ok(Config {
             data_dir: f
@@ -370,30 +266,60 @@ impl Config {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", f.name))),
             name: f.name,
-            listen_client,
-            advertise_client_urls,
-            peer_urls,
-            listen_peer,
+            listen_client: net.listen_client,
+            advertise_client_urls: net.advertise_client_urls,
+            peer_urls: net.peer_urls,
+            listen_peer: net.listen_peer,
             initial_cluster,
             join_existing: f.initial_cluster_state == "existing",
-            max_learners: f.max_learners,
+            max_learners: limits.max_learners,
             strict_reconfig_check: f.strict_reconfig_check,
             member_id,
             cluster_id,
-            max_request_bytes: f.max_request_bytes as usize,
-            max_txn_ops: f.max_txn_ops as usize,
+            max_request_bytes: limits.max_request_bytes,
+            max_txn_ops: limits.max_txn_ops,
             log_level: f.log_level,
-            heartbeat_interval_ms: f.heartbeat_interval,
-            election_timeout_ms: f.election_timeout,
-            snapshot_count: f.snapshot_count,
-            watch_progress_notify_interval: f.watch_progress_notify_interval,
-            listen_metrics,
-            tls,
+            heartbeat_interval_ms: timing.heartbeat_ms,
+            election_timeout_ms: timing.election_ms,
+            snapshot_count,
+            watch_progress_notify_interval,
+            listen_metrics: net.listen_metrics,
             self_signed_cert_validity: f.tls.self_signed_cert_validity,
-            ignored,
+            tls,
+            ignored: notes,
         })
     }
 }
+
+/// Notes about flags accepted for compatibility but not acted on.
+fn ignored(f: &Flags) -> Vec<String> {
+    [
+        ("quota-backend-bytes", f.quota_backend_bytes.is_some()),
+        (
+            "auto-compaction-retention",
+            f.auto_compaction_retention.is_some(),
+        ),
+        ("auto-compaction-mode", f.auto_compaction_mode.is_some()),
+        ("logger", f.logger.is_some()),
+        ("log-outputs", f.log_outputs.is_some()),
+        (
+            "experimental-initial-corrupt-check",
+            f.experimental_initial_corrupt_check == Some(true),
+        ),
+        (
+            "experimental-corrupt-check-time",
+            f.experimental_corrupt_check_time.is_some(),
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, set)| *set)
+    .map(|(flag, _)| format!("--{flag} is accepted but has no effect yet"))
+    .collect()
+}
+
+/// Go's longest duration (`math.MaxInt64` nanoseconds, about 292 years);
+/// Go's `time.ParseDuration` refuses longer ones, and so does ours.
+const MAX_GO_DURATION: Duration = Duration::from_nanos(i64::MAX as u64);
 
 /// Parses a Go duration such as "10m", "1m30s", "250ms".
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -423,131 +349,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "h" => 3600.0,
             _ => return Err(err()),
         };
-        total += Duration::from_secs_f64(value * unit);
+        // Out of range values are errors, not panics.
+        total = Duration::try_from_secs_f64(value * unit)
+            .ok()
+            .and_then(|part| total.checked_add(part))
+            .filter(|t| *t <= MAX_GO_DURATION)
+            .ok_or_else(err)?;
         rest = &rest[unit_end..];
     }
     Ok(total)
-}
-
-fn parse_urls(flag: &str, list: &str) -> Result<Vec<Url>, ConfigError> {
-    let urls = list
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            let u = Url::parse(s).map_err(|e| bad(format!("--{flag}: invalid URL {s:?}: {e}")))?;
-            match u.scheme() {
-                "http" | "https" => Ok(u),
-                "unix" | "unixs" => Err(bad(format!(
-                    "--{flag}: {s}: unix sockets are not supported by ferrocd; use http:// or https://"
-                ))),
-                other => Err(bad(format!(
-                    "--{flag}: {s}: URL scheme must be http or https: {other}"
-                ))),
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    if urls.is_empty() {
-        return Err(bad(format!("--{flag} must not be empty")));
-    }
-    for u in &urls {
-        if u.port().is_none() {
-            return Err(bad(format!("--{flag}: {u}: missing port in address")));
-        }
-    }
-    Ok(urls)
-}
-
-/// The addresses of a `--listen-*-urls` flag. An `https://` URL needs
-/// that side's certificate; an `http://` one is served in plain text even
-/// when there is one (etcd warns, and so does ferrocd).
-fn listeners(
-    flag: &str,
-    list: &str,
-    have_tls: bool,
-    notes: &mut Vec<String>,
-) -> Result<Vec<Listen>, ConfigError> {
-    let (files, side) = if flag == "listen-peer-urls" {
-        ("--peer-cert-file, --peer-key-file", "peer")
-    } else {
-        ("--cert-file, --key-file", "client")
-    };
-    parse_urls(flag, list)?
-        .iter()
-        .map(|u| {
-            let tls = u.scheme() == "https";
-            if tls && !have_tls {
-                return Err(bad(format!(
-                    "TLS key/cert ({files}) must be provided for {side} url {} with HTTPS scheme",
-                    u.as_str().trim_end_matches('/')
-                )));
-            }
-            if !tls && have_tls && flag != "listen-metrics-urls" {
-                notes.push(format!(
-                    "--{flag}: {} is HTTP while key and cert files are present; serving it without TLS",
-                    u.as_str().trim_end_matches('/')
-                ));
-            }
-            Ok(Listen {
-                addr: socket_addr(flag, u)?,
-                tls,
-            })
-        })
-        .collect()
-}
-
-/// URLs as etcd prints them: scheme://host:port without a trailing slash.
-fn url_strings(urls: Vec<Url>) -> Vec<String> {
-    urls.iter()
-        .map(|u| {
-            let s = u.as_str();
-            s.strip_suffix('/').unwrap_or(s).to_string()
-        })
-        .collect()
-}
-
-fn socket_addr(flag: &str, u: &Url) -> Result<SocketAddr, ConfigError> {
-    let host = u.host_str().unwrap_or("");
-    let port = u.port().unwrap_or(0);
-    let host = if host == "localhost" {
-        "127.0.0.1"
-    } else {
-        host
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    format!("{host}:{port}")
-        .parse::<SocketAddr>()
-        .or_else(|_| format!("[{host}]:{port}").parse())
-        .map_err(|_| {
-            bad(format!(
-                "--{flag}: {u}: expected an IP address or localhost to listen on"
-            ))
-        })
-}
-
-fn parse_initial_cluster(s: &str, token: &str) -> Result<Vec<InitialMember>, ConfigError> {
-    let mut members: Vec<InitialMember> = Vec::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (name, url) = part
-            .split_once('=')
-            .ok_or_else(|| bad(format!("--initial-cluster: {part:?} is not name=url")))?;
-        let url = url_strings(parse_urls("initial-cluster", url)?).remove(0);
-        match members.iter_mut().find(|m| m.name == name) {
-            Some(m) => m.peer_urls.push(url),
-            None => members.push(InitialMember {
-                name: name.to_string(),
-                peer_urls: vec![url],
-                id: 0,
-            }),
-        }
-    }
-    if members.is_empty() {
-        return Err(bad("--initial-cluster must not be empty"));
-    }
-    for m in &mut members {
-        m.id = ids::member_id(&m.peer_urls, token);
-    }
-    Ok(members)
 }
 
 #[cfg(test)]
@@ -610,6 +420,9 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("2562047h").is_ok());
+        assert!(parse_duration("2562048h").is_err());
+        assert!(parse_duration("99999999999999999999999h").is_err());
         let c = Config::from_flags(
             flags(&["--experimental-watch-progress-notify-interval=5s"]).unwrap(),
         )
@@ -680,5 +493,32 @@ mod tests {
         );
         assert!(flags(&["--initial-cluster-state=joining"]).is_err());
         assert!(Config::from_flags(flags(&["--max-learners=0"]).unwrap()).is_err());
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_before_anything_starts() {
+        for bad in [
+            "--experimental-watch-progress-notify-interval=0",
+            "--heartbeat-interval=0",
+            "--election-timeout=60000",
+            "--snapshot-count=0",
+            "--max-request-bytes=0",
+        ] {
+            assert!(
+                Config::from_flags(flags(&[bad]).unwrap()).is_err(),
+                "{bad} was accepted"
+            );
+        }
+        let err = Config::from_flags(
+            flags(&["--experimental-watch-progress-notify-interval=0"]).unwrap(),
+        )
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::DurationTooShort {
+                flag: "watch-progress-notify-interval",
+                ..
+            }
+        ));
     }
 }

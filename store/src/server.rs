@@ -31,7 +31,7 @@ use crate::config::{Config, Listen};
 use crate::lease::Lessor;
 use crate::mvcc::Mvcc;
 use crate::raft::network::MAX_PEER_MESSAGE;
-use crate::raft::{LogStore, Member, Network, PeerClients, Raft, StateMachine};
+use crate::raft::{Backend, LogStore, Member, Network, PeerClients, Raft, StateMachine};
 use crate::tls::{self, client::ClientTls, server::ServerTls};
 use crate::watch::WatchHub;
 
@@ -209,15 +209,18 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
     // The log's entries live in segment files under `wal`; its vote, commit
     // index and purge point in a small database beside them.
     let wal = open_db(&dir.join("raft"), 16 << 20, None)?;
-    let mvcc = Arc::new(Mvcc::open(db.open_tree("state")?).context("opening the key-value store")?);
+    // Which state tree is live, and the current snapshot; what an install
+    // cut short by a crash left is deleted here.
+    let backend = Arc::new(Backend::open(&db, &dir.join("snap"))?);
+    let mvcc = Arc::new(Mvcc::open(backend.state_tree()?).context("opening the key-value store")?);
     let log = LogStore::open(&wal, &dir.join("wal"))?;
     let hub = WatchHub::new(mvcc.clone(), config.max_request_bytes);
-    tokio::spawn(hub.clone().run(config.watch_progress_notify_interval));
+    hub.spawn_task(config.watch_progress_notify_interval);
     let lessor = Arc::new(Lessor::new(Lessor::min_ttl_for(Duration::from_millis(
         config.election_timeout_ms,
     ))));
     lessor.restore_from(&mvcc).context("reading leases")?;
-    let sm = StateMachine::new(mvcc.clone(), lessor.clone(), hub.clone(), dir.join("snap"))?;
+    let sm = StateMachine::new(mvcc.clone(), lessor.clone(), hub.clone(), backend);
 
     let raft_config = openraft::Config {
         cluster_name: "ferrocd".into(),

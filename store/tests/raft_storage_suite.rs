@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ferrocd::lease::Lessor;
 use ferrocd::mvcc::Mvcc;
-use ferrocd::raft::{LogStore, StateMachine, TypeConfig};
+use ferrocd::raft::{Backend, LogStore, StateMachine, TypeConfig};
 use ferrocd::watch::WatchHub;
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageError;
@@ -25,10 +25,11 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
                 .expect("sled")
         };
         let (db, meta) = (open("db"), open("raft"));
-        let mvcc = Arc::new(Mvcc::open(db.open_tree("state").expect("tree")).expect("mvcc"));
+        let backend = Arc::new(Backend::open(&db, &dir.path().join("snap")).expect("backend"));
+        let mvcc = Arc::new(Mvcc::open(backend.state_tree().expect("tree")).expect("mvcc"));
         let lessor = Arc::new(Lessor::new(Lessor::min_ttl_for(Duration::from_secs(1))));
         let hub = WatchHub::new(mvcc.clone(), 1 << 20);
-        let sm = StateMachine::new(mvcc, lessor, hub, dir.path().join("snap")).expect("sm");
+        let sm = StateMachine::new(mvcc, lessor, hub, backend);
         let log = LogStore::open(&meta, &dir.path().join("wal"))?;
         Ok((dir, log, sm))
     }

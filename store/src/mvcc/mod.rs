@@ -78,6 +78,9 @@ pub trait ReadView {
 }
 
 struct State {
+    /// The tree the store lives in; replaced whole when a snapshot is
+    /// installed, together with everything derived from it.
+    tree: sled::Tree,
     index: KeyIndex,
     leases: leases::LeaseIndex,
     current: i64,
@@ -87,7 +90,6 @@ struct State {
 /// The MVCC store. Cheap to share behind an `Arc`; reads run concurrently,
 /// writes are serialized by the raft apply loop.
 pub struct Mvcc {
-    tree: sled::Tree,
     state: RwLock<State>,
 }
 
@@ -96,42 +98,29 @@ impl Mvcc {
     pub fn open(tree: sled::Tree) -> Result<Self, MvccError> {
         let state = load_state(&tree)?;
         Ok(Mvcc {
-            tree,
             state: RwLock::new(state),
         })
+    }
+
+    /// Makes `tree` the store, as one step for readers and writers: they
+    /// see the old tree or the new one, never a mix. For installing a
+    /// snapshot that was loaded into `tree` and made durable beforehand.
+    /// Every read of the tree holds the state lock, so once this returns
+    /// nothing reads the old tree any more and it may be dropped.
+    pub fn replace_tree(&self, tree: sled::Tree) -> Result<(), MvccError> {
+        let loaded = load_state(&tree)?;
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) = loaded;
+        Ok(())
     }
 
     /// Hands every stored entry (data and metadata) to `sink`, in key order,
     /// as of one consistent moment: writers wait until it returns.
     pub fn export_to(&self, sink: &mut EntrySink<'_>) -> Result<(), MvccError> {
-        let _state = self.state.read().unwrap_or_else(|e| e.into_inner());
-        for item in self.tree.iter() {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        for item in state.tree.iter() {
             let (k, v) = item?;
             sink(&k, &v).map_err(|e| MvccError::Storage(e.to_string()))?;
         }
-        Ok(())
-    }
-
-    /// Replaces the whole store with the entries of an export.
-    pub fn import_from(
-        &self,
-        source: &mut dyn Iterator<Item = std::io::Result<(Vec<u8>, Vec<u8>)>>,
-    ) -> Result<(), MvccError> {
-        const CHUNK: usize = 10_000;
-        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-        self.tree.clear()?;
-        let mut batch = sled::Batch::default();
-        let mut n = 0;
-        for item in source {
-            let (k, v) = item.map_err(|e| MvccError::Storage(e.to_string()))?;
-            batch.insert(k, v);
-            n += 1;
-            if n % CHUNK == 0 {
-                self.tree.apply_batch(std::mem::take(&mut batch))?;
-            }
-        }
-        self.tree.apply_batch(batch)?;
-        *state = load_state(&self.tree)?;
         Ok(())
     }
 
@@ -153,7 +142,7 @@ impl Mvcc {
             rev_key(Revision::new(0, 0)),
             rev_key(Revision::new(rev, i64::MAX)),
         );
-        for item in self.tree.range(from..=to) {
+        for item in state.tree.range(from..=to) {
             let (k, v) = item?;
             hasher.update(&k);
             hasher.update(&v);
@@ -165,7 +154,6 @@ impl Mvcc {
     pub fn read(&self) -> ReadTxn<'_> {
         ReadTxn {
             state: self.state.read().unwrap_or_else(|e| e.into_inner()),
-            tree: &self.tree,
         }
     }
 
@@ -175,7 +163,6 @@ impl Mvcc {
         let begin = state.current;
         WriteTxn {
             state,
-            tree: &self.tree,
             batch: sled::Batch::default(),
             pending: HashMap::new(),
             begin,
@@ -217,7 +204,9 @@ impl Mvcc {
 
     /// Metadata entries whose names start with `prefix`, as (name, value).
     pub fn meta_with_prefix(&self, prefix: &str) -> Result<Vec<(String, sled::IVec)>, MvccError> {
-        self.tree
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        state
+            .tree
             .scan_prefix(meta_key(prefix))
             .map(|item| {
                 let (k, v) = item?;
@@ -228,20 +217,28 @@ impl Mvcc {
 
     /// Makes everything committed so far durable.
     pub fn flush(&self) -> Result<(), MvccError> {
-        self.tree.flush()?;
+        // Every tree of the database is flushed at once; the handle may
+        // outlive a replacement of the store's tree without harm.
+        let tree = self
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .tree
+            .clone();
+        tree.flush()?;
         Ok(())
     }
 
     /// Reads metadata stored by [`WriteTxn::set_meta`].
     pub fn meta(&self, name: &str) -> Result<Option<sled::IVec>, MvccError> {
-        Ok(self.tree.get(meta_key(name))?)
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        Ok(state.tree.get(meta_key(name))?)
     }
 }
 
 /// A read-only view.
 pub struct ReadTxn<'a> {
     state: RwLockReadGuard<'a, State>,
-    tree: &'a sled::Tree,
 }
 
 impl ReadTxn<'_> {
@@ -273,7 +270,7 @@ impl ReadTxn<'_> {
         }
         let start = rev_key(Revision::new(from, 0));
         let end = rev_key(Revision::new(to + 1, 0));
-        for item in self.tree.range(start..end) {
+        for item in self.state.tree.range(start..end) {
             let (_, v) = item?;
             let (kind, kv) = decode_value(&v)?;
             if !range.contains(&kv.key) {
@@ -299,7 +296,7 @@ impl ReadTxn<'_> {
             return None;
         }
         let r = self.state.index.get(key, rev)?;
-        load(self.tree, &HashMap::new(), r).ok()
+        load(&self.state.tree, &HashMap::new(), r).ok()
     }
 }
 
@@ -310,7 +307,7 @@ impl ReadView for ReadTxn<'_> {
 
     fn range(&self, range: KeyRange<'_>, opts: RangeOptions) -> Result<RangeResult, MvccError> {
         range_at(&self.state, self.state.current, range, opts, |rev| {
-            load(self.tree, &HashMap::new(), rev)
+            load(&self.state.tree, &HashMap::new(), rev)
         })
     }
 }
@@ -319,7 +316,6 @@ impl ReadView for ReadTxn<'_> {
 /// visible to other readers, and durable in the tree, on [`WriteTxn::commit`].
 pub struct WriteTxn<'a> {
     state: RwLockWriteGuard<'a, State>,
-    tree: &'a sled::Tree,
     batch: sled::Batch,
     /// Values written in this transaction, not yet in the tree.
     pending: HashMap<Revision, KeyValue>,
@@ -455,7 +451,7 @@ impl WriteTxn<'_> {
         self.batch
             .insert(meta_key(META_CURRENT), &current.to_be_bytes()[..]);
         let batch = std::mem::take(&mut self.batch);
-        self.tree.apply_batch(batch)?;
+        self.state.tree.apply_batch(batch)?;
         Ok(())
     }
 
@@ -475,7 +471,7 @@ impl ReadView for WriteTxn<'_> {
 
     fn range(&self, range: KeyRange<'_>, opts: RangeOptions) -> Result<RangeResult, MvccError> {
         range_at(&self.state, self.view_rev(), range, opts, |rev| {
-            load(self.tree, &self.pending, rev)
+            load(&self.state.tree, &self.pending, rev)
         })
     }
 }
@@ -552,6 +548,7 @@ fn load_state(tree: &sled::Tree) -> Result<State, MvccError> {
         tree.apply_batch(batch)?;
     }
     Ok(State {
+        tree: tree.clone(),
         index,
         leases,
         current,

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::wal::Wal;
+use super::wal::{Wal, WalError};
 use super::{io_error, read_error, LogId, StorageError, TypeConfig};
 
 const VOTE: &[u8] = b"vote";
@@ -36,13 +36,32 @@ struct Log {
     last: Option<LogId>,
 }
 
+/// Why the log could not be opened. A corrupt segment keeps its own error,
+/// so that the member's exit message names the file and offset plainly.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<OpenError> for StorageError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Wal(e) => read_error(e),
+            OpenError::Storage(e) => e,
+        }
+    }
+}
+
 impl LogStore {
     /// Opens the log: metadata in `db`, entries under `dir`; starts the
     /// syncing task.
-    pub fn open(db: &sled::Db, dir: &Path) -> Result<Self, StorageError> {
+    pub fn open(db: &sled::Db, dir: &Path) -> Result<Self, OpenError> {
         let meta = db.open_tree("raft_meta").map_err(read_error)?;
         let purged: Option<LogId> = get(&meta, LAST_PURGED)?;
-        let wal = Wal::open(dir, purged.map(|p| p.index)).map_err(read_error)?;
+        let wal = Wal::open(dir, purged.map(|p| p.index))?;
         let last = match wal.last_index() {
             Some(i) => {
                 let raw = wal.read(i, i + 1).map_err(read_error)?;

@@ -9,6 +9,7 @@
 // openraft's traits fix the error type (`StorageError`), large as it is.
 #![allow(clippy::result_large_err)]
 
+pub mod backend;
 mod log_store;
 pub mod network;
 mod state_machine;
@@ -21,6 +22,7 @@ use ferrocd_proto::etcdserverpb::{
 use ferrocd_proto::ferrocdpb::{InternalBatch, InternalRequest};
 use serde::{Deserialize, Serialize};
 
+pub use backend::Backend;
 pub use log_store::LogStore;
 pub use network::{Network, PeerClients};
 pub use state_machine::StateMachine;

@@ -1,32 +1,29 @@
 //! The state machine: applies committed requests to MVCC, recording the last
 //! applied log id and membership in the same atomic batch as the data.
+//! Snapshots are built and installed through the [`Backend`], which makes
+//! installing one atomic under a crash.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use ferrocd_proto::ferrocdpb::internal_request::Request as Internal;
 use ferrocd_proto::ferrocdpb::InternalRequest;
 use openraft::storage::RaftStateMachine;
 use openraft::{
-    Entry, EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
-    StoredMembership,
+    Entry, EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
 
+use super::backend::{Backend, Meta};
 use super::{io_error, read_error, LogId, Request, Response, StorageError, TypeConfig};
 use crate::kv::{self, KvError};
 use crate::lease::{self, Lessor};
 use crate::mvcc::{meta_key, KeyRange, Mvcc, MvccError, ReadView, WriteTxn};
-use crate::snapshot::{self, SnapshotReader, SnapshotWriter};
+use crate::snapshot::SnapshotWriter;
 use crate::watch::header_at;
 use crate::watch::WatchHub;
 use ferrocd_proto::etcdserverpb::{LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeResponse};
 
 const APPLIED: &str = "raft_applied";
-const CURRENT_SNAPSHOT: &str = "current.snap";
-const CURRENT_META: &str = "current.meta";
-const BUILDING_SNAPSHOT: &str = "building.snap";
-const RECEIVING_SNAPSHOT: &str = "receiving.snap";
 
 type Stored = StoredMembership<u64, super::Member>;
 
@@ -36,16 +33,14 @@ struct Applied {
     membership: Stored,
 }
 
-type Meta = SnapshotMeta<u64, super::Member>;
-
-/// The state machine. Clones share the same store. Snapshots are files in
-/// `snap_dir`, written and read in chunks.
+/// The state machine. Clones share the same store. Snapshots are files
+/// the [`Backend`] keeps, written and read in chunks.
 #[derive(Clone)]
 pub struct StateMachine {
     mvcc: Arc<Mvcc>,
     lessor: Arc<Lessor>,
     hub: Arc<WatchHub>,
-    snap_dir: PathBuf,
+    backend: Arc<Backend>,
     /// What the store records as applied, kept here so apply need not read
     /// it back every time; `None` until first read, and after a snapshot
     /// replaced the store.
@@ -53,44 +48,30 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
+    /// The state machine over `mvcc`, which must live in `backend`'s state
+    /// tree.
     pub fn new(
         mvcc: Arc<Mvcc>,
         lessor: Arc<Lessor>,
         hub: Arc<WatchHub>,
-        snap_dir: PathBuf,
-    ) -> std::io::Result<Self> {
-        std::fs::create_dir_all(&snap_dir)?;
-        // A transfer or build cut short (a crash, or a snapshot openraft
-        // sent again) leaves its file behind; it is never read again.
-        for stale in [RECEIVING_SNAPSHOT, BUILDING_SNAPSHOT] {
-            match std::fs::remove_file(snap_dir.join(stale)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
-        Ok(StateMachine {
+        backend: Arc<Backend>,
+    ) -> Self {
+        StateMachine {
             mvcc,
             lessor,
             hub,
-            snap_dir,
+            backend,
             applied: None,
-        })
+        }
     }
 
     async fn open_current(&self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let meta_path = self.snap_dir.join(CURRENT_META);
-        let raw = match tokio::fs::read(&meta_path).await {
-            Ok(raw) => raw,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(read_error(e)),
+        let Some((file, meta)) = self.backend.open_current_snapshot().map_err(read_error)? else {
+            return Ok(None);
         };
-        let meta: Meta = bincode::deserialize(&raw).map_err(read_error)?;
-        let file = tokio::fs::File::open(self.snap_dir.join(CURRENT_SNAPSHOT))
-            .await
-            .map_err(read_error)?;
         Ok(Some(Snapshot {
             meta,
-            snapshot: Box::new(file),
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
         }))
     }
 
@@ -215,7 +196,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
-        let file = tokio::fs::File::create(self.snap_dir.join(RECEIVING_SNAPSHOT))
+        let file = tokio::fs::File::create(self.backend.receiving_path())
             .await
             .map_err(io_error)?;
         Ok(Box::new(file))
@@ -229,15 +210,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.applied = None;
         let mut received = snapshot.into_std().await;
         received.sync_all().map_err(io_error)?;
-        let (mvcc, hub, dir, meta) = (
+        let (mvcc, hub, lessor, backend, meta) = (
             self.mvcc.clone(),
             self.hub.clone(),
-            self.snap_dir.clone(),
+            self.lessor.clone(),
+            self.backend.clone(),
             meta.clone(),
         );
-        let lessor = self.lessor.clone();
         tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
-            let path = dir.join(RECEIVING_SNAPSHOT);
+            let path = backend.receiving_path();
             // openraft hands back the file `begin_receiving_snapshot` made;
             // any other handle (a local snapshot, say) is copied there first.
             if !same_file(&received, &path) {
@@ -250,22 +231,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 out.sync_all().map_err(io_error)?;
             }
             drop(received);
-            // Check the whole file before replacing anything.
-            snapshot::verify(&path).map_err(read_error)?;
-            let mut reader = SnapshotReader::new(std::fs::File::open(&path).map_err(read_error)?)
-                .map_err(read_error)?;
-            mvcc.import_from(&mut reader).map_err(storage)?;
-            lessor.restore_from(&mvcc).map_err(storage)?;
-            hub.restored();
             let applied = Applied {
                 log_id: meta.last_log_id,
                 membership: meta.last_membership.clone(),
             };
-            let mut txn = mvcc.write();
-            txn.set_meta(APPLIED, &bincode::serialize(&applied).map_err(io_error)?);
-            txn.commit().map_err(storage)?;
-            mvcc.flush().map_err(storage)?;
-            publish(&dir, &path, &meta)
+            let applied = bincode::serialize(&applied).map_err(io_error)?;
+            let key = meta_key(APPLIED);
+            // The old state stays live, whole, until `commit`.
+            let mut install = backend.begin_install(&path).map_err(io_error)?;
+            install.load(&key).map_err(io_error)?;
+            install.seal(&key, &applied).map_err(io_error)?;
+            let (tree, installed) = install.commit(meta).map_err(io_error)?;
+            mvcc.replace_tree(tree).map_err(storage)?;
+            lessor.restore_from(&mvcc).map_err(storage)?;
+            hub.restored();
+            installed.forget_old().map_err(io_error)
         })
         .await
         .map_err(io_error)?
@@ -285,25 +265,11 @@ fn same_file(file: &std::fs::File, path: &std::path::Path) -> bool {
     }
 }
 
-/// Makes `file` the current snapshot, with `meta` beside it, crash-safely.
-fn publish(dir: &std::path::Path, file: &std::path::Path, meta: &Meta) -> Result<(), StorageError> {
-    let meta_tmp = dir.join("current.meta.tmp");
-    std::fs::write(&meta_tmp, bincode::serialize(meta).map_err(io_error)?).map_err(io_error)?;
-    std::fs::File::open(&meta_tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(io_error)?;
-    std::fs::rename(file, dir.join(CURRENT_SNAPSHOT)).map_err(io_error)?;
-    std::fs::rename(&meta_tmp, dir.join(CURRENT_META)).map_err(io_error)?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error)
-}
-
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (mvcc, dir) = (self.mvcc.clone(), self.snap_dir.clone());
+        let (mvcc, backend) = (self.mvcc.clone(), self.backend.clone());
         tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
-            let path = dir.join(BUILDING_SNAPSHOT);
+            let (generation, path) = backend.building_path();
             let mut writer = SnapshotWriter::new(std::fs::File::create(&path).map_err(io_error)?)
                 .map_err(io_error)?;
             // The export and the applied log id come from one consistent moment.
@@ -326,7 +292,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 last_membership: applied.membership,
                 snapshot_id: format!("{}", applied.log_id.map(|l| l.index).unwrap_or(0)),
             };
-            publish(&dir, &path, &meta)
+            backend
+                .publish_snapshot(generation, &path, meta)
+                .map_err(io_error)
         })
         .await
         .map_err(io_error)??;

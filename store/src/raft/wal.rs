@@ -5,9 +5,16 @@
 //!
 //! A record is `[index u64][len u32][crc32 u32][payload]` (big-endian), the
 //! payload the bincode of the entry and the CRC over the payload. A segment
-//! is named after the first index it holds. At open, every segment is read
-//! through; a torn or corrupt tail (a crash mid-write) is cut off, which
-//! only ever loses appends that were never acknowledged.
+//! is named after the first index it holds. Segments are not preallocated,
+//! and a new one is started only after the previous one was synced.
+//!
+//! At open, every segment is read through. Only a torn tail of the last
+//! segment is cut off: what a crash in the middle of an unsynced write
+//! leaves, so it holds no acknowledged entry. Any other damage (a record
+//! that fails its checksum with more data after it, or anything wrong in
+//! an older segment) is refused with [`WalError::Corrupt`], as etcd
+//! refuses to start on a corrupt WAL: cutting there could drop committed,
+//! acknowledged entries.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -16,11 +23,46 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use tracing::warn;
+
 const HEADER: usize = 16;
 /// A new segment is started once the current one exceeds this.
 const SEGMENT_BYTES: u64 = 64 << 20;
 /// Larger records can only come from corruption.
 const MAX_RECORD: u32 = 1 << 30;
+
+/// Why the log could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    #[error("raft log segment files")]
+    Io(#[from] io::Error),
+    #[error("raft log segment {} is corrupt at offset {offset}: {damage}; refusing to start, as cutting the log there could lose acknowledged entries", path.display())]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        damage: Damage,
+    },
+}
+
+/// What is wrong with a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Damage {
+    #[error("the record runs past the end of the file")]
+    Incomplete,
+    #[error("invalid record length {0}")]
+    Length(u32),
+    #[error("record checksum mismatch")]
+    Checksum,
+}
+
+/// The first damaged record of a segment.
+#[derive(Debug, Clone, Copy)]
+struct Damaged {
+    offset: u64,
+    damage: Damage,
+    /// Where the record ends by its header (within the file).
+    end: u64,
+}
 
 /// Where one entry lives.
 #[derive(Clone, Copy, Debug)]
@@ -62,14 +104,28 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Whether the bytes of `file` in `from..to` are all zero.
+fn only_zeros(file: &File, mut from: u64, to: u64) -> io::Result<bool> {
+    let mut buf = vec![0u8; 64 << 10];
+    while from < to {
+        let n = buf.len().min((to - from) as usize);
+        file.read_exact_at(&mut buf[..n], from)?;
+        if buf[..n].iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+        from += n as u64;
+    }
+    Ok(true)
+}
+
 impl Wal {
-    /// Opens the segments in `dir` (creating it), dropping a torn tail and
-    /// every entry at or below `purged`.
-    pub fn open(dir: &Path, purged: Option<u64>) -> io::Result<Self> {
+    /// Opens the segments in `dir` (creating it), cutting off a torn tail
+    /// of the last segment and dropping every entry at or below `purged`.
+    pub fn open(dir: &Path, purged: Option<u64>) -> Result<Self, WalError> {
         Wal::open_with(dir, purged, SEGMENT_BYTES)
     }
 
-    fn open_with(dir: &Path, purged: Option<u64>, segment_bytes: u64) -> io::Result<Self> {
+    fn open_with(dir: &Path, purged: Option<u64>, segment_bytes: u64) -> Result<Self, WalError> {
         fs::create_dir_all(dir)?;
         let mut firsts: Vec<u64> = fs::read_dir(dir)?
             .filter_map(|e| e.ok())
@@ -85,21 +141,18 @@ impl Wal {
             segments: VecDeque::new(),
             index: BTreeMap::new(),
         };
-        let mut torn = false;
-        for first in firsts {
+        for (i, &first) in firsts.iter().enumerate() {
             let path = dir.join(segment_name(first));
-            if torn {
-                // Nothing after a torn record can have been acknowledged.
-                fs::remove_file(&path)?;
-                continue;
-            }
             let file = OpenOptions::new().read(true).write(true).open(&path)?;
-            let (size, clean) = wal.scan(first, &file)?;
-            if !clean {
-                file.set_len(size)?;
-                file.sync_all()?;
-                torn = true;
-            }
+            let next = firsts.get(i + 1);
+            // A segment wholly behind the purge point holds nothing needed:
+            // it is not read, and the next purge deletes it.
+            let behind = next.is_some_and(|n| purged.is_some_and(|p| *n <= p + 1));
+            let size = if behind {
+                file.metadata()?.len()
+            } else {
+                wal.open_segment(first, &file, &path, next.is_none())?
+            };
             wal.segments.push_back(Segment {
                 first,
                 file: Arc::new(file),
@@ -112,27 +165,78 @@ impl Wal {
         Ok(wal)
     }
 
-    /// Indexes the records of one segment; returns the length of its valid
-    /// prefix and whether the whole file was valid.
-    fn scan(&mut self, segment: u64, file: &File) -> io::Result<(u64, bool)> {
+    /// Indexes one segment; returns its size once a torn tail is cut off.
+    fn open_segment(
+        &mut self,
+        first: u64,
+        file: &File,
+        path: &Path,
+        last: bool,
+    ) -> Result<u64, WalError> {
         let len = file.metadata()?.len();
+        let Some(bad) = self.scan(first, file, len)? else {
+            return Ok(len);
+        };
+        let torn = last
+            && match bad.damage {
+                Damage::Incomplete => true,
+                // Only zeros after it: a write whose pages were not all
+                // written, or a file extended but not filled.
+                Damage::Length(_) | Damage::Checksum => only_zeros(file, bad.end, len)?,
+            };
+        if !torn {
+            return Err(WalError::Corrupt {
+                path: path.to_path_buf(),
+                offset: bad.offset,
+                damage: bad.damage,
+            });
+        }
+        warn!(
+            segment = %path.display(),
+            offset = bad.offset,
+            cut = len - bad.offset,
+            "cutting a torn tail off the raft log ({})",
+            bad.damage
+        );
+        file.set_len(bad.offset)?;
+        file.sync_all()?;
+        Ok(bad.offset)
+    }
+
+    /// Indexes the records of one segment of `len` bytes, up to the first
+    /// damaged one, which it returns.
+    fn scan(&mut self, segment: u64, file: &File, len: u64) -> io::Result<Option<Damaged>> {
         let mut reader = io::BufReader::with_capacity(1 << 20, file);
         let mut offset = 0u64;
         let mut header = [0u8; HEADER];
         let mut payload = Vec::new();
         while offset < len {
-            if len - offset < HEADER as u64 || reader.read_exact(&mut header).is_err() {
-                return Ok((offset, false));
+            let damaged = |damage, end| {
+                Ok(Some(Damaged {
+                    offset,
+                    damage,
+                    end,
+                }))
+            };
+            if len - offset < HEADER as u64 {
+                return damaged(Damage::Incomplete, len);
             }
+            reader.read_exact(&mut header)?;
             let index = u64::from_be_bytes(header[..8].try_into().expect("8 bytes"));
             let size = u32::from_be_bytes(header[8..12].try_into().expect("4 bytes"));
             let crc = u32::from_be_bytes(header[12..].try_into().expect("4 bytes"));
-            if size > MAX_RECORD || len - offset - (HEADER as u64) < size as u64 {
-                return Ok((offset, false));
+            let body = offset + HEADER as u64;
+            if len - body < size as u64 {
+                return damaged(Damage::Incomplete, len);
+            }
+            // No entry encodes to nothing: a zero length is a zeroed header.
+            if size == 0 || size > MAX_RECORD {
+                return damaged(Damage::Length(size), body);
             }
             payload.resize(size as usize, 0);
-            if reader.read_exact(&mut payload).is_err() || crc32fast::hash(&payload) != crc {
-                return Ok((offset, false));
+            reader.read_exact(&mut payload)?;
+            if crc32fast::hash(&payload) != crc {
+                return damaged(Damage::Checksum, body + size as u64);
             }
             // A rewritten index (after a truncate) replaces the older one.
             self.index.split_off(&index);
@@ -140,13 +244,13 @@ impl Wal {
                 index,
                 Loc {
                     segment,
-                    offset: offset + HEADER as u64,
+                    offset: body,
                     len: size,
                 },
             );
-            offset += (HEADER + size as usize) as u64;
+            offset = body + size as u64;
         }
-        Ok((offset, true))
+        Ok(None)
     }
 
     /// The highest index held.
@@ -274,110 +378,4 @@ impl Wal {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn records(range: std::ops::Range<u64>) -> Vec<(u64, Vec<u8>)> {
-        range
-            .map(|i| (i, format!("entry {i}").into_bytes()))
-            .collect()
-    }
-
-    #[test]
-    fn appended_entries_read_back_after_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::open(dir.path(), None).unwrap();
-        wal.append(&records(1..4)).unwrap();
-        wal.append(&records(4..6)).unwrap();
-        wal.sync_handle().unwrap().sync().unwrap();
-        assert_eq!(
-            wal.read(2, 5).unwrap(),
-            vec![
-                b"entry 2".to_vec(),
-                b"entry 3".to_vec(),
-                b"entry 4".to_vec()
-            ]
-        );
-        drop(wal);
-        let wal = Wal::open(dir.path(), None).unwrap();
-        assert_eq!(wal.last_index(), Some(5));
-        assert_eq!(wal.read(1, 6).unwrap().len(), 5);
-    }
-
-    #[test]
-    fn a_torn_tail_is_cut_off_at_the_last_whole_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::open(dir.path(), None).unwrap();
-        wal.append(&records(1..4)).unwrap();
-        drop(wal);
-        let path = dir.path().join(segment_name(1));
-        let len = fs::metadata(&path).unwrap().len();
-        // A crash in the middle of the last record's payload.
-        OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(len - 3)
-            .unwrap();
-        let mut wal = Wal::open(dir.path(), None).unwrap();
-        assert_eq!(wal.last_index(), Some(2));
-        // Appending after the cut continues cleanly.
-        wal.append(&records(3..5)).unwrap();
-        drop(wal);
-        let wal = Wal::open(dir.path(), None).unwrap();
-        assert_eq!(wal.read(1, 5).unwrap().len(), 4);
-        assert_eq!(wal.read(4, 5).unwrap(), vec![b"entry 4".to_vec()]);
-    }
-
-    #[test]
-    fn a_corrupt_record_ends_the_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::open(dir.path(), None).unwrap();
-        wal.append(&records(1..4)).unwrap();
-        drop(wal);
-        let path = dir.path().join(segment_name(1));
-        let mut raw = fs::read(&path).unwrap();
-        let last = raw.len() - 1;
-        raw[last] ^= 0xff;
-        fs::write(&path, raw).unwrap();
-        let wal = Wal::open(dir.path(), None).unwrap();
-        assert_eq!(wal.last_index(), Some(2));
-    }
-
-    #[test]
-    fn truncate_and_purge_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::open(dir.path(), None).unwrap();
-        wal.append(&records(1..10)).unwrap();
-        wal.truncate(7).unwrap();
-        assert_eq!(wal.last_index(), Some(6));
-        wal.append(&[(7, b"new 7".to_vec())]).unwrap();
-        wal.purge(3).unwrap();
-        assert!(wal.read(1, 4).unwrap().is_empty());
-        drop(wal);
-        let wal = Wal::open(dir.path(), Some(3)).unwrap();
-        assert_eq!(wal.last_index(), Some(7));
-        assert_eq!(wal.read(4, 8).unwrap().len(), 4);
-        assert_eq!(wal.read(7, 8).unwrap(), vec![b"new 7".to_vec()]);
-    }
-
-    #[test]
-    fn purge_deletes_whole_segments_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::open_with(dir.path(), None, 100).unwrap();
-        // Two records per segment.
-        let big = vec![7u8; 60];
-        for i in 1..=5 {
-            wal.append(&[(i, big.clone())]).unwrap();
-        }
-        let segments = || fs::read_dir(dir.path()).unwrap().count();
-        assert_eq!(segments(), 3);
-        wal.purge(2).unwrap();
-        // Entries 3.. remain readable; the segment holding 1 and 2 is gone.
-        assert_eq!(segments(), 2);
-        assert_eq!(wal.read(3, 6).unwrap().len(), 3);
-        drop(wal);
-        let wal = Wal::open_with(dir.path(), Some(2), 100).unwrap();
-        assert_eq!(wal.read(1, 6).unwrap().len(), 3);
-    }
-}
+mod tests;

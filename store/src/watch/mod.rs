@@ -10,6 +10,7 @@
 //! full queue demotes the watcher instead of growing.
 
 mod response;
+mod task;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,6 +24,7 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::mvcc::{KeyRange, Mvcc, MvccError};
 pub use response::{canceled, created, fragments, header_at};
+pub use task::MIN_PROGRESS_INTERVAL;
 
 /// Messages queued to a client stream, in order.
 pub type Outbound = mpsc::Sender<WatchResponse>;
@@ -266,24 +268,6 @@ impl WatchHub {
         }
         drop(st);
         self.wake.notify_one();
-    }
-
-    /// Runs the catch-up loop and periodic progress notifications until the
-    /// hub is dropped elsewhere. Spawn once.
-    pub async fn run(self: Arc<Self>, progress_interval: Duration) {
-        let mut progress = tokio::time::interval(progress_interval);
-        progress.tick().await;
-        loop {
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(SYNC_INTERVAL) => {}
-                _ = progress.tick() => self.send_progress_notifications(),
-            }
-            if Arc::strong_count(&self) == 1 {
-                return;
-            }
-            self.sync_unsynced();
-        }
     }
 
     /// One pass over the unsynced watchers: each gets the next batch of

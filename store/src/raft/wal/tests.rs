@@ -1,0 +1,254 @@
+//! The segment log: appends and reads across reopen, truncate and purge,
+//! and the open rules (a torn tail is cut, any other damage refused).
+
+use super::*;
+
+fn records(range: std::ops::Range<u64>) -> Vec<(u64, Vec<u8>)> {
+    range
+        .map(|i| (i, format!("entry {i}").into_bytes()))
+        .collect()
+}
+
+#[test]
+fn appended_entries_read_back_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::open(dir.path(), None).unwrap();
+    wal.append(&records(1..4)).unwrap();
+    wal.append(&records(4..6)).unwrap();
+    wal.sync_handle().unwrap().sync().unwrap();
+    assert_eq!(
+        wal.read(2, 5).unwrap(),
+        vec![
+            b"entry 2".to_vec(),
+            b"entry 3".to_vec(),
+            b"entry 4".to_vec()
+        ]
+    );
+    drop(wal);
+    let wal = Wal::open(dir.path(), None).unwrap();
+    assert_eq!(wal.last_index(), Some(5));
+    assert_eq!(wal.read(1, 6).unwrap().len(), 5);
+}
+
+#[test]
+fn a_torn_tail_is_cut_off_at_the_last_whole_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::open(dir.path(), None).unwrap();
+    wal.append(&records(1..4)).unwrap();
+    drop(wal);
+    let path = dir.path().join(segment_name(1));
+    let len = fs::metadata(&path).unwrap().len();
+    // A crash in the middle of the last record's payload.
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
+    let mut wal = Wal::open(dir.path(), None).unwrap();
+    assert_eq!(wal.last_index(), Some(2));
+    // Appending after the cut continues cleanly.
+    wal.append(&records(3..5)).unwrap();
+    drop(wal);
+    let wal = Wal::open(dir.path(), None).unwrap();
+    assert_eq!(wal.read(1, 5).unwrap().len(), 4);
+    assert_eq!(wal.read(4, 5).unwrap(), vec![b"entry 4".to_vec()]);
+}
+
+/// Flips one byte of segment `first`, `from_end` bytes before its end.
+fn flip(dir: &Path, first: u64, from_end: u64) {
+    let path = dir.join(segment_name(first));
+    let mut raw = fs::read(&path).unwrap();
+    let at = raw.len() - from_end as usize;
+    raw[at] ^= 0xff;
+    fs::write(&path, raw).unwrap();
+}
+
+fn corrupt_at(result: Result<Wal, WalError>) -> (PathBuf, u64, Damage) {
+    match result {
+        Err(WalError::Corrupt {
+            path,
+            offset,
+            damage,
+        }) => (path, offset, damage),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("a corrupt log was opened"),
+    }
+}
+
+#[test]
+fn a_last_record_failing_its_checksum_with_nothing_after_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::open(dir.path(), None).unwrap();
+    wal.append(&records(1..4)).unwrap();
+    drop(wal);
+    flip(dir.path(), 1, 1);
+    let wal = Wal::open(dir.path(), None).unwrap();
+    assert_eq!(wal.last_index(), Some(2));
+}
+
+#[test]
+fn a_corrupt_record_followed_by_valid_ones_stops_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::open(dir.path(), None).unwrap();
+    wal.append(&records(1..4)).unwrap();
+    drop(wal);
+    // The last byte of record 2's payload ("entry 2"); record 3 follows.
+    let record = (HEADER + "entry 3".len()) as u64;
+    flip(dir.path(), 1, record + 1);
+    let (path, offset, damage) = corrupt_at(Wal::open(dir.path(), None));
+    assert_eq!(path, dir.path().join(segment_name(1)));
+    assert_eq!(offset, record);
+    assert_eq!(damage, Damage::Checksum);
+    // Nothing was cut: the file still holds all three records.
+    let len = fs::metadata(dir.path().join(segment_name(1)))
+        .unwrap()
+        .len();
+    assert_eq!(len, 3 * record);
+}
+
+#[test]
+fn damage_in_an_older_segment_stops_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::open_with(dir.path(), None, 100).unwrap();
+    let big = vec![7u8; 60];
+    for i in 1..=5 {
+        wal.append(&[(i, big.clone())]).unwrap();
+    }
+    drop(wal);
+    // The older segment's last record, with nothing after it in its file.
+    flip(dir.path(), 1, 1);
+    let (path, offset, damage) = corrupt_at(Wal::open_with(dir.path(), None, 100));
+    assert_eq!(path, dir.path().join(segment_name(1)));
+    assert_eq!((offset, damage), ((HEADER + 60) as u64, Damage::Checksum));
+    // No later segment was deleted.
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 3);
+}
+
+#[test]
+fn a_truncated_older_segment_stops_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::open_with(dir.path(), None, 100).unwrap();
+    for i in 1..=5 {
+        wal.append(&[(i, vec![7u8; 60])]).unwrap();
+    }
+    drop(wal);
+    let path = dir.path().join(segment_name(3));
+    let len = fs::metadata(&path).unwrap().len();
+    File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+    let (bad, _, damage) = corrupt_at(Wal::open_with(dir.path(), None, 100));
+    assert_eq!((bad, damage), (path, Damage::Incomplete));
+}
+
+#[test]
+fn zeros_after_the_last_record_are_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::open(dir.path(), None).unwrap();
+    wal.append(&records(1..4)).unwrap();
+    drop(wal);
+    let path = dir.path().join(segment_name(1));
+    let len = fs::metadata(&path).unwrap().len();
+    // A file extended by a write whose pages never reached the disk.
+    File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len + 3 * 4096)
+        .unwrap();
+    let mut wal = Wal::open(dir.path(), None).unwrap();
+    assert_eq!(wal.last_index(), Some(3));
+    assert_eq!(fs::metadata(&path).unwrap().len(), len);
+    wal.append(&records(4..5)).unwrap();
+    drop(wal);
+    let wal = Wal::open(dir.path(), None).unwrap();
+    assert_eq!(wal.read(1, 5).unwrap().len(), 4);
+}
+
+#[test]
+fn a_checksum_failure_followed_by_zeros_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::open(dir.path(), None).unwrap();
+    wal.append(&records(1..4)).unwrap();
+    drop(wal);
+    flip(dir.path(), 1, 1);
+    let path = dir.path().join(segment_name(1));
+    let len = fs::metadata(&path).unwrap().len();
+    File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len + 100)
+        .unwrap();
+    let wal = Wal::open(dir.path(), None).unwrap();
+    assert_eq!(wal.last_index(), Some(2));
+}
+
+#[test]
+fn a_zeroed_record_followed_by_data_stops_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::open(dir.path(), None).unwrap();
+    wal.append(&records(1..4)).unwrap();
+    drop(wal);
+    let path = dir.path().join(segment_name(1));
+    let mut raw = fs::read(&path).unwrap();
+    let record = HEADER + "entry 1".len();
+    raw[record..2 * record].fill(0);
+    fs::write(&path, raw).unwrap();
+    let (_, offset, damage) = corrupt_at(Wal::open(dir.path(), None));
+    assert_eq!((offset, damage), (record as u64, Damage::Length(0)));
+}
+
+#[test]
+fn damage_wholly_behind_the_purge_point_is_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::open_with(dir.path(), None, 100).unwrap();
+    for i in 1..=5 {
+        wal.append(&[(i, vec![7u8; 60])]).unwrap();
+    }
+    drop(wal);
+    flip(dir.path(), 1, 1);
+    let wal = Wal::open_with(dir.path(), Some(2), 100).unwrap();
+    assert_eq!(wal.read(3, 6).unwrap().len(), 3);
+}
+
+#[test]
+fn truncate_and_purge_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::open(dir.path(), None).unwrap();
+    wal.append(&records(1..10)).unwrap();
+    wal.truncate(7).unwrap();
+    assert_eq!(wal.last_index(), Some(6));
+    wal.append(&[(7, b"new 7".to_vec())]).unwrap();
+    wal.purge(3).unwrap();
+    assert!(wal.read(1, 4).unwrap().is_empty());
+    drop(wal);
+    let wal = Wal::open(dir.path(), Some(3)).unwrap();
+    assert_eq!(wal.last_index(), Some(7));
+    assert_eq!(wal.read(4, 8).unwrap().len(), 4);
+    assert_eq!(wal.read(7, 8).unwrap(), vec![b"new 7".to_vec()]);
+}
+
+#[test]
+fn purge_deletes_whole_segments_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::open_with(dir.path(), None, 100).unwrap();
+    // Two records per segment.
+    let big = vec![7u8; 60];
+    for i in 1..=5 {
+        wal.append(&[(i, big.clone())]).unwrap();
+    }
+    let segments = || fs::read_dir(dir.path()).unwrap().count();
+    assert_eq!(segments(), 3);
+    wal.purge(2).unwrap();
+    // Entries 3.. remain readable; the segment holding 1 and 2 is gone.
+    assert_eq!(segments(), 2);
+    assert_eq!(wal.read(3, 6).unwrap().len(), 3);
+    drop(wal);
+    let wal = Wal::open_with(dir.path(), Some(2), 100).unwrap();
+    assert_eq!(wal.read(1, 6).unwrap().len(), 3);
+}
