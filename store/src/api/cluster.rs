@@ -13,6 +13,7 @@ use openraft::ChangeMembers;
 use tonic::{Request, Response, Status};
 
 use super::{peer, Context, EtcdError};
+use crate::raft::peer_failure::{PeerFailure, Refusal};
 use crate::raft::{self, Membership};
 
 /// A learner may be promoted once it has this share of the leader's log
@@ -95,10 +96,8 @@ pub async fn run(ctx: &Context, change: Change) -> Result<MemberChangeResponse, 
                 ctx.wait_applied(done.index, deadline).await?;
                 return Ok(done);
             }
-            Err(e)
-                if (e.message() == EtcdError::NotLeader.message() || peer::refused(&e))
-                    && Instant::now() < deadline =>
-            {
+            // Refused, or never sent: nothing was changed by this attempt.
+            Err(e) if PeerFailure::of(&e).nothing_happened() && Instant::now() < deadline => {
                 // The change may have been made before leadership moved.
                 retry = true;
                 tokio::time::sleep(IN_PROGRESS_PAUSE).await;
@@ -298,7 +297,7 @@ async fn try_apply(
             ))))
         }
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-            return Err(EtcdError::NotLeader.into())
+            return Err(Retry::Fail(peer::refusal(Refusal::NotLeader)))
         }
         Err(RaftError::Fatal(_)) => return Err(EtcdError::Stopped.into()),
     };

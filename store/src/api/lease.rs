@@ -16,6 +16,7 @@ use super::{peer, Context, EtcdError, RETRY_PAUSE};
 use crate::kv::Leases as _;
 use crate::lease::{Lessor, MAX_TTL};
 use crate::raft::network::with_cluster_id;
+use crate::raft::peer_failure::PeerFailure;
 use crate::raft::Response as Applied;
 use ferrocd_proto::ferrocdpb::peer_client::PeerClient;
 use tonic::transport::Channel;
@@ -194,7 +195,7 @@ async fn leader(ctx: &Context, deadline: Instant) -> Result<Leader, Status> {
 /// leader is changing (renewals and TTL reads are safe to repeat, and etcd
 /// retries them until its request timeout); the error otherwise.
 async fn retry_or_fail(e: Status, deadline: Instant) -> Result<(), Status> {
-    let moving = e.message() == EtcdError::NotLeader.message()
+    let moving = PeerFailure::of(&e) != PeerFailure::Answered
         || matches!(e.code(), tonic::Code::Unavailable | tonic::Code::Cancelled);
     if !moving || Instant::now() + RETRY_PAUSE >= deadline {
         return Err(e);

@@ -20,6 +20,7 @@ use tracing::warn;
 use super::{cluster, lease, Context, EtcdError};
 use crate::lease::Lessor;
 use crate::raft::network::{PeerError, CLUSTER_ID_METADATA, REMOVED};
+use crate::raft::peer_failure::Refusal;
 use crate::raft::TypeConfig;
 
 /// The peer service.
@@ -66,7 +67,7 @@ impl PeerService {
         if self.ctx.is_leader() {
             Ok(())
         } else {
-            Err(EtcdError::NotLeader.into())
+            Err(refusal(Refusal::NotLeader))
         }
     }
 }
@@ -84,35 +85,24 @@ fn encode<T: Serialize>(value: &T) -> Result<Response<RaftMessage>, Status> {
     }))
 }
 
-/// A peer that could not be reached, as a status.
+/// A peer that could not be asked, as a status (marked: nothing was sent).
 pub fn status(e: PeerError) -> Status {
     match e {
         PeerError::Status { status, .. } => status,
-        other => Status::unavailable(other.to_string()),
+        other => Refusal::NotSent.mark(Status::unavailable(other.to_string())),
     }
 }
 
-/// Whether a call failed to reach its peer at all.
-pub fn unreachable(s: &Status) -> bool {
-    s.code() == tonic::Code::Unavailable && s.message() != EtcdError::NoLeader.message()
-}
-
-/// Whether a call failed because its peer refused the connection: nothing
-/// was sent, so it is safe to try again elsewhere.
-pub fn refused(s: &Status) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::ConnectionRefused {
-                return true;
-            }
-        }
-        if e.to_string().contains("Connection refused") {
-            return true;
-        }
-        source = e.source();
-    }
-    s.message().contains("Connection refused")
+/// A refusal as etcd's error, marked for the member that asked (see
+/// [`PeerFailure`](crate::raft::peer_failure::PeerFailure)).
+pub fn refusal(r: Refusal) -> Status {
+    let status = match r {
+        Refusal::NotLeader => EtcdError::NotLeader.into(),
+        Refusal::NoLeader => EtcdError::NoLeader.into(),
+        Refusal::Removed => Status::failed_precondition(REMOVED),
+        Refusal::NotSent => Status::unavailable("ferrocd: request not sent"),
+    };
+    r.mark(status)
 }
 
 #[tonic::async_trait]
@@ -135,7 +125,7 @@ impl Peer for PeerService {
         // replicates to it any more) and campaigns: the leader tells it.
         let candidate = rpc.vote.leader_id().node_id;
         if self.ctx.is_leader() && !self.ctx.is_member(candidate) {
-            return Err(Status::failed_precondition(REMOVED));
+            return Err(refusal(Refusal::Removed));
         }
         encode(&self.ctx.raft().vote(rpc).await)
     }
@@ -170,7 +160,7 @@ impl Peer for PeerService {
                     .map_err(|e| Status::internal(e.to_string()))?,
             })),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                Err(EtcdError::NotLeader.into())
+                Err(refusal(Refusal::NotLeader))
             }
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
                 Err(Status::failed_precondition(e.to_string()))
@@ -190,7 +180,7 @@ impl Peer for PeerService {
                 index: read.map(|l| l.index).unwrap_or(0),
             })),
             Err(RaftError::Fatal(_)) => Err(EtcdError::Stopped.into()),
-            Err(RaftError::APIError(_)) => Err(EtcdError::NotLeader.into()),
+            Err(RaftError::APIError(_)) => Err(refusal(Refusal::NotLeader)),
         }
     }
 

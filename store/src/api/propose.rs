@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tonic::Status;
 
 use super::{peer, EtcdError, RETRY_PAUSE};
+use crate::raft::peer_failure::PeerFailure;
 use crate::raft::{Member, PeerClients, Raft, Request, Response};
 
 /// Most requests in one entry.
@@ -171,8 +172,9 @@ async fn forward(route: &Route, batch: InternalBatch) -> Result<Vec<Response>, S
                             .map_err(|_| Status::from(EtcdError::Timeout))?;
                         return Ok(responses);
                     }
-                    Err(e)
-                        if e.message() == EtcdError::NotLeader.message() || peer::refused(&e) => {}
+                    // Refused or never sent: the write was certainly not
+                    // appended, so it may go to the next leader.
+                    Err(e) if PeerFailure::of(&e).nothing_happened() => {}
                     Err(e) if e.code() == tonic::Code::DeadlineExceeded => {
                         return Err(EtcdError::Timeout.into())
                     }

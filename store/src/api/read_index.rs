@@ -12,6 +12,7 @@ use tonic::{Code, Status};
 
 use super::propose::Route;
 use super::{peer, EtcdError, RETRY_PAUSE};
+use crate::raft::peer_failure::{PeerFailure, Refusal};
 
 type Answer = Result<u64, (Code, String)>;
 
@@ -66,12 +67,12 @@ async fn round(route: &Route) -> Result<u64, Status> {
     loop {
         let leader = route.leader();
         let outcome = match &leader {
-            None => Err(EtcdError::NoLeader.into()),
+            None => Err(peer::refusal(Refusal::NoLeader)),
             Some((id, _)) if *id == route.me => {
                 match tokio::time::timeout_at(deadline.into(), route.raft.get_read_log_id()).await {
                     Ok(Ok((read, _))) => return Ok(read.map(|l| l.index).unwrap_or(0)),
                     Ok(Err(RaftError::Fatal(_))) => return Err(EtcdError::Stopped.into()),
-                    Ok(Err(RaftError::APIError(_))) => Err(EtcdError::NotLeader.into()),
+                    Ok(Err(RaftError::APIError(_))) => Err(peer::refusal(Refusal::NotLeader)),
                     Err(_) => return Err(EtcdError::Timeout.into()),
                 }
             }
@@ -86,11 +87,9 @@ async fn round(route: &Route) -> Result<u64, Status> {
         };
         match outcome {
             Ok(index) => return Ok(index),
-            // Leadership moved, or the leader is gone: ask again.
-            Err(e)
-                if e.message() == EtcdError::NotLeader.message()
-                    || e.message() == EtcdError::NoLeader.message()
-                    || peer::unreachable(&e) => {}
+            // Leadership moved, the leader is gone, or the call was lost:
+            // a read index is safe to ask for again.
+            Err(e) if PeerFailure::of(&e) != PeerFailure::Answered => {}
             Err(e) => return Err(e),
         }
         if Instant::now() + RETRY_PAUSE >= deadline {

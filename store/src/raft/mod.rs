@@ -12,6 +12,7 @@
 pub mod backend;
 mod log_store;
 pub mod network;
+pub mod peer_failure;
 mod state_machine;
 mod wal;
 

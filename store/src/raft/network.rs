@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
+use super::peer_failure::{PeerFailure, Refusal};
 use super::{Member, TypeConfig};
 use crate::tls::client::ClientTls;
 
@@ -232,7 +233,7 @@ impl Peer {
             Err(status) if status.code() == tonic::Code::Unavailable => {
                 return Err(self.unreachable(status.message().to_string()))
             }
-            Err(status) if status.message() == REMOVED => {
+            Err(status) if PeerFailure::of(&status) == PeerFailure::Refused(Refusal::Removed) => {
                 self.peers.mark_removed();
                 return Err(self.unreachable(status.message().to_string()));
             }
