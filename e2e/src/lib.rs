@@ -4,8 +4,10 @@
 //! members of one cluster, [`etcdctl_pair`] runs etcdctl side by side on a
 //! ferrocd and an etcd.
 
+pub mod chaos;
 mod cluster;
 pub mod etcdctl_pair;
+pub mod linearizability;
 pub mod pki;
 
 pub use cluster::{Cluster, NewMember, FAST_ELECTIONS};
