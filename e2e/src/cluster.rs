@@ -233,6 +233,16 @@ impl Cluster {
         self.members.len() - 1
     }
 
+    /// Launches a member that MemberAdd has announced, like
+    /// [`Cluster::start_member`], without waiting for it or counting it
+    /// among the members (for a member expected not to get in).
+    pub fn launch_member(&self, new: NewMember, initial_cluster: &str, extra: &[&str]) -> Server {
+        let flags = self.bootstrap_flags(initial_cluster, "existing");
+        let mut member = self.prepare(&new.name, new.addrs, &flags, extra);
+        member.launch();
+        member
+    }
+
     /// Takes member `i` out of [`Cluster::members`] (after a MemberRemove,
     /// say); the process keeps running until the returned server drops.
     pub fn take_member(&mut self, i: usize) -> Server {

@@ -282,3 +282,60 @@ async fn without_peer_tls_the_peer_service_refuses_strangers() {
         String::from_utf8_lossy(&put.stderr)
     );
 }
+
+#[tokio::test]
+async fn a_member_with_another_cas_certificate_cannot_join() {
+    let mut pki = Pki::new("peer-ca");
+    let Some(mut cluster) = peer_tls_cluster(Kind::Ferrocd, &mut pki, &[]).await else {
+        return;
+    };
+    let new = cluster.plan_member();
+    let url = new.peer_url().to_string();
+    let add = cluster.etcdctl(&[
+        "member",
+        "add",
+        &new.name,
+        "--learner",
+        &format!("--peer-urls={url}"),
+    ]);
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+    let initial = String::from_utf8_lossy(&add.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
+        .map(|l| l.trim_end_matches('"').to_string())
+        .expect("member add prints ETCD_INITIAL_CLUSTER");
+    let mut other_ca = Pki::new("other-ca");
+    let stranger = other_ca.issue("stranger", "member");
+    let flags = [
+        format!("--peer-cert-file={}", stranger.cert.display()),
+        format!("--peer-key-file={}", stranger.key.display()),
+        format!("--peer-trusted-ca-file={}", other_ca.ca().display()),
+        "--peer-client-cert-auth=true".to_string(),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut outsider = cluster.launch_member(new, &initial, &flags);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let status = outsider.status().await;
+    assert!(
+        status.as_ref().map_or(true, |s| s.leader == 0),
+        "a member with another CA's certificate got in: {status:?}\n{}",
+        outsider.log()
+    );
+    outsider.kill9();
+    let refused = cluster
+        .members
+        .iter()
+        .any(|m| m.log().contains("rejected peer connection"));
+    assert!(refused, "no member logged the refused handshake");
+    // The cluster itself is unharmed.
+    let put = cluster.members[0].etcdctl(&["put", "after", "outsider"]);
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+}
