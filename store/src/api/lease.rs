@@ -24,6 +24,11 @@ use tonic::transport::Channel;
 /// How often the leader looks for expired leases.
 const EXPIRY_CHECK: Duration = Duration::from_millis(500);
 
+/// Most expired leases revoked per check (etcd revokes at most 1000 a
+/// second): a burst of expiries is spread over checks instead of making
+/// one huge raft entry.
+const MAX_REVOKES_PER_CHECK: usize = 500;
+
 /// How often a keep-alive of an expired lease looks whether it is revoked.
 const REVOKE_POLL: Duration = Duration::from_millis(20);
 
@@ -277,12 +282,24 @@ pub async fn expire_leases(ctx: Context, lessor: Arc<Lessor>, mut stop: watch::R
         if !leader {
             continue;
         }
-        for id in lessor.expired(Instant::now()) {
-            let revoke = Internal::LeaseRevoke(LeaseRevokeRequest { id });
-            if let Err(e) = ctx.propose(revoke).await {
-                if e.message() != EtcdError::LeaseNotFound.message() {
-                    tracing::warn!(lease = %format!("{id:x}"), "revoking an expired lease failed: {}", e.message());
+        // Proposed together, the revokes share raft entries (the proposer
+        // batches what arrives at once) instead of one round each.
+        let expired = lessor.expired(Instant::now());
+        let revokes = expired.iter().take(MAX_REVOKES_PER_CHECK).map(|&id| {
+            let ctx = ctx.clone();
+            async move {
+                let revoke = Internal::LeaseRevoke(LeaseRevokeRequest { id });
+                (id, ctx.propose(revoke).await)
+            }
+        });
+        for (id, outcome) in futures::future::join_all(revokes).await {
+            match outcome {
+                // Revoked by its owner meanwhile.
+                Err(e) if e.code() == tonic::Code::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(lease = %format!("{id:x}"), "revoking an expired lease failed: {}", e.message())
                 }
+                Ok(_) => {}
             }
         }
     }
