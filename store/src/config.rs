@@ -15,6 +15,7 @@ use crate::ids;
 use crate::tls::flags::TlsSettings;
 use crate::tls::TlsFlags;
 pub use error::ConfigError;
+pub use ranges::AutoCompaction;
 
 /// etcd's default for `--max-request-bytes` (1.5 MiB).
 pub const DEFAULT_MAX_REQUEST_BYTES: u32 = 1024 * 1024 + 512 * 1024;
@@ -137,11 +138,13 @@ pub struct Flags {
     #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES")]
     pub quota_backend_bytes: Option<i64>,
 
-    /// Accepted for compatibility; automatic compaction is not implemented yet.
+    /// Auto compaction retention: a duration (or a number of hours) in
+    /// periodic mode, a number of revisions in revision mode; 0 is off.
     #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION")]
     pub auto_compaction_retention: Option<String>,
 
-    /// Accepted for compatibility; automatic compaction is not implemented yet.
+    /// Interpret the auto compaction retention as a period ("periodic",
+    /// the default) or a number of revisions ("revision").
     #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", value_parser = ["periodic", "revision"])]
     pub auto_compaction_mode: Option<String>,
 
@@ -208,6 +211,8 @@ pub struct Config {
     pub watch_progress_notify_interval: Duration,
     /// Certificates of the client and peer listeners.
     pub tls: TlsSettings,
+    /// `--auto-compaction-mode` and `--auto-compaction-retention`.
+    pub auto_compaction: Option<AutoCompaction>,
     /// `--self-signed-cert-validity` in years, for `--auto-tls`.
     pub self_signed_cert_validity: u32,
     /// Notes about flags accepted but not acted on, to log at start.
@@ -258,6 +263,7 @@ impl Config {
         let snapshot_count = ranges::snapshot_count(&f)?;
         let watch_progress_notify_interval = ranges::watch_progress_interval(&f)?;
         let limits = ranges::limits(&f)?;
+        let auto_compaction = ranges::auto_compaction(&f)?;
         notes.extend(ignored(&f));
         let cluster_id = ids::cluster_id(&initial_cluster.iter().map(|m| m.id).collect::<Vec<_>>());
         Ok(Config {
@@ -284,6 +290,7 @@ impl Config {
             snapshot_count,
             watch_progress_notify_interval,
             listen_metrics: net.listen_metrics,
+            auto_compaction,
             self_signed_cert_validity: f.tls.self_signed_cert_validity,
             tls,
             ignored: notes,
@@ -295,11 +302,6 @@ impl Config {
 fn ignored(f: &Flags) -> Vec<String> {
     [
         ("quota-backend-bytes", f.quota_backend_bytes.is_some()),
-        (
-            "auto-compaction-retention",
-            f.auto_compaction_retention.is_some(),
-        ),
-        ("auto-compaction-mode", f.auto_compaction_mode.is_some()),
         ("logger", f.logger.is_some()),
         ("log-outputs", f.log_outputs.is_some()),
         (

@@ -483,6 +483,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         stop_rx.clone(),
     ));
     tokio::spawn(publish(ctx.clone(), stop_rx.clone()));
+    if let Some(mode) = config.auto_compaction {
+        tokio::spawn(api::compactor::run(ctx.clone(), mode, stop_rx.clone()));
+    }
     let client_tls = match &config.tls.client {
         Some(side) => Some(ServerTls::new(side.clone(), &[b"h2", b"http/1.1"])?),
         None => None,

@@ -3,6 +3,7 @@
 //! and sends writes through raft.
 
 mod cluster;
+pub mod compactor;
 pub mod errors;
 mod kv;
 mod lease;

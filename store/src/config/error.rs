@@ -29,6 +29,8 @@ pub enum ConfigError {
         url: String,
         scheme: String,
     },
+    #[error("invalid auto-compaction-retention {retention:?} for --auto-compaction-mode={mode}")]
+    AutoCompactionRetention { mode: String, retention: String },
     #[error("--{flag} must not be empty")]
     Empty { flag: &'static str },
     #[error("--{flag}: {url}: missing port in address")]

@@ -72,6 +72,42 @@ pub fn watch_progress_interval(f: &Flags) -> Result<Duration, ConfigError> {
     Ok(value)
 }
 
+/// `--auto-compaction-mode` and `--auto-compaction-retention`, read as
+/// etcd reads them: in `periodic` mode (the default) a Go duration, or a
+/// bare number of hours; in `revision` mode a number of revisions. A
+/// retention of 0 (the default) turns automatic compaction off.
+pub fn auto_compaction(f: &Flags) -> Result<Option<AutoCompaction>, ConfigError> {
+    let retention = f.auto_compaction_retention.as_deref().unwrap_or("0").trim();
+    let mode = f.auto_compaction_mode.as_deref().unwrap_or("periodic");
+    let bad = || ConfigError::AutoCompactionRetention {
+        mode: mode.to_string(),
+        retention: retention.to_string(),
+    };
+    let compaction = if mode == "revision" {
+        let revisions: i64 = retention.parse().map_err(|_| bad())?;
+        if revisions < 0 {
+            return Err(bad());
+        }
+        (revisions > 0).then_some(AutoCompaction::Revision(revisions))
+    } else {
+        let period = match retention.parse::<u64>() {
+            Ok(hours) => Duration::from_secs(hours.checked_mul(3600).ok_or_else(bad)?),
+            Err(_) => super::parse_duration(retention).map_err(|_| bad())?,
+        };
+        (!period.is_zero()).then_some(AutoCompaction::Periodic(period))
+    };
+    Ok(compaction)
+}
+
+/// How history is compacted without a client asking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoCompaction {
+    /// Keep this much time of history.
+    Periodic(Duration),
+    /// Keep this many revisions of history.
+    Revision(i64),
+}
+
 /// Per-request limits and the learner limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -108,6 +144,35 @@ mod tests {
     fn flags(args: &[&str]) -> Flags {
         let all = std::iter::once("ferrocd").chain(args.iter().copied());
         Flags::try_parse_from(all).expect("flags parse")
+    }
+
+    #[test]
+    fn auto_compaction_retention_reads_as_etcds() {
+        assert_eq!(auto_compaction(&flags(&[])).unwrap(), None);
+        let hours = flags(&["--auto-compaction-retention=2"]);
+        assert_eq!(
+            auto_compaction(&hours).unwrap(),
+            Some(AutoCompaction::Periodic(Duration::from_secs(7200)))
+        );
+        let minutes = flags(&["--auto-compaction-retention=30m"]);
+        assert_eq!(
+            auto_compaction(&minutes).unwrap(),
+            Some(AutoCompaction::Periodic(Duration::from_secs(1800)))
+        );
+        let revisions = flags(&[
+            "--auto-compaction-mode=revision",
+            "--auto-compaction-retention=1000",
+        ]);
+        assert_eq!(
+            auto_compaction(&revisions).unwrap(),
+            Some(AutoCompaction::Revision(1000))
+        );
+        let bad = flags(&[
+            "--auto-compaction-mode=revision",
+            "--auto-compaction-retention=1h",
+        ]);
+        assert!(auto_compaction(&bad).is_err());
+        assert!(auto_compaction(&flags(&["--auto-compaction-retention=soon"])).is_err());
     }
 
     #[test]
