@@ -375,4 +375,6 @@ pub fn compact(
 }
 
 #[cfg(test)]
+mod bad_input_tests;
+#[cfg(test)]
 mod tests;
