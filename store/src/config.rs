@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use url::Url;
 
+use crate::auth::flags::{AuthFlags, AuthSettings};
 use crate::ids;
 use crate::tls::flags::TlsSettings;
 use crate::tls::TlsFlags;
@@ -156,6 +157,9 @@ pub struct Flags {
 
     #[command(flatten)]
     pub tls: TlsFlags,
+
+    #[command(flatten)]
+    pub auth: AuthFlags,
 }
 
 /// A member named in `--initial-cluster`.
@@ -195,6 +199,8 @@ pub struct Config {
     pub tls: TlsSettings,
     /// `--self-signed-cert-validity` in years, for `--auto-tls`.
     pub self_signed_cert_validity: u32,
+    /// Tokens and password hashes of the Auth service.
+    pub auth: AuthSettings,
     /// Notes about flags accepted but not acted on, to log at start.
     pub ignored: Vec<String>,
 }
@@ -245,6 +251,7 @@ impl Config {
     pub fn from_flags(f: Flags) -> Result<Config, ConfigError> {
         let tls = f.tls.settings().map_err(bad)?;
         let mut notes = tls.notes.clone();
+        let auth = f.auth.settings(&mut notes).map_err(bad)?;
         let listen_client = listeners(
             "listen-client-urls",
             &f.listen_client_urls,
@@ -371,6 +378,7 @@ impl Config {
             listen_metrics,
             tls,
             self_signed_cert_validity: f.tls.self_signed_cert_validity,
+            auth,
             ignored,
         })
     }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferrocd::auth::AuthStore;
 use ferrocd::lease::Lessor;
 use ferrocd::mvcc::Mvcc;
 use ferrocd::raft::{LogStore, StateMachine, TypeConfig};
@@ -28,7 +29,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let mvcc = Arc::new(Mvcc::open(db.open_tree("state").expect("tree")).expect("mvcc"));
         let lessor = Arc::new(Lessor::new(Lessor::min_ttl_for(Duration::from_secs(1))));
         let hub = WatchHub::new(mvcc.clone(), 1 << 20);
-        let sm = StateMachine::new(mvcc, lessor, hub, dir.path().join("snap")).expect("sm");
+        let auth = Arc::new(AuthStore::new(Duration::from_secs(300)));
+        let sm = StateMachine::new(mvcc, lessor, auth, hub, dir.path().join("snap")).expect("sm");
         let log = LogStore::open(&meta, &dir.path().join("wal"))?;
         Ok((dir, log, sm))
     }

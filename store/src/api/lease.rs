@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{peer, Context, EtcdError, RETRY_PAUSE};
+use super::{peer, Context, EtcdError, Sender, RETRY_PAUSE};
 use crate::kv::Leases as _;
 use crate::lease::{Lessor, MAX_TTL};
 use crate::raft::network::with_cluster_id;
@@ -49,6 +49,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
+        let who = self.ctx.caller(&request).await?;
         let mut r = request.into_inner();
         if r.ttl > MAX_TTL {
             return Err(EtcdError::LeaseTtlTooLarge.into());
@@ -57,7 +58,7 @@ impl Lease for LeaseService {
             r.id = self.ctx.new_lease_id();
         }
         self.ctx
-            .write(Internal::LeaseGrant(r), |a| match a {
+            .write(who.as_ref(), Internal::LeaseGrant(r), |a| match a {
                 Applied::LeaseGrant(resp) => Ok(resp),
                 other => Err(other),
             })
@@ -68,11 +69,17 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        // Revoking needs WRITE on every key of the lease: checked at apply.
+        let who = self.ctx.caller(&request).await?;
         self.ctx
-            .write(Internal::LeaseRevoke(request.into_inner()), |a| match a {
-                Applied::LeaseRevoke(resp) => Ok(resp),
-                other => Err(other),
-            })
+            .write(
+                who.as_ref(),
+                Internal::LeaseRevoke(request.into_inner()),
+                |a| match a {
+                    Applied::LeaseRevoke(resp) => Ok(resp),
+                    other => Err(other),
+                },
+            )
             .await
     }
 
@@ -278,7 +285,7 @@ pub async fn expire_leases(ctx: Context, lessor: Arc<Lessor>, mut stop: watch::R
         }
         for id in lessor.expired(Instant::now()) {
             let revoke = Internal::LeaseRevoke(LeaseRevokeRequest { id });
-            if let Err(e) = ctx.propose(revoke).await {
+            if let Err(e) = ctx.propose(Sender::Member, revoke).await {
                 if e.message() != EtcdError::LeaseNotFound.message() {
                     tracing::warn!(lease = %format!("{id:x}"), "revoking an expired lease failed: {}", e.message());
                 }

@@ -25,6 +25,7 @@ pub use log_store::LogStore;
 pub use network::{Network, PeerClients};
 pub use state_machine::StateMachine;
 
+use crate::auth::AuthError;
 use crate::kv::KvError;
 
 openraft::declare_raft_types!(
@@ -80,6 +81,13 @@ pub enum Response {
     LeaseRevoke(#[serde(with = "proto_bytes")] LeaseRevokeResponse),
     /// The request was refused at apply time (deterministically).
     Failed(KvError),
+    /// The sender lacks permission, or an auth change broke its rules
+    /// (decided at apply, deterministically).
+    Refused(AuthError),
+    /// An auth change was applied.
+    AuthDone,
+    /// A user logged in: its token.
+    Token(String),
     /// Entries with no client answer (blank, membership).
     None,
 }
@@ -124,6 +132,7 @@ mod tests {
                 value: b"v".to_vec(),
                 ..Default::default()
             })),
+            ..Default::default()
         });
         let bytes = bincode::serialize(&req).unwrap();
         assert_eq!(bincode::deserialize::<Request>(&bytes).unwrap(), req);

@@ -14,6 +14,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 
 use super::{io_error, read_error, LogId, Request, Response, StorageError, TypeConfig};
+use crate::auth::{AuthStore, Outcome};
 use crate::kv::{self, KvError};
 use crate::lease::{self, Lessor};
 use crate::mvcc::{meta_key, KeyRange, Mvcc, MvccError, ReadView, WriteTxn};
@@ -44,6 +45,7 @@ type Meta = SnapshotMeta<u64, super::Member>;
 pub struct StateMachine {
     mvcc: Arc<Mvcc>,
     lessor: Arc<Lessor>,
+    auth: Arc<AuthStore>,
     hub: Arc<WatchHub>,
     snap_dir: PathBuf,
     /// What the store records as applied, kept here so apply need not read
@@ -56,6 +58,7 @@ impl StateMachine {
     pub fn new(
         mvcc: Arc<Mvcc>,
         lessor: Arc<Lessor>,
+        auth: Arc<AuthStore>,
         hub: Arc<WatchHub>,
         snap_dir: PathBuf,
     ) -> std::io::Result<Self> {
@@ -71,6 +74,7 @@ impl StateMachine {
         Ok(StateMachine {
             mvcc,
             lessor,
+            auth,
             hub,
             snap_dir,
             applied: None,
@@ -105,9 +109,28 @@ impl StateMachine {
     }
 }
 
-/// Applies one request inside `txn`. Deterministic: reads nothing but the
-/// store and the lessor's set of leases (itself changed only here).
-fn execute(txn: &mut WriteTxn<'_>, lessor: &Lessor, req: &InternalRequest) -> Response {
+/// Applies one request, of log entry `index`, inside `txn`. Deterministic:
+/// reads nothing but the store, the lessor's set of leases and the auth
+/// data (themselves changed only here).
+fn execute(
+    txn: &mut WriteTxn<'_>,
+    lessor: &Lessor,
+    auth: &AuthStore,
+    req: &InternalRequest,
+    index: u64,
+) -> Response {
+    if let Err(e) = auth.authorize(req, |lease| txn.lease_keys(lease)) {
+        return Response::Refused(e);
+    }
+    if let Some(request) = &req.request {
+        if let Some(outcome) = auth.apply(txn, request, index) {
+            return match outcome {
+                Ok(Outcome::Done) => Response::AuthDone,
+                Ok(Outcome::Token(token)) => Response::Token(token),
+                Err(e) => Response::Refused(e),
+            };
+        }
+    }
     let result = match &req.request {
         Some(Internal::Put(r)) => kv::put(txn, r, lessor).map(Response::Put),
         Some(Internal::DeleteRange(r)) => kv::delete_range(txn, r).map(Response::DeleteRange),
@@ -120,6 +143,8 @@ fn execute(txn: &mut WriteTxn<'_>, lessor: &Lessor, req: &InternalRequest) -> Re
         // Checkpoints (remaining TTLs carried across leaders) are not used:
         // a new leader gives every lease a full TTL instead.
         Some(Internal::LeaseCheckpoint(_)) | None => Ok(Response::None),
+        // Applied by the auth store above.
+        Some(_) => Ok(Response::None),
     };
     result.unwrap_or_else(Response::Failed)
 }
@@ -189,7 +214,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     // Each request of the batch is its own revision.
                     for req in &batch.requests {
                         txn.begin();
-                        responses.push(execute(&mut txn, &self.lessor, req));
+                        let index = entry.log_id.index;
+                        responses.push(execute(&mut txn, &self.lessor, &self.auth, req, index));
                         changes.extend(txn.end());
                     }
                 }
@@ -236,6 +262,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta.clone(),
         );
         let lessor = self.lessor.clone();
+        let auth = self.auth.clone();
         tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
             let path = dir.join(RECEIVING_SNAPSHOT);
             // openraft hands back the file `begin_receiving_snapshot` made;
@@ -256,6 +283,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .map_err(read_error)?;
             mvcc.import_from(&mut reader).map_err(storage)?;
             lessor.restore_from(&mvcc).map_err(storage)?;
+            auth.restore_from(&mvcc).map_err(storage)?;
             hub.restored();
             let applied = Applied {
                 log_id: meta.last_log_id,
