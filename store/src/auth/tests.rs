@@ -263,3 +263,21 @@ fn passwords_are_bcrypt_hashes() {
     assert!(password_matches(&user, "secret"));
     assert!(!password_matches(&user, "Secret"));
 }
+
+#[test]
+fn auth_data_travels_in_a_snapshot_of_the_store() {
+    let (_db, mvcc) = temp_mvcc();
+    let auth = AuthStore::new(Duration::from_secs(300));
+    populated(&auth, &mvcc);
+    let mut entries = Vec::new();
+    mvcc.export_to(&mut |k, v| {
+        entries.push(Ok((k.to_vec(), v.to_vec())));
+        Ok(())
+    })
+    .unwrap();
+    let (_db2, follower) = temp_mvcc();
+    follower.import_from(&mut entries.into_iter()).unwrap();
+    let caught_up = AuthStore::new(Duration::from_secs(300));
+    caught_up.restore_from(&follower).unwrap();
+    assert_eq!(*caught_up.read(), *auth.read());
+}

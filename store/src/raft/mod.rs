@@ -81,6 +81,10 @@ pub enum Response {
     LeaseRevoke(#[serde(with = "proto_bytes")] LeaseRevokeResponse),
     /// The request was refused at apply time (deterministically).
     Failed(KvError),
+    /// Entries with no client answer (blank, membership).
+    None,
+    // Later variants go last: responses cross between members (bincode
+    // numbers variants in order).
     /// The sender lacks permission, or an auth change broke its rules
     /// (decided at apply, deterministically).
     Refused(AuthError),
@@ -88,8 +92,6 @@ pub enum Response {
     AuthDone,
     /// A user logged in: its token.
     Token(String),
-    /// Entries with no client answer (blank, membership).
-    None,
 }
 
 /// Serde for protobuf messages: their protobuf encoding as bytes.
@@ -136,8 +138,13 @@ mod tests {
         });
         let bytes = bincode::serialize(&req).unwrap();
         assert_eq!(bincode::deserialize::<Request>(&bytes).unwrap(), req);
-        let resp = Response::Failed(KvError::KeyNotFound);
-        let bytes = bincode::serialize(&resp).unwrap();
-        assert_eq!(bincode::deserialize::<Response>(&bytes).unwrap(), resp);
+        for resp in [
+            Response::Failed(KvError::KeyNotFound),
+            Response::Refused(AuthError::PermissionDenied),
+            Response::Token("abcdefghijklmnop.7".into()),
+        ] {
+            let bytes = bincode::serialize(&resp).unwrap();
+            assert_eq!(bincode::deserialize::<Response>(&bytes).unwrap(), resp);
+        }
     }
 }
