@@ -131,10 +131,15 @@ impl Identity {
 /// [`Identity`]: `(ferrocd, etcd)`. `None` (skip) when etcd or etcdctl is
 /// missing outside CI.
 pub async fn start_pair() -> Option<((Server, Identity), (Server, Identity))> {
+    start_pair_with(&[]).await
+}
+
+/// [`start_pair`] with `extra` flags given to both servers.
+pub async fn start_pair_with(extra: &[&str]) -> Option<((Server, Identity), (Server, Identity))> {
     if !require_tool("etcdctl") {
         return None;
     }
-    let (ferrocd, etcd) = tokio::join!(Server::ferrocd(&[]), Server::etcd(&[]));
+    let (ferrocd, etcd) = tokio::join!(Server::ferrocd(extra), Server::etcd(extra));
     let etcd = etcd?;
     let (f, e) = tokio::join!(Identity::of(&ferrocd), Identity::of(&etcd));
     // Both count terms alike: 2 on a fresh single member.

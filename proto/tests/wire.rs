@@ -525,6 +525,7 @@ fn internal_request() {
         let m = InternalRequest {
             id: 1,
             request: Some(req),
+            ..Default::default()
         };
         let bytes = enc(&m);
         assert_eq!(bytes, [v(1), 1, tag, 0]);

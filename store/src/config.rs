@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::auth::flags::{AuthFlags, AuthSettings};
 use crate::ids;
 use crate::tls::flags::TlsSettings;
 use crate::tls::TlsFlags;
@@ -174,6 +175,9 @@ pub struct Flags {
 
     #[command(flatten)]
     pub tls: TlsFlags,
+
+    #[command(flatten)]
+    pub auth: AuthFlags,
 }
 
 /// A member named in `--initial-cluster`.
@@ -215,6 +219,8 @@ pub struct Config {
     pub auto_compaction: Option<AutoCompaction>,
     /// `--self-signed-cert-validity` in years, for `--auto-tls`.
     pub self_signed_cert_validity: u32,
+    /// Tokens and password hashes of the Auth service.
+    pub auth: AuthSettings,
     /// Notes about flags accepted but not acted on, to log at start.
     pub ignored: Vec<String>,
 }
@@ -256,6 +262,7 @@ impl Config {
     pub fn from_flags(f: Flags) -> Result<Config, ConfigError> {
         let tls = f.tls.settings().map_err(ConfigError::Tls)?;
         let mut notes = tls.notes.clone();
+        let auth = f.auth.settings(&mut notes).map_err(ConfigError::Auth)?;
         let net = urls::listeners(&f, &tls, &mut notes)?;
         let (initial_cluster, member_id) = urls::initial_cluster(&f, &net.peer_urls)?;
         urls::peer_tls_for_https(&tls, &initial_cluster, &net.peer_urls)?;
@@ -293,6 +300,7 @@ impl Config {
             auto_compaction,
             self_signed_cert_validity: f.tls.self_signed_cert_validity,
             tls,
+            auth,
             ignored: notes,
         })
     }

@@ -5,6 +5,7 @@
 //! [`kv`] (etcd's KV semantics) -> [`mvcc`] (revisions on sled).
 
 pub mod api;
+pub mod auth;
 pub mod authority;
 pub mod config;
 pub mod http;

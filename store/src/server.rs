@@ -26,6 +26,7 @@ use tokio_stream::{Stream, StreamExt};
 use tracing::{info, warn};
 
 use crate::api::{self, Context};
+use crate::auth::AuthStore;
 use crate::authority;
 use crate::config::{Config, Listen};
 use crate::lease::Lessor;
@@ -220,7 +221,16 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
         config.election_timeout_ms,
     ))));
     lessor.restore_from(&mvcc).context("reading leases")?;
-    let sm = StateMachine::new(mvcc.clone(), lessor.clone(), hub.clone(), backend);
+    let auth = Arc::new(AuthStore::new(config.auth.token_ttl));
+    auth.restore_from(&mvcc)
+        .context("reading users and roles")?;
+    let sm = StateMachine::new(
+        mvcc.clone(),
+        lessor.clone(),
+        auth.clone(),
+        hub.clone(),
+        backend,
+    );
 
     let raft_config = openraft::Config {
         cluster_name: "ferrocd".into(),
@@ -251,6 +261,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
     let ctx = Context::new(
         raft.clone(),
         mvcc.clone(),
+        auth,
         config.clone(),
         db.clone(),
         peers,
@@ -486,6 +497,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     if let Some(mode) = config.auto_compaction {
         tokio::spawn(api::compactor::run(ctx.clone(), mode, stop_rx.clone()));
     }
+    tokio::spawn(api::sweep_tokens(ctx.clone(), stop_rx.clone()));
     let client_tls = match &config.tls.client {
         Some(side) => Some(ServerTls::new(side.clone(), &[b"h2", b"http/1.1"])?),
         None => None,
@@ -641,7 +653,10 @@ fn client_routes(
             MaintenanceServer::new(api::MaintenanceService::new(ctx.clone()))
                 .max_decoding_message_size(max_decode),
         )
-        .add_service(AuthServer::new(api::AuthService).max_decoding_message_size(max_decode));
+        .add_service(
+            AuthServer::new(api::AuthService::new(ctx.clone()))
+                .max_decoding_message_size(max_decode),
+        );
     let mut routes = routes.routes();
     let grpc = std::mem::take(routes.axum_router_mut());
     *routes.axum_router_mut() = crate::http::routes(grpc, ctx.clone());

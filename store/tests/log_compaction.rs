@@ -42,6 +42,7 @@ fn put(i: u64) -> Request {
             value: vec![b'x'; 100],
             ..Default::default()
         })),
+        ..Default::default()
     })
 }
 

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferrocd::auth::AuthStore;
 use ferrocd::lease::Lessor;
 use ferrocd::mvcc::Mvcc;
 use ferrocd::raft::{Backend, LogStore, StateMachine, TypeConfig};
@@ -29,7 +30,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let mvcc = Arc::new(Mvcc::open(backend.state_tree().expect("tree")).expect("mvcc"));
         let lessor = Arc::new(Lessor::new(Lessor::min_ttl_for(Duration::from_secs(1))));
         let hub = WatchHub::new(mvcc.clone(), 1 << 20);
-        let sm = StateMachine::new(mvcc, lessor, hub, backend);
+        let auth = Arc::new(AuthStore::new(Duration::from_secs(300)));
+        let sm = StateMachine::new(mvcc, lessor, auth, hub, backend);
         let log = LogStore::open(&meta, &dir.path().join("wal"))?;
         Ok((dir, log, sm))
     }

@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ferrocd::auth::AuthStore;
 use ferrocd::lease::Lessor;
 use ferrocd::mvcc::{KeyRange, Mvcc, RangeOptions, ReadView};
 use ferrocd::raft::{Backend, LogId, Request, StateMachine, TypeConfig};
@@ -31,7 +32,8 @@ fn open(dir: &Path) -> (Arc<Mvcc>, StateMachine) {
     let mvcc = Arc::new(Mvcc::open(backend.state_tree().unwrap()).unwrap());
     let lessor = Arc::new(Lessor::new(Lessor::min_ttl_for(Duration::from_secs(1))));
     let hub = WatchHub::new(mvcc.clone(), 1 << 20);
-    let sm = StateMachine::new(mvcc.clone(), lessor, hub, backend);
+    let auth = Arc::new(AuthStore::new(Duration::from_secs(300)));
+    let sm = StateMachine::new(mvcc.clone(), lessor, auth, hub, backend);
     (mvcc, sm)
 }
 
@@ -52,6 +54,7 @@ async fn fill(sm: &mut StateMachine, prefix: &str, n: u64) -> LogId {
                         value: prefix.as_bytes().to_vec(),
                         ..Default::default()
                     })),
+                    ..Default::default()
                 })),
             })
             .collect();

@@ -33,6 +33,13 @@ impl ClusterService {
         ClusterService { ctx }
     }
 
+    /// With auth on, only the root role may change the membership (as
+    /// etcd); listing stays open.
+    async fn admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let who = self.ctx.caller(request).await?;
+        self.ctx.check_admin(who.as_ref())
+    }
+
     async fn change(&self, change: Change) -> Result<MemberChangeResponse, Status> {
         // etcd's learners answer only Status and serializable reads.
         self.ctx.reject_learner()?;
@@ -440,6 +447,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        self.admin(&request).await?;
         let done = self.change(Change::Add(request.into_inner())).await?;
         Ok(Response::new(MemberAddResponse {
             header: self.header(),
@@ -452,6 +460,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        self.admin(&request).await?;
         let done = self.change(Change::Remove(request.into_inner())).await?;
         Ok(Response::new(MemberRemoveResponse {
             header: self.header(),
@@ -463,6 +472,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
+        self.admin(&request).await?;
         let done = self.change(Change::Update(request.into_inner())).await?;
         Ok(Response::new(MemberUpdateResponse {
             header: self.header(),
@@ -474,6 +484,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        self.admin(&request).await?;
         let done = self.change(Change::Promote(request.into_inner())).await?;
         Ok(Response::new(MemberPromoteResponse {
             header: self.header(),

@@ -16,7 +16,7 @@ use ferrocd_proto::etcdserverpb::CompactionRequest;
 use ferrocd_proto::ferrocdpb::internal_request::Request as Internal;
 use tokio::sync::watch;
 
-use super::Context;
+use super::{Context, Sender};
 use crate::config::AutoCompaction;
 
 /// How often revision mode looks (etcd's `revInterval`).
@@ -125,7 +125,7 @@ pub async fn run(ctx: Context, mode: AutoCompaction, mut stop: watch::Receiver<b
             revision: rev,
             physical: false,
         });
-        match ctx.propose(compact).await {
+        match ctx.propose(Sender::Member, compact).await {
             Ok(_) => tracing::info!(revision = rev, "compacted history automatically"),
             Err(e) => tracing::warn!(
                 revision = rev,

@@ -9,6 +9,7 @@ use ferrocd_proto::ferrocdpb::internal_request::Request as Internal;
 use tonic::{Request, Response, Status};
 
 use super::{invalid_status, kv_status, Context};
+use crate::auth::perms::{self, Access, Kind};
 use crate::kv::{self, validate, NoLeases};
 use crate::raft::Response as Applied;
 
@@ -29,21 +30,30 @@ impl Kv for KvService {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
+        let who = self.ctx.caller(&request).await?;
         let r = request.into_inner();
         validate::range(&r).map_err(invalid_status)?;
         if !r.serializable {
             self.ctx.linearizable().await?;
         }
+        let needs = [Access {
+            kind: Kind::Read,
+            key: r.key.clone(),
+            range_end: r.range_end.clone(),
+        }];
+        self.ctx.check(who.as_ref(), &needs)?;
         let mut resp = kv::range(&self.ctx.mvcc().read(), &r).map_err(kv_status)?;
+        self.ctx.recheck_revision(who.as_ref())?;
         self.ctx.fill(&mut resp.header);
         Ok(Response::new(resp))
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let who = self.ctx.caller(&request).await?;
         let r = request.into_inner();
         validate::put(&r).map_err(invalid_status)?;
         self.ctx
-            .write(Internal::Put(r), |a| match a {
+            .write(who.as_ref(), Internal::Put(r), |a| match a {
                 Applied::Put(resp) => Ok(resp),
                 other => Err(other),
             })
@@ -54,10 +64,11 @@ impl Kv for KvService {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let who = self.ctx.caller(&request).await?;
         let r = request.into_inner();
         validate::delete_range(&r).map_err(invalid_status)?;
         self.ctx
-            .write(Internal::DeleteRange(r), |a| match a {
+            .write(who.as_ref(), Internal::DeleteRange(r), |a| match a {
                 Applied::DeleteRange(resp) => Ok(resp),
                 other => Err(other),
             })
@@ -65,19 +76,22 @@ impl Kv for KvService {
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let who = self.ctx.caller(&request).await?;
         let r = request.into_inner();
         validate::txn(&r, self.ctx.config().max_txn_ops).map_err(invalid_status)?;
         if kv::txn_is_read_only(&r) {
             // Read-only txns are served like reads, without a log entry.
             self.ctx.linearizable().await?;
+            self.ctx.check(who.as_ref(), &perms::txn(&r))?;
             let mut view = self.ctx.mvcc().read();
             let mut resp = kv::txn(&mut view, &r, &NoLeases).map_err(kv_status)?;
             drop(view);
+            self.ctx.recheck_revision(who.as_ref())?;
             self.ctx.fill(&mut resp.header);
             return Ok(Response::new(resp));
         }
         self.ctx
-            .write(Internal::Txn(r), |a| match a {
+            .write(who.as_ref(), Internal::Txn(r), |a| match a {
                 Applied::Txn(resp) => Ok(resp),
                 other => Err(other),
             })
@@ -90,9 +104,11 @@ impl Kv for KvService {
     ) -> Result<Response<CompactionResponse>, Status> {
         // Compaction frees space within the applying batch, so `physical`
         // is always satisfied by the time the response is sent.
+        // etcd lets any caller compact (its auth has no rule for it).
+        let who = self.ctx.caller(&request).await?;
         let r = request.into_inner();
         self.ctx
-            .write(Internal::Compaction(r), |a| match a {
+            .write(who.as_ref(), Internal::Compaction(r), |a| match a {
                 Applied::Compaction(resp) => Ok(resp),
                 other => Err(other),
             })

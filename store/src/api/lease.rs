@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{peer, Context, EtcdError, RETRY_PAUSE};
+use super::{peer, Context, EtcdError, Sender, RETRY_PAUSE};
 use crate::kv::Leases as _;
 use crate::lease::{Lessor, MAX_TTL};
 use crate::raft::network::with_cluster_id;
@@ -55,6 +55,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
+        let who = self.ctx.caller(&request).await?;
         let mut r = request.into_inner();
         if r.ttl > MAX_TTL {
             return Err(EtcdError::LeaseTtlTooLarge.into());
@@ -63,7 +64,7 @@ impl Lease for LeaseService {
             r.id = self.ctx.new_lease_id();
         }
         self.ctx
-            .write(Internal::LeaseGrant(r), |a| match a {
+            .write(who.as_ref(), Internal::LeaseGrant(r), |a| match a {
                 Applied::LeaseGrant(resp) => Ok(resp),
                 other => Err(other),
             })
@@ -74,11 +75,17 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        // Revoking needs WRITE on every key of the lease: checked at apply.
+        let who = self.ctx.caller(&request).await?;
         self.ctx
-            .write(Internal::LeaseRevoke(request.into_inner()), |a| match a {
-                Applied::LeaseRevoke(resp) => Ok(resp),
-                other => Err(other),
-            })
+            .write(
+                who.as_ref(),
+                Internal::LeaseRevoke(request.into_inner()),
+                |a| match a {
+                    Applied::LeaseRevoke(resp) => Ok(resp),
+                    other => Err(other),
+                },
+            )
             .await
     }
 
@@ -289,7 +296,7 @@ pub async fn expire_leases(ctx: Context, lessor: Arc<Lessor>, mut stop: watch::R
             let ctx = ctx.clone();
             async move {
                 let revoke = Internal::LeaseRevoke(LeaseRevokeRequest { id });
-                (id, ctx.propose(revoke).await)
+                (id, ctx.propose(Sender::Member, revoke).await)
             }
         });
         for (id, outcome) in futures::future::join_all(revokes).await {

@@ -26,6 +26,13 @@ impl MaintenanceService {
     pub fn new(ctx: Context) -> Self {
         MaintenanceService { ctx }
     }
+
+    /// With auth on, only the root role may defragment, hash or take a
+    /// snapshot (as etcd); Status, alarms and MoveLeader stay open.
+    async fn admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let who = self.ctx.caller(request).await?;
+        self.ctx.check_admin(who.as_ref())
+    }
 }
 
 #[tonic::async_trait]
@@ -75,8 +82,9 @@ impl Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _: Request<DefragmentRequest>,
+        request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        self.admin(&request).await?;
         // etcd's learners answer only Status and serializable reads.
         self.ctx.reject_learner()?;
         // sled reclaims space by itself; there is nothing to rewrite.
@@ -89,6 +97,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
+        self.admin(&request).await?;
         // etcd's learners answer only Status and serializable reads.
         self.ctx.reject_learner()?;
         let (hash, compact_revision, hash_revision) = self

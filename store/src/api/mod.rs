@@ -2,6 +2,8 @@
 //! errors into etcd's exact statuses (once, here), fills response headers,
 //! and sends writes through raft.
 
+mod auth;
+mod caller;
 mod cluster;
 pub mod compactor;
 pub mod errors;
@@ -23,15 +25,16 @@ use ferrocd_proto::ferrocdpb::{internal_request, InternalRequest};
 use prost::Message;
 use tonic::Status;
 
+pub use auth::{sweep_tokens, AuthService};
 pub use cluster::{run as change_members, ClusterService};
 pub use errors::EtcdError;
 pub use kv::KvService;
 pub use lease::{expire_leases, LeaseService};
 pub use maintenance::MaintenanceService;
 pub use peer::PeerService;
-pub use unsupported::AuthService;
 pub use watch::WatchService;
 
+use crate::auth::{AuthError, AuthInfo, AuthStore};
 use crate::config::Config;
 use crate::kv::validate::Invalid;
 use crate::kv::KvError;
@@ -47,6 +50,7 @@ pub struct Context {
 struct Shared {
     raft: Raft,
     mvcc: Arc<Mvcc>,
+    auth: Arc<AuthStore>,
     config: Config,
     db: sled::Db,
     peers: Arc<PeerClients>,
@@ -62,6 +66,7 @@ impl Context {
     pub fn new(
         raft: Raft,
         mvcc: Arc<Mvcc>,
+        auth: Arc<AuthStore>,
         config: Config,
         db: sled::Db,
         peers: Arc<PeerClients>,
@@ -81,6 +86,7 @@ impl Context {
                 reads,
                 raft,
                 mvcc,
+                auth,
                 config,
                 db,
                 peers,
@@ -97,6 +103,11 @@ impl Context {
 
     pub fn mvcc(&self) -> &Mvcc {
         &self.inner.mvcc
+    }
+
+    /// Users, roles and tokens.
+    pub fn auth(&self) -> &AuthStore {
+        &self.inner.auth
     }
 
     pub fn config(&self) -> &Config {
@@ -263,12 +274,23 @@ impl Context {
         }
     }
 
-    /// Proposes a write through raft (batched with concurrent ones) and
-    /// waits until it is applied.
-    async fn propose(&self, request: internal_request::Request) -> Result<Response, Status> {
+    /// Proposes a write through raft (batched with concurrent ones) on
+    /// behalf of `who`, and waits until it is applied.
+    async fn propose(
+        &self,
+        who: Sender<'_>,
+        request: internal_request::Request,
+    ) -> Result<Response, Status> {
+        let (username, auth_revision) = match who {
+            Sender::Client(Some(info)) => (info.username.clone(), info.revision),
+            Sender::Client(None) | Sender::Member => (String::new(), 0),
+        };
         let req = InternalRequest {
             id: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
             request: Some(request),
+            username,
+            auth_revision,
+            by_member: matches!(who, Sender::Member),
         };
         if req.encoded_len() > self.inner.config.max_request_bytes {
             return Err(EtcdError::RequestTooLarge.into());
@@ -277,19 +299,22 @@ impl Context {
         let applied = self.inner.proposer.propose(req);
         match tokio::time::timeout(self.request_timeout(), applied).await {
             Ok(Ok(Response::Failed(e))) => Err(kv_status(e)),
+            Ok(Ok(Response::Refused(e))) => Err(auth_status(e)),
             Ok(result) => result,
             Err(_) => Err(self.timeout_error()),
         }
     }
 
-    /// Proposes a write and answers with its applied response, header
-    /// filled. `pick` takes the response of the expected kind.
+    /// Proposes a client's write and answers with its applied response,
+    /// header filled. `pick` takes the response of the expected kind.
     async fn write<T: WithHeader>(
         &self,
+        who: Option<&AuthInfo>,
         request: internal_request::Request,
         pick: fn(Response) -> Result<T, Response>,
     ) -> Result<tonic::Response<T>, Status> {
-        let mut resp = pick(self.propose(request).await?).map_err(|other| {
+        let applied = self.propose(Sender::Client(who), request).await?;
+        let mut resp = pick(applied).map_err(|other| {
             Status::internal(format!("etcdserver: unexpected apply result {other:?}"))
         })?;
         self.fill(resp.header_mut());
@@ -300,6 +325,15 @@ impl Context {
     pub fn db_size(&self) -> i64 {
         self.inner.db.size_on_disk().map(|s| s as i64).unwrap_or(0)
     }
+}
+
+/// On whose behalf a request is proposed.
+#[derive(Clone, Copy)]
+enum Sender<'a> {
+    /// A client, with its credentials if it gave any.
+    Client(Option<&'a AuthInfo>),
+    /// This member itself (lease expiry): no permission applies.
+    Member,
 }
 
 /// How long to wait before asking again after leadership moved.
@@ -369,6 +403,30 @@ fn kv_status(e: KvError) -> Status {
         KvError::LeaseExist => EtcdError::LeaseExist.into(),
         KvError::ReadOnly => Status::internal("etcdserver: write in a read-only transaction"),
     }
+}
+
+/// Maps an auth failure to etcd's status.
+fn auth_status(e: AuthError) -> Status {
+    match e {
+        AuthError::RootUserNotExist => EtcdError::RootUserNotExist,
+        AuthError::RootRoleNotExist => EtcdError::RootRoleNotExist,
+        AuthError::UserAlreadyExist => EtcdError::UserAlreadyExist,
+        AuthError::UserEmpty => EtcdError::UserEmpty,
+        AuthError::UserNotFound => EtcdError::UserNotFound,
+        AuthError::RoleAlreadyExist => EtcdError::RoleAlreadyExist,
+        AuthError::RoleNotFound => EtcdError::RoleNotFound,
+        AuthError::RoleEmpty => EtcdError::RoleEmpty,
+        AuthError::AuthFailed => EtcdError::AuthFailed,
+        AuthError::PermissionNotGiven => EtcdError::PermissionNotGiven,
+        AuthError::PermissionDenied => EtcdError::PermissionDenied,
+        AuthError::RoleNotGranted => EtcdError::RoleNotGranted,
+        AuthError::PermissionNotGranted => EtcdError::PermissionNotGranted,
+        AuthError::AuthNotEnabled => EtcdError::AuthNotEnabled,
+        AuthError::InvalidAuthToken => EtcdError::InvalidAuthToken,
+        AuthError::InvalidAuthMgmt => EtcdError::InvalidAuthMgmt,
+        AuthError::AuthOldRevision => EtcdError::AuthOldRevision,
+    }
+    .into()
 }
 
 /// Maps a validation failure to etcd's status.

@@ -11,7 +11,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::caller::Credentials;
 use super::{Context, EtcdError};
+use crate::auth::perms::{Access, Kind};
 use crate::watch::{self, StreamHandle, WatchHub};
 
 /// Responses queued per client stream before slow watchers are demoted to
@@ -50,11 +52,21 @@ impl Watch for WatchService {
         if wants_leader && self.ctx.raft().metrics().borrow().current_leader.is_none() {
             return Err(EtcdError::NoLeader.into());
         }
+        // Credentials are checked at each create, as etcd does (a token
+        // may lapse while the stream lives).
+        let credentials = Credentials::of(&request);
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let stream = self.hub.open_stream(tx.clone());
+        let auth_ctx = self.ctx.clone();
         tokio::spawn(async move {
             while let Ok(Some(req)) = inbound.message().await {
+                if let Some(refusal) = refuse(&auth_ctx, &credentials, &req, &stream).await {
+                    if tx.send(refusal).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
                 if !handle(&stream, &tx, req).await {
                     break;
                 }
@@ -72,6 +84,43 @@ impl Watch for WatchService {
         });
         Ok(Response::new(Box::pin(out)))
     }
+}
+
+/// etcd's answer to a watch the caller may not read: created and canceled
+/// at once, watch id -1, with the error as Go prints a gRPC status.
+async fn refuse(
+    ctx: &Context,
+    credentials: &Credentials,
+    req: &WatchRequest,
+    stream: &StreamHandle,
+) -> Option<WatchResponse> {
+    let Some(RequestUnion::CreateRequest(create)) = &req.request_union else {
+        return None;
+    };
+    if !ctx.auth().enabled() {
+        return None;
+    }
+    let key = if create.key.is_empty() {
+        vec![0]
+    } else {
+        create.key.clone()
+    };
+    let needs = [Access {
+        kind: Kind::Read,
+        key,
+        range_end: create.range_end.clone(),
+    }];
+    let checked = match ctx.resolve(credentials).await {
+        Ok(who) => ctx.check(who.as_ref(), &needs),
+        Err(e) => Err(e),
+    };
+    let status = checked.err()?;
+    let reason = format!(
+        "rpc error: code = {:?} desc = {}",
+        status.code(),
+        status.message()
+    );
+    Some(watch::created(-1, stream.notified(), Some(reason)))
 }
 
 /// Handles one client request; false when the client is gone.

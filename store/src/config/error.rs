@@ -9,6 +9,9 @@ pub enum ConfigError {
     /// A TLS flag or combination of them (see `tls::flags`).
     #[error("{0}")]
     Tls(String),
+    /// An auth flag (`--auth-token`, `--bcrypt-cost`, ...).
+    #[error("{0}")]
+    Auth(String),
     #[error("--{flag}: invalid URL {url:?}: {source}")]
     InvalidUrl {
         flag: &'static str,

@@ -28,6 +28,7 @@ pub use log_store::LogStore;
 pub use network::{Network, PeerClients};
 pub use state_machine::StateMachine;
 
+use crate::auth::AuthError;
 use crate::kv::KvError;
 
 openraft::declare_raft_types!(
@@ -85,6 +86,15 @@ pub enum Response {
     Failed(KvError),
     /// Entries with no client answer (blank, membership).
     None,
+    // Later variants go last: responses cross between members (bincode
+    // numbers variants in order).
+    /// The sender lacks permission, or an auth change broke its rules
+    /// (decided at apply, deterministically).
+    Refused(AuthError),
+    /// An auth change was applied.
+    AuthDone,
+    /// A user logged in: its token.
+    Token(String),
 }
 
 /// Serde for protobuf messages: their protobuf encoding as bytes.
@@ -127,11 +137,17 @@ mod tests {
                 value: b"v".to_vec(),
                 ..Default::default()
             })),
+            ..Default::default()
         });
         let bytes = bincode::serialize(&req).unwrap();
         assert_eq!(bincode::deserialize::<Request>(&bytes).unwrap(), req);
-        let resp = Response::Failed(KvError::KeyNotFound);
-        let bytes = bincode::serialize(&resp).unwrap();
-        assert_eq!(bincode::deserialize::<Response>(&bytes).unwrap(), resp);
+        for resp in [
+            Response::Failed(KvError::KeyNotFound),
+            Response::Refused(AuthError::PermissionDenied),
+            Response::Token("abcdefghijklmnop.7".into()),
+        ] {
+            let bytes = bincode::serialize(&resp).unwrap();
+            assert_eq!(bincode::deserialize::<Response>(&bytes).unwrap(), resp);
+        }
     }
 }

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::backend::{Backend, Meta};
 use super::{io_error, read_error, LogId, Request, Response, StorageError, TypeConfig};
+use crate::auth::{AuthStore, Outcome};
 use crate::kv::{self, KvError};
 use crate::lease::{self, Lessor};
 use crate::mvcc::{meta_key, KeyRange, Mvcc, MvccError, ReadView, WriteTxn};
@@ -39,6 +40,7 @@ struct Applied {
 pub struct StateMachine {
     mvcc: Arc<Mvcc>,
     lessor: Arc<Lessor>,
+    auth: Arc<AuthStore>,
     hub: Arc<WatchHub>,
     backend: Arc<Backend>,
     /// What the store records as applied, kept here so apply need not read
@@ -53,12 +55,14 @@ impl StateMachine {
     pub fn new(
         mvcc: Arc<Mvcc>,
         lessor: Arc<Lessor>,
+        auth: Arc<AuthStore>,
         hub: Arc<WatchHub>,
         backend: Arc<Backend>,
     ) -> Self {
         StateMachine {
             mvcc,
             lessor,
+            auth,
             hub,
             backend,
             applied: None,
@@ -86,9 +90,28 @@ impl StateMachine {
     }
 }
 
-/// Applies one request inside `txn`. Deterministic: reads nothing but the
-/// store and the lessor's set of leases (itself changed only here).
-fn execute(txn: &mut WriteTxn<'_>, lessor: &Lessor, req: &InternalRequest) -> Response {
+/// Applies one request, of log entry `index`, inside `txn`. Deterministic:
+/// reads nothing but the store, the lessor's set of leases and the auth
+/// data (themselves changed only here).
+fn execute(
+    txn: &mut WriteTxn<'_>,
+    lessor: &Lessor,
+    auth: &AuthStore,
+    req: &InternalRequest,
+    index: u64,
+) -> Response {
+    if let Err(e) = auth.authorize(req, |lease| txn.lease_keys(lease)) {
+        return Response::Refused(e);
+    }
+    if let Some(request) = &req.request {
+        if let Some(outcome) = auth.apply(txn, request, index) {
+            return match outcome {
+                Ok(Outcome::Done) => Response::AuthDone,
+                Ok(Outcome::Token(token)) => Response::Token(token),
+                Err(e) => Response::Refused(e),
+            };
+        }
+    }
     let result = match &req.request {
         Some(Internal::Put(r)) => kv::put(txn, r, lessor).map(Response::Put),
         Some(Internal::DeleteRange(r)) => kv::delete_range(txn, r).map(Response::DeleteRange),
@@ -101,6 +124,8 @@ fn execute(txn: &mut WriteTxn<'_>, lessor: &Lessor, req: &InternalRequest) -> Re
         // Checkpoints (remaining TTLs carried across leaders) are not used:
         // a new leader gives every lease a full TTL instead.
         Some(Internal::LeaseCheckpoint(_)) | None => Ok(Response::None),
+        // Applied by the auth store above.
+        Some(_) => Ok(Response::None),
     };
     result.unwrap_or_else(Response::Failed)
 }
@@ -170,7 +195,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     // Each request of the batch is its own revision.
                     for req in &batch.requests {
                         txn.begin();
-                        responses.push(execute(&mut txn, &self.lessor, req));
+                        let index = entry.log_id.index;
+                        responses.push(execute(&mut txn, &self.lessor, &self.auth, req, index));
                         changes.extend(txn.end());
                     }
                 }
@@ -217,6 +243,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.backend.clone(),
             meta.clone(),
         );
+        let auth = self.auth.clone();
         tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
             let path = backend.receiving_path();
             // openraft hands back the file `begin_receiving_snapshot` made;
@@ -244,6 +271,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let (tree, installed) = install.commit(meta).map_err(io_error)?;
             mvcc.replace_tree(tree).map_err(storage)?;
             lessor.restore_from(&mvcc).map_err(storage)?;
+            auth.restore_from(&mvcc).map_err(storage)?;
             hub.restored();
             installed.forget_old().map_err(io_error)
         })
