@@ -18,6 +18,10 @@ fn main() -> ExitCode {
         eprintln!("ferrocd: {e}");
         return ExitCode::from(2);
     }
+    if let Some(Err(e)) = config.auth.jwt.as_ref().map(ferrocd::auth::jwt::Jwt::load) {
+        eprintln!("ferrocd: {e}");
+        return ExitCode::from(2);
+    }
     let level = match config.log_level.as_str() {
         "panic" | "fatal" => "error",
         other => other,

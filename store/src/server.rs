@@ -221,7 +221,11 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
         config.election_timeout_ms,
     ))));
     lessor.restore_from(&mvcc).context("reading leases")?;
-    let auth = Arc::new(AuthStore::new(config.auth.token_ttl));
+    let mut auth = AuthStore::new(config.auth.token_ttl);
+    if let Some(options) = &config.auth.jwt {
+        auth = auth.with_jwt(crate::auth::jwt::Jwt::load(options).map_err(anyhow::Error::msg)?);
+    }
+    let auth = Arc::new(auth);
     auth.restore_from(&mvcc)
         .context("reading users and roles")?;
     let sm = StateMachine::new(

@@ -182,6 +182,16 @@ impl Auth for AuthService {
             {
                 return Err(auth_status(AuthError::AuthFailed));
             }
+            if let Some(jwt) = self.ctx.auth().jwt() {
+                // Signed here, checked by any member: nothing to replicate.
+                let token = jwt
+                    .sign(&r.name, checked_at)
+                    .map_err(|e| Status::internal(format!("etcdserver: {e}")))?;
+                return Ok(Response::new(AuthenticateResponse {
+                    header: Some(self.ctx.header(0)),
+                    token,
+                }));
+            }
             let prefix = tokens::new_prefix()
                 .map_err(|e| Status::internal(format!("etcdserver: token: {e}")))?;
             let login = Internal::Authenticate(InternalAuthenticate {

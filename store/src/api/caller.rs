@@ -9,7 +9,7 @@ use tonic::Status;
 
 use super::{auth_status, Context, EtcdError};
 use crate::auth::perms::Access;
-use crate::auth::{tokens, AuthError, AuthInfo};
+use crate::auth::{jwt, tokens, AuthError, AuthInfo};
 
 /// Metadata keys a client's token may come in: clientv3's, and the one the
 /// gRPC gateway forwards.
@@ -43,6 +43,13 @@ impl Context {
     /// it: one issued through another member is known here once that
     /// entry is applied, so wait for it first (as etcd does).
     async fn token_caller(&self, token: &str) -> Result<AuthInfo, Status> {
+        if let Some(jwt) = self.auth().jwt() {
+            if !jwt::looks_like_jwt(token) {
+                return Err(EtcdError::InvalidAuthToken.into());
+            }
+            let (username, revision) = jwt.verify(token).ok_or(EtcdError::InvalidAuthToken)?;
+            return Ok(AuthInfo { username, revision });
+        }
         let index = tokens::index_of(token).ok_or(EtcdError::InvalidAuthToken)?;
         let applied = self.raft().metrics().borrow().last_applied.map(|l| l.index);
         if applied < Some(index) {

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::jwt::JwtOptions;
+
 /// etcd's default bcrypt cost (Go's `bcrypt.DefaultCost`).
 pub const DEFAULT_BCRYPT_COST: u32 = 10;
 
@@ -11,8 +13,8 @@ pub const DEFAULT_BCRYPT_COST: u32 = 10;
 /// from `ETCD_<FLAG>`.
 #[derive(Args, Debug, Clone)]
 pub struct AuthFlags {
-    /// Specify a v3 authentication token type and its options ('simple' or
-    /// 'jwt'); only 'simple' is supported.
+    /// Specify a v3 authentication token type and its options: 'simple', or
+    /// 'jwt,pub-key=<path>,priv-key=<path>,sign-method=<RS256|...>,ttl=5m'.
     #[arg(long, env = "ETCD_AUTH_TOKEN", default_value = "simple")]
     pub auth_token: String,
 
@@ -32,22 +34,22 @@ pub struct AuthSettings {
     /// How long a simple token lives unused.
     pub token_ttl: Duration,
     pub bcrypt_cost: u32,
+    /// `--auth-token=jwt,...`: signed tokens instead of simple ones.
+    pub jwt: Option<JwtOptions>,
 }
 
 impl AuthFlags {
     /// Validates the flags; notes (to log at start) go to `notes`.
     pub fn settings(&self, notes: &mut Vec<String>) -> Result<AuthSettings, String> {
-        let kind = self.auth_token.split(',').next().unwrap_or_default();
-        match kind {
-            "simple" => {}
-            "jwt" => {
-                return Err(
-                    "--auth-token=jwt is not supported by ferrocd yet; use --auth-token=simple"
-                        .into(),
-                )
-            }
+        let (kind, options) = self
+            .auth_token
+            .split_once(',')
+            .unwrap_or((self.auth_token.as_str(), ""));
+        let jwt = match kind {
+            "simple" => None,
+            "jwt" => Some(JwtOptions::parse(options)?),
             other => return Err(format!("--auth-token: unknown token type {other:?}")),
-        }
+        };
         let mut bcrypt_cost = self.bcrypt_cost;
         if !(4..=31).contains(&bcrypt_cost) {
             // etcd also falls back to the default, with a warning.
@@ -65,6 +67,7 @@ impl AuthFlags {
         Ok(AuthSettings {
             token_ttl: Duration::from_secs(ttl),
             bcrypt_cost,
+            jwt,
         })
     }
 }
@@ -82,15 +85,20 @@ mod tests {
     }
 
     #[test]
-    fn simple_tokens_are_accepted_and_jwt_is_refused_clearly() {
+    fn simple_and_jwt_tokens_are_accepted_and_others_refused() {
         let mut notes = Vec::new();
         let s = flags("simple", 300, 10).settings(&mut notes).unwrap();
         assert_eq!(s.token_ttl, Duration::from_secs(300));
         assert_eq!(s.bcrypt_cost, 10);
-        let e = flags("jwt,pub-key=a,priv-key=b", 300, 10)
+        assert_eq!(s.jwt, None);
+        let jwt = flags("jwt,pub-key=a,priv-key=b,sign-method=RS256", 300, 10)
+            .settings(&mut notes)
+            .unwrap();
+        assert_eq!(jwt.jwt.unwrap().method, "RS256");
+        let e = flags("jwt,pub-key=a", 300, 10)
             .settings(&mut notes)
             .unwrap_err();
-        assert!(e.contains("not supported"), "{e}");
+        assert!(e.contains("sign-method"), "{e}");
         assert!(flags("magic", 300, 10).settings(&mut notes).is_err());
     }
 

@@ -8,6 +8,7 @@
 //! checks, [`perms`] for key ranges and what a request needs.
 
 pub mod flags;
+pub mod jwt;
 pub mod perms;
 pub mod state;
 pub mod tokens;
@@ -86,6 +87,8 @@ pub enum Outcome {
 pub struct AuthStore {
     state: RwLock<AuthState>,
     tokens: Tokens,
+    /// With `--auth-token=jwt,...`: tokens are signed, not recorded.
+    jwt: Option<jwt::Jwt>,
 }
 
 impl AuthStore {
@@ -94,7 +97,19 @@ impl AuthStore {
         AuthStore {
             state: RwLock::new(AuthState::default()),
             tokens: Tokens::new(token_ttl),
+            jwt: None,
         }
+    }
+
+    /// The store issuing and taking JWT tokens signed with `jwt`'s keys.
+    pub fn with_jwt(mut self, jwt: jwt::Jwt) -> Self {
+        self.jwt = Some(jwt);
+        self
+    }
+
+    /// The JWT keys, when tokens are JWTs.
+    pub fn jwt(&self) -> Option<&jwt::Jwt> {
+        self.jwt.as_ref()
     }
 
     /// Replaces the auth data with what `mvcc` holds (at start, and after
