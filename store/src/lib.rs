@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod authority;
+pub mod bbolt;
 pub mod config;
 pub mod http;
 pub mod ids;
