@@ -8,6 +8,7 @@ pub mod api;
 pub mod authority;
 pub mod bbolt;
 pub mod config;
+pub mod etcd_snapshot;
 pub mod http;
 pub mod ids;
 pub mod kv;
