@@ -4,6 +4,7 @@
 //! saved files by the SHA-256 of the database bytes, which `etcdctl
 //! snapshot restore` checks.
 
+pub mod cli;
 mod export;
 pub mod layout;
 mod status;
