@@ -12,7 +12,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::OnceLock;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use ferrocd_proto::etcdserverpb::SnapshotResponse;
 use tokio::sync::mpsc;
@@ -66,12 +67,28 @@ pub fn scratch_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("member").join("tmp")
 }
 
-/// A new file in `dir`, already unlinked.
+/// A new file in `dir`, already unlinked. Files another process left
+/// (a crash between creating and unlinking one) are deleted first.
 fn scratch_file(dir: &Path) -> std::io::Result<File> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     std::fs::create_dir_all(dir)?;
+    // Names carry this process's start time as well as its pid: in a
+    // container every incarnation may be pid 1.
+    static OURS: OnceLock<String> = OnceLock::new();
+    let ours = OURS.get_or_init(|| {
+        let started = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("snapshot-{}-{started:x}-", std::process::id())
+    });
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if name.starts_with("snapshot-") && !name.starts_with(ours.as_str()) {
+            let _ = std::fs::remove_file(dir.join(name));
+        }
+    }
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let path = dir.join(format!("snapshot-{}-{n}.db.part", std::process::id()));
+    let path = dir.join(format!("{ours}{n}.db.part"));
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -130,4 +147,20 @@ fn produce(ctx: &Context, mut file: File, tx: &mpsc::Sender<Item>) -> Result<u64
 fn send(tx: &mpsc::Sender<Item>, resp: SnapshotResponse) -> Result<(), SnapshotError> {
     tx.blocking_send(Ok(resp))
         .map_err(|_| SnapshotError::Cancelled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_files_are_unlinked_and_leftovers_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let leftover = dir
+            .path()
+            .join(format!("snapshot-{}-0-0.db.part", std::process::id()));
+        std::fs::write(&leftover, b"left by a crash").unwrap();
+        let _file = scratch_file(dir.path()).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
 }
