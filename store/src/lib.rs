@@ -7,7 +7,9 @@
 pub mod api;
 pub mod auth;
 pub mod authority;
+pub mod bbolt;
 pub mod config;
+pub mod etcd_snapshot;
 pub mod http;
 pub mod ids;
 pub mod kv;

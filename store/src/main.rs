@@ -1,4 +1,5 @@
-//! The `ferrocd` binary: an etcd-compatible server, started like `etcd`.
+//! The `ferrocd` binary: an etcd-compatible server, started like `etcd`;
+//! and `ferrocd snapshot ...`, etcdctl's snapshot tooling.
 
 use std::process::ExitCode;
 
@@ -7,6 +8,11 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     ferrocd::tls::install_provider();
+    // The server takes only flags, so a first word names a tool.
+    let args: Vec<_> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "snapshot") {
+        return ferrocd::etcd_snapshot::cli::run(args[1..].to_vec());
+    }
     let config = match Config::from_flags(Flags::from_args()) {
         Ok(c) => c,
         Err(e) => {

@@ -134,7 +134,12 @@ impl Maintenance for MaintenanceService {
         &self,
         _: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(not_yet("Maintenance.Snapshot"))
+        // etcd's learners answer only Status and serializable reads.
+        self.ctx.reject_learner()?;
+        let rx = super::snapshot::start(&self.ctx)?;
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }
 

@@ -13,6 +13,7 @@ mod maintenance;
 mod peer;
 mod propose;
 mod read_index;
+mod snapshot;
 mod unsupported;
 mod watch;
 

@@ -20,6 +20,24 @@ pub fn meta_name(id: i64) -> String {
     format!("{META_PREFIX}{id:016x}")
 }
 
+/// Decodes lease records, stored as metadata under [`META_PREFIX`], into
+/// (lease id, TTL) pairs.
+pub fn records(meta: Vec<(String, sled::IVec)>) -> Result<Vec<(i64, i64)>, crate::mvcc::MvccError> {
+    meta.into_iter()
+        .map(|(name, value)| {
+            let id = name
+                .strip_prefix(META_PREFIX)
+                .and_then(|hex| i64::from_str_radix(hex, 16).ok());
+            let ttl = <[u8; 8]>::try_from(value.as_ref())
+                .ok()
+                .map(i64::from_be_bytes);
+            id.zip(ttl).ok_or_else(|| {
+                crate::mvcc::MvccError::Storage(format!("corrupt lease record {name}"))
+            })
+        })
+        .collect()
+}
+
 struct Lease {
     ttl: i64,
     expiry: Instant,
@@ -67,22 +85,7 @@ impl Lessor {
 
     /// Reads the lease records of `mvcc` into this lessor.
     pub fn restore_from(&self, mvcc: &crate::mvcc::Mvcc) -> Result<(), crate::mvcc::MvccError> {
-        let mut records = Vec::new();
-        for (name, value) in mvcc.meta_with_prefix(META_PREFIX)? {
-            let id = i64::from_str_radix(&name[META_PREFIX.len()..], 16).ok();
-            let ttl = <[u8; 8]>::try_from(value.as_ref())
-                .ok()
-                .map(i64::from_be_bytes);
-            match (id, ttl) {
-                (Some(id), Some(ttl)) => records.push((id, ttl)),
-                _ => {
-                    return Err(crate::mvcc::MvccError::Storage(format!(
-                        "corrupt lease record {name}"
-                    )))
-                }
-            }
-        }
-        self.restore(records);
+        self.restore(records(mvcc.meta_with_prefix(META_PREFIX)?)?);
         Ok(())
     }
 

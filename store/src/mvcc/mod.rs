@@ -6,6 +6,7 @@
 //! batch, including the caller's metadata (the last applied log id), land in
 //! one atomic sled batch.
 
+mod export;
 mod index;
 mod leases;
 mod revision;
@@ -16,6 +17,7 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use ferrocd_proto::mvccpb::{event::EventType, Event, KeyValue};
 use prost::Message;
 
+pub use export::StoredRevision;
 pub use index::{KeyIndex, KeyRange};
 pub use revision::Revision;
 
@@ -85,6 +87,9 @@ struct State {
     leases: leases::LeaseIndex,
     current: i64,
     compacted: i64,
+    /// Counts replacements of the tree, so a reader that spans several
+    /// views can tell it still reads the same store.
+    epoch: u64,
 }
 
 /// The MVCC store. Cheap to share behind an `Arc`; reads run concurrently,
@@ -108,8 +113,10 @@ impl Mvcc {
     /// Every read of the tree holds the state lock, so once this returns
     /// nothing reads the old tree any more and it may be dropped.
     pub fn replace_tree(&self, tree: sled::Tree) -> Result<(), MvccError> {
-        let loaded = load_state(&tree)?;
-        *self.state.write().unwrap_or_else(|e| e.into_inner()) = loaded;
+        let mut loaded = load_state(&tree)?;
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        loaded.epoch = state.epoch + 1;
+        *state = loaded;
         Ok(())
     }
 
@@ -204,15 +211,7 @@ impl Mvcc {
 
     /// Metadata entries whose names start with `prefix`, as (name, value).
     pub fn meta_with_prefix(&self, prefix: &str) -> Result<Vec<(String, sled::IVec)>, MvccError> {
-        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-        state
-            .tree
-            .scan_prefix(meta_key(prefix))
-            .map(|item| {
-                let (k, v) = item?;
-                Ok((String::from_utf8_lossy(&k[1..]).into_owned(), v))
-            })
-            .collect()
+        self.read().meta_with_prefix(prefix)
     }
 
     /// Makes everything committed so far durable.
@@ -553,6 +552,7 @@ fn load_state(tree: &sled::Tree) -> Result<State, MvccError> {
         leases,
         current,
         compacted,
+        epoch: 0,
     })
 }
 

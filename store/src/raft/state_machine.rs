@@ -18,7 +18,7 @@ use super::{io_error, read_error, LogId, Request, Response, StorageError, TypeCo
 use crate::auth::{AuthStore, Outcome};
 use crate::kv::{self, KvError};
 use crate::lease::{self, Lessor};
-use crate::mvcc::{meta_key, KeyRange, Mvcc, MvccError, ReadView, WriteTxn};
+use crate::mvcc::{meta_key, KeyRange, Mvcc, MvccError, ReadTxn, ReadView, WriteTxn};
 use crate::snapshot::SnapshotWriter;
 use crate::watch::header_at;
 use crate::watch::WatchHub;
@@ -88,6 +88,17 @@ impl StateMachine {
             Some(raw) => bincode::deserialize(&raw).map_err(read_error),
         }
     }
+}
+
+/// The last applied log index and the membership, as recorded in the
+/// store seen by `view` (for exports that must agree with that view).
+pub fn applied_in(view: &ReadTxn<'_>) -> Result<(u64, super::Membership), MvccError> {
+    let applied: Applied = match view.meta(APPLIED)? {
+        None => Applied::default(),
+        Some(raw) => bincode::deserialize(&raw).map_err(|e| MvccError::Storage(e.to_string()))?,
+    };
+    let index = applied.log_id.map_or(0, |l| l.index);
+    Ok((index, applied.membership.membership().clone()))
 }
 
 /// Applies one request, of log entry `index`, inside `txn`. Deterministic:

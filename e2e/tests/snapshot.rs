@@ -1,0 +1,337 @@
+//! `Maintenance.Snapshot` in etcd's format, judged by etcd's own tools.
+//!
+//! The same writes go to etcd 3.4 and to ferrocd; `etcdctl snapshot save`
+//! fetches a snapshot from each and `etcdctl snapshot status` must report
+//! the same revision and total key count for both. The hash and size may
+//! differ: lease ids, member ids and URLs differ between the two servers,
+//! and the two writers lay pages out differently. Then the ferrocd
+//! snapshot is restored with `etcdctl snapshot restore` and a fresh etcd
+//! 3.4 started on it must serve what the ferrocd that made it serves.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use ferrocd::bbolt::{BoltError, DbReader};
+use ferrocd::etcd_snapshot::layout;
+use ferrocd_e2e::{ferrocd_bin, Kind, Server};
+use ferrocd_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use ferrocd_proto::etcdserverpb::SnapshotRequest;
+use ferrocd_proto::mvccpb::KeyValue;
+use prost::Message;
+use serde_json::Value;
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+fn etcdctl(server: &Server, args: &[&str]) -> String {
+    ok(server.etcdctl(args), &format!("etcdctl {args:?}"))
+}
+
+/// etcdctl commands that need no server.
+fn etcdctl_offline(args: &[&str]) -> String {
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(args)
+        .output()
+        .expect("etcdctl");
+    ok(out, &format!("etcdctl {args:?}"))
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// Puts, overwrites, deletes, a txn, a lease with a key attached and a
+/// compaction. Returns the lease id (hex).
+fn write_script(server: &Server) -> String {
+    for (k, v) in [
+        ("a", "1"),
+        ("b", "2"),
+        ("a", "11"),
+        ("c", "3"),
+        ("big", &"x".repeat(5000)),
+    ] {
+        etcdctl(server, &["put", k, v]);
+    }
+    etcdctl(server, &["del", "b"]);
+    let txn = "version(\"a\") = \"2\"\n\nput d 4\ndel c\n\nput e 5\n\n";
+    ok(
+        server.etcdctl_with_input(&["txn"], Some(txn)),
+        "etcdctl txn",
+    );
+    let grant = etcdctl(server, &["lease", "grant", "600"]);
+    let lease = grant
+        .split_whitespace()
+        .nth(1)
+        .expect("lease id")
+        .to_string();
+    etcdctl(server, &["put", "--lease", &lease, "leased", "v"]);
+    etcdctl(server, &["put", "a", "111"]);
+    etcdctl(server, &["compaction", "--physical", "5"]);
+    etcdctl(server, &["put", "after", "z"]);
+    lease
+}
+
+fn save(server: &Server, dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    etcdctl(server, &["snapshot", "save", path.to_str().unwrap()]);
+    path
+}
+
+fn status(path: &Path) -> Value {
+    json(&etcdctl_offline(&[
+        "snapshot",
+        "status",
+        "-w",
+        "json",
+        path.to_str().unwrap(),
+    ]))
+}
+
+/// What a client sees of every key, at the current revision and at
+/// `at` (a past revision).
+fn view(server: &Server, at: i64) -> (Value, Value) {
+    let mut now = json(&etcdctl(server, &["get", "", "--from-key", "-w", "json"]));
+    let mut then = json(&etcdctl(
+        server,
+        &[
+            "get",
+            "",
+            "--from-key",
+            "-w",
+            "json",
+            "--rev",
+            &at.to_string(),
+        ],
+    ));
+    for v in [&mut now, &mut then] {
+        let header = v["header"].as_object_mut().unwrap();
+        header.remove("cluster_id");
+        header.remove("member_id");
+        header.remove("raft_term");
+    }
+    (now, then)
+}
+
+fn lease_view(server: &Server, lease: &str) -> (String, Value) {
+    let list = etcdctl(server, &["lease", "list"]);
+    let mut ttl = json(&etcdctl(
+        server,
+        &["lease", "timetolive", lease, "--keys", "-w", "json"],
+    ));
+    let ttl = ttl.as_object_mut().unwrap();
+    ttl.remove("cluster_id");
+    ttl.remove("member_id");
+    ttl.remove("raft_term");
+    ttl.remove("revision");
+    // Counts down on both; granted TTL and keys must agree.
+    ttl.remove("ttl");
+    (list, Value::Object(ttl.clone()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshots_of_etcd_and_ferrocd_agree_and_etcd_restores_ferrocds() {
+    let Some(etcd) = Server::etcd(&[]).await else {
+        return;
+    };
+    let ferrocd = Server::ferrocd(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_script(&etcd);
+    let lease = write_script(&ferrocd);
+
+    let from_etcd = save(&etcd, dir.path(), "etcd.db");
+    let from_ferrocd = save(&ferrocd, dir.path(), "ferrocd.db");
+    let (s_etcd, s_ferrocd) = (status(&from_etcd), status(&from_ferrocd));
+    assert_eq!(
+        s_etcd["revision"], s_ferrocd["revision"],
+        "{s_etcd} {s_ferrocd}"
+    );
+    assert_eq!(
+        s_etcd["totalKey"], s_ferrocd["totalKey"],
+        "{s_etcd} {s_ferrocd}"
+    );
+
+    // `ferrocd snapshot status` agrees with etcdctl on both files, hash
+    // included; `ferrocd snapshot save` fetches the same database.
+    for path in [&from_etcd, &from_ferrocd] {
+        let ours = ferrocd_tool(&["snapshot", "status", "-w", "json", path.to_str().unwrap()]);
+        assert_eq!(json(&ours), status(path), "{}", path.display());
+    }
+    let by_tool = dir.path().join("by-tool.db");
+    ferrocd_tool(&[
+        "snapshot",
+        "save",
+        &ferrocd.endpoint,
+        by_tool.to_str().unwrap(),
+    ]);
+    assert_eq!(status(&by_tool), s_ferrocd);
+
+    let restored = restore_into_etcd(&from_ferrocd).await;
+    assert_eq!(view(&restored, 6), view(&ferrocd, 6));
+    assert_eq!(lease_view(&restored, &lease), lease_view(&ferrocd, &lease));
+    // History below the compaction is gone on both.
+    let below = restored.etcdctl(&["get", "a", "--rev", "4"]);
+    assert!(String::from_utf8_lossy(&below.stderr).contains("required revision has been compacted"));
+}
+
+/// Runs `ferrocd` (the tool form) and returns its standard output.
+fn ferrocd_tool(args: &[&str]) -> String {
+    let out = Command::new(ferrocd_bin())
+        .args(args)
+        .output()
+        .expect("ferrocd");
+    ok(out, &format!("ferrocd {args:?}"))
+}
+
+/// `etcdctl snapshot restore` of `snapshot` into a new etcd's data
+/// directory, which is then started.
+async fn restore_into_etcd(snapshot: &Path) -> Server {
+    let mut etcd = Server::prepare_https(Kind::Etcd, None, &[]);
+    let data_dir = etcd.data_dir();
+    let cluster = format!("default={}", etcd.peer_url);
+    etcdctl_offline(&[
+        "snapshot",
+        "restore",
+        snapshot.to_str().unwrap(),
+        "--name",
+        "default",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--initial-cluster",
+        &cluster,
+        "--initial-advertise-peer-urls",
+        &etcd.peer_url,
+    ]);
+    etcd.launch();
+    etcd.wait_ready().await;
+    etcd
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bbolt_reader_finds_what_etcd_wrote() {
+    let Some(etcd) = Server::etcd(&[]).await else {
+        return;
+    };
+    etcdctl(&etcd, &["put", "alpha", "one"]);
+    etcdctl(&etcd, &["put", "alpha", "two"]);
+    etcdctl(&etcd, &["del", "alpha"]);
+    let grant = etcdctl(&etcd, &["lease", "grant", "300"]);
+    let lease = i64::from_str_radix(grant.split_whitespace().nth(1).unwrap(), 16).unwrap();
+    etcdctl(
+        &etcd,
+        &["put", "--lease", &format!("{lease:x}"), "beta", "b"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = save(&etcd, dir.path(), "etcd.db");
+
+    let db = DbReader::open(&path).unwrap();
+    db.check().unwrap();
+    let mut changes = Vec::new();
+    db.for_each(layout::KEY, |k, v| {
+        let (rev, tombstone) = layout::parse_revision_key(k).expect("revision key");
+        let kv = KeyValue::decode(v.unwrap()).unwrap();
+        changes.push((rev.main, tombstone, kv.key, kv.value, kv.lease));
+        Ok::<_, BoltError>(())
+    })
+    .unwrap();
+    let expected = vec![
+        (2, false, b"alpha".to_vec(), b"one".to_vec(), 0),
+        (3, false, b"alpha".to_vec(), b"two".to_vec(), 0),
+        (4, true, b"alpha".to_vec(), vec![], 0),
+        (5, false, b"beta".to_vec(), b"b".to_vec(), lease),
+    ];
+    assert_eq!(changes, expected);
+    let mut leases = Vec::new();
+    db.for_each(layout::LEASE, |k, v| {
+        let record = layout::LeaseRecord::decode(v.unwrap()).unwrap();
+        leases.push((k.to_vec(), record.id, record.ttl));
+        Ok::<_, BoltError>(())
+    })
+    .unwrap();
+    assert_eq!(
+        leases,
+        vec![(layout::lease_key(lease).to_vec(), lease, 300)]
+    );
+}
+
+/// The pids' open files that are deleted snapshot scratch files.
+fn open_scratch_files(pid: u32) -> Vec<String> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .map(|target| target.display().to_string())
+        .filter(|t| t.contains("/member/tmp/snapshot-"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_goes_away_midway_leaves_no_file_behind() {
+    let ferrocd = Server::ferrocd(&[]).await;
+    let mut client = ferrocd.client().await;
+    // ~16 MB: far more than the transport buffers between the two.
+    let value = vec![b'v'; 64 * 1024];
+    for i in 0..250 {
+        client
+            .put(format!("k{i:04}"), value.clone(), None)
+            .await
+            .unwrap();
+    }
+    let pid = ferrocd.pid().unwrap();
+    let channel = ferrocd.channel().await.unwrap();
+    let mut stream = MaintenanceClient::new(channel)
+        .snapshot(SnapshotRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(first.remaining_bytes > 8 << 20, "{}", first.remaining_bytes);
+    // While it streams, the file exists only as an open handle.
+    assert_eq!(
+        open_scratch_files(pid).len(),
+        1,
+        "{:?}",
+        open_scratch_files(pid)
+    );
+    let tmp = ferrocd.data_dir().join("member").join("tmp");
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+    drop(stream);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !open_scratch_files(pid).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "snapshot file still open 10 s after the client left: {:?}",
+            open_scratch_files(pid)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+    assert!(
+        ferrocd.log().contains("snapshot: the client went away"),
+        "{}",
+        ferrocd.log()
+    );
+}
+
+#[test]
+fn the_status_tool_refuses_damaged_files_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("garbage.db");
+    std::fs::write(&path, vec![0xA5u8; 3 * 4096]).unwrap();
+    let out = Command::new(ferrocd_bin())
+        .args(["snapshot", "status", path.to_str().unwrap()])
+        .output()
+        .expect("ferrocd");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("Error: corrupt bbolt file"), "{stderr}");
+}

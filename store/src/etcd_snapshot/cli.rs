@@ -1,0 +1,141 @@
+//! `ferrocd snapshot save|status`: etcdctl's snapshot commands, for
+//! snapshots of ferrocd or etcd.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use ferrocd_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use ferrocd_proto::etcdserverpb::SnapshotRequest;
+
+use super::{status, SnapshotError, TRAILER_LEN};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ferrocd snapshot",
+    about = "Save and inspect snapshots in etcd's format"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Stores a snapshot of the member at ENDPOINT (host:port or URL) in FILE.
+    Save { endpoint: String, file: PathBuf },
+    /// Prints a snapshot's hash, revision, total keys and total size.
+    Status {
+        file: PathBuf,
+        /// Output format.
+        #[arg(short = 'w', long = "write-out", value_enum, default_value_t = Format::Simple)]
+        write_out: Format,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Format {
+    Simple,
+    Table,
+    Json,
+}
+
+/// Runs `ferrocd snapshot ...`; `args` starts with `snapshot`.
+pub fn run(args: Vec<OsString>) -> ExitCode {
+    let args = Args::parse_from(args);
+    let result = match args.command {
+        Command::Save { endpoint, file } => save(&endpoint, &file),
+        Command::Status { file, write_out } => print_status(&file, write_out),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_status(file: &Path, format: Format) -> Result<(), SnapshotError> {
+    let s = status(file)?;
+    match format {
+        Format::Simple => println!(
+            "{:x}, {}, {}, {}",
+            s.hash,
+            s.revision,
+            s.total_key,
+            super::human_bytes(s.total_size)
+        ),
+        Format::Table => print!("{}", s.table()),
+        Format::Json => println!("{}", s.json()),
+    }
+    Ok(())
+}
+
+/// Streams a snapshot into `FILE.part`, checks the digest that follows
+/// the database, and renames it to `FILE` (trailer kept, as etcdctl does,
+/// so `etcdctl snapshot restore` can check it again).
+fn save(endpoint: &str, file: &Path) -> Result<(), SnapshotError> {
+    let url = if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    };
+    let mut part = file.as_os_str().to_owned();
+    part.push(".part");
+    let part = PathBuf::from(part);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(fetch(&url, &part));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&part);
+    }
+    let size = result?;
+    std::fs::rename(&part, file)?;
+    eprintln!("{url}: fetched snapshot, {size} bytes");
+    println!("Snapshot saved at {}", file.display());
+    Ok(())
+}
+
+/// Writes the stream from `url` into `part`; returns the database size.
+async fn fetch(url: &str, part: &Path) -> Result<u64, SnapshotError> {
+    let failed = |e: &dyn std::fmt::Display| SnapshotError::Integrity(format!("{url}: {e}"));
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| failed(&e))?
+        .connect()
+        .await
+        .map_err(|e| failed(&e))?;
+    let mut client = MaintenanceClient::new(channel).max_decoding_message_size(64 << 20);
+    let mut stream = client
+        .snapshot(SnapshotRequest {})
+        .await
+        .map_err(|e| failed(&e.message()))?
+        .into_inner();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(part)?);
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut size = 0u64;
+    let mut data_done = false;
+    let mut trailer = Vec::new();
+    while let Some(msg) = stream.message().await.map_err(|e| failed(&e.message()))? {
+        out.write_all(&msg.blob)?;
+        if data_done {
+            trailer.extend_from_slice(&msg.blob);
+        } else {
+            digest.update(&msg.blob);
+            size += msg.blob.len() as u64;
+            data_done = msg.remaining_bytes == 0;
+        }
+    }
+    if !data_done || trailer.len() != TRAILER_LEN {
+        return Err(failed(&"the snapshot stream ended early"));
+    }
+    if digest.finish().as_ref() != trailer.as_slice() {
+        return Err(failed(&"the snapshot's sha256 does not match its data"));
+    }
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    Ok(size)
+}
