@@ -335,3 +335,27 @@ fn the_status_tool_refuses_damaged_files_with_an_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.starts_with("Error: corrupt bbolt file"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_save_tool_speaks_mutual_tls() {
+    let mut pki = ferrocd_e2e::pki::Pki::new("snapshot");
+    let server_cert = pki.issue("server", "server");
+    let client = pki.client("root");
+    let flags = [
+        format!("--cert-file={}", server_cert.cert.display()),
+        format!("--key-file={}", server_cert.key.display()),
+        format!("--trusted-ca-file={}", pki.ca().display()),
+        "--client-cert-auth=true".to_string(),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let ferrocd = Server::start_https(Kind::Ferrocd, client.clone(), &flags).await;
+    etcdctl(&ferrocd, &["put", "k", "v"]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tls.db");
+    let mut args = vec!["snapshot".to_string(), "save".to_string()];
+    args.extend(client.etcdctl_flags());
+    args.extend([ferrocd.client_url.clone(), path.display().to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ferrocd_tool(&args);
+    assert_eq!(status(&path)["revision"], 2);
+}

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use ferrocd_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use ferrocd_proto::etcdserverpb::SnapshotRequest;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use super::{status, SnapshotError, TRAILER_LEN};
 
@@ -25,7 +26,12 @@ struct Args {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Stores a snapshot of the member at ENDPOINT (host:port or URL) in FILE.
-    Save { endpoint: String, file: PathBuf },
+    Save {
+        endpoint: String,
+        file: PathBuf,
+        #[command(flatten)]
+        tls: ClientTls,
+    },
     /// Prints a snapshot's hash, revision, total keys and total size.
     Status {
         file: PathBuf,
@@ -33,6 +39,37 @@ enum Command {
         #[arg(short = 'w', long = "write-out", value_enum, default_value_t = Format::Simple)]
         write_out: Format,
     },
+}
+
+/// etcdctl's client TLS flags, for `https://` endpoints.
+#[derive(clap::Args, Debug, Default)]
+struct ClientTls {
+    /// CA bundle to verify the server's certificate with.
+    #[arg(long)]
+    cacert: Option<PathBuf>,
+    /// Client certificate (with --key), for servers that require one.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// The client certificate's key.
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+}
+
+impl ClientTls {
+    fn config(&self) -> Result<Option<ClientTlsConfig>, SnapshotError> {
+        let Some(ca) = &self.cacert else {
+            return Ok(None);
+        };
+        let mut config =
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(ca)?));
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            config = config.identity(Identity::from_pem(
+                std::fs::read(cert)?,
+                std::fs::read(key)?,
+            ));
+        }
+        Ok(Some(config))
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -46,7 +83,11 @@ enum Format {
 pub fn run(args: Vec<OsString>) -> ExitCode {
     let args = Args::parse_from(args);
     let result = match args.command {
-        Command::Save { endpoint, file } => save(&endpoint, &file),
+        Command::Save {
+            endpoint,
+            file,
+            tls,
+        } => save(&endpoint, &file, &tls),
         Command::Status { file, write_out } => print_status(&file, write_out),
     };
     match result {
@@ -77,19 +118,27 @@ fn print_status(file: &Path, format: Format) -> Result<(), SnapshotError> {
 /// Streams a snapshot into `FILE.part`, checks the digest that follows
 /// the database, and renames it to `FILE` (trailer kept, as etcdctl does,
 /// so `etcdctl snapshot restore` can check it again).
-fn save(endpoint: &str, file: &Path) -> Result<(), SnapshotError> {
+fn save(endpoint: &str, file: &Path, tls: &ClientTls) -> Result<(), SnapshotError> {
+    let tls = tls.config()?;
     let url = if endpoint.contains("://") {
         endpoint.to_string()
+    } else if tls.is_some() {
+        format!("https://{endpoint}")
     } else {
         format!("http://{endpoint}")
     };
+    if url.starts_with("https://") && tls.is_none() {
+        return Err(SnapshotError::Integrity(format!(
+            "{url}: an https endpoint needs --cacert"
+        )));
+    }
     let mut part = file.as_os_str().to_owned();
     part.push(".part");
     let part = PathBuf::from(part);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let result = runtime.block_on(fetch(&url, &part));
+    let result = runtime.block_on(fetch(&url, tls, &part));
     if result.is_err() {
         let _ = std::fs::remove_file(&part);
     }
@@ -101,13 +150,13 @@ fn save(endpoint: &str, file: &Path) -> Result<(), SnapshotError> {
 }
 
 /// Writes the stream from `url` into `part`; returns the database size.
-async fn fetch(url: &str, part: &Path) -> Result<u64, SnapshotError> {
+async fn fetch(url: &str, tls: Option<ClientTlsConfig>, part: &Path) -> Result<u64, SnapshotError> {
     let failed = |e: &dyn std::fmt::Display| SnapshotError::Integrity(format!("{url}: {e}"));
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-        .map_err(|e| failed(&e))?
-        .connect()
-        .await
-        .map_err(|e| failed(&e))?;
+    let mut endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| failed(&e))?;
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls).map_err(|e| failed(&e))?;
+    }
+    let channel = endpoint.connect().await.map_err(|e| failed(&e))?;
     let mut client = MaintenanceClient::new(channel).max_decoding_message_size(64 << 20);
     let mut stream = client
         .snapshot(SnapshotRequest {})
