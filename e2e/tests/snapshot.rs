@@ -359,3 +359,65 @@ async fn the_save_tool_speaks_mutual_tls() {
     ferrocd_tool(&args);
     assert_eq!(status(&path)["revision"], 2);
 }
+
+/// Users, roles and the auth switch travel in the snapshot: etcd 3.4
+/// restored from a ferrocd snapshot enforces the same permissions.
+#[tokio::test(flavor = "multi_thread")]
+async fn etcd_restored_from_a_ferrocd_snapshot_keeps_its_users_and_roles() {
+    if !ferrocd_e2e::require_tool("etcd") {
+        return;
+    }
+    let ferrocd = Server::ferrocd(&["--bcrypt-cost=4"]).await;
+    for args in [
+        &["user", "add", "root:rootpw", "--interactive=false"][..],
+        &["user", "add", "reader:readerpw", "--interactive=false"],
+        &["role", "add", "readers"],
+        &[
+            "role",
+            "grant-permission",
+            "readers",
+            "read",
+            "pub/",
+            "--prefix=true",
+        ],
+        &["user", "grant-role", "reader", "readers"],
+        &["put", "pub/a", "1"],
+        &["put", "secret", "2"],
+        &["auth", "enable"],
+    ] {
+        etcdctl(&ferrocd, args);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("auth.db");
+    etcdctl(
+        &ferrocd,
+        &[
+            "--user=root:rootpw",
+            "snapshot",
+            "save",
+            path.to_str().unwrap(),
+        ],
+    );
+    let restored = restore_into_etcd(&path).await;
+    let as_reader = |args: &[&str]| {
+        let mut all = vec!["--user=reader:readerpw"];
+        all.extend_from_slice(args);
+        restored.etcdctl(&all)
+    };
+    let allowed = as_reader(&["get", "pub/a", "--print-value-only"]);
+    assert_eq!(ok(allowed, "reader get pub/a").trim(), "1");
+    assert!(
+        !as_reader(&["get", "secret"]).status.success(),
+        "reader read a secret"
+    );
+    assert!(
+        !as_reader(&["put", "pub/a", "x"]).status.success(),
+        "reader wrote"
+    );
+    assert!(
+        !restored.etcdctl(&["get", "secret"]).status.success(),
+        "auth was not enabled after the restore"
+    );
+    let root = restored.etcdctl(&["--user=root:rootpw", "get", "secret", "--print-value-only"]);
+    assert_eq!(ok(root, "root get secret").trim(), "2");
+}

@@ -25,6 +25,47 @@ use crate::mvcc::{Mvcc, MvccError, WriteTxn};
 pub use state::{AuthInfo, AuthState, ROOT};
 use tokens::Tokens;
 
+/// The auth data in etcd 3.4's backend layout: the `auth` bucket's
+/// `authEnabled` (only once auth was switched on or off) and
+/// `authRevision`, and the `authUsers` and `authRoles` buckets (name ->
+/// `authpb` record), each sorted by name.
+pub struct EtcdAuthBuckets {
+    pub enabled: Option<bool>,
+    pub revision: u64,
+    pub users: Records,
+    pub roles: Records,
+}
+
+/// (name, record) pairs of a bucket.
+pub type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// What a snapshot of the store seen by `view` holds of the auth data.
+pub fn etcd_buckets(view: &crate::mvcc::ReadTxn<'_>) -> Result<EtcdAuthBuckets, MvccError> {
+    let revision = match view.meta(META_REVISION)? {
+        Some(raw) => {
+            let bytes: [u8; 8] = raw.as_ref().try_into().map_err(|_| corrupt("revision"))?;
+            u64::from_be_bytes(bytes)
+        }
+        // etcd's store starts at 1.
+        None => 1,
+    };
+    let records = |prefix: &str| -> Result<Records, MvccError> {
+        let mut records: Records = view
+            .meta_with_prefix(prefix)?
+            .into_iter()
+            .map(|(name, raw)| (name.as_bytes()[prefix.len()..].to_vec(), raw.to_vec()))
+            .collect();
+        records.sort();
+        Ok(records)
+    };
+    Ok(EtcdAuthBuckets {
+        enabled: view.meta(META_ENABLED)?.map(|v| v.as_ref() == [1]),
+        revision: revision.max(1),
+        users: records(META_USER)?,
+        roles: records(META_ROLE)?,
+    })
+}
+
 /// How often lapsed tokens are dropped (etcd's TTL resolution).
 pub const TOKEN_SWEEP: Duration = Duration::from_secs(1);
 

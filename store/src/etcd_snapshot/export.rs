@@ -74,6 +74,7 @@ struct Fixed {
     membership: Membership,
     /// (id, TTL), in any order.
     leases: Vec<(i64, i64)>,
+    auth: crate::auth::EtcdAuthBuckets,
 }
 
 fn export_once(
@@ -94,6 +95,7 @@ fn export_once(
             applied_index,
             membership,
             leases: lease::records(view.meta_with_prefix(lease::META_PREFIX)?)?,
+            auth: crate::auth::etcd_buckets(&view)?,
         }
     };
     tracing::info!(
@@ -106,9 +108,18 @@ fn export_once(
     let mut w = DbWriter::new(&mut *file)?;
     w.bucket(ALARM)?;
     w.bucket(AUTH)?;
-    w.put(AUTH_REVISION, &1u64.to_be_bytes())?;
+    if let Some(enabled) = fixed.auth.enabled {
+        w.put(AUTH_ENABLED, &[u8::from(enabled)])?;
+    }
+    w.put(AUTH_REVISION, &fixed.auth.revision.to_be_bytes())?;
     w.bucket(AUTH_ROLES)?;
+    for (name, role) in &fixed.auth.roles {
+        w.put(name, role)?;
+    }
     w.bucket(AUTH_USERS)?;
+    for (name, user) in &fixed.auth.users {
+        w.put(name, user)?;
+    }
     w.bucket(CLUSTER)?;
     w.put(CLUSTER_VERSION, CLUSTER_VERSION_3_4)?;
     w.bucket(KEY)?;

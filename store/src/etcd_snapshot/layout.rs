@@ -20,9 +20,10 @@ pub const MEMBERS_REMOVED: &[u8] = b"members_removed";
 pub const META: &[u8] = b"meta";
 
 /// `auth` bucket: the auth store's revision (u64 big-endian). etcd 3.4
-/// writes 1 when it first starts; `authEnabled` appears only once auth
-/// was turned on or off, which ferrocd does not support.
+/// writes 1 when it first starts.
 pub const AUTH_REVISION: &[u8] = b"authRevision";
+/// `auth` bucket: 1 or 0, present once auth was turned on or off.
+pub const AUTH_ENABLED: &[u8] = b"authEnabled";
 /// `cluster` bucket: the cluster version, as text.
 pub const CLUSTER_VERSION: &[u8] = b"clusterVersion";
 /// The cluster version etcd 3.4 records.
