@@ -237,6 +237,24 @@ async fn user_and_role_management_matches_etcd() {
     p.ok(&["user", "revoke-role", "root", "root"]);
     p.ok(&["user", "grant-role", "root", "root"]);
     p.ok(&["auth", "enable"]);
+    // KNOWN DIFFERENCE: etcd 3.4 leaks an internal error for a user added
+    // with --no-password (code Unknown, "auth: ... no password user");
+    // ferrocd answers with etcd's usual failed-login error.
+    let (f, e) = p.both(&["--user=nopw:x", "get", "k"]);
+    assert_eq!(
+        last_line(&f.stderr),
+        "Error: etcdserver: authentication failed, invalid user ID or password"
+    );
+    assert!(
+        e.stderr
+            .ends_with("password was given for no password user"),
+        "{}",
+        e.stderr
+    );
+    eprintln!(
+        "KNOWN DIFFERENCE: no-password login\n  ferrocd: {}\n  etcd:    {}",
+        f.stderr, e.stderr
+    );
     let err = p.fails(&[ROOT, "user", "delete", "root"]);
     assert_eq!(
         last_line(&err),
@@ -520,5 +538,45 @@ async fn a_token_from_one_member_works_on_the_others() {
     let channel = cluster.members[2].channel().await.expect("connect");
     let e = KvClient::new(channel).range(req).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    assert_eq!(e.message(), "etcdserver: invalid auth token");
+}
+
+/// A simple token lapses after `--auth-token-ttl` seconds unused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unused_token_lapses_after_its_ttl() {
+    if !ferrocd_e2e::require_tool("etcdctl") {
+        return;
+    }
+    let server = Server::ferrocd(&[FAST_BCRYPT, "--auth-token-ttl=1"]).await;
+    for cmd in [&["user", "add", "root:rootpw"][..], &["auth", "enable"]] {
+        let out = server.etcdctl(cmd);
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let channel = server.channel().await.expect("connect");
+    let token = AuthClient::new(channel.clone())
+        .authenticate(AuthenticateRequest {
+            name: "root".into(),
+            password: "rootpw".into(),
+        })
+        .await
+        .expect("authenticate")
+        .into_inner()
+        .token;
+    let range = |token: &str| {
+        let mut req = tonic::Request::new(RangeRequest {
+            key: b"k".to_vec(),
+            ..Default::default()
+        });
+        req.metadata_mut().insert("token", token.parse().unwrap());
+        req
+    };
+    let mut kv = KvClient::new(channel);
+    kv.range(range(&token)).await.expect("a fresh token works");
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let e = kv.range(range(&token)).await.unwrap_err();
     assert_eq!(e.message(), "etcdserver: invalid auth token");
 }
