@@ -580,3 +580,81 @@ async fn an_unused_token_lapses_after_its_ttl() {
     let e = kv.range(range(&token)).await.unwrap_err();
     assert_eq!(e.message(), "etcdserver: invalid auth token");
 }
+
+/// A member added after auth was set up, and after the log was purged
+/// behind a snapshot, gets the users and roles with the snapshot and
+/// enforces them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_added_later_enforces_the_same_permissions() {
+    let mut cluster = Cluster::ferrocd(3, &[FAST_BCRYPT, "--snapshot-count=20"]).await;
+    let run = |args: &[&str]| {
+        let out = cluster.etcdctl(args);
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["user", "add", "root:rootpw", "--interactive=false"]);
+    run(&["user", "add", "u1:pw1", "--interactive=false"]);
+    run(&["role", "add", "r1"]);
+    run(&[
+        "role",
+        "grant-permission",
+        "r1",
+        "read",
+        "pub/",
+        "--prefix=true",
+    ]);
+    run(&["user", "grant-role", "u1", "r1"]);
+    run(&["auth", "enable"]);
+    // Enough entries for the log to be purged behind a snapshot.
+    for i in 0..60 {
+        run(&[ROOT, "put", &format!("pub/{i}"), "v"]);
+    }
+    run(&[ROOT, "put", "secret", "s"]);
+    // Membership changes need root once auth is on.
+    let planned = cluster.plan_member();
+    let url = format!("--peer-urls={}", planned.peer_url());
+    let add = cluster.etcdctl(&[ROOT, "member", "add", &planned.name, &url]);
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+    let initial = String::from_utf8_lossy(&add.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
+        .map(|l| l.trim_end_matches('"').to_string())
+        .expect("member add prints ETCD_INITIAL_CLUSTER");
+    let new = cluster.start_member(planned, &initial, &[]).await;
+    let member = &cluster.members[new];
+    let as_u1 = |args: &[&str]| {
+        let mut all = vec![U1, "--consistency=s"];
+        all.extend_from_slice(args);
+        member.etcdctl(&all)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let got = as_u1(&["get", "pub/59", "--print-value-only"]);
+        if String::from_utf8_lossy(&got.stdout).trim() == "v" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new member did not serve u1: {}",
+            String::from_utf8_lossy(&got.stderr)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let denied = as_u1(&["get", "secret"]);
+    assert!(
+        !denied.status.success(),
+        "the new member let u1 read a secret"
+    );
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("permission denied"),
+        "{}",
+        String::from_utf8_lossy(&denied.stderr)
+    );
+}
