@@ -7,6 +7,7 @@
 pub mod chaos;
 mod cluster;
 pub mod etcdctl_pair;
+pub mod k8s;
 pub mod linearizability;
 pub mod pki;
 
