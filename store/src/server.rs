@@ -215,6 +215,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
     let backend = Arc::new(Backend::open(&db, &dir.join("snap"))?);
     let mvcc = Arc::new(Mvcc::open(backend.state_tree()?).context("opening the key-value store")?);
     let log = LogStore::open(&wal, &dir.join("wal"))?;
+    log.step_down()?;
     let hub = WatchHub::new(mvcc.clone(), config.max_request_bytes);
     hub.spawn_task(config.watch_progress_notify_interval);
     let lessor = Arc::new(Lessor::new(Lessor::min_ttl_for(Duration::from_millis(

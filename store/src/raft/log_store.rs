@@ -81,6 +81,25 @@ impl LogStore {
         })
     }
 
+    /// Called at start, before raft reads the vote: a member that led
+    /// before it stopped does not take up that leadership again. openraft
+    /// 0.9 would restore it as leader in the same term, with the commit
+    /// index last written (not flushed at every commit), and answer read
+    /// indexes from it: a linearizable read could miss a write it had
+    /// acknowledged before the crash (found by the randomized fault runs).
+    /// As a follower it waits for a leader that commits an entry of a new
+    /// term first. Stepping down is always safe; the vote's term is kept.
+    pub fn step_down(&self) -> Result<(), StorageError> {
+        if let Some(mut vote) = get::<Vote<u64>>(&self.meta, VOTE)? {
+            if vote.committed {
+                vote.committed = false;
+                self.put_meta(VOTE, &vote)?;
+                self.db.flush().map_err(io_error)?;
+            }
+        }
+        Ok(())
+    }
+
     fn log(&self) -> MutexGuard<'_, Log> {
         self.wal.lock().unwrap_or_else(|e| e.into_inner())
     }
