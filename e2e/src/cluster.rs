@@ -271,6 +271,21 @@ impl Cluster {
     }
 }
 
+/// The `ETCD_INITIAL_CLUSTER` that `etcdctl member add` printed: what the
+/// added member starts with.
+pub fn initial_cluster_of(member_add: &Output) -> String {
+    assert!(
+        member_add.status.success(),
+        "etcdctl member add: {}",
+        String::from_utf8_lossy(&member_add.stderr)
+    );
+    String::from_utf8_lossy(&member_add.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
+        .map(|l| l.trim_end_matches('"').to_string())
+        .expect("member add prints ETCD_INITIAL_CLUSTER")
+}
+
 /// A member to be added: its name and the addresses it will listen on.
 pub struct NewMember {
     pub name: String,

@@ -11,7 +11,7 @@ pub mod k8s;
 pub mod linearizability;
 pub mod pki;
 
-pub use cluster::{Cluster, NewMember, FAST_ELECTIONS};
+pub use cluster::{initial_cluster_of, Cluster, NewMember, FAST_ELECTIONS};
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -440,6 +440,12 @@ impl Server {
             .as_ref()
             .map(pki::ClientCerts::etcdctl_flags)
             .unwrap_or_default();
+        self.etcdctl_as(&flags, args, input)
+    }
+
+    /// Runs `etcdctl` with `flags` (other TLS files, say) instead of this
+    /// harness's own, before `args`.
+    pub fn etcdctl_as(&self, flags: &[String], args: &[&str], input: Option<&str>) -> Output {
         let all: Vec<&str> = flags
             .iter()
             .map(String::as_str)

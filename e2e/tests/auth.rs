@@ -617,16 +617,7 @@ async fn a_member_added_later_enforces_the_same_permissions() {
     let planned = cluster.plan_member();
     let url = format!("--peer-urls={}", planned.peer_url());
     let add = cluster.etcdctl(&[ROOT, "member", "add", &planned.name, &url]);
-    assert!(
-        add.status.success(),
-        "{}",
-        String::from_utf8_lossy(&add.stderr)
-    );
-    let initial = String::from_utf8_lossy(&add.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
-        .map(|l| l.trim_end_matches('"').to_string())
-        .expect("member add prints ETCD_INITIAL_CLUSTER");
+    let initial = ferrocd_e2e::initial_cluster_of(&add);
     let new = cluster.start_member(planned, &initial, &[]).await;
     let member = &cluster.members[new];
     let as_u1 = |args: &[&str]| {

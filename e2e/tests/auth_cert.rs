@@ -6,7 +6,7 @@ use std::process::Output;
 
 use ferrocd_e2e::etcdctl_pair::{Identity, Out};
 use ferrocd_e2e::pki::{ClientCerts, Pki};
-use ferrocd_e2e::{etcdctl, require_tool, Kind, Server};
+use ferrocd_e2e::{require_tool, Kind, Server};
 
 /// Starts `kind` serving `https://` with mutual TLS, talking to it as
 /// `root` by certificate.
@@ -21,17 +21,6 @@ async fn mtls_server(kind: Kind, pki: &mut Pki) -> Server {
     ];
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     Server::start_https(kind, pki.client("root"), &flags).await
-}
-
-/// etcdctl against `server` with `client`'s certificate.
-fn etcdctl_as(server: &Server, client: &ClientCerts, args: &[&str]) -> Output {
-    let flags = client.etcdctl_flags();
-    let all: Vec<&str> = flags
-        .iter()
-        .map(String::as_str)
-        .chain(args.iter().copied())
-        .collect();
-    etcdctl(&server.endpoint, &all, None)
 }
 
 fn normalize(id: &Identity, out: &Output) -> Out {
@@ -84,8 +73,8 @@ async fn the_certificate_common_name_is_the_user_without_a_token() {
             (ferrocd.etcdctl(args), etcd.etcdctl(args))
         } else {
             (
-                etcdctl_as(&ferrocd, cert, args),
-                etcdctl_as(&etcd, cert, args),
+                ferrocd.etcdctl_as(&cert.etcdctl_flags(), args, None),
+                etcd.etcdctl_as(&cert.etcdctl_flags(), args, None),
             )
         };
         let (f, e) = (normalize(&f_id, &f), normalize(&e_id, &e));

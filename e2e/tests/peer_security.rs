@@ -70,12 +70,21 @@ async fn a_peer_tls_cluster_replicates_and_a_killed_member_rejoins(kind: Kind) {
     serves(&cluster.members[2], "k", "v1").await;
 
     cluster.members[1].kill9();
-    let put = cluster.members[2].etcdctl(&["put", "k", "v2"]);
-    assert!(
-        put.status.success(),
-        "{}",
-        String::from_utf8_lossy(&put.stderr)
-    );
+    // The killed member may have led: the write waits for a new leader
+    // (etcd answers "request timed out" meanwhile).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let put = cluster.members[2].etcdctl(&["put", "k", "v2"]);
+        if put.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{kind:?}: no write after the kill: {}",
+            String::from_utf8_lossy(&put.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     cluster.members[1].restart().await;
     serves(&cluster.members[1], "k", "v2").await;
 }
@@ -298,16 +307,7 @@ async fn a_member_with_another_cas_certificate_cannot_join() {
         "--learner",
         &format!("--peer-urls={url}"),
     ]);
-    assert!(
-        add.status.success(),
-        "{}",
-        String::from_utf8_lossy(&add.stderr)
-    );
-    let initial = String::from_utf8_lossy(&add.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
-        .map(|l| l.trim_end_matches('"').to_string())
-        .expect("member add prints ETCD_INITIAL_CLUSTER");
+    let initial = ferrocd_e2e::initial_cluster_of(&add);
     let mut other_ca = Pki::new("other-ca");
     let stranger = other_ca.issue("stranger", "member");
     let flags = [

@@ -41,17 +41,6 @@ async fn mtls_server(kind: Kind, pki: &mut Pki, extra: &[&str]) -> Option<Server
     Some(Server::start_https(kind, client, &strs(&flags)).await)
 }
 
-/// etcdctl against `server` with the given client files instead of the
-/// harness's own.
-fn etcdctl_as(server: &Server, client: &[String], args: &[&str]) -> Output {
-    let all: Vec<&str> = client
-        .iter()
-        .map(String::as_str)
-        .chain(args.iter().copied())
-        .collect();
-    etcdctl(&server.endpoint, &all, None)
-}
-
 fn normalize(id: &Identity, out: &Output) -> Out {
     Out::normalize(
         out,
@@ -153,8 +142,7 @@ async fn refuses(kind: Kind, bad_client: impl FnOnce(&mut Pki, &mut Pki) -> Vec<
         return;
     };
     let flags = bad_client(&mut pki, &mut other);
-    let out = etcdctl_as(
-        &server,
+    let out = server.etcdctl_as(
         &flags,
         &[
             "--command-timeout=2s",
@@ -163,6 +151,7 @@ async fn refuses(kind: Kind, bad_client: impl FnOnce(&mut Pki, &mut Pki) -> Vec<
             "refused",
             "x",
         ],
+        None,
     );
     assert_ne!(
         out.status.code(),
@@ -228,10 +217,10 @@ async fn a_revoked_client_certificate_is_refused_and_others_are_not(kind: Kind) 
         format!("--cert={}", revoked.cert.display()),
         format!("--key={}", revoked.key.display()),
     ];
-    let out = etcdctl_as(
-        &server,
+    let out = server.etcdctl_as(
         &bad,
         &["--command-timeout=2s", "--dial-timeout=2s", "put", "k", "v"],
+        None,
     );
     assert_ne!(
         out.status.code(),
