@@ -193,8 +193,9 @@ pub fn check(history: &[Operation], initial: &State) -> Result<(), Violation> {
     let mut entry = entries[head_sentinel].next;
 
     while entries[head_sentinel].next != NIL {
-        if entry == NIL {
-            // Every candidate was tried: backtrack.
+        // Every candidate was tried, or a return came before its
+        // operation was placed: undo the last step.
+        if entry == NIL || !entries[entry].is_call {
             if !backtrack(
                 &mut entries,
                 &mut stack,
@@ -211,43 +212,26 @@ pub fn check(history: &[Operation], initial: &State) -> Result<(), Violation> {
             continue;
         }
         let e = entries[entry];
-        if e.is_call {
-            let op = &history[e.op];
-            let output = op.ret.as_ref().map(|(_, out)| out);
-            if let Some(next) = state.step(&op.input, output) {
-                linearized[e.op] = true;
-                let key = (bits(&linearized), next.fingerprint());
-                if seen.insert(key) {
-                    stack.push((entry, state));
-                    state = next;
-                    order.push(e.op);
-                    lift(&mut entries, entry);
-                    if order.len() > longest.len() {
-                        longest = order.clone();
-                        stuck_at_longest = pending(&entries, head_sentinel);
-                    }
-                    entry = entries[head_sentinel].next;
-                    continue;
+        let op = &history[e.op];
+        let output = op.ret.as_ref().map(|(_, out)| out);
+        if let Some(next) = state.step(&op.input, output) {
+            linearized[e.op] = true;
+            let key = (bits(&linearized), next.fingerprint());
+            if seen.insert(key) {
+                stack.push((entry, state));
+                state = next;
+                order.push(e.op);
+                lift(&mut entries, entry);
+                if order.len() > longest.len() {
+                    longest = order.clone();
+                    stuck_at_longest = pending(&entries, head_sentinel);
                 }
-                linearized[e.op] = false;
+                entry = entries[head_sentinel].next;
+                continue;
             }
-            entry = e.next;
-        } else {
-            // A return before its operation was placed: undo the last step.
-            if !backtrack(
-                &mut entries,
-                &mut stack,
-                &mut state,
-                &mut linearized,
-                &mut order,
-                &mut entry,
-            ) {
-                return Err(Violation {
-                    longest_prefix: longest,
-                    stuck: stuck_at_longest,
-                });
-            }
+            linearized[e.op] = false;
         }
+        entry = e.next;
     }
     Ok(())
 }
