@@ -63,6 +63,46 @@ impl Cluster {
         peer_scheme: &'static str,
         extra: &[&str],
     ) -> Cluster {
+        let mut cluster = Cluster::prepare_new(kind, n, peer_scheme, extra);
+        cluster.launch_all().await;
+        cluster
+    }
+
+    /// `n` members of a new cluster with `http://` peer URLs, prepared
+    /// (names, addresses, flags, data directories) but not started: for
+    /// tests that fill the data directories first (`snapshot restore`),
+    /// then call [`Cluster::launch_all`].
+    pub fn prepare(kind: Kind, n: usize, extra: &[&str]) -> Cluster {
+        Cluster::prepare_new(kind, n, "http", extra)
+    }
+
+    /// The new cluster's `--initial-cluster` value.
+    pub fn initial_cluster(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The cluster's `--initial-cluster-token`.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Starts every member and waits until each knows a leader. All are
+    /// launched before any is waited on: one member of a new cluster
+    /// cannot elect a leader alone.
+    pub async fn launch_all(&mut self) {
+        for m in &mut self.members {
+            m.launch();
+        }
+        for m in &mut self.members {
+            m.wait_ready().await;
+        }
+    }
+
+    fn prepare_new(kind: Kind, n: usize, peer_scheme: &'static str, extra: &[&str]) -> Cluster {
         let addrs = distinct_addresses(n, peer_scheme);
         let initial = addrs
             .iter()
@@ -80,14 +120,8 @@ impl Cluster {
         };
         for (i, a) in addrs.into_iter().enumerate() {
             let flags = cluster.bootstrap_flags(&initial, "new");
-            let member = cluster.prepare(&format!("m{i}"), a, &flags, &[]);
+            let member = cluster.prepare_member(&format!("m{i}"), a, &flags, &[]);
             cluster.members.push(member);
-        }
-        for m in &mut cluster.members {
-            m.launch();
-        }
-        for m in &mut cluster.members {
-            m.wait_ready().await;
         }
         cluster
     }
@@ -226,7 +260,7 @@ impl Cluster {
         extra: &[&str],
     ) -> usize {
         let flags = self.bootstrap_flags(initial_cluster, "existing");
-        let mut member = self.prepare(&new.name, new.addrs, &flags, extra);
+        let mut member = self.prepare_member(&new.name, new.addrs, &flags, extra);
         member.launch();
         member.wait_ready().await;
         self.members.push(member);
@@ -238,7 +272,7 @@ impl Cluster {
     /// among the members (for a member expected not to get in).
     pub fn launch_member(&self, new: NewMember, initial_cluster: &str, extra: &[&str]) -> Server {
         let flags = self.bootstrap_flags(initial_cluster, "existing");
-        let mut member = self.prepare(&new.name, new.addrs, &flags, extra);
+        let mut member = self.prepare_member(&new.name, new.addrs, &flags, extra);
         member.launch();
         member
     }
@@ -257,7 +291,7 @@ impl Cluster {
         ]
     }
 
-    fn prepare(
+    fn prepare_member(
         &self,
         name: &str,
         addrs: Addresses,

@@ -10,6 +10,7 @@ pub mod etcdctl_pair;
 pub mod k8s;
 pub mod linearizability;
 pub mod pki;
+pub mod snapshots;
 
 pub use cluster::{initial_cluster_of, Cluster, NewMember, FAST_ELECTIONS};
 

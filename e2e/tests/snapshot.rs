@@ -8,134 +8,17 @@
 //! snapshot is restored with `etcdctl snapshot restore` and a fresh etcd
 //! 3.4 started on it must serve what the ferrocd that made it serves.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ferrocd::bbolt::{BoltError, DbReader};
 use ferrocd::etcd_snapshot::layout;
+use ferrocd_e2e::snapshots::*;
 use ferrocd_e2e::{ferrocd_bin, Kind, Server};
 use ferrocd_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use ferrocd_proto::etcdserverpb::SnapshotRequest;
 use ferrocd_proto::mvccpb::KeyValue;
 use prost::Message;
-use serde_json::Value;
-
-fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
-}
-
-fn etcdctl(server: &Server, args: &[&str]) -> String {
-    ok(server.etcdctl(args), &format!("etcdctl {args:?}"))
-}
-
-/// etcdctl commands that need no server.
-fn etcdctl_offline(args: &[&str]) -> String {
-    let out = Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args(args)
-        .output()
-        .expect("etcdctl");
-    ok(out, &format!("etcdctl {args:?}"))
-}
-
-fn json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
-}
-
-/// Puts, overwrites, deletes, a txn, a lease with a key attached and a
-/// compaction. Returns the lease id (hex).
-fn write_script(server: &Server) -> String {
-    for (k, v) in [
-        ("a", "1"),
-        ("b", "2"),
-        ("a", "11"),
-        ("c", "3"),
-        ("big", &"x".repeat(5000)),
-    ] {
-        etcdctl(server, &["put", k, v]);
-    }
-    etcdctl(server, &["del", "b"]);
-    let txn = "version(\"a\") = \"2\"\n\nput d 4\ndel c\n\nput e 5\n\n";
-    ok(
-        server.etcdctl_with_input(&["txn"], Some(txn)),
-        "etcdctl txn",
-    );
-    let grant = etcdctl(server, &["lease", "grant", "600"]);
-    let lease = grant
-        .split_whitespace()
-        .nth(1)
-        .expect("lease id")
-        .to_string();
-    etcdctl(server, &["put", "--lease", &lease, "leased", "v"]);
-    etcdctl(server, &["put", "a", "111"]);
-    etcdctl(server, &["compaction", "--physical", "5"]);
-    etcdctl(server, &["put", "after", "z"]);
-    lease
-}
-
-fn save(server: &Server, dir: &Path, name: &str) -> PathBuf {
-    let path = dir.join(name);
-    etcdctl(server, &["snapshot", "save", path.to_str().unwrap()]);
-    path
-}
-
-fn status(path: &Path) -> Value {
-    json(&etcdctl_offline(&[
-        "snapshot",
-        "status",
-        "-w",
-        "json",
-        path.to_str().unwrap(),
-    ]))
-}
-
-/// What a client sees of every key, at the current revision and at
-/// `at` (a past revision).
-fn view(server: &Server, at: i64) -> (Value, Value) {
-    let mut now = json(&etcdctl(server, &["get", "", "--from-key", "-w", "json"]));
-    let mut then = json(&etcdctl(
-        server,
-        &[
-            "get",
-            "",
-            "--from-key",
-            "-w",
-            "json",
-            "--rev",
-            &at.to_string(),
-        ],
-    ));
-    for v in [&mut now, &mut then] {
-        let header = v["header"].as_object_mut().unwrap();
-        header.remove("cluster_id");
-        header.remove("member_id");
-        header.remove("raft_term");
-    }
-    (now, then)
-}
-
-fn lease_view(server: &Server, lease: &str) -> (String, Value) {
-    let list = etcdctl(server, &["lease", "list"]);
-    let mut ttl = json(&etcdctl(
-        server,
-        &["lease", "timetolive", lease, "--keys", "-w", "json"],
-    ));
-    let ttl = ttl.as_object_mut().unwrap();
-    ttl.remove("cluster_id");
-    ttl.remove("member_id");
-    ttl.remove("raft_term");
-    ttl.remove("revision");
-    // Counts down on both; granted TTL and keys must agree.
-    ttl.remove("ttl");
-    (list, Value::Object(ttl.clone()))
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn snapshots_of_etcd_and_ferrocd_agree_and_etcd_restores_ferrocds() {
@@ -180,39 +63,6 @@ async fn snapshots_of_etcd_and_ferrocd_agree_and_etcd_restores_ferrocds() {
     // History below the compaction is gone on both.
     let below = restored.etcdctl(&["get", "a", "--rev", "4"]);
     assert!(String::from_utf8_lossy(&below.stderr).contains("required revision has been compacted"));
-}
-
-/// Runs `ferrocd` (the tool form) and returns its standard output.
-fn ferrocd_tool(args: &[&str]) -> String {
-    let out = Command::new(ferrocd_bin())
-        .args(args)
-        .output()
-        .expect("ferrocd");
-    ok(out, &format!("ferrocd {args:?}"))
-}
-
-/// `etcdctl snapshot restore` of `snapshot` into a new etcd's data
-/// directory, which is then started.
-async fn restore_into_etcd(snapshot: &Path) -> Server {
-    let mut etcd = Server::prepare_https(Kind::Etcd, None, &[]);
-    let data_dir = etcd.data_dir();
-    let cluster = format!("default={}", etcd.peer_url);
-    etcdctl_offline(&[
-        "snapshot",
-        "restore",
-        snapshot.to_str().unwrap(),
-        "--name",
-        "default",
-        "--data-dir",
-        data_dir.to_str().unwrap(),
-        "--initial-cluster",
-        &cluster,
-        "--initial-advertise-peer-urls",
-        &etcd.peer_url,
-    ]);
-    etcd.launch();
-    etcd.wait_ready().await;
-    etcd
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -17,6 +17,7 @@ use crate::tls::flags::TlsSettings;
 use crate::tls::TlsFlags;
 pub use error::ConfigError;
 pub use ranges::AutoCompaction;
+pub use urls::cluster_members_from_flags;
 
 /// etcd's default for `--max-request-bytes` (1.5 MiB).
 pub const DEFAULT_MAX_REQUEST_BYTES: u32 = 1024 * 1024 + 512 * 1024;

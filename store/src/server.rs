@@ -112,16 +112,25 @@ async fn resolve_identity(
         config.member_id = member;
         config.cluster_id = cluster;
     }
+    write_identity(dir, config.member_id, config.cluster_id)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Records a member's and its cluster's ids in its member directory
+/// `dir`, durably: later starts take them from there, not from flags.
+pub fn write_identity(dir: &Path, member_id: u64, cluster_id: u64) -> std::io::Result<()> {
     let id = Identity {
-        member_id: format!("{:x}", config.member_id),
-        cluster_id: format!("{:x}", config.cluster_id),
+        member_id: format!("{member_id:x}"),
+        cluster_id: format!("{cluster_id:x}"),
     };
     let tmp = dir.join("identity.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&id)?)?;
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(&id).map_err(std::io::Error::other)?,
+    )?;
     std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(())
+    std::fs::rename(&tmp, dir.join(IDENTITY))?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Asks the members named in `--initial-cluster` for the cluster's id and

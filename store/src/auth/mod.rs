@@ -66,6 +66,44 @@ pub fn etcd_buckets(view: &crate::mvcc::ReadTxn<'_>) -> Result<EtcdAuthBuckets, 
     })
 }
 
+/// The store's metadata record (name, value) for one entry of etcd's
+/// auth buckets, the inverse of [`etcd_buckets`]: for restoring a snapshot
+/// in etcd's format. `Ok(None)` for entries etcd keeps there that ferrocd
+/// does not need; an error for a record that does not decode.
+pub fn meta_of_etcd_entry(
+    bucket: &[u8],
+    key: &[u8],
+    value: &[u8],
+) -> Result<Option<(String, Vec<u8>)>, MvccError> {
+    let name = || String::from_utf8(key.to_vec()).map_err(|_| corrupt("name (not UTF-8)"));
+    match bucket {
+        b"auth" if key == b"authEnabled" => match value {
+            [0] | [1] => Ok(Some((META_ENABLED.to_string(), value.to_vec()))),
+            _ => Err(corrupt("authEnabled")),
+        },
+        b"auth" if key == b"authRevision" => {
+            let bytes: [u8; 8] = value.try_into().map_err(|_| corrupt("authRevision"))?;
+            Ok(Some((META_REVISION.to_string(), bytes.to_vec())))
+        }
+        b"auth" => Ok(None),
+        b"authUsers" => {
+            let user = User::decode(value).map_err(|_| corrupt("user"))?;
+            if user.name != key {
+                return Err(corrupt("user (name differs from its key)"));
+            }
+            Ok(Some((format!("{META_USER}{}", name()?), value.to_vec())))
+        }
+        b"authRoles" => {
+            let role = Role::decode(value).map_err(|_| corrupt("role"))?;
+            if role.name != key {
+                return Err(corrupt("role (name differs from its key)"));
+            }
+            Ok(Some((format!("{META_ROLE}{}", name()?), value.to_vec())))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// How often lapsed tokens are dropped (etcd's TTL resolution).
 pub const TOKEN_SWEEP: Duration = Duration::from_secs(1);
 

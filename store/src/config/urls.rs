@@ -124,13 +124,40 @@ pub fn initial_cluster(
             .collect::<Vec<_>>()
             .join(","),
     };
-    let members = parse_initial_cluster(&initial, &f.initial_cluster_token)?;
+    cluster_members(&initial, &f.initial_cluster_token, &f.name, peer_urls)
+}
+
+/// [`cluster_members`] from flag values as given (`snapshot restore`
+/// takes etcd's `--initial-*` flags too).
+pub fn cluster_members_from_flags(
+    initial: &str,
+    token: &str,
+    name: &str,
+    advertise_peer_urls: &str,
+) -> Result<(Vec<InitialMember>, u64), ConfigError> {
+    let urls = url_strings(parse_urls(
+        "initial-advertise-peer-urls",
+        advertise_peer_urls,
+    )?);
+    cluster_members(initial, token, name, &urls)
+}
+
+/// The members of `--initial-cluster` (`initial`, with ids from `token`)
+/// and the id of member `name`, which must be listed with exactly the
+/// peer URLs it advertises.
+fn cluster_members(
+    initial: &str,
+    token: &str,
+    name: &str,
+    peer_urls: &[String],
+) -> Result<(Vec<InitialMember>, u64), ConfigError> {
+    let members = parse_initial_cluster(initial, token)?;
     let me =
         members
             .iter()
-            .find(|m| m.name == f.name)
+            .find(|m| m.name == name)
             .ok_or_else(|| ConfigError::NameNotInCluster {
-                name: f.name.clone(),
+                name: name.to_string(),
             })?;
     let mut mine = me.peer_urls.clone();
     let mut advertised = peer_urls.to_vec();
@@ -138,7 +165,7 @@ pub fn initial_cluster(
     advertised.sort();
     if mine != advertised {
         return Err(ConfigError::PeerUrlMismatch {
-            name: f.name.clone(),
+            name: name.to_string(),
             cluster_urls: me.peer_urls.join(","),
             advertised: peer_urls.join(","),
         });

@@ -1,5 +1,5 @@
-//! `ferrocd snapshot save|status`: etcdctl's snapshot commands, for
-//! snapshots of ferrocd or etcd.
+//! `ferrocd snapshot save|status|restore`: etcdctl's and etcdutl's
+//! snapshot commands, for snapshots of ferrocd or etcd.
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -11,7 +11,9 @@ use ferrocd_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use ferrocd_proto::etcdserverpb::SnapshotRequest;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-use super::{status, SnapshotError, TRAILER_LEN};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::{status, RestoreOptions, SnapshotError, TRAILER_LEN};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -31,6 +33,30 @@ enum Command {
         file: PathBuf,
         #[command(flatten)]
         tls: ClientTls,
+    },
+    /// Builds a new member's data directory from a snapshot of etcd or
+    /// ferrocd, as a member of a new cluster (etcdutl's flags).
+    Restore {
+        file: PathBuf,
+        /// Where to write the member's data; must not exist.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The member's name, as in --initial-cluster.
+        #[arg(long, default_value = "default")]
+        name: String,
+        /// The new cluster's members, name=peer-URL, comma-separated.
+        #[arg(long, default_value = "default=http://localhost:2380")]
+        initial_cluster: String,
+        /// The new cluster's token (member and cluster ids derive from it).
+        #[arg(long, default_value = "etcd-cluster")]
+        initial_cluster_token: String,
+        /// This member's peer URLs, as listed in --initial-cluster.
+        #[arg(long, default_value = "http://localhost:2380")]
+        initial_advertise_peer_urls: String,
+        /// Accept a file without etcd's sha256 trailer (a copied db file),
+        /// and do not check the trailer of one with it.
+        #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+        skip_hash_check: bool,
     },
     /// Prints a snapshot's hash, revision, total keys and total size.
     Status {
@@ -89,6 +115,24 @@ pub fn run(args: Vec<OsString>) -> ExitCode {
             tls,
         } => save(&endpoint, &file, &tls),
         Command::Status { file, write_out } => print_status(&file, write_out),
+        Command::Restore {
+            file,
+            data_dir,
+            name,
+            initial_cluster,
+            initial_cluster_token,
+            initial_advertise_peer_urls,
+            skip_hash_check,
+        } => restore(&RestoreOptions {
+            snapshot: file,
+            // etcdutl's default: NAME.etcd in the working directory.
+            data_dir: data_dir.unwrap_or_else(|| PathBuf::from(format!("{name}.etcd"))),
+            name,
+            initial_cluster,
+            initial_cluster_token,
+            initial_advertise_peer_urls,
+            skip_hash_check,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -112,6 +156,37 @@ fn print_status(file: &Path, format: Format) -> Result<(), SnapshotError> {
         Format::Table => print!("{}", s.table()),
         Format::Json => println!("{}", s.json()),
     }
+    Ok(())
+}
+
+fn restore(opts: &RestoreOptions) -> Result<(), SnapshotError> {
+    eprintln!(
+        "restoring snapshot {} into {} as member {}",
+        opts.snapshot.display(),
+        opts.data_dir.display(),
+        opts.name
+    );
+    // Drawn only when stderr is a terminal.
+    let bar = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("{spinner} {pos} changes restored ({elapsed})")
+            .expect("a valid template"),
+    );
+    let restored = super::restore(opts, &|n| bar.set_position(n));
+    bar.finish_and_clear();
+    let r = restored?;
+    eprintln!(
+        "restored snapshot {}: revision {}, {} changes kept{}, {} leases, {} auth records; member {:x} of cluster {:x}",
+        opts.snapshot.display(),
+        r.revision,
+        r.revisions,
+        r.compacted
+            .map(|c| format!(" (compacted at {c})"))
+            .unwrap_or_default(),
+        r.leases,
+        r.auth_records,
+        r.member_id,
+        r.cluster_id
+    );
     Ok(())
 }
 
@@ -168,7 +243,16 @@ async fn fetch(url: &str, tls: Option<ClientTlsConfig>, part: &Path) -> Result<u
     let mut size = 0u64;
     let mut data_done = false;
     let mut trailer = Vec::new();
+    // Drawn only when stderr is a terminal.
+    let bar = ProgressBar::no_length().with_style(
+        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} ({bytes_per_sec})")
+            .expect("a valid template"),
+    );
     while let Some(msg) = stream.message().await.map_err(|e| failed(&e.message()))? {
+        if !data_done {
+            bar.set_length(size + msg.blob.len() as u64 + msg.remaining_bytes);
+            bar.inc(msg.blob.len() as u64);
+        }
         out.write_all(&msg.blob)?;
         if data_done {
             trailer.extend_from_slice(&msg.blob);
@@ -178,6 +262,7 @@ async fn fetch(url: &str, tls: Option<ClientTlsConfig>, part: &Path) -> Result<u
             data_done = msg.remaining_bytes == 0;
         }
     }
+    bar.finish_and_clear();
     if !data_done || trailer.len() != TRAILER_LEN {
         return Err(failed(&"the snapshot stream ended early"));
     }

@@ -7,13 +7,17 @@
 pub mod cli;
 mod export;
 pub mod layout;
+mod restore;
 mod status;
 
 pub use export::{export, Exported};
+pub use restore::{restore, RestoreOptions, Restored};
 pub use status::{human_bytes, status, SnapshotStatus};
 
 use crate::bbolt::BoltError;
-use crate::mvcc::MvccError;
+use crate::config::ConfigError;
+use crate::mvcc::{ImportError, MvccError};
+use crate::raft::backend::BackendError;
 
 /// Bytes of the trailer: a SHA-256 digest.
 pub const TRAILER_LEN: usize = 32;
@@ -33,6 +37,29 @@ pub enum SnapshotError {
     Cancelled,
     #[error("snapshot integrity: {0}")]
     Integrity(String),
+    #[error("data-dir {0:?} exists")]
+    DataDirExists(std::path::PathBuf),
+    #[error("snapshot missing hash but --skip-hash-check=false")]
+    MissingHash,
+    #[error("expected sha256 {}, got {}", go_bytes(expected), go_bytes(got))]
+    HashMismatch {
+        expected: [u8; TRAILER_LEN],
+        got: [u8; TRAILER_LEN],
+    },
+    #[error(transparent)]
+    Flags(#[from] ConfigError),
+    #[error("restoring the store: {0}")]
+    Import(#[from] ImportError),
+    #[error("writing the data directory: {0}")]
+    Database(#[from] sled::Error),
+    #[error("writing the data directory: {0}")]
+    Backend(#[from] BackendError),
+}
+
+/// Bytes as Go prints a byte slice: `[1 2 3]` (etcd's hash mismatch text).
+fn go_bytes(bytes: &[u8]) -> String {
+    let parts: Vec<String> = bytes.iter().map(u8::to_string).collect();
+    format!("[{}]", parts.join(" "))
 }
 
 #[cfg(test)]

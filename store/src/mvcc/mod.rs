@@ -7,6 +7,7 @@
 //! one atomic sled batch.
 
 mod export;
+mod import;
 mod index;
 mod leases;
 mod revision;
@@ -18,6 +19,7 @@ use ferrocd_proto::mvccpb::{event::EventType, Event, KeyValue};
 use prost::Message;
 
 pub use export::StoredRevision;
+pub use import::{ImportError, Importer};
 pub use index::{KeyIndex, KeyRange};
 pub use revision::Revision;
 

@@ -101,6 +101,20 @@ pub fn applied_in(view: &ReadTxn<'_>) -> Result<(u64, super::Membership), MvccEr
     Ok((index, applied.membership.membership().clone()))
 }
 
+/// The record saying that a store has applied the log up to `log_id`,
+/// under `membership`, as (metadata name, value): what a member restored
+/// from a snapshot starts from.
+pub fn applied_record(
+    log_id: LogId,
+    membership: super::Membership,
+) -> Result<(&'static str, Vec<u8>), bincode::Error> {
+    let applied = Applied {
+        log_id: Some(log_id),
+        membership: StoredMembership::new(Some(log_id), membership),
+    };
+    Ok((APPLIED, bincode::serialize(&applied)?))
+}
+
 /// Applies one request, of log entry `index`, inside `txn`. Deterministic:
 /// reads nothing but the store, the lessor's set of leases and the auth
 /// data (themselves changed only here).
