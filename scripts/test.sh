@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine: installs what is missing
 # (etcd 3.4 and etcdctl as reference and test client, protoc for the
-# etcd-client crate, shellcheck for the kind walkthrough), checks formatting
+# etcd-client crate, shellcheck for the kind walkthrough, iptables for the
+# network faults of the fault runs), checks formatting
 # and lints, builds, runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,7 @@ command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo=sudo

@@ -1,6 +1,8 @@
 //! Randomized fault runs: clients drive puts, gets, deletes and
 //! conditional puts through every member of a cluster while members are
-//! killed (-9) and restarted, or frozen (SIGSTOP) and thawed; every
+//! killed (-9) and restarted, frozen (SIGSTOP) and thawed, partitioned
+//! from the rest or cut off one way from another ([`crate::netfault`]);
+//! every
 //! operation is recorded with its call and return time, the history is
 //! checked for linearizability ([`crate::linearizability`]), and a watch
 //! stream is checked for etcd's guarantees. The same run, seed for seed,
@@ -22,6 +24,7 @@ use ferrocd_proto::etcdserverpb::{
 use tonic::transport::{Channel, Endpoint};
 
 use crate::linearizability::{check, Input, Operation, Output, State, Violation};
+use crate::netfault::NetFaults;
 use crate::{Cluster, Kind};
 
 /// How a run is shaped.
@@ -33,12 +36,17 @@ pub struct Plan {
     pub clients: usize,
     pub keys: usize,
     pub duration: Duration,
+    /// Whether partitions and one-way loss are among the faults (needs
+    /// root, iptables and cgroup2: [`NetFaults::available`]).
+    pub network: bool,
 }
 
 /// A fault applied during a run, with when (ms after the start).
 #[derive(Debug, Clone)]
 pub struct Fault {
     pub at_ms: u128,
+    /// `kill`, `stop`, `partition`, `one-way` or `none`.
+    pub kind: &'static str,
     pub what: String,
 }
 
@@ -123,7 +131,20 @@ const REQUEST_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// Runs `plan` and checks what it recorded.
 pub async fn run(plan: Plan) -> Outcome {
-    let mut cluster = Cluster::start(plan.kind, plan.members, &[]).await;
+    // Declared before the cluster, so dropped after its processes.
+    let mut net = plan
+        .network
+        .then(|| NetFaults::new().unwrap_or_else(|e| panic!("network faults: {e}")));
+    let mut cluster = Cluster::prepare(plan.kind, plan.members, &[]);
+    if let Some(net) = &mut net {
+        for m in &mut cluster.members {
+            let procs = net
+                .procs_file(&m.name)
+                .unwrap_or_else(|e| panic!("cgroup for {}: {e}", m.name));
+            m.set_cgroup(procs);
+        }
+    }
+    cluster.launch_all().await;
     let t0 = Instant::now();
     let urls = cluster.client_urls();
     let history: Arc<Mutex<Vec<Operation>>> = Arc::default();
@@ -139,7 +160,7 @@ pub async fn run(plan: Plan) -> Outcome {
     }
     let watch = tokio::spawn(watch_all(urls.clone(), stop.clone()));
 
-    let faults = inject(&mut cluster, &plan, t0).await;
+    let faults = inject(&mut cluster, &plan, t0, net.as_mut()).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     for c in clients {
         let _ = c.await;
@@ -163,31 +184,67 @@ pub async fn run(plan: Plan) -> Outcome {
 
 /// Applies a fault every 400-1000 ms until the run's time is up, then
 /// heals everything.
-async fn inject(cluster: &mut Cluster, plan: &Plan, t0: Instant) -> Vec<Fault> {
+async fn inject(
+    cluster: &mut Cluster,
+    plan: &Plan,
+    t0: Instant,
+    mut net: Option<&mut NetFaults>,
+) -> Vec<Fault> {
     let mut rng = Rng(plan.seed ^ 0xfa17);
     let mut faults = Vec::new();
+    let kinds = if net.is_some() { 5 } else { 3 };
     while t0.elapsed() < plan.duration {
         tokio::time::sleep(Duration::from_millis(400 + rng.below(600))).await;
         let i = rng.below(plan.members as u64) as usize;
         let name = cluster.members[i].name.clone();
         let pause = Duration::from_millis(200 + rng.below(800));
-        let what = match rng.below(3) {
-            0 => {
+        let (kind, what) = match (rng.below(kinds), net.as_deref_mut()) {
+            (0, _) => {
                 cluster.members[i].kill9();
                 tokio::time::sleep(pause).await;
                 cluster.members[i].launch();
-                format!("kill -9 {name}, restarted after {pause:?}")
+                ("kill", format!("kill -9 {name}, restarted after {pause:?}"))
             }
-            1 => {
+            (1, _) => {
                 cluster.members[i].sigstop();
                 tokio::time::sleep(pause).await;
                 cluster.members[i].sigcont();
-                format!("SIGSTOP {name} for {pause:?}")
+                ("stop", format!("SIGSTOP {name} for {pause:?}"))
             }
-            _ => "none".to_string(),
+            (2, Some(net)) => {
+                // Long enough, at times, for the rest to elect a leader.
+                let cut_for = pause * 2;
+                for (j, other) in cluster.members.iter().enumerate() {
+                    if j != i {
+                        net.cut(&name, &other.ports()).expect("cut");
+                        net.cut(&other.name, &cluster.members[i].ports())
+                            .expect("cut");
+                    }
+                }
+                tokio::time::sleep(cut_for).await;
+                net.heal().expect("heal");
+                (
+                    "partition",
+                    format!("{name} partitioned from the rest for {cut_for:?}"),
+                )
+            }
+            (3, Some(net)) => {
+                let j = (i + 1 + rng.below(plan.members as u64 - 1) as usize) % plan.members;
+                let to = cluster.members[j].name.clone();
+                let cut_for = pause * 2;
+                net.cut(&name, &cluster.members[j].ports()).expect("cut");
+                tokio::time::sleep(cut_for).await;
+                net.heal().expect("heal");
+                (
+                    "one-way",
+                    format!("{name} -> {to} lost (one way) for {cut_for:?}"),
+                )
+            }
+            _ => ("none", "none".to_string()),
         };
         faults.push(Fault {
             at_ms: t0.elapsed().as_millis(),
+            kind,
             what,
         });
     }
@@ -195,6 +252,9 @@ async fn inject(cluster: &mut Cluster, plan: &Plan, t0: Instant) -> Vec<Fault> {
         if !m.is_running() && m.pid().is_some() {
             m.sigcont();
         }
+    }
+    if let Some(net) = net {
+        net.heal().expect("heal");
     }
     faults
 }

@@ -9,6 +9,7 @@ mod cluster;
 pub mod etcdctl_pair;
 pub mod k8s;
 pub mod linearizability;
+pub mod netfault;
 pub mod pki;
 pub mod snapshots;
 
@@ -49,6 +50,9 @@ pub struct Server {
     /// Whether the process was sent SIGSTOP and not SIGCONT since.
     stopped: bool,
     dir: tempfile::TempDir,
+    /// The `cgroup.procs` file of the cgroup the process starts in (for
+    /// network faults aimed at it, see [`netfault`]).
+    cgroup: Option<PathBuf>,
 }
 
 /// The ports and URLs of one member, chosen before it starts.
@@ -246,6 +250,7 @@ impl Server {
             child: None,
             stopped: false,
             dir,
+            cgroup: None,
         }
     }
 
@@ -283,7 +288,19 @@ impl Server {
             .append(true)
             .open(self.log_path())
             .expect("log file");
-        let child = Command::new(self.program())
+        let mut command = match &self.cgroup {
+            // The shell joins the cgroup, then becomes the server (same
+            // pid), so every socket the server opens belongs to it.
+            Some(procs) => {
+                let mut c = Command::new("sh");
+                c.args(["-c", "echo $$ > \"$0\" && exec \"$@\""])
+                    .arg(procs)
+                    .arg(self.program());
+                c
+            }
+            None => Command::new(self.program()),
+        };
+        let child = command
             .args(&self.args)
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
@@ -366,6 +383,26 @@ impl Server {
         self.child
             .as_mut()
             .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// The peer and client ports (what a network fault aimed at this
+    /// member cuts).
+    pub fn ports(&self) -> Vec<u16> {
+        [&self.peer_url, &self.client_url]
+            .iter()
+            .map(|u| {
+                u.rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or_else(|| panic!("no port in {u}"))
+            })
+            .collect()
+    }
+
+    /// Starts the process in the cgroup whose `cgroup.procs` file is
+    /// `procs` from its next launch on.
+    pub fn set_cgroup(&mut self, procs: PathBuf) {
+        self.cgroup = Some(procs);
     }
 
     /// The process id, while it runs.

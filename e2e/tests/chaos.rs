@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use ferrocd_e2e::chaos::{check_watch, plant_lost_write, plant_stale_read, run, Plan};
 use ferrocd_e2e::linearizability::{check, State};
-use ferrocd_e2e::{require_tool, Kind};
+use ferrocd_e2e::netfault::NetFaults;
+use ferrocd_e2e::{in_ci, require_tool, Kind};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -20,7 +21,21 @@ fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// Whether partitions and one-way loss can be among the faults: in CI
+/// they must (root, iptables and cgroup2 are there).
+fn network_faults() -> bool {
+    match NetFaults::available() {
+        Ok(()) => true,
+        Err(e) if in_ci() => panic!("network faults are required in CI: {e}"),
+        Err(e) => {
+            eprintln!("runs without network faults: {e}");
+            false
+        }
+    }
+}
+
 async fn runs(kind: Kind) {
+    let network = network_faults();
     let runs = env("CHAOS_RUNS", 10);
     let secs = env("CHAOS_SECS", 3);
     let first = env(
@@ -30,6 +45,7 @@ async fn runs(kind: Kind) {
             .map_or(1, |d| d.as_secs()),
     );
     let (mut operations, mut acknowledged, mut events, mut faults) = (0, 0, 0, 0);
+    let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
     let mut failures = Vec::new();
     for i in 0..runs {
         let plan = Plan {
@@ -39,18 +55,22 @@ async fn runs(kind: Kind) {
             clients: 4,
             keys: 3,
             duration: Duration::from_secs(secs),
+            network,
         };
         let outcome = run(plan).await;
         operations += outcome.history.len();
         acknowledged += outcome.acknowledged;
         events += outcome.watch_events;
-        faults += outcome.faults.iter().filter(|f| f.what != "none").count();
+        faults += outcome.faults.iter().filter(|f| f.kind != "none").count();
+        for f in &outcome.faults {
+            *kinds.entry(f.kind).or_default() += 1;
+        }
         if !outcome.ok() {
             failures.push(outcome.report());
         }
     }
     println!(
-        "CHAOS {kind:?}: {runs} runs from seed {first}, {faults} faults, {operations} operations \
+        "CHAOS {kind:?}: {runs} runs from seed {first}, {faults} faults {kinds:?}, {operations} operations \
          ({acknowledged} acknowledged), {events} watch events checked, {} runs with violations",
         failures.len()
     );
@@ -85,6 +105,7 @@ async fn the_checker_finds_bugs_planted_in_a_recorded_history() {
         clients: 3,
         keys: 2,
         duration: Duration::from_secs(2),
+        network: false,
     })
     .await;
     assert!(outcome.ok(), "{}", outcome.report());
