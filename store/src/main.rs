@@ -50,6 +50,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ferrocd: {e:#}");
+            if e.is::<ferrocd::server::RaftFailed>() {
+                // Dropping the runtime would drop the databases, whose
+                // last flush could wait forever on a failed disk.
+                std::process::exit(1);
+            }
             ExitCode::FAILURE
         }
     }

@@ -23,7 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::{Stream, StreamExt};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::api::{self, Context};
 use crate::auth::AuthStore;
@@ -576,11 +576,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         "ready to serve client requests"
     );
 
+    let mut failure = None;
     tokio::select! {
         _ = shutdown => info!("shutting down"),
         _ = removed(raft.clone(), config.member_id, ctx.clone()) => {
             warn!("the member has been permanently removed from the cluster; shutting down");
         }
+        fatal = raft_failed(raft.clone()) => {
+            error!("raft stopped: {fatal}; exiting, so that a restart (once the cause is fixed) recovers from the log");
+            failure = Some(fatal);
+        }
+    }
+    if let Some(fatal) = failure {
+        // Nothing more may touch the disk: a failed disk can make the
+        // databases' last flush (also the one their handles do when
+        // dropped) wait forever. What was acknowledged is in the log.
+        std::mem::forget((ctx, raft, hub, lessor, db, wal));
+        return Err(RaftFailed(fatal).into());
     }
     let _ = stop_tx.send(true);
     // Open client connections would hold a graceful stop forever; give
@@ -602,6 +614,32 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     db.flush_async().await?;
     wal.flush_async().await?;
     Ok(())
+}
+
+/// Raft stopped on its own (see [`raft_failed`]): the process must exit
+/// without waiting for anything that touches the disk.
+#[derive(Debug, thiserror::Error)]
+#[error("raft stopped: {0}")]
+pub struct RaftFailed(pub String);
+
+/// Completes when raft stops on its own, with the reason: a storage error
+/// (a full disk, say) ends raft's core, after which the member can serve
+/// nothing. The process then exits, as etcd does on a failed disk write,
+/// so its supervisor restarts it; what was acknowledged is in the log.
+async fn raft_failed(raft: Raft) -> String {
+    let mut metrics = raft.metrics();
+    loop {
+        let failed = match &metrics.borrow().running_state {
+            Err(openraft::error::Fatal::Stopped) | Ok(()) => None,
+            Err(fatal) => Some(fatal.to_string()),
+        };
+        if let Some(fatal) = failed {
+            return fatal;
+        }
+        if metrics.changed().await.is_err() {
+            return "raft's core ended".to_string();
+        }
+    }
 }
 
 /// Accepted plain-text connections, with TCP_NODELAY: without it, small
