@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The long version of the randomized fault runs (e2e/tests/chaos.rs): N runs
-# per kind, on 3-member clusters of a release ferrocd and of etcd 3.4.
+# per kind, on 3- and 5-member clusters of a release ferrocd and of etcd 3.4.
 #
 #   scripts/chaos.sh --runs 100 [--secs 5] [--seed 12345]
 #

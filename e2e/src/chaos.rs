@@ -1,7 +1,8 @@
 //! Randomized fault runs: clients drive puts, gets, deletes and
 //! conditional puts through every member of a cluster while members are
 //! killed (-9) and restarted, frozen (SIGSTOP) and thawed, partitioned
-//! from the rest or cut off one way from another ([`crate::netfault`]);
+//! from the rest or cut off one way from another ([`crate::netfault`]),
+//! and leadership is moved;
 //! every
 //! operation is recorded with its call and return time, the history is
 //! checked for linearizability ([`crate::linearizability`]), and a watch
@@ -14,12 +15,13 @@ use std::time::{Duration, Instant};
 
 use ferrocd_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use ferrocd_proto::etcdserverpb::kv_client::KvClient;
+use ferrocd_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use ferrocd_proto::etcdserverpb::request_op::Request as Op;
 use ferrocd_proto::etcdserverpb::watch_client::WatchClient;
 use ferrocd_proto::etcdserverpb::watch_request::RequestUnion;
 use ferrocd_proto::etcdserverpb::{
-    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
-    WatchCreateRequest, WatchRequest,
+    Compare, DeleteRangeRequest, MoveLeaderRequest, PutRequest, RangeRequest, RequestOp,
+    TxnRequest, WatchCreateRequest, WatchRequest,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -45,7 +47,7 @@ pub struct Plan {
 #[derive(Debug, Clone)]
 pub struct Fault {
     pub at_ms: u128,
-    /// `kill`, `stop`, `partition`, `one-way` or `none`.
+    /// `kill`, `stop`, `move-leader`, `partition`, `one-way` or `none`.
     pub kind: &'static str,
     pub what: String,
 }
@@ -182,6 +184,42 @@ pub async fn run(plan: Plan) -> Outcome {
     }
 }
 
+/// Asks the leader, if the members agree on one, to hand leadership to
+/// member `to` (Maintenance.MoveLeader); says what happened.
+async fn move_leader(cluster: &Cluster, to: usize) -> String {
+    let name = &cluster.members[to].name;
+    let mut leader = None;
+    for m in &cluster.members {
+        if let Ok(status) = m.status().await {
+            let me = status.header.as_ref().map_or(0, |h| h.member_id);
+            if status.leader != 0 && status.leader == me {
+                leader = Some(m);
+            }
+        }
+    }
+    let Some(leader) = leader else {
+        return format!("no leader to move to {name}");
+    };
+    let target = match cluster.members[to].status().await {
+        Ok(s) => s.header.map_or(0, |h| h.member_id),
+        Err(e) => return format!("{name} did not answer: {e}"),
+    };
+    let Ok(channel) = leader.channel().await else {
+        return format!("{} (leader) did not answer", leader.name);
+    };
+    let mut client = MaintenanceClient::new(channel);
+    let mut request = tonic::Request::new(MoveLeaderRequest { target_id: target });
+    request.set_timeout(Duration::from_secs(3));
+    match client.move_leader(request).await {
+        Ok(_) => format!("leader {} moved to {name}", leader.name),
+        Err(e) => format!(
+            "leader {} not moved to {name}: {}",
+            leader.name,
+            e.message()
+        ),
+    }
+}
+
 /// Applies a fault every 400-1000 ms until the run's time is up, then
 /// heals everything.
 async fn inject(
@@ -192,7 +230,7 @@ async fn inject(
 ) -> Vec<Fault> {
     let mut rng = Rng(plan.seed ^ 0xfa17);
     let mut faults = Vec::new();
-    let kinds = if net.is_some() { 5 } else { 3 };
+    let kinds = if net.is_some() { 6 } else { 4 };
     while t0.elapsed() < plan.duration {
         tokio::time::sleep(Duration::from_millis(400 + rng.below(600))).await;
         let i = rng.below(plan.members as u64) as usize;
@@ -211,7 +249,8 @@ async fn inject(
                 cluster.members[i].sigcont();
                 ("stop", format!("SIGSTOP {name} for {pause:?}"))
             }
-            (2, Some(net)) => {
+            (2, _) => ("move-leader", move_leader(cluster, i).await),
+            (3, Some(net)) => {
                 // Long enough, at times, for the rest to elect a leader.
                 let cut_for = pause * 2;
                 for (j, other) in cluster.members.iter().enumerate() {
@@ -228,7 +267,7 @@ async fn inject(
                     format!("{name} partitioned from the rest for {cut_for:?}"),
                 )
             }
-            (3, Some(net)) => {
+            (4, Some(net)) => {
                 let j = (i + 1 + rng.below(plan.members as u64 - 1) as usize) % plan.members;
                 let to = cluster.members[j].name.clone();
                 let cut_for = pause * 2;

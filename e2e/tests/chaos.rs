@@ -1,5 +1,5 @@
-//! Randomized fault runs against 3-member clusters of ferrocd and, as the
-//! control, of etcd 3.4: every history must be linearizable and every watch
+//! Randomized fault runs against 3- and 5-member clusters of ferrocd and,
+//! as the control, of etcd 3.4: every history must be linearizable and every watch
 //! must keep etcd's guarantees (see `ferrocd_e2e::chaos`). CI runs a short
 //! version; `scripts/chaos.sh --runs N` a long one.
 //!
@@ -51,7 +51,8 @@ async fn runs(kind: Kind) {
         let plan = Plan {
             kind,
             seed: first + i,
-            members: 3,
+            // Every other run on 5 members.
+            members: if i % 2 == 1 { 5 } else { 3 },
             clients: 4,
             keys: 3,
             duration: Duration::from_secs(secs),
