@@ -100,11 +100,13 @@ impl Maintenance for MaintenanceService {
         self.admin(&request).await?;
         // etcd's learners answer only Status and serializable reads.
         self.ctx.reject_learner()?;
-        let (hash, compact_revision, hash_revision) = self
-            .ctx
-            .mvcc()
-            .hash_kv(request.get_ref().revision)
-            .map_err(|e| kv_status(KvError::Mvcc(e)))?;
+        // A whole-store scan: off the async runtime.
+        let (ctx, revision) = (self.ctx.clone(), request.get_ref().revision);
+        let (hash, compact_revision, hash_revision) =
+            tokio::task::spawn_blocking(move || ctx.mvcc().hash_kv(revision))
+                .await
+                .map_err(|e| Status::internal(format!("hashing the store: {e}")))?
+                .map_err(|e| kv_status(KvError::Mvcc(e)))?;
         Ok(Response::new(HashKvResponse {
             header: Some(self.ctx.header(0)),
             hash,

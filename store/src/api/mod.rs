@@ -399,6 +399,8 @@ fn kv_status(e: KvError) -> Status {
         KvError::Mvcc(MvccError::Storage(msg)) => {
             Status::internal(format!("etcdserver: storage error: {msg}"))
         }
+        // Only whole-store exports fail so, and they start over themselves.
+        KvError::Mvcc(MvccError::Changed) => Status::unavailable(MvccError::Changed.to_string()),
         KvError::KeyNotFound => EtcdError::KeyNotFound.into(),
         KvError::LeaseNotFound => EtcdError::LeaseNotFound.into(),
         KvError::LeaseExist => EtcdError::LeaseExist.into(),

@@ -36,10 +36,16 @@ impl ReadTxn<'_> {
     ) -> Result<Vec<StoredRevision>, MvccError> {
         let end = rev_key(Revision::new(upto, i64::MAX));
         let mut out = Vec::new();
-        for item in self.state.tree.range(rev_key(from)..=end).take(max) {
+        for item in self.state.tree.range(rev_key(from)..=end) {
+            if out.len() == max {
+                break;
+            }
             let (k, v) = item?;
             let rev = Revision::from_bytes(&k[1..]).ok_or_else(|| corrupt("revision key"))?;
             let (kind, kv) = decode_value(&v)?;
+            if !scan::is_kept(&self.state, rev, kind == KIND_TOMBSTONE, &kv.key) {
+                continue;
+            }
             out.push(StoredRevision {
                 rev,
                 tombstone: kind == KIND_TOMBSTONE,

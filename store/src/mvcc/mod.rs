@@ -10,9 +10,12 @@ mod export;
 mod import;
 mod index;
 mod leases;
+mod reclaim;
 mod revision;
+mod scan;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use ferrocd_proto::mvccpb::{event::EventType, Event, KeyValue};
@@ -40,6 +43,10 @@ pub enum MvccError {
     FutureRevision,
     #[error("mvcc: storage: {0}")]
     Storage(String),
+    /// A compaction or an installed snapshot changed the store during a
+    /// scan that cannot start over by itself.
+    #[error("mvcc: the store changed during the scan")]
+    Changed,
 }
 
 impl From<sled::Error> for MvccError {
@@ -98,6 +105,12 @@ struct State {
 /// writes are serialized by the raft apply loop.
 pub struct Mvcc {
     state: RwLock<State>,
+    /// The newest and the compacted revision, readable without a view
+    /// (every response header reads the revision).
+    current: AtomicI64,
+    compacted: AtomicI64,
+    /// Deletes what compactions freed.
+    reclaimer: reclaim::Reclaimer,
 }
 
 impl Mvcc {
@@ -105,7 +118,10 @@ impl Mvcc {
     pub fn open(tree: sled::Tree) -> Result<Self, MvccError> {
         let state = load_state(&tree)?;
         Ok(Mvcc {
+            current: AtomicI64::new(state.current),
+            compacted: AtomicI64::new(state.compacted),
             state: RwLock::new(state),
+            reclaimer: reclaim::Reclaimer::start(),
         })
     }
 
@@ -118,45 +134,10 @@ impl Mvcc {
         let mut loaded = load_state(&tree)?;
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         loaded.epoch = state.epoch + 1;
+        self.current.store(loaded.current, Ordering::SeqCst);
+        self.compacted.store(loaded.compacted, Ordering::SeqCst);
         *state = loaded;
         Ok(())
-    }
-
-    /// Hands every stored entry (data and metadata) to `sink`, in key order,
-    /// as of one consistent moment: writers wait until it returns.
-    pub fn export_to(&self, sink: &mut EntrySink<'_>) -> Result<(), MvccError> {
-        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-        for item in state.tree.iter() {
-            let (k, v) = item?;
-            sink(&k, &v).map_err(|e| MvccError::Storage(e.to_string()))?;
-        }
-        Ok(())
-    }
-
-    /// A checksum of the store's history up to revision `rev` (0: the
-    /// current one), as etcd's HashKV: every kept revision's key and value,
-    /// so members that applied the same log agree. Returns the hash, the
-    /// compacted revision and the revision hashed.
-    pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64, i64), MvccError> {
-        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-        let rev = if rev <= 0 { state.current } else { rev };
-        if rev > state.current {
-            return Err(MvccError::FutureRevision);
-        }
-        if rev < state.compacted {
-            return Err(MvccError::Compacted);
-        }
-        let mut hasher = crc32fast::Hasher::new();
-        let (from, to) = (
-            rev_key(Revision::new(0, 0)),
-            rev_key(Revision::new(rev, i64::MAX)),
-        );
-        for item in state.tree.range(from..=to) {
-            let (k, v) = item?;
-            hasher.update(&k);
-            hasher.update(&v);
-        }
-        Ok((hasher.finalize(), state.compacted, rev))
     }
 
     /// A consistent read-only view at the current revision.
@@ -172,6 +153,8 @@ impl Mvcc {
         let begin = state.current;
         WriteTxn {
             state,
+            mvcc: self,
+            freed: Vec::new(),
             batch: sled::Batch::default(),
             pending: HashMap::new(),
             begin,
@@ -182,15 +165,12 @@ impl Mvcc {
 
     /// The newest revision.
     pub fn current_revision(&self) -> i64 {
-        self.state.read().unwrap_or_else(|e| e.into_inner()).current
+        self.current.load(Ordering::SeqCst)
     }
 
     /// The revision of the last compaction, or -1 if none happened.
     pub fn compacted_revision(&self) -> i64 {
-        self.state
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .compacted
+        self.compacted.load(Ordering::SeqCst)
     }
 
     /// Number of keys the index tracks (live or with history).
@@ -277,6 +257,11 @@ impl ReadTxn<'_> {
             if !range.contains(&kv.key) {
                 continue;
             }
+            // A delete at the compacted revision itself was freed by the
+            // compaction, though perhaps not deleted yet.
+            if kind == KIND_TOMBSTONE && kv.mod_revision <= self.state.compacted {
+                continue;
+            }
             let r#type = if kind == KIND_TOMBSTONE {
                 EventType::Delete
             } else {
@@ -317,6 +302,10 @@ impl ReadView for ReadTxn<'_> {
 /// visible to other readers, and durable in the tree, on [`WriteTxn::commit`].
 pub struct WriteTxn<'a> {
     state: RwLockWriteGuard<'a, State>,
+    mvcc: &'a Mvcc,
+    /// Records compactions in this transaction freed, deleted once it is
+    /// written.
+    freed: Vec<Revision>,
     batch: sled::Batch,
     /// Values written in this transaction, not yet in the tree.
     pending: HashMap<Revision, KeyValue>,
@@ -417,8 +406,8 @@ impl WriteTxn<'_> {
             return Err(MvccError::FutureRevision);
         }
         for rev in self.state.index.compact(at) {
-            self.batch.remove(&rev_key(rev)[..]);
             self.pending.remove(&rev);
+            self.freed.push(rev);
         }
         self.state.compacted = at;
         self.batch
@@ -453,6 +442,12 @@ impl WriteTxn<'_> {
             .insert(meta_key(META_CURRENT), &current.to_be_bytes()[..]);
         let batch = std::mem::take(&mut self.batch);
         self.state.tree.apply_batch(batch)?;
+        self.mvcc.current.store(current, Ordering::SeqCst);
+        self.mvcc
+            .compacted
+            .store(self.state.compacted, Ordering::SeqCst);
+        let freed = std::mem::take(&mut self.freed);
+        self.mvcc.reclaimer.submit(self.state.tree.clone(), freed);
         Ok(())
     }
 
@@ -600,5 +595,7 @@ fn corrupt(what: &str) -> MvccError {
     MvccError::Storage(format!("corrupt data: {what}"))
 }
 
+#[cfg(test)]
+mod scan_tests;
 #[cfg(test)]
 mod tests;

@@ -141,6 +141,8 @@ fn compaction_frees_disk_entries() {
     let mut w = store.write();
     w.compact(11).unwrap();
     w.commit().unwrap();
+    // Freed records are deleted by the reclaimer's thread.
+    store.reclaimer.wait_idle();
     let after = tree.scan_prefix([REV_PREFIX]).count();
     assert_eq!((before, after), (10, 1));
 }

@@ -25,6 +25,8 @@ use crate::watch::WatchHub;
 use ferrocd_proto::etcdserverpb::{LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeResponse};
 
 const APPLIED: &str = "raft_applied";
+/// Chunked exports tried for a snapshot before one view is held throughout.
+const SNAPSHOT_EXPORT_ATTEMPTS: usize = 3;
 
 type Stored = StoredMembership<u64, super::Member>;
 
@@ -323,18 +325,35 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let (mvcc, backend) = (self.mvcc.clone(), self.backend.clone());
         tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
             let (generation, path) = backend.building_path();
-            let mut writer = SnapshotWriter::new(std::fs::File::create(&path).map_err(io_error)?)
-                .map_err(io_error)?;
-            // The export and the applied log id come from one consistent moment.
+            // The export and the applied log id come from one consistent
+            // moment. A chunked export that a compaction or an installed
+            // snapshot interrupted starts over; after a few, the export
+            // holds one view throughout.
             let applied_key = meta_key(APPLIED);
-            let mut applied = Applied::default();
-            mvcc.export_to(&mut |k, v| {
-                if k == applied_key.as_slice() {
-                    applied = bincode::deserialize(v).map_err(std::io::Error::other)?;
+            let mut attempt = 0;
+            let (writer, applied) = loop {
+                attempt += 1;
+                let mut writer =
+                    SnapshotWriter::new(std::fs::File::create(&path).map_err(io_error)?)
+                        .map_err(io_error)?;
+                let mut applied = Applied::default();
+                let mut sink = |k: &[u8], v: &[u8]| {
+                    if k == applied_key.as_slice() {
+                        applied = bincode::deserialize(v).map_err(std::io::Error::other)?;
+                    }
+                    writer.entry(k, v)
+                };
+                let exported = if attempt <= SNAPSHOT_EXPORT_ATTEMPTS {
+                    mvcc.export_to(&mut sink)
+                } else {
+                    mvcc.export_in_one_view(&mut sink)
+                };
+                match exported {
+                    Ok(()) => break (writer, applied),
+                    Err(MvccError::Changed) => continue,
+                    Err(e) => return Err(storage(e)),
                 }
-                writer.entry(k, v)
-            })
-            .map_err(storage)?;
+            };
             let (file, _) = writer.finish().map_err(io_error)?;
             file.sync_all().map_err(io_error)?;
             // openraft purges the log behind this snapshot next: what the

@@ -1,0 +1,126 @@
+//! Deletes the records a compaction freed, in bounded batches on a thread
+//! of its own, so that applying a compaction costs one small write however
+//! much history it frees. Until a job is done the freed records stay on
+//! disk, unreachable: no key index entry names them, and reads below the
+//! compacted revision are refused. A crash before the job ends loses
+//! nothing: opening the store compacts again at the recorded revision.
+//! Whole-store scans that read raw records (HashKV, exports) first wait
+//! for the jobs under way ([`Reclaimer::wait_idle`]).
+
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Condvar, Mutex};
+
+use super::{rev_key, Revision};
+
+/// Records deleted per sled batch.
+const BATCH: usize = 10_000;
+
+/// A job: records to delete from a tree.
+type Job = (sled::Tree, Vec<Revision>);
+
+/// Jobs not yet done, and (in tests) whether deleting is held off.
+#[derive(Default)]
+struct Pending {
+    jobs: usize,
+    held: bool,
+}
+
+/// The deleting thread and the count of jobs not yet done.
+pub(super) struct Reclaimer {
+    jobs: Mutex<Option<Sender<Job>>>,
+    pending: Arc<(Mutex<Pending>, Condvar)>,
+}
+
+impl Reclaimer {
+    /// Starts the thread; it ends when the reclaimer is dropped.
+    pub(super) fn start() -> Self {
+        let (tx, rx) = channel::<Job>();
+        let pending: Arc<(Mutex<Pending>, Condvar)> = Arc::default();
+        let done = pending.clone();
+        let spawned = std::thread::Builder::new()
+            .name("mvcc-reclaim".into())
+            .spawn(move || {
+                for (tree, freed) in rx {
+                    let (state, changed) = &*done;
+                    {
+                        let mut p = state.lock().unwrap_or_else(|e| e.into_inner());
+                        while p.held {
+                            p = changed.wait(p).unwrap_or_else(|e| e.into_inner());
+                        }
+                    }
+                    if let Err(e) = delete(&tree, &freed) {
+                        // Left for the compaction that opening the store
+                        // runs again.
+                        tracing::warn!("deleting {} compacted records: {e}", freed.len());
+                    }
+                    state.lock().unwrap_or_else(|e| e.into_inner()).jobs -= 1;
+                    changed.notify_all();
+                }
+            });
+        let jobs = match spawned {
+            Ok(_) => Some(tx),
+            // Without a thread, jobs run on the caller's.
+            Err(e) => {
+                tracing::warn!("no thread for compaction deletes ({e}); deleting inline");
+                None
+            }
+        };
+        Reclaimer {
+            jobs: Mutex::new(jobs),
+            pending,
+        }
+    }
+
+    /// Deletes `freed` from `tree`, later. Call once the batch that
+    /// recorded the compaction is written.
+    pub(super) fn submit(&self, tree: sled::Tree, freed: Vec<Revision>) {
+        if freed.is_empty() {
+            return;
+        }
+        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let (state, _) = &*self.pending;
+        state.lock().unwrap_or_else(|e| e.into_inner()).jobs += 1;
+        let inline = match jobs.as_ref() {
+            Some(tx) => tx.send((tree, freed)).err().map(|e| e.0),
+            None => Some((tree, freed)),
+        };
+        drop(jobs);
+        if let Some((tree, freed)) = inline {
+            if let Err(e) = delete(&tree, &freed) {
+                tracing::warn!("deleting {} compacted records: {e}", freed.len());
+            }
+            let (state, changed) = &*self.pending;
+            state.lock().unwrap_or_else(|e| e.into_inner()).jobs -= 1;
+            changed.notify_all();
+        }
+    }
+
+    /// Waits until every job submitted so far is done.
+    pub(super) fn wait_idle(&self) {
+        let (state, changed) = &*self.pending;
+        let mut p = state.lock().unwrap_or_else(|e| e.into_inner());
+        while p.jobs > 0 {
+            p = changed.wait(p).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Holds deleting off (`true`) or lets it go on: for tests that look
+    /// at the store while freed records are still on disk.
+    #[cfg(test)]
+    pub(super) fn hold(&self, held: bool) {
+        let (state, changed) = &*self.pending;
+        state.lock().unwrap_or_else(|e| e.into_inner()).held = held;
+        changed.notify_all();
+    }
+}
+
+fn delete(tree: &sled::Tree, freed: &[Revision]) -> Result<(), sled::Error> {
+    for chunk in freed.chunks(BATCH) {
+        let mut batch = sled::Batch::default();
+        for rev in chunk {
+            batch.remove(&rev_key(*rev)[..]);
+        }
+        tree.apply_batch(batch)?;
+    }
+    Ok(())
+}
