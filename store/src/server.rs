@@ -25,6 +25,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::{Stream, StreamExt};
 use tracing::{info, warn};
 
+use crate::alarm::Alarms;
 use crate::api::{self, Context};
 use crate::auth::AuthStore;
 use crate::authority;
@@ -229,10 +230,13 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
     let auth = Arc::new(auth);
     auth.restore_from(&mvcc)
         .context("reading users and roles")?;
+    let alarms = Arc::new(Alarms::new());
+    alarms.restore_from(&mvcc).context("reading alarms")?;
     let sm = StateMachine::new(
         mvcc.clone(),
         lessor.clone(),
         auth.clone(),
+        alarms.clone(),
         hub.clone(),
         backend,
     );
@@ -267,6 +271,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
         raft.clone(),
         mvcc.clone(),
         auth,
+        alarms,
         config.clone(),
         db.clone(),
         peers,

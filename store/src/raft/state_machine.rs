@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::backend::{Backend, Meta};
 use super::{io_error, read_error, LogId, Request, Response, StorageError, TypeConfig};
+use crate::alarm::Alarms;
 use crate::auth::{AuthStore, Outcome};
 use crate::kv::{self, KvError};
 use crate::lease::{self, Lessor};
@@ -41,6 +42,7 @@ pub struct StateMachine {
     mvcc: Arc<Mvcc>,
     lessor: Arc<Lessor>,
     auth: Arc<AuthStore>,
+    alarms: Arc<Alarms>,
     hub: Arc<WatchHub>,
     backend: Arc<Backend>,
     /// What the store records as applied, kept here so apply need not read
@@ -56,6 +58,7 @@ impl StateMachine {
         mvcc: Arc<Mvcc>,
         lessor: Arc<Lessor>,
         auth: Arc<AuthStore>,
+        alarms: Arc<Alarms>,
         hub: Arc<WatchHub>,
         backend: Arc<Backend>,
     ) -> Self {
@@ -63,6 +66,7 @@ impl StateMachine {
             mvcc,
             lessor,
             auth,
+            alarms,
             hub,
             backend,
             applied: None,
@@ -101,16 +105,34 @@ pub fn applied_in(view: &ReadTxn<'_>) -> Result<(u64, super::Membership), MvccEr
     Ok((index, applied.membership.membership().clone()))
 }
 
+/// What apply consults besides the store: leases, users and roles, alarms
+/// (each changed only by apply).
+struct Parts<'a> {
+    lessor: &'a Lessor,
+    auth: &'a AuthStore,
+    alarms: &'a Alarms,
+}
+
 /// Applies one request, of log entry `index`, inside `txn`. Deterministic:
-/// reads nothing but the store, the lessor's set of leases and the auth
-/// data (themselves changed only here).
+/// reads nothing but the store and its [`Parts`].
 fn execute(
     txn: &mut WriteTxn<'_>,
-    lessor: &Lessor,
-    auth: &AuthStore,
+    parts: &Parts<'_>,
     req: &InternalRequest,
     index: u64,
 ) -> Response {
+    let Parts {
+        lessor,
+        auth,
+        alarms,
+    } = *parts;
+    // An active alarm refuses writes before anything else looks at them,
+    // as etcd's capped and corrupt appliers do.
+    if let Some(request) = &req.request {
+        if let Err(e) = alarms.admits(request) {
+            return Response::Failed(e);
+        }
+    }
     if let Err(e) = auth.authorize(req, |lease| txn.lease_keys(lease)) {
         return Response::Refused(e);
     }
@@ -135,6 +157,7 @@ fn execute(
         // Checkpoints (remaining TTLs carried across leaders) are not used:
         // a new leader gives every lease a full TTL instead.
         Some(Internal::LeaseCheckpoint(_)) | None => Ok(Response::None),
+        Some(Internal::Alarm(r)) => Ok(Response::Alarm(alarms.apply(txn, r))),
         // Applied by the auth store above.
         Some(_) => Ok(Response::None),
     };
@@ -198,6 +221,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut txn = self.mvcc.write();
         let mut out = Vec::new();
         let mut changes = Vec::new();
+        let parts = Parts {
+            lessor: &self.lessor,
+            auth: &self.auth,
+            alarms: &self.alarms,
+        };
         for entry in entries {
             let mut responses = Vec::new();
             match &entry.payload {
@@ -207,7 +235,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     for req in &batch.requests {
                         txn.begin();
                         let index = entry.log_id.index;
-                        responses.push(execute(&mut txn, &self.lessor, &self.auth, req, index));
+                        responses.push(execute(&mut txn, &parts, req, index));
                         changes.extend(txn.end());
                     }
                 }
@@ -254,7 +282,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.backend.clone(),
             meta.clone(),
         );
-        let auth = self.auth.clone();
+        let (auth, alarms) = (self.auth.clone(), self.alarms.clone());
         tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
             let path = backend.receiving_path();
             // openraft hands back the file `begin_receiving_snapshot` made;
@@ -283,6 +311,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             mvcc.replace_tree(tree).map_err(storage)?;
             lessor.restore_from(&mvcc).map_err(storage)?;
             auth.restore_from(&mvcc).map_err(storage)?;
+            alarms.restore_from(&mvcc).map_err(storage)?;
             hub.restored();
             installed.forget_old().map_err(io_error)
         })
