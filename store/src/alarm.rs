@@ -8,6 +8,7 @@
 //! write, as etcd's capped and corrupt appliers do.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use ferrocd_proto::etcdserverpb::alarm_request::AlarmAction;
@@ -53,10 +54,24 @@ pub fn describe(m: &AlarmMember) -> String {
     format!("memberID:{} alarm:{alarm} ", m.member_id)
 }
 
+/// Whether applying `request` can grow the store: a put, a transaction
+/// with puts, a lease grant.
+pub fn grows(request: &Internal) -> bool {
+    match request {
+        Internal::Put(_) | Internal::LeaseGrant(_) => true,
+        Internal::Txn(t) => quota::txn_cost(t) > 0,
+        _ => false,
+    }
+}
+
 /// The active alarms, as (member, alarm type).
 #[derive(Default)]
 pub struct Alarms {
     active: Mutex<BTreeSet<(u64, i32)>>,
+    /// Set when a write that can grow the store is admitted, cleared when
+    /// an alarm is cleared: whether this member's database may have grown
+    /// since (see [`Alarms::take_growth`]).
+    grew: AtomicBool,
 }
 
 impl Alarms {
@@ -111,6 +126,7 @@ impl Alarms {
             }
             Ok(AlarmAction::Deactivate) if self.lock().remove(&(r.member_id, r.alarm)) => {
                 txn.remove_meta(&meta_name(r.member_id, r.alarm));
+                self.grew.store(false, Ordering::SeqCst);
                 vec![AlarmMember {
                     member_id: r.member_id,
                     alarm: r.alarm,
@@ -145,15 +161,25 @@ impl Alarms {
         if writes && raised(AlarmType::Corrupt) {
             return Err(KvError::Corrupt);
         }
-        let grows = match request {
-            Internal::Put(_) | Internal::LeaseGrant(_) => true,
-            Internal::Txn(t) => quota::txn_cost(t) > 0,
-            _ => false,
-        };
-        if grows && raised(AlarmType::Nospace) {
+        if grows(request) && raised(AlarmType::Nospace) {
             return Err(KvError::NoSpace);
         }
         Ok(())
+    }
+
+    /// Notes that `request` was admitted (see [`Alarms::admits`]).
+    pub fn note_admitted(&self, request: &Internal) {
+        if grows(request) {
+            self.grew.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether a write that can grow the store was admitted since the last
+    /// call and since the last alarm was cleared; resets it. etcd's apply
+    /// raises NOSPACE when such a write finds the database full, and only
+    /// then: a cleared alarm stays off until the next write.
+    pub fn take_growth(&self) -> bool {
+        self.grew.swap(false, Ordering::SeqCst)
     }
 }
 
@@ -349,5 +375,27 @@ mod tests {
     #[test]
     fn no_alarm_admits_everything() {
         assert_eq!(Alarms::new().admits(&put()), Ok(()));
+    }
+
+    #[test]
+    fn growth_is_reported_once_and_forgotten_when_an_alarm_is_cleared() {
+        let (alarms, mvcc) = (Alarms::new(), store());
+        alarms.note_admitted(&Internal::DeleteRange(DeleteRangeRequest::default()));
+        assert!(!alarms.take_growth());
+        alarms.note_admitted(&put());
+        assert!(alarms.take_growth());
+        assert!(!alarms.take_growth());
+        apply(
+            &alarms,
+            &mvcc,
+            request(AlarmAction::Activate, 7, AlarmType::Nospace),
+        );
+        alarms.note_admitted(&put());
+        apply(
+            &alarms,
+            &mvcc,
+            request(AlarmAction::Deactivate, 7, AlarmType::Nospace),
+        );
+        assert!(!alarms.take_growth());
     }
 }

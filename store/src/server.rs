@@ -508,6 +508,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         tokio::spawn(api::compactor::run(ctx.clone(), mode, stop_rx.clone()));
     }
     tokio::spawn(api::sweep_tokens(ctx.clone(), stop_rx.clone()));
+    tokio::spawn(api::watch_space(ctx.clone(), stop_rx.clone()));
     let client_tls = match &config.tls.client {
         Some(side) => Some(ServerTls::new(side.clone(), &[b"h2", b"http/1.1"])?),
         None => None,

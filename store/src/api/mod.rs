@@ -34,6 +34,7 @@ pub use kv::KvService;
 pub use lease::{expire_leases, LeaseService};
 pub use maintenance::MaintenanceService;
 pub use peer::PeerService;
+pub use quota_check::watch_space;
 pub use watch::WatchService;
 
 use crate::alarm::Alarms;

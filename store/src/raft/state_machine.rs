@@ -132,6 +132,7 @@ fn execute(
         if let Err(e) = alarms.admits(request) {
             return Response::Failed(e);
         }
+        alarms.note_admitted(request);
     }
     if let Err(e) = auth.authorize(req, |lease| txn.lease_keys(lease)) {
         return Response::Refused(e);
