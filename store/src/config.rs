@@ -13,6 +13,7 @@ use clap::Parser;
 
 use crate::auth::flags::{AuthFlags, AuthSettings};
 use crate::ids;
+use crate::quota::Quota;
 use crate::tls::flags::TlsSettings;
 use crate::tls::TlsFlags;
 pub use error::ConfigError;
@@ -136,9 +137,15 @@ pub struct Flags {
           alias = "experimental-watch-progress-notify-interval", value_parser = parse_duration)]
     pub watch_progress_notify_interval: Duration,
 
-    /// Accepted for compatibility; the backend quota is not enforced yet.
-    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES")]
-    pub quota_backend_bytes: Option<i64>,
+    /// Raise the NOSPACE alarm when the backend database exceeds this many
+    /// bytes (0: the 2 GiB default; negative: no quota).
+    #[arg(
+        long,
+        env = "ETCD_QUOTA_BACKEND_BYTES",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub quota_backend_bytes: i64,
 
     /// Auto compaction retention: a duration (or a number of hours) in
     /// periodic mode, a number of revisions in revision mode; 0 is off.
@@ -222,6 +229,8 @@ pub struct Config {
     pub self_signed_cert_validity: u32,
     /// Tokens and password hashes of the Auth service.
     pub auth: AuthSettings,
+    /// `--quota-backend-bytes`.
+    pub quota: Quota,
     /// Notes about flags accepted but not acted on, to log at start.
     pub ignored: Vec<String>,
 }
@@ -272,6 +281,8 @@ impl Config {
         let watch_progress_notify_interval = ranges::watch_progress_interval(&f)?;
         let limits = ranges::limits(&f)?;
         let auto_compaction = ranges::auto_compaction(&f)?;
+        let quota = Quota::from_flag(f.quota_backend_bytes);
+        notes.extend(quota.warning());
         notes.extend(ignored(&f));
         let cluster_id = ids::cluster_id(&initial_cluster.iter().map(|m| m.id).collect::<Vec<_>>());
         Ok(Config {
@@ -302,6 +313,7 @@ impl Config {
             self_signed_cert_validity: f.tls.self_signed_cert_validity,
             tls,
             auth,
+            quota,
             ignored: notes,
         })
     }
@@ -310,7 +322,6 @@ impl Config {
 /// Notes about flags accepted for compatibility but not acted on.
 fn ignored(f: &Flags) -> Vec<String> {
     [
-        ("quota-backend-bytes", f.quota_backend_bytes.is_some()),
         ("logger", f.logger.is_some()),
         ("log-outputs", f.log_outputs.is_some()),
         (
@@ -395,6 +406,28 @@ mod tests {
         assert_eq!(format!("{:x}", c.member_id), "8e9e05c52164694d");
         assert_eq!(c.max_request_bytes, 1_572_864);
         assert_eq!(c.max_txn_ops, 128);
+    }
+
+    #[test]
+    fn the_quota_flag_reads_as_etcds() {
+        let quota = |args: &[&str]| Config::from_flags(flags(args).unwrap()).unwrap().quota;
+        assert_eq!(quota(&[]), Quota::Bytes(crate::quota::DEFAULT_QUOTA_BYTES));
+        assert_eq!(quota(&["--quota-backend-bytes=4096"]), Quota::Bytes(4096));
+        // Go's flag package takes a negative value after a space too.
+        assert_eq!(quota(&["-quota-backend-bytes", "-1"]), Quota::Disabled);
+        let big = Config::from_flags(flags(&["--quota-backend-bytes=9000000000"]).unwrap());
+        assert!(big
+            .unwrap()
+            .ignored
+            .iter()
+            .any(|n| n.contains("maximum recommended")));
+    }
+
+    #[test]
+    fn a_quota_beyond_64_bits_is_refused_naming_the_flag() {
+        let err = flags(&["--quota-backend-bytes=99999999999999999999"]).unwrap_err();
+        assert!(err.to_string().contains("--quota-backend-bytes"), "{err}");
+        assert!(flags(&["--quota-backend-bytes=lots"]).is_err());
     }
 
     #[test]

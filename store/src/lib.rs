@@ -4,6 +4,7 @@
 //! errors and headers) -> [`raft`] (consensus, log, state machine) ->
 //! [`kv`] (etcd's KV semantics) -> [`mvcc`] (revisions on sled).
 
+pub mod alarm;
 pub mod api;
 pub mod auth;
 pub mod authority;
@@ -15,6 +16,7 @@ pub mod ids;
 pub mod kv;
 pub mod lease;
 pub mod mvcc;
+pub mod quota;
 pub mod raft;
 pub mod server;
 pub mod snapshot;

@@ -25,6 +25,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::{Stream, StreamExt};
 use tracing::{error, info, warn};
 
+use crate::alarm::Alarms;
 use crate::api::{self, Context};
 use crate::auth::AuthStore;
 use crate::authority;
@@ -238,10 +239,13 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
     let auth = Arc::new(auth);
     auth.restore_from(&mvcc)
         .context("reading users and roles")?;
+    let alarms = Arc::new(Alarms::new());
+    alarms.restore_from(&mvcc).context("reading alarms")?;
     let sm = StateMachine::new(
         mvcc.clone(),
         lessor.clone(),
         auth.clone(),
+        alarms.clone(),
         hub.clone(),
         backend,
     );
@@ -276,6 +280,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
         raft.clone(),
         mvcc.clone(),
         auth,
+        alarms,
         config.clone(),
         db.clone(),
         peers,
@@ -512,6 +517,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         tokio::spawn(api::compactor::run(ctx.clone(), mode, stop_rx.clone()));
     }
     tokio::spawn(api::sweep_tokens(ctx.clone(), stop_rx.clone()));
+    tokio::spawn(api::watch_space(ctx.clone(), stop_rx.clone()));
     let client_tls = match &config.tls.client {
         Some(side) => Some(ServerTls::new(side.clone(), &[b"h2", b"http/1.1"])?),
         None => None,

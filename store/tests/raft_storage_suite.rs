@@ -31,7 +31,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let lessor = Arc::new(Lessor::new(Lessor::min_ttl_for(Duration::from_secs(1))));
         let hub = WatchHub::new(mvcc.clone(), 1 << 20);
         let auth = Arc::new(AuthStore::new(Duration::from_secs(300)));
-        let sm = StateMachine::new(mvcc, lessor, auth, hub, backend);
+        let alarms = Arc::new(ferrocd::alarm::Alarms::new());
+        let sm = StateMachine::new(mvcc, lessor, auth, alarms, hub, backend);
         let log = LogStore::open(&meta, &dir.path().join("wal"))?;
         Ok((dir, log, sm))
     }

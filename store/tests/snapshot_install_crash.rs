@@ -33,7 +33,8 @@ fn open(dir: &Path) -> (Arc<Mvcc>, StateMachine) {
     let lessor = Arc::new(Lessor::new(Lessor::min_ttl_for(Duration::from_secs(1))));
     let hub = WatchHub::new(mvcc.clone(), 1 << 20);
     let auth = Arc::new(AuthStore::new(Duration::from_secs(300)));
-    let sm = StateMachine::new(mvcc.clone(), lessor, auth, hub, backend);
+    let alarms = Arc::new(ferrocd::alarm::Alarms::new());
+    let sm = StateMachine::new(mvcc.clone(), lessor, auth, alarms, hub, backend);
     (mvcc, sm)
 }
 

@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 use super::{invalid_status, kv_status, Context};
 use crate::auth::perms::{self, Access, Kind};
 use crate::kv::{self, validate, NoLeases};
+use crate::quota;
 use crate::raft::Response as Applied;
 
 /// etcd's KV service.
@@ -49,6 +50,10 @@ impl Kv for KvService {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        // The quota comes first, before credentials and validation, as in etcd.
+        self.ctx
+            .check_quota(quota::put_cost(request.get_ref()))
+            .await?;
         let who = self.ctx.caller(&request).await?;
         let r = request.into_inner();
         validate::put(&r).map_err(invalid_status)?;
@@ -76,6 +81,9 @@ impl Kv for KvService {
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        self.ctx
+            .check_quota(quota::txn_cost(request.get_ref()))
+            .await?;
         let who = self.ctx.caller(&request).await?;
         let r = request.into_inner();
         validate::txn(&r, self.ctx.config().max_txn_ops).map_err(invalid_status)?;

@@ -55,6 +55,10 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
+        // The quota comes first, before credentials and the TTL, as in etcd.
+        self.ctx
+            .check_quota(crate::quota::lease_grant_cost())
+            .await?;
         let who = self.ctx.caller(&request).await?;
         let mut r = request.into_inner();
         if r.ttl > MAX_TTL {

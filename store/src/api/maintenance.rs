@@ -10,9 +10,12 @@ use std::time::{Duration, Instant};
 use ferrocd_proto::ferrocdpb::TimeoutNowRequest;
 
 use super::unsupported::not_yet_rpcs;
-use super::{kv_status, not_yet, peer, Context, EtcdError};
+use super::{kv_status, peer, Context, EtcdError};
+use crate::alarm::describe;
 use crate::config::ETCD_VERSION;
 use crate::kv::KvError;
+use crate::raft::Response as Applied;
+use ferrocd_proto::ferrocdpb::internal_request::Request as Internal;
 
 type BoxStream<T> =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -42,6 +45,18 @@ impl Maintenance for MaintenanceService {
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let m = self.ctx.raft().metrics().borrow().clone();
         let db_size = self.ctx.db_size();
+        // As etcd: "no leader" first when there is none, then each alarm.
+        let mut errors = Vec::new();
+        if m.current_leader.is_none() {
+            errors.push(EtcdError::NoLeader.message().to_string());
+        }
+        errors.extend(
+            self.ctx
+                .alarms()
+                .get(AlarmType::None as i32)
+                .iter()
+                .map(describe),
+        );
         Ok(Response::new(StatusResponse {
             header: Some(self.ctx.header(0)),
             version: ETCD_VERSION.to_string(),
@@ -50,14 +65,14 @@ impl Maintenance for MaintenanceService {
             raft_index: m.last_log_index.unwrap_or(0),
             raft_term: self.ctx.raft_term(),
             raft_applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
-            errors: Vec::new(),
+            errors,
             db_size_in_use: db_size,
             is_learner: self.ctx.is_learner(),
             storage_version: ETCD_VERSION
                 .rsplit_once('.')
                 .map(|(v, _)| format!("{v}.0"))
                 .unwrap_or_default(),
-            db_size_quota: 0,
+            db_size_quota: self.ctx.config().quota.limit(),
             downgrade_info: None,
         }))
     }
@@ -68,16 +83,24 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<AlarmResponse>, Status> {
         // etcd's learners answer only Status and serializable reads.
         self.ctx.reject_learner()?;
-        // No alarm is ever raised yet (no space quota, no corruption check),
-        // so listing and disarming both answer with an empty list.
+        // Anyone may list, raise and clear alarms, as in etcd; listing too
+        // goes through raft, so it sees every alarm raised before it.
+        let who = self.ctx.caller(&request).await?;
         let r = request.into_inner();
-        if r.action == alarm_request::AlarmAction::Activate as i32 {
-            return Err(not_yet("raising alarms"));
+        if alarm_request::AlarmAction::try_from(r.action).is_err() {
+            return Err(Status::invalid_argument(format!(
+                "etcdserver: unknown alarm action {}",
+                r.action
+            )));
         }
-        Ok(Response::new(AlarmResponse {
-            header: Some(self.ctx.header(0)),
-            alarms: Vec::new(),
-        }))
+        // etcd 3.4 answers without a header; 3.5 and later (whose version
+        // ferrocd reports) fill it.
+        self.ctx
+            .write(who.as_ref(), Internal::Alarm(r), |a| match a {
+                Applied::Alarm(resp) => Ok(resp),
+                other => Err(other),
+            })
+            .await
     }
 
     async fn defragment(

@@ -12,6 +12,7 @@ mod lease;
 mod maintenance;
 mod peer;
 mod propose;
+mod quota_check;
 mod read_index;
 mod snapshot;
 mod unsupported;
@@ -33,8 +34,10 @@ pub use kv::KvService;
 pub use lease::{expire_leases, LeaseService};
 pub use maintenance::MaintenanceService;
 pub use peer::PeerService;
+pub use quota_check::watch_space;
 pub use watch::WatchService;
 
+use crate::alarm::Alarms;
 use crate::auth::{AuthError, AuthInfo, AuthStore};
 use crate::config::Config;
 use crate::kv::validate::Invalid;
@@ -52,8 +55,11 @@ struct Shared {
     raft: Raft,
     mvcc: Arc<Mvcc>,
     auth: Arc<AuthStore>,
+    alarms: Arc<Alarms>,
     config: Config,
     db: sled::Db,
+    /// The database's size for quota checks, read again only now and then.
+    db_size: quota_check::SizeProbe,
     peers: Arc<PeerClients>,
     proposer: propose::Proposer,
     reads: read_index::ReadIndex,
@@ -68,6 +74,7 @@ impl Context {
         raft: Raft,
         mvcc: Arc<Mvcc>,
         auth: Arc<AuthStore>,
+        alarms: Arc<Alarms>,
         config: Config,
         db: sled::Db,
         peers: Arc<PeerClients>,
@@ -88,7 +95,9 @@ impl Context {
                 raft,
                 mvcc,
                 auth,
+                alarms,
                 config,
+                db_size: quota_check::SizeProbe::default(),
                 db,
                 peers,
                 next_id: AtomicU64::new(1),
@@ -109,6 +118,11 @@ impl Context {
     /// Users, roles and tokens.
     pub fn auth(&self) -> &AuthStore {
         &self.inner.auth
+    }
+
+    /// The alarms this member has applied.
+    pub fn alarms(&self) -> &Alarms {
+        &self.inner.alarms
     }
 
     pub fn config(&self) -> &Config {
@@ -376,7 +390,8 @@ with_header!(
     ferrocd_proto::etcdserverpb::TxnResponse,
     ferrocd_proto::etcdserverpb::CompactionResponse,
     ferrocd_proto::etcdserverpb::LeaseGrantResponse,
-    ferrocd_proto::etcdserverpb::LeaseRevokeResponse
+    ferrocd_proto::etcdserverpb::LeaseRevokeResponse,
+    ferrocd_proto::etcdserverpb::AlarmResponse
 );
 
 /// Where this member's generated lease ids start: its member id's low 16
@@ -405,6 +420,8 @@ fn kv_status(e: KvError) -> Status {
         KvError::LeaseNotFound => EtcdError::LeaseNotFound.into(),
         KvError::LeaseExist => EtcdError::LeaseExist.into(),
         KvError::ReadOnly => Status::internal("etcdserver: write in a read-only transaction"),
+        KvError::NoSpace => EtcdError::NoSpace.into(),
+        KvError::Corrupt => EtcdError::Corrupt.into(),
     }
 }
 

@@ -75,6 +75,9 @@ struct Fixed {
     /// (id, TTL), in any order.
     leases: Vec<(i64, i64)>,
     auth: crate::auth::EtcdAuthBuckets,
+    /// The active alarms, each as etcd's `alarm` bucket key (the
+    /// `AlarmMember` in protobuf), sorted.
+    alarms: Vec<Vec<u8>>,
 }
 
 fn export_once(
@@ -96,6 +99,14 @@ fn export_once(
             membership,
             leases: lease::records(view.meta_with_prefix(lease::META_PREFIX)?)?,
             auth: crate::auth::etcd_buckets(&view)?,
+            alarms: {
+                let mut keys: Vec<Vec<u8>> = crate::alarm::records_in(&view)?
+                    .iter()
+                    .map(Message::encode_to_vec)
+                    .collect();
+                keys.sort();
+                keys
+            },
         }
     };
     tracing::info!(
@@ -107,6 +118,10 @@ fn export_once(
     // Buckets in name order, as the writer needs them.
     let mut w = DbWriter::new(&mut *file)?;
     w.bucket(ALARM)?;
+    // etcd keeps each alarm as a key with an empty value.
+    for key in &fixed.alarms {
+        w.put(key, &[])?;
+    }
     w.bucket(AUTH)?;
     if let Some(enabled) = fixed.auth.enabled {
         w.put(AUTH_ENABLED, &[u8::from(enabled)])?;

@@ -187,3 +187,38 @@ fn status_counts_every_bucket_and_takes_the_last_revision() {
     // 2 revisions, authRevision, clusterVersion, consistent_index.
     assert_eq!(s.total_key, 5);
 }
+
+#[test]
+fn active_alarms_are_keys_of_the_alarm_bucket_as_etcd_writes_them() {
+    use ferrocd_proto::etcdserverpb::alarm_request::AlarmAction;
+    use ferrocd_proto::etcdserverpb::{AlarmMember, AlarmRequest, AlarmType};
+    let (_db, mvcc) = store();
+    let alarms = crate::alarm::Alarms::new();
+    for (action, member_id) in [
+        (AlarmAction::Activate, 10276657743932975437),
+        (AlarmAction::Activate, 2),
+        (AlarmAction::Deactivate, 2),
+    ] {
+        write(&mvcc, |t| {
+            let r = AlarmRequest {
+                action: action as i32,
+                member_id,
+                alarm: AlarmType::Nospace as i32,
+            };
+            alarms.apply(t, &r);
+        });
+    }
+    let (_dir, db, _) = export_to_file(&mvcc, &|| false);
+    let member = AlarmMember {
+        member_id: 10276657743932975437,
+        alarm: AlarmType::Nospace as i32,
+    };
+    // The key etcd 3.4 writes for this alarm (read from one of its
+    // snapshots): the AlarmMember in protobuf, with an empty value.
+    let etcds_key = b"\x08\xcd\xd2\x91\x8b\xd2\xb8\x81\xcf\x8e\x01\x10\x01".to_vec();
+    assert_eq!(member.encode_to_vec(), etcds_key);
+    assert_eq!(
+        bucket(&db, ALARM),
+        BTreeMap::from([(etcds_key, Vec::new())])
+    );
+}

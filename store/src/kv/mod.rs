@@ -31,6 +31,14 @@ pub enum KvError {
     /// A write op reached a read-only view; validation should prevent this.
     #[error("write in a read-only transaction")]
     ReadOnly,
+    // Later variants go last: apply results cross between members (bincode
+    // numbers variants in order).
+    /// The NOSPACE alarm is active: nothing that grows the store applies.
+    #[error("database space exceeded")]
+    NoSpace,
+    /// The CORRUPT alarm is active: no write applies.
+    #[error("corrupt cluster")]
+    Corrupt,
 }
 
 /// What KV requests may ask of the rest of the state machine.

@@ -17,8 +17,8 @@ mod state_machine;
 mod wal;
 
 use ferrocd_proto::etcdserverpb::{
-    CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse,
-    TxnResponse,
+    AlarmResponse, CompactionResponse, DeleteRangeResponse, LeaseGrantResponse,
+    LeaseRevokeResponse, PutResponse, TxnResponse,
 };
 use ferrocd_proto::ferrocdpb::{InternalBatch, InternalRequest};
 use serde::{Deserialize, Serialize};
@@ -95,6 +95,8 @@ pub enum Response {
     AuthDone,
     /// A user logged in: its token.
     Token(String),
+    /// An Alarm request was applied.
+    Alarm(#[serde(with = "proto_bytes")] AlarmResponse),
 }
 
 /// Serde for protobuf messages: their protobuf encoding as bytes.
@@ -145,6 +147,8 @@ mod tests {
             Response::Failed(KvError::KeyNotFound),
             Response::Refused(AuthError::PermissionDenied),
             Response::Token("abcdefghijklmnop.7".into()),
+            Response::Failed(KvError::NoSpace),
+            Response::Alarm(AlarmResponse::default()),
         ] {
             let bytes = bincode::serialize(&resp).unwrap();
             assert_eq!(bincode::deserialize::<Response>(&bytes).unwrap(), resp);

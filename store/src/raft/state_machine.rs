@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::backend::{Backend, Meta};
 use super::{io_error, read_error, LogId, Request, Response, StorageError, TypeConfig};
+use crate::alarm::Alarms;
 use crate::auth::{AuthStore, Outcome};
 use crate::kv::{self, KvError};
 use crate::lease::{self, Lessor};
@@ -43,6 +44,7 @@ pub struct StateMachine {
     mvcc: Arc<Mvcc>,
     lessor: Arc<Lessor>,
     auth: Arc<AuthStore>,
+    alarms: Arc<Alarms>,
     hub: Arc<WatchHub>,
     backend: Arc<Backend>,
     /// What the store records as applied, kept here so apply need not read
@@ -58,6 +60,7 @@ impl StateMachine {
         mvcc: Arc<Mvcc>,
         lessor: Arc<Lessor>,
         auth: Arc<AuthStore>,
+        alarms: Arc<Alarms>,
         hub: Arc<WatchHub>,
         backend: Arc<Backend>,
     ) -> Self {
@@ -65,6 +68,7 @@ impl StateMachine {
             mvcc,
             lessor,
             auth,
+            alarms,
             hub,
             backend,
             applied: None,
@@ -117,16 +121,35 @@ pub fn applied_record(
     Ok((APPLIED, bincode::serialize(&applied)?))
 }
 
+/// What apply consults besides the store: leases, users and roles, alarms
+/// (each changed only by apply).
+struct Parts<'a> {
+    lessor: &'a Lessor,
+    auth: &'a AuthStore,
+    alarms: &'a Alarms,
+}
+
 /// Applies one request, of log entry `index`, inside `txn`. Deterministic:
-/// reads nothing but the store, the lessor's set of leases and the auth
-/// data (themselves changed only here).
+/// reads nothing but the store and its [`Parts`].
 fn execute(
     txn: &mut WriteTxn<'_>,
-    lessor: &Lessor,
-    auth: &AuthStore,
+    parts: &Parts<'_>,
     req: &InternalRequest,
     index: u64,
 ) -> Response {
+    let Parts {
+        lessor,
+        auth,
+        alarms,
+    } = *parts;
+    // An active alarm refuses writes before anything else looks at them,
+    // as etcd's capped and corrupt appliers do.
+    if let Some(request) = &req.request {
+        if let Err(e) = alarms.admits(request) {
+            return Response::Failed(e);
+        }
+        alarms.note_admitted(request);
+    }
     if let Err(e) = auth.authorize(req, |lease| txn.lease_keys(lease)) {
         return Response::Refused(e);
     }
@@ -151,6 +174,7 @@ fn execute(
         // Checkpoints (remaining TTLs carried across leaders) are not used:
         // a new leader gives every lease a full TTL instead.
         Some(Internal::LeaseCheckpoint(_)) | None => Ok(Response::None),
+        Some(Internal::Alarm(r)) => Ok(Response::Alarm(alarms.apply(txn, r))),
         // Applied by the auth store above.
         Some(_) => Ok(Response::None),
     };
@@ -214,6 +238,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut txn = self.mvcc.write();
         let mut out = Vec::new();
         let mut changes = Vec::new();
+        let parts = Parts {
+            lessor: &self.lessor,
+            auth: &self.auth,
+            alarms: &self.alarms,
+        };
         for entry in entries {
             let mut responses = Vec::new();
             match &entry.payload {
@@ -223,7 +252,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     for req in &batch.requests {
                         txn.begin();
                         let index = entry.log_id.index;
-                        responses.push(execute(&mut txn, &self.lessor, &self.auth, req, index));
+                        responses.push(execute(&mut txn, &parts, req, index));
                         changes.extend(txn.end());
                     }
                 }
@@ -270,7 +299,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.backend.clone(),
             meta.clone(),
         );
-        let auth = self.auth.clone();
+        let (auth, alarms) = (self.auth.clone(), self.alarms.clone());
         tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
             let path = backend.receiving_path();
             // openraft hands back the file `begin_receiving_snapshot` made;
@@ -299,6 +328,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             mvcc.replace_tree(tree).map_err(storage)?;
             lessor.restore_from(&mvcc).map_err(storage)?;
             auth.restore_from(&mvcc).map_err(storage)?;
+            alarms.restore_from(&mvcc).map_err(storage)?;
             hub.restored();
             installed.forget_old().map_err(io_error)
         })
