@@ -173,6 +173,11 @@ pub struct Flags {
     #[arg(long, env = "ETCD_LISTEN_METRICS_URLS")]
     pub listen_metrics_urls: Option<String>,
 
+    /// Detail of /metrics: "basic", or "extensive" to add the per-method
+    /// gRPC latency histograms.
+    #[arg(long, env = "ETCD_METRICS", default_value = "basic", value_parser = ["basic", "extensive"])]
+    pub metrics: String,
+
     #[command(flatten)]
     pub tls: TlsFlags,
 
@@ -221,6 +226,8 @@ pub struct Config {
     pub self_signed_cert_validity: u32,
     /// Tokens and password hashes of the Auth service.
     pub auth: AuthSettings,
+    /// `--metrics`.
+    pub metrics: crate::metrics::Detail,
     /// Notes about flags accepted but not acted on, to log at start.
     pub ignored: Vec<String>,
 }
@@ -301,6 +308,11 @@ impl Config {
             self_signed_cert_validity: f.tls.self_signed_cert_validity,
             tls,
             auth,
+            metrics: if f.metrics == "extensive" {
+                crate::metrics::Detail::Extensive
+            } else {
+                crate::metrics::Detail::Basic
+            },
             ignored: notes,
         })
     }

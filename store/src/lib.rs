@@ -14,6 +14,7 @@ pub mod http;
 pub mod ids;
 pub mod kv;
 pub mod lease;
+pub mod metrics;
 pub mod mvcc;
 pub mod raft;
 pub mod server;
