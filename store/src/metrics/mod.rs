@@ -328,6 +328,16 @@ impl Metrics {
         Ok(out)
     }
 
+    /// Starts the per-peer counters of peer `label` at zero, so that rates
+    /// over them (etcd's alert on send failures) have a series from the
+    /// start.
+    pub fn peer_known(&self, label: &str) {
+        self.peer_sent_bytes.with_label_values(&[label]);
+        self.peer_received_bytes.with_label_values(&[label]);
+        self.peer_sent_failures.with_label_values(&[label]);
+        self.peer_received_failures.with_label_values(&[label]);
+    }
+
     /// Counts a peer call to `to` that could not be completed.
     pub fn peer_send_failed(&self, to: &str) {
         self.peer_sent_failures.with_label_values(&[to]).inc();

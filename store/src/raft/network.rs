@@ -174,10 +174,12 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: u64, node: &Member) -> Peer {
+        let label = crate::metrics::peer_label(target);
+        crate::metrics::get().peer_known(&label);
         Peer {
             peers: self.peers.clone(),
             target,
-            label: crate::metrics::peer_label(target),
+            label,
             url: node.peer_urls.first().cloned().unwrap_or_default(),
             client: self.peers.member(node).map_err(|e| e.to_string()),
             cluster_id: self.peers.cluster_id(),
