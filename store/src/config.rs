@@ -409,6 +409,17 @@ mod tests {
     }
 
     #[test]
+    fn metrics_detail_is_basic_unless_extensive() {
+        use crate::metrics::Detail;
+        let detail = |args: &[&str]| Config::from_flags(flags(args).unwrap()).unwrap().metrics;
+        assert_eq!(detail(&[]), Detail::Basic);
+        assert_eq!(detail(&["--metrics", "basic"]), Detail::Basic);
+        assert_eq!(detail(&["-metrics=extensive"]), Detail::Extensive);
+        let e = flags(&["--metrics", "everything"]).unwrap_err().to_string();
+        assert!(e.contains("[possible values: basic, extensive]"), "{e}");
+    }
+
+    #[test]
     fn go_style_single_dash_flags_work() {
         let c = Config::from_flags(flags(&["-name", "n1", "-data-dir=/tmp/x"]).unwrap()).unwrap();
         assert_eq!(c.name, "n1");

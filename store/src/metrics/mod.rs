@@ -328,19 +328,18 @@ impl Metrics {
         Ok(out)
     }
 
-    /// Starts the per-peer counters of peer `label` at zero, so that rates
-    /// over them (etcd's alert on send failures) have a series from the
-    /// start.
-    pub fn peer_known(&self, label: &str) {
-        self.peer_sent_bytes.with_label_values(&[label]);
-        self.peer_received_bytes.with_label_values(&[label]);
-        self.peer_sent_failures.with_label_values(&[label]);
-        self.peer_received_failures.with_label_values(&[label]);
-    }
-
-    /// Counts a peer call to `to` that could not be completed.
-    pub fn peer_send_failed(&self, to: &str) {
-        self.peer_sent_failures.with_label_values(&[to]).inc();
+    /// The counters of peer `id`, resolved once for a connection's life;
+    /// they start at zero, so that rates over them (etcd's alert on send
+    /// failures) have a series from the start.
+    pub fn peer(&self, id: u64) -> PeerMetrics {
+        let label = [peer_label(id)];
+        PeerMetrics {
+            sent_bytes: self.peer_sent_bytes.with_label_values(&label),
+            received_bytes: self.peer_received_bytes.with_label_values(&label),
+            sent_failures: self.peer_sent_failures.with_label_values(&label),
+            received_failures: self.peer_received_failures.with_label_values(&label),
+            rtt: self.peer_rtt.with_label_values(&label),
+        }
     }
 }
 
@@ -404,6 +403,15 @@ pub fn spawn_leader_watch(raft: crate::raft::Raft) {
             }
         }
     });
+}
+
+/// One peer's series of the `etcd_network_peer_*` families.
+pub struct PeerMetrics {
+    pub sent_bytes: IntCounter,
+    pub received_bytes: IntCounter,
+    pub sent_failures: IntCounter,
+    pub received_failures: IntCounter,
+    pub rtt: Histogram,
 }
 
 /// The cluster version etcd reports: the server version's major.minor.

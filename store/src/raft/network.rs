@@ -163,8 +163,8 @@ impl Network {
 pub struct Peer {
     peers: Arc<PeerClients>,
     target: u64,
-    /// `target` as metrics label it.
-    label: String,
+    /// This peer's series of the peer metrics.
+    metrics: crate::metrics::PeerMetrics,
     url: String,
     client: Result<PeerClient<Channel>, String>,
     cluster_id: u64,
@@ -174,12 +174,10 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: u64, node: &Member) -> Peer {
-        let label = crate::metrics::peer_label(target);
-        crate::metrics::get().peer_known(&label);
         Peer {
             peers: self.peers.clone(),
             target,
-            label,
+            metrics: crate::metrics::get().peer(target),
             url: node.peer_urls.first().cloned().unwrap_or_default(),
             client: self.peers.member(node).map_err(|e| e.to_string()),
             cluster_id: self.peers.cluster_id(),
@@ -270,10 +268,7 @@ impl Peer {
         };
         let result: Result<T, RaftError<u64, E>> =
             bincode::deserialize(&msg.payload).map_err(|e| {
-                crate::metrics::get()
-                    .peer_received_failures
-                    .with_label_values(&[&self.label])
-                    .inc();
+                self.metrics.received_failures.inc();
                 RPCError::Network(NetworkError::new(&Failure(e.to_string())))
             })?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
@@ -282,24 +277,19 @@ impl Peer {
     /// Counts a call to this peer: bytes both ways, the round trip of a
     /// heartbeat, or the failure (of a heartbeat too).
     fn count(&self, sent: Sent, answer: &Result<tonic::Response<RaftMessage>, tonic::Status>) {
-        let m = crate::metrics::get();
-        let to = [self.label.as_str()];
+        let m = &self.metrics;
         match answer {
             Ok(resp) => {
-                m.peer_sent_bytes.with_label_values(&to).inc_by(sent.bytes);
-                m.peer_received_bytes
-                    .with_label_values(&to)
-                    .inc_by(resp.get_ref().payload.len() as u64);
+                m.sent_bytes.inc_by(sent.bytes);
+                m.received_bytes.inc_by(resp.get_ref().payload.len() as u64);
                 if sent.heartbeat {
-                    m.peer_rtt
-                        .with_label_values(&to)
-                        .observe(sent.at.elapsed().as_secs_f64());
+                    m.rtt.observe(sent.at.elapsed().as_secs_f64());
                 }
             }
             Err(_) => {
-                m.peer_send_failed(&self.label);
+                m.sent_failures.inc();
                 if sent.heartbeat {
-                    m.heartbeat_send_failures.inc();
+                    crate::metrics::get().heartbeat_send_failures.inc();
                 }
             }
         }
