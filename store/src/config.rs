@@ -181,6 +181,11 @@ pub struct Flags {
     #[arg(long, env = "ETCD_LISTEN_METRICS_URLS")]
     pub listen_metrics_urls: Option<String>,
 
+    /// Detail of /metrics: "basic", or "extensive" to add the per-method
+    /// gRPC latency histograms.
+    #[arg(long, env = "ETCD_METRICS", default_value = "basic", value_parser = ["basic", "extensive"])]
+    pub metrics: String,
+
     #[command(flatten)]
     pub tls: TlsFlags,
 
@@ -231,6 +236,8 @@ pub struct Config {
     pub auth: AuthSettings,
     /// `--quota-backend-bytes`.
     pub quota: Quota,
+    /// `--metrics`.
+    pub metrics: crate::metrics::Detail,
     /// Notes about flags accepted but not acted on, to log at start.
     pub ignored: Vec<String>,
 }
@@ -314,6 +321,11 @@ impl Config {
             tls,
             auth,
             quota,
+            metrics: if f.metrics == "extensive" {
+                crate::metrics::Detail::Extensive
+            } else {
+                crate::metrics::Detail::Basic
+            },
             ignored: notes,
         })
     }
@@ -428,6 +440,17 @@ mod tests {
         let err = flags(&["--quota-backend-bytes=99999999999999999999"]).unwrap_err();
         assert!(err.to_string().contains("--quota-backend-bytes"), "{err}");
         assert!(flags(&["--quota-backend-bytes=lots"]).is_err());
+    }
+
+    #[test]
+    fn metrics_detail_is_basic_unless_extensive() {
+        use crate::metrics::Detail;
+        let detail = |args: &[&str]| Config::from_flags(flags(args).unwrap()).unwrap().metrics;
+        assert_eq!(detail(&[]), Detail::Basic);
+        assert_eq!(detail(&["--metrics", "basic"]), Detail::Basic);
+        assert_eq!(detail(&["-metrics=extensive"]), Detail::Extensive);
+        let e = flags(&["--metrics", "everything"]).unwrap_err().to_string();
+        assert!(e.contains("[possible values: basic, extensive]"), "{e}");
     }
 
     #[test]

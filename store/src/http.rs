@@ -1,6 +1,7 @@
 //! Plain HTTP endpoints served on the client port beside gRPC, as etcd
 //! serves them: `/health`, `/livez`, `/readyz`, `/version`, `/metrics`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -8,16 +9,17 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use prometheus::{Encoder, IntGauge, Registry, TextEncoder};
 use serde_json::json;
 
 use crate::api::Context;
 use crate::config::ETCD_VERSION;
+use crate::metrics;
+use crate::watch::WatchHub;
 
 /// Adds the HTTP endpoints to `router`.
-pub fn routes(router: Router, ctx: Context) -> Router {
+pub fn routes(router: Router, ctx: Context, hub: Arc<WatchHub>) -> Router {
     router.merge(
-        metrics_routes(ctx.clone()).merge(
+        metrics_routes(ctx.clone(), hub).merge(
             Router::new()
                 .route("/livez", get(livez))
                 .route("/readyz", get(readyz))
@@ -28,14 +30,13 @@ pub fn routes(router: Router, ctx: Context) -> Router {
 }
 
 /// `/metrics` and `/health`: what `--listen-metrics-urls` serves.
-pub fn metrics_routes(ctx: Context) -> Router {
-    let metrics = Metrics::new();
+pub fn metrics_routes(ctx: Context, hub: Arc<WatchHub>) -> Router {
     Router::new()
         .route("/health", get(health))
         .with_state(ctx.clone())
         .route(
             "/metrics",
-            get(move || metrics_text(ctx.clone(), metrics.clone())),
+            get(move || metrics_text(ctx.clone(), hub.clone())),
         )
 }
 
@@ -56,7 +57,13 @@ async fn healthy(ctx: &Context) -> Result<(), String> {
 }
 
 async fn health(State(ctx): State<Context>) -> impl IntoResponse {
-    match healthy(&ctx).await {
+    let result = healthy(&ctx).await;
+    let m = metrics::get();
+    match &result {
+        Ok(()) => m.health_success.inc(),
+        Err(_) => m.health_failures.inc(),
+    }
+    match result {
         Ok(()) => (
             StatusCode::OK,
             Json(json!({"health": "true", "reason": ""})),
@@ -100,63 +107,34 @@ async fn version() -> impl IntoResponse {
     }))
 }
 
-/// Metrics kept in etcd's names where one exists.
-#[derive(Clone)]
-struct Metrics {
-    registry: Registry,
-    has_leader: IntGauge,
-    db_size: IntGauge,
-    keys: IntGauge,
-    revision: IntGauge,
-}
-
-impl Metrics {
-    fn new() -> Self {
-        let registry = Registry::new();
-        let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect("valid metric name");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("unique metric");
-            g
-        };
-        let m = Metrics {
-            has_leader: gauge(
-                "etcd_server_has_leader",
-                "Whether or not a leader exists. 1 is existence, 0 is not.",
-            ),
-            db_size: gauge(
-                "etcd_mvcc_db_total_size_in_bytes",
-                "Total size of the underlying database in bytes.",
-            ),
-            keys: gauge(
-                "etcd_debugging_mvcc_keys_total",
-                "Total number of keys with history.",
-            ),
-            revision: gauge(
-                "etcd_debugging_mvcc_current_revision",
-                "The current revision of the store.",
-            ),
-            registry,
-        };
-        let process = prometheus::process_collector::ProcessCollector::for_self();
-        m.registry
-            .register(Box::new(process))
-            .expect("process metrics");
-        m
+/// Reads the metrics that are state rather than events, then encodes all.
+async fn metrics_text(ctx: Context, hub: Arc<WatchHub>) -> impl IntoResponse {
+    let m = metrics::get();
+    {
+        let raft = ctx.raft().metrics();
+        let raft = raft.borrow();
+        m.has_leader.set(i64::from(raft.current_leader.is_some()));
+        m.is_leader.set(i64::from(
+            raft.current_leader == Some(ctx.config().member_id),
+        ));
+        m.proposals_applied
+            .set(raft.last_applied.map_or(0, |l| l.index) as i64);
     }
-}
-
-async fn metrics_text(ctx: Context, m: Metrics) -> impl IntoResponse {
-    m.has_leader.set(i64::from(
-        ctx.raft().metrics().borrow().current_leader.is_some(),
-    ));
-    m.db_size.set(ctx.db_size());
-    m.keys.set(ctx.mvcc().key_count() as i64);
-    m.revision.set(ctx.mvcc().current_revision());
-    let mut out = Vec::new();
-    match TextEncoder::new().encode(&m.registry.gather(), &mut out) {
-        Ok(()) => (
+    m.is_learner.set(i64::from(ctx.is_learner()));
+    m.set_member_id(ctx.config().member_id);
+    m.quota_backend_bytes.set(ctx.config().quota.limit());
+    let db_size = ctx.db_size();
+    m.db_total_size.set(db_size);
+    m.db_total_size_debugging.set(db_size);
+    // sled keeps no separate count of the pages in use: all of it is.
+    m.db_total_size_in_use.set(db_size);
+    let mvcc = ctx.mvcc();
+    m.keys.set(mvcc.key_count() as i64);
+    m.current_revision.set(mvcc.current_revision());
+    m.compact_revision.set(mvcc.compacted_revision());
+    m.watchers.set(hub.watcher_count() as i64);
+    match m.encode() {
+        Ok(out) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
             out,

@@ -15,6 +15,7 @@ pub mod http;
 pub mod ids;
 pub mod kv;
 pub mod lease;
+pub mod metrics;
 pub mod mvcc;
 pub mod quota;
 pub mod raft;

@@ -216,13 +216,14 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
     // only the log, not the state machine's pages. The state machine is
     // flushed in the background and before the log is purged behind a
     // snapshot; after a crash, the log replays what it had not yet flushed.
-    let db = open_db(&dir.join("db"), 256 << 20, Some(STATE_FLUSH_MS))?;
+    let db = open_db(&dir.join("db"), 256 << 20, None)?;
     // The log's entries live in segment files under `wal`; its vote, commit
     // index and purge point in a small database beside them.
     let wal = open_db(&dir.join("raft"), 16 << 20, None)?;
     // Which state tree is live, and the current snapshot; what an install
     // cut short by a crash left is deleted here.
     let backend = Arc::new(Backend::open(&db, &dir.join("snap"))?);
+    Backend::spawn_flusher(&backend, Duration::from_millis(STATE_FLUSH_MS));
     let mvcc = Arc::new(Mvcc::open(backend.state_tree()?).context("opening the key-value store")?);
     let log = LogStore::open(&wal, &dir.join("wal"))?;
     log.step_down()?;
@@ -285,6 +286,11 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
         db.clone(),
         peers,
     );
+
+    let metrics = crate::metrics::get();
+    metrics.set_detail(config.metrics);
+    metrics.set_member_id(config.member_id);
+    crate::metrics::spawn_leader_watch(raft.clone());
 
     let fresh = !raft.is_initialized().await?;
     if fresh && !config.join_existing {
@@ -562,7 +568,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             .await
             .with_context(|| format!("listening for metrics on {}", listen.addr))?;
         info!(addr = %listen.addr, tls = listen.tls, "serving /metrics and /health");
-        let routes = tonic::service::Routes::from(crate::http::metrics_routes(ctx.clone()));
+        let routes =
+            tonic::service::Routes::from(crate::http::metrics_routes(ctx.clone(), hub.clone()));
         let never = std::future::pending::<()>();
         // Metrics listeners end with the process, like the peer ones.
         match (&client_tls, listen.tls) {
@@ -717,6 +724,7 @@ fn client_routes(
         );
     let mut routes = routes.routes();
     let grpc = std::mem::take(routes.axum_router_mut());
-    *routes.axum_router_mut() = crate::http::routes(grpc, ctx.clone());
+    let grpc = grpc.layer(crate::metrics::grpc::GrpcMetricsLayer);
+    *routes.axum_router_mut() = crate::http::routes(grpc, ctx.clone(), hub.clone());
     routes
 }

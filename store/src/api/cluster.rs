@@ -128,7 +128,12 @@ pub async fn apply_on_leader(
             }
             Err(Retry::InProgress) => return Err(EtcdError::Timeout.into()),
             Err(Retry::Fail(status)) => return Err(status),
-            Ok(resp) => return Ok(resp),
+            Ok(resp) => {
+                if matches!(change, Change::Promote(_)) {
+                    crate::metrics::get().learner_promote_successes.inc();
+                }
+                return Ok(resp);
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 use super::{invalid_status, kv_status, Context};
 use crate::auth::perms::{self, Access, Kind};
 use crate::kv::{self, validate, NoLeases};
+use crate::metrics::StoreOps;
 use crate::quota;
 use crate::raft::Response as Applied;
 
@@ -44,6 +45,11 @@ impl Kv for KvService {
         }];
         self.ctx.check(who.as_ref(), &needs)?;
         let mut resp = kv::range(&self.ctx.mvcc().read(), &r).map_err(kv_status)?;
+        StoreOps {
+            ranges: 1,
+            ..StoreOps::default()
+        }
+        .record();
         self.ctx.recheck_revision(who.as_ref())?;
         self.ctx.fill(&mut resp.header);
         Ok(Response::new(resp))
@@ -94,6 +100,10 @@ impl Kv for KvService {
             let mut view = self.ctx.mvcc().read();
             let mut resp = kv::txn(&mut view, &r, &NoLeases).map_err(kv_status)?;
             drop(view);
+            // Compares and ops ran in one read transaction.
+            let mut ops = StoreOps::of_txn(&resp);
+            ops.ranges += r.compare.len() as u64;
+            ops.record();
             self.ctx.recheck_revision(who.as_ref())?;
             self.ctx.fill(&mut resp.header);
             return Ok(Response::new(resp));

@@ -19,6 +19,7 @@ use tracing::warn;
 
 use super::{cluster, lease, Context, EtcdError};
 use crate::lease::Lessor;
+use crate::metrics;
 use crate::raft::network::{PeerError, CLUSTER_ID_METADATA, REMOVED};
 use crate::raft::peer_failure::Refusal;
 use crate::raft::TypeConfig;
@@ -85,6 +86,25 @@ fn encode<T: Serialize>(value: &T) -> Result<Response<RaftMessage>, Status> {
     }))
 }
 
+/// Counts a raft message from member `from` and the answer sent back.
+fn counted(
+    from: u64,
+    msg: &RaftMessage,
+    answer: Result<Response<RaftMessage>, Status>,
+) -> Result<Response<RaftMessage>, Status> {
+    let m = metrics::get();
+    let peer = metrics::peer_label(from);
+    m.peer_received_bytes
+        .with_label_values(&[&peer])
+        .inc_by(msg.payload.len() as u64);
+    if let Ok(resp) = &answer {
+        m.peer_sent_bytes
+            .with_label_values(&[&peer])
+            .inc_by(resp.get_ref().payload.len() as u64);
+    }
+    answer
+}
+
 /// A peer that could not be asked, as a status (marked: nothing was sent).
 pub fn status(e: PeerError) -> Status {
     match e {
@@ -114,7 +134,12 @@ impl Peer for PeerService {
         let msg = request.into_inner();
         self.check(msg.cluster_id)?;
         let rpc: AppendEntriesRequest<TypeConfig> = decode(&msg)?;
-        encode(&self.ctx.raft().append_entries(rpc).await)
+        let from = rpc.vote.leader_id().node_id;
+        counted(
+            from,
+            &msg,
+            encode(&self.ctx.raft().append_entries(rpc).await),
+        )
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
@@ -127,7 +152,7 @@ impl Peer for PeerService {
         if self.ctx.is_leader() && !self.ctx.is_member(candidate) {
             return Err(refusal(Refusal::Removed));
         }
-        encode(&self.ctx.raft().vote(rpc).await)
+        counted(candidate, &msg, encode(&self.ctx.raft().vote(rpc).await))
     }
 
     async fn install_snapshot(
@@ -137,7 +162,12 @@ impl Peer for PeerService {
         let msg = request.into_inner();
         self.check(msg.cluster_id)?;
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(&msg)?;
-        encode(&self.ctx.raft().install_snapshot(rpc).await)
+        let from = rpc.vote.leader_id().node_id;
+        counted(
+            from,
+            &msg,
+            encode(&self.ctx.raft().install_snapshot(rpc).await),
+        )
     }
 
     async fn propose(

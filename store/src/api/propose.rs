@@ -62,12 +62,39 @@ impl Proposer {
 
     /// Proposes `req` and waits until it is applied.
     pub async fn propose(&self, req: InternalRequest) -> Result<Response, Status> {
+        let pending = Pending::new();
+        let outcome = self.submit(req).await;
+        drop(pending);
+        if outcome.is_err() {
+            crate::metrics::get().proposals_failed.inc();
+        }
+        outcome
+    }
+
+    async fn submit(&self, req: InternalRequest) -> Result<Response, Status> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send((req, reply))
             .await
             .map_err(|_| Status::from(EtcdError::Stopped))?;
         answer.await.map_err(|_| Status::from(EtcdError::Stopped))?
+    }
+}
+
+/// A proposal waiting for its outcome, counted in
+/// `etcd_server_proposals_pending` until dropped (answered or abandoned).
+struct Pending;
+
+impl Pending {
+    fn new() -> Self {
+        crate::metrics::get().proposals_pending.inc();
+        Pending
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        crate::metrics::get().proposals_pending.dec();
     }
 }
 

@@ -209,6 +209,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         // Not flushed: after a crash the committed index is only an earlier
         // (still correct) value, and the leader re-establishes the rest.
+        if let Some(c) = committed {
+            crate::metrics::get()
+                .proposals_committed
+                .set(c.index as i64);
+        }
         self.put_meta(COMMITTED, &committed)
     }
 

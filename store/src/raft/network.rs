@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferrocd_proto::ferrocdpb::peer_client::PeerClient;
 use ferrocd_proto::ferrocdpb::RaftMessage;
@@ -163,6 +163,8 @@ impl Network {
 pub struct Peer {
     peers: Arc<PeerClients>,
     target: u64,
+    /// This peer's series of the peer metrics.
+    metrics: crate::metrics::PeerMetrics,
     url: String,
     client: Result<PeerClient<Channel>, String>,
     cluster_id: u64,
@@ -175,9 +177,28 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Peer {
             peers: self.peers.clone(),
             target,
+            metrics: crate::metrics::get().peer(target),
             url: node.peer_urls.first().cloned().unwrap_or_default(),
             client: self.peers.member(node).map_err(|e| e.to_string()),
             cluster_id: self.peers.cluster_id(),
+        }
+    }
+}
+
+/// A raft message on its way to a peer, for the metrics.
+struct Sent {
+    bytes: u64,
+    at: Instant,
+    /// An append with no entries: a heartbeat.
+    heartbeat: bool,
+}
+
+impl Sent {
+    fn new(req: &tonic::Request<RaftMessage>, heartbeat: bool) -> Self {
+        Sent {
+            bytes: req.get_ref().payload.len() as u64,
+            at: Instant::now(),
+            heartbeat,
         }
     }
 }
@@ -245,9 +266,33 @@ impl Peer {
                 )))))
             }
         };
-        let result: Result<T, RaftError<u64, E>> = bincode::deserialize(&msg.payload)
-            .map_err(|e| RPCError::Network(NetworkError::new(&Failure(e.to_string()))))?;
+        let result: Result<T, RaftError<u64, E>> =
+            bincode::deserialize(&msg.payload).map_err(|e| {
+                self.metrics.received_failures.inc();
+                RPCError::Network(NetworkError::new(&Failure(e.to_string())))
+            })?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    /// Counts a call to this peer: bytes both ways, the round trip of a
+    /// heartbeat, or the failure (of a heartbeat too).
+    fn count(&self, sent: Sent, answer: &Result<tonic::Response<RaftMessage>, tonic::Status>) {
+        let m = &self.metrics;
+        match answer {
+            Ok(resp) => {
+                m.sent_bytes.inc_by(sent.bytes);
+                m.received_bytes.inc_by(resp.get_ref().payload.len() as u64);
+                if sent.heartbeat {
+                    m.rtt.observe(sent.at.elapsed().as_secs_f64());
+                }
+            }
+            Err(_) => {
+                m.sent_failures.inc();
+                if sent.heartbeat {
+                    crate::metrics::get().heartbeat_send_failures.inc();
+                }
+            }
+        }
     }
 
     fn request<T: Serialize, E: std::error::Error>(
@@ -274,8 +319,11 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<u64>, openraft::error::Infallible> {
+        let heartbeat = rpc.entries.is_empty();
         let req = self.request(&rpc, &option)?;
+        let sent = Sent::new(&req, heartbeat);
         let answer = self.client()?.append_entries(req).await;
+        self.count(sent, &answer);
         self.decode(answer)
     }
 
@@ -285,7 +333,9 @@ impl RaftNetwork<TypeConfig> for Peer {
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<u64>, InstallSnapshotError> {
         let req = self.request(&rpc, &option)?;
+        let sent = Sent::new(&req, false);
         let answer = self.client()?.install_snapshot(req).await;
+        self.count(sent, &answer);
         self.decode(answer)
     }
 
@@ -295,7 +345,9 @@ impl RaftNetwork<TypeConfig> for Peer {
         option: RPCOption,
     ) -> RpcResult<VoteResponse<u64>, openraft::error::Infallible> {
         let req = self.request(&rpc, &option)?;
+        let sent = Sent::new(&req, false);
         let answer = self.client()?.vote(req).await;
+        self.count(sent, &answer);
         self.decode(answer)
     }
 }

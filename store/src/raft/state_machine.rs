@@ -4,6 +4,7 @@
 //! installing one atomic under a crash.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use ferrocd_proto::ferrocdpb::internal_request::Request as Internal;
 use ferrocd_proto::ferrocdpb::InternalRequest;
@@ -19,6 +20,7 @@ use crate::alarm::Alarms;
 use crate::auth::{AuthStore, Outcome};
 use crate::kv::{self, KvError};
 use crate::lease::{self, Lessor};
+use crate::metrics::{self, StoreOps};
 use crate::mvcc::{meta_key, KeyRange, Mvcc, MvccError, ReadTxn, ReadView, WriteTxn};
 use crate::snapshot::SnapshotWriter;
 use crate::watch::header_at;
@@ -163,9 +165,36 @@ fn execute(
         }
     }
     let result = match &req.request {
-        Some(Internal::Put(r)) => kv::put(txn, r, lessor).map(Response::Put),
-        Some(Internal::DeleteRange(r)) => kv::delete_range(txn, r).map(Response::DeleteRange),
-        Some(Internal::Txn(r)) => kv::txn(txn, r, lessor).map(Response::Txn),
+        Some(Internal::Put(r)) => kv::put(txn, r, lessor).map(|resp| {
+            let reads = r.ignore_value || r.ignore_lease || r.prev_kv;
+            StoreOps {
+                ranges: u64::from(reads),
+                puts: 1,
+                deletes: 0,
+            }
+            .record();
+            Response::Put(resp)
+        }),
+        Some(Internal::DeleteRange(r)) => kv::delete_range(txn, r).map(|resp| {
+            StoreOps {
+                ranges: u64::from(r.prev_kv),
+                puts: 0,
+                deletes: 1,
+            }
+            .record();
+            Response::DeleteRange(resp)
+        }),
+        Some(Internal::Txn(r)) => kv::txn(txn, r, lessor).map(|resp| {
+            // etcd decides the compares in a read transaction of their
+            // own, then runs the chosen ops in the write transaction.
+            StoreOps {
+                ranges: r.compare.len() as u64,
+                ..StoreOps::default()
+            }
+            .record();
+            StoreOps::of_txn(&resp).record();
+            Response::Txn(resp)
+        }),
         Some(Internal::Compaction(r)) => kv::compact(txn, r).map(Response::Compaction),
         Some(Internal::LeaseGrant(r)) => lease_grant(txn, lessor, r).map(Response::LeaseGrant),
         Some(Internal::LeaseRevoke(r)) => {
@@ -190,6 +219,7 @@ fn lease_grant(
     if !lessor.grant(r.id, ttl) {
         return Err(KvError::LeaseExist);
     }
+    crate::metrics::get().leases_granted.inc();
     txn.set_meta(&lease::meta_name(r.id), &ttl.to_be_bytes());
     Ok(LeaseGrantResponse {
         header: header_at(txn.rev()),
@@ -208,6 +238,7 @@ fn lease_revoke(
     if !lessor.revoke(id) {
         return Err(KvError::LeaseNotFound);
     }
+    crate::metrics::get().leases_revoked.inc();
     for key in txn.lease_keys(id) {
         txn.delete_range(KeyRange::Single(&key));
     }
@@ -250,10 +281,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(Request(batch)) => {
                     // Each request of the batch is its own revision.
                     for req in &batch.requests {
+                        let start = Instant::now();
                         txn.begin();
                         let index = entry.log_id.index;
                         responses.push(execute(&mut txn, &parts, req, index));
                         changes.extend(txn.end());
+                        if start.elapsed() > metrics::SLOW_APPLY {
+                            metrics::get().slow_apply.inc();
+                        }
                     }
                 }
                 EntryPayload::Membership(m) => {

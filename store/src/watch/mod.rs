@@ -189,6 +189,11 @@ impl WatchHub {
         })
     }
 
+    /// Watchers registered on all streams.
+    pub fn watcher_count(&self) -> usize {
+        self.lock().watchers.len()
+    }
+
     /// The size from which a marked response is split (see [`fragments`]).
     pub fn fragment_bytes(&self) -> usize {
         self.fragment_bytes
