@@ -32,6 +32,7 @@ use crate::authority;
 use crate::config::{Config, Listen};
 use crate::lease::Lessor;
 use crate::mvcc::Mvcc;
+use crate::raft::backend::OpenDb;
 use crate::raft::network::MAX_PEER_MESSAGE;
 use crate::raft::{Backend, LogStore, Member, Network, PeerClients, Raft, StateMachine};
 use crate::tls::{self, client::ClientTls, server::ServerTls};
@@ -72,8 +73,8 @@ pub struct Node {
     pub mvcc: Arc<Mvcc>,
     pub lessor: Arc<Lessor>,
     pub hub: Arc<WatchHub>,
-    /// The state machine's database.
-    pub db: sled::Db,
+    /// The state machine's storage (its database: `backend.db()`).
+    pub backend: Arc<Backend>,
     /// The raft log's metadata database (vote, commit index, purge point).
     pub wal: sled::Db,
     /// The peer listeners.
@@ -216,13 +217,15 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
     // only the log, not the state machine's pages. The state machine is
     // flushed in the background and before the log is purged behind a
     // snapshot; after a crash, the log replays what it had not yet flushed.
-    let db = open_db(&dir.join("db"), 256 << 20, None)?;
+    // A defragmentation replaces it by a new one (see `raft::backend::defrag`).
+    let open_state_db: OpenDb = Box::new(|path: &Path| state_db_config(path).open());
     // The log's entries live in segment files under `wal`; its vote, commit
     // index and purge point in a small database beside them.
     let wal = open_db(&dir.join("raft"), 16 << 20, None)?;
     // Which state tree is live, and the current snapshot; what an install
     // cut short by a crash left is deleted here.
-    let backend = Arc::new(Backend::open(&db, &dir.join("snap"))?);
+    let backend =
+        Arc::new(Backend::open_in(&dir, open_state_db).context("opening the state database")?);
     Backend::spawn_flusher(&backend, Duration::from_millis(STATE_FLUSH_MS));
     let mvcc = Arc::new(Mvcc::open(backend.state_tree()?).context("opening the key-value store")?);
     let log = LogStore::open(&wal, &dir.join("wal"))?;
@@ -248,7 +251,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
         auth.clone(),
         alarms.clone(),
         hub.clone(),
-        backend,
+        backend.clone(),
     );
 
     let raft_config = openraft::Config {
@@ -283,7 +286,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
         auth,
         alarms,
         config.clone(),
-        db.clone(),
+        backend.clone(),
         peers,
     );
 
@@ -351,7 +354,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
         mvcc,
         lessor,
         hub,
-        db,
+        backend,
         wal,
         peer_servers,
     })
@@ -485,6 +488,15 @@ async fn wait_for_leader(raft: &Raft, limit: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The state database's settings (flushed by the backend's own flusher).
+fn state_db_config(path: &Path) -> sled::Config {
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(256 << 20)
+        .mode(sled::Mode::HighThroughput)
+        .flush_every_ms(None)
+}
+
 fn open_db(path: &Path, cache_bytes: u64, flush_every_ms: Option<u64>) -> anyhow::Result<sled::Db> {
     sled::Config::new()
         .path(path)
@@ -506,7 +518,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         raft,
         lessor,
         hub,
-        db,
+        backend,
         wal,
         peer_servers,
         ..
@@ -604,7 +616,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         // Nothing more may touch the disk: a failed disk can make the
         // databases' last flush (also the one their handles do when
         // dropped) wait forever. What was acknowledged is in the log.
-        std::mem::forget((ctx, raft, hub, lessor, db, wal));
+        std::mem::forget((ctx, raft, hub, lessor, backend, wal));
         return Err(RaftFailed(fatal).into());
     }
     let _ = stop_tx.send(true);
@@ -624,7 +636,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     for task in peer_servers {
         task.abort();
     }
-    db.flush_async().await?;
+    backend.db().flush_async().await?;
     wal.flush_async().await?;
     Ok(())
 }

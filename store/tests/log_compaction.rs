@@ -55,7 +55,7 @@ async fn log_is_purged_behind_snapshots_and_restart_keeps_everything() {
         mvcc,
         lessor,
         hub,
-        db,
+        backend,
         wal,
         peer_servers,
         ..
@@ -81,7 +81,7 @@ async fn log_is_purged_behind_snapshots_and_restart_keeps_everything() {
         )
     };
     raft.shutdown().await.unwrap();
-    db.flush().unwrap();
+    backend.db().flush().unwrap();
     wal.flush().unwrap();
     assert!(purged > 1, "nothing was purged");
     assert!(
@@ -98,7 +98,7 @@ async fn log_is_purged_behind_snapshots_and_restart_keeps_everything() {
     for task in peer_servers {
         task.abort();
     }
-    drop((raft, mvcc, lessor, hub, db, wal));
+    drop((raft, mvcc, lessor, hub, backend, wal));
     // The flusher task lets go of the database once the log store is gone.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
 

@@ -14,8 +14,13 @@ use super::{kv_status, peer, Context, EtcdError};
 use crate::alarm::describe;
 use crate::config::ETCD_VERSION;
 use crate::kv::KvError;
+use crate::mvcc::MvccError;
+use crate::raft::backend::defrag::DefragError;
 use crate::raft::Response as Applied;
 use ferrocd_proto::ferrocdpb::internal_request::Request as Internal;
+
+/// Defragmentations started over before giving up.
+const DEFRAG_ATTEMPTS: usize = 3;
 
 type BoxStream<T> =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -110,10 +115,32 @@ impl Maintenance for MaintenanceService {
         self.admin(&request).await?;
         // etcd's learners answer only Status and serializable reads.
         self.ctx.reject_learner()?;
-        // sled reclaims space by itself; there is nothing to rewrite.
-        Ok(Response::new(DefragmentResponse {
-            header: Some(self.ctx.header(0)),
-        }))
+        // The database is rewritten while the member serves; a compaction
+        // or an installed snapshot midway makes it start over.
+        for _ in 0..DEFRAG_ATTEMPTS {
+            let ctx = self.ctx.clone();
+            let done = tokio::task::spawn_blocking(move || ctx.backend().defragment(ctx.mvcc()))
+                .await
+                .map_err(|e| Status::internal(format!("defragment: {e}")))?;
+            match done {
+                Ok(d) => {
+                    tracing::info!(
+                        before = d.before,
+                        after = d.after,
+                        took_ms = d.took.as_millis() as u64,
+                        "defragmented the state database"
+                    );
+                    return Ok(Response::new(DefragmentResponse {
+                        header: Some(self.ctx.header(0)),
+                    }));
+                }
+                Err(DefragError::Store(MvccError::Changed)) => continue,
+                Err(e) => return Err(Status::internal(format!("defragment: {e}"))),
+            }
+        }
+        Err(Status::unavailable(
+            "defragment: the store kept changing (compactions or snapshot installs); try again",
+        ))
     }
 
     async fn hash_kv(

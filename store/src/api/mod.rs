@@ -57,7 +57,8 @@ struct Shared {
     auth: Arc<AuthStore>,
     alarms: Arc<Alarms>,
     config: Config,
-    db: sled::Db,
+    /// The state machine's storage.
+    backend: Arc<crate::raft::Backend>,
     /// The database's size for quota checks, read again only now and then.
     db_size: quota_check::SizeProbe,
     peers: Arc<PeerClients>,
@@ -76,7 +77,7 @@ impl Context {
         auth: Arc<AuthStore>,
         alarms: Arc<Alarms>,
         config: Config,
-        db: sled::Db,
+        backend: Arc<crate::raft::Backend>,
         peers: Arc<PeerClients>,
     ) -> Self {
         let lease_base = lease_id_base(config.member_id);
@@ -98,7 +99,7 @@ impl Context {
                 alarms,
                 config,
                 db_size: quota_check::SizeProbe::default(),
-                db,
+                backend,
                 peers,
                 next_id: AtomicU64::new(1),
                 next_lease_id: AtomicI64::new(lease_base),
@@ -113,6 +114,11 @@ impl Context {
 
     pub fn mvcc(&self) -> &Mvcc {
         &self.inner.mvcc
+    }
+
+    /// The state machine's storage (for defragmenting).
+    pub fn backend(&self) -> &crate::raft::Backend {
+        &self.inner.backend
     }
 
     /// Users, roles and tokens.
@@ -338,7 +344,12 @@ impl Context {
 
     /// Bytes the database occupies on disk.
     pub fn db_size(&self) -> i64 {
-        self.inner.db.size_on_disk().map(|s| s as i64).unwrap_or(0)
+        self.inner
+            .backend
+            .db()
+            .size_on_disk()
+            .map(|s| s as i64)
+            .unwrap_or(0)
     }
 }
 

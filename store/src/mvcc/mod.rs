@@ -6,6 +6,7 @@
 //! batch, including the caller's metadata (the last applied log id), land in
 //! one atomic sled batch.
 
+mod copy;
 mod export;
 mod import;
 mod index;
@@ -520,12 +521,17 @@ fn load_state(tree: &sled::Tree) -> Result<State, MvccError> {
     let mut index = KeyIndex::new();
     let mut leases = leases::LeaseIndex::default();
     let mut last_seen = 1;
+    // Deletes whose puts are gone: what a crash left of a compaction's
+    // freed records (deleted oldest first), to delete too.
+    let mut orphans = Vec::new();
     for item in tree.scan_prefix([REV_PREFIX]) {
         let (k, v) = item?;
         let rev = Revision::from_bytes(&k[1..]).ok_or_else(|| corrupt("revision key"))?;
         let (kind, kv) = decode_value(&v)?;
         if kind == KIND_TOMBSTONE {
-            index.tombstone(&kv.key, rev);
+            if !index.tombstone(&kv.key, rev) {
+                orphans.push(rev);
+            }
             leases.detach(&kv.key);
         } else {
             leases.attach(&kv.key, kv.lease);
@@ -538,7 +544,8 @@ fn load_state(tree: &sled::Tree) -> Result<State, MvccError> {
     if compacted > 0 {
         // Finish a compaction a crash may have interrupted.
         let mut batch = sled::Batch::default();
-        for rev in index.compact(compacted) {
+        let orphans = orphans.into_iter().filter(|r| r.main <= compacted);
+        for rev in index.compact(compacted).into_iter().chain(orphans) {
             batch.remove(&rev_key(rev)[..]);
         }
         tree.apply_batch(batch)?;

@@ -5,7 +5,9 @@
 //! compacted revision are refused. A crash before the job ends loses
 //! nothing: opening the store compacts again at the recorded revision.
 //! Whole-store scans that read raw records (HashKV, exports) first wait
-//! for the jobs under way ([`Reclaimer::wait_idle`]).
+//! for the jobs under way ([`Reclaimer::wait_idle`]). Records are deleted
+//! oldest first, so a crash midway leaves history that reads consistently
+//! (see [`Reclaimer::submit`]).
 
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Condvar, Mutex};
@@ -73,10 +75,15 @@ impl Reclaimer {
 
     /// Deletes `freed` from `tree`, later. Call once the batch that
     /// recorded the compaction is written.
-    pub(super) fn submit(&self, tree: sled::Tree, freed: Vec<Revision>) {
+    pub(super) fn submit(&self, tree: sled::Tree, mut freed: Vec<Revision>) {
         if freed.is_empty() {
             return;
         }
+        // Oldest first: a crash midway then leaves, for every key, the
+        // newer part of its freed records, which reads as history the
+        // compaction that opening the store runs again frees; deleting a
+        // delete before the puts it ended would make them look live.
+        freed.sort_unstable();
         let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         let (state, _) = &*self.pending;
         state.lock().unwrap_or_else(|e| e.into_inner()).jobs += 1;
@@ -108,9 +115,23 @@ impl Reclaimer {
     /// at the store while freed records are still on disk.
     #[cfg(test)]
     pub(super) fn hold(&self, held: bool) {
+        self.hold_off(held);
+    }
+
+    fn hold_off(&self, held: bool) {
         let (state, changed) = &*self.pending;
         state.lock().unwrap_or_else(|e| e.into_inner()).held = held;
         changed.notify_all();
+    }
+}
+
+impl Drop for Reclaimer {
+    /// Finishes the jobs under way: a store opened again on the same tree
+    /// must not read it while records are being deleted.
+    fn drop(&mut self) {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.hold_off(false);
+        self.wait_idle();
     }
 }
 

@@ -23,7 +23,7 @@ const ATTEMPTS: usize = 3;
 type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), MvccError> + 'a;
 
 /// Why a chunked scan stopped before its end.
-enum Stop {
+pub(super) enum Stop {
     /// A compaction or an installed snapshot changed what the scan reads.
     Changed,
     Failed(MvccError),
@@ -49,10 +49,10 @@ pub(super) fn is_kept(state: &State, rev: Revision, tombstone: bool, key: &[u8])
 
 /// What a scan fixes in its first view.
 #[derive(Clone, Copy, PartialEq, Eq)]
-struct Fixed {
-    rev: i64,
-    compacted: i64,
-    epoch: u64,
+pub(super) struct Fixed {
+    pub(super) rev: i64,
+    pub(super) compacted: i64,
+    pub(super) epoch: u64,
 }
 
 impl Mvcc {
@@ -74,7 +74,7 @@ impl Mvcc {
         for _ in 0..ATTEMPTS {
             let fixed = self.fix(rev)?;
             let mut hasher = crc32fast::Hasher::new();
-            match self.chunks(fixed, between, &mut |k, v| {
+            match chunks_from(self, fixed, Revision::new(0, 0), between, &mut |k, v| {
                 hasher.update(k);
                 hasher.update(v);
                 Ok(())
@@ -129,7 +129,9 @@ impl Mvcc {
         for (k, v) in &meta {
             sink(k, v).map_err(io)?;
         }
-        match self.chunks(fixed, between, &mut |k, v| sink(k, v).map_err(io)) {
+        match chunks_from(self, fixed, Revision::new(0, 0), between, &mut |k, v| {
+            sink(k, v).map_err(io)
+        }) {
             Ok(()) => Ok(()),
             Err(Stop::Changed) => Err(MvccError::Changed),
             Err(Stop::Failed(e)) => Err(e),
@@ -162,30 +164,31 @@ impl Mvcc {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
         fixed_in(&state, rev)
     }
+}
 
-    /// Feeds the kept records up to `fixed.rev` to `f`, one short view per
-    /// chunk.
-    fn chunks(
-        &self,
-        fixed: Fixed,
-        between: &mut dyn FnMut(),
-        f: &mut Visit<'_>,
-    ) -> Result<(), Stop> {
-        let mut from = rev_key(Revision::new(0, 0)).to_vec();
-        loop {
-            between();
-            let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-            if state.epoch != fixed.epoch || state.compacted != fixed.compacted {
-                return Err(Stop::Changed);
+/// Feeds the kept records from revision `from` through `fixed.rev` to
+/// `f`, one short view per chunk, calling `between` before each chunk.
+pub(super) fn chunks_from(
+    mvcc: &Mvcc,
+    fixed: Fixed,
+    from: Revision,
+    between: &mut dyn FnMut(),
+    f: &mut Visit<'_>,
+) -> Result<(), Stop> {
+    let mut from = rev_key(from).to_vec();
+    loop {
+        between();
+        let state = mvcc.state.read().unwrap_or_else(|e| e.into_inner());
+        if state.epoch != fixed.epoch || state.compacted != fixed.compacted {
+            return Err(Stop::Changed);
+        }
+        match scan_chunk(&state, &from, fixed.rev, CHUNK, f)? {
+            Some(last) => {
+                // The smallest key after `last`.
+                from = last;
+                from.push(0);
             }
-            match scan_chunk(&state, &from, fixed.rev, CHUNK, f)? {
-                Some(last) => {
-                    // The smallest key after `last`.
-                    from = last;
-                    from.push(0);
-                }
-                None => return Ok(()),
-            }
+            None => return Ok(()),
         }
     }
 }
@@ -194,7 +197,7 @@ fn io(e: std::io::Error) -> MvccError {
     MvccError::Storage(e.to_string())
 }
 
-fn fixed_in(state: &State, rev: i64) -> Result<Fixed, MvccError> {
+pub(super) fn fixed_in(state: &State, rev: i64) -> Result<Fixed, MvccError> {
     let rev = if rev <= 0 { state.current } else { rev };
     if rev > state.current {
         return Err(MvccError::FutureRevision);
@@ -212,7 +215,7 @@ fn fixed_in(state: &State, rev: i64) -> Result<Fixed, MvccError> {
 /// Feeds up to `max` kept records from tree key `from` through revision
 /// `upto` to `f`; returns the last tree key read when `max` were read
 /// (there may be more), `None` at the end.
-fn scan_chunk(
+pub(super) fn scan_chunk(
     state: &State,
     from: &[u8],
     upto: i64,

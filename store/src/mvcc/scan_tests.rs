@@ -167,3 +167,54 @@ fn freed_records_are_deleted_later_and_no_reader_sees_them_meanwhile() {
     let reopened = Mvcc::open(db.open_tree("state").unwrap()).unwrap();
     assert_eq!(reopened.hash_kv(0).unwrap().0, hash);
 }
+
+/// What a crash midway through deleting freed records leaves (the oldest
+/// deleted, the newer not yet) reads, once opened again, as the whole
+/// compaction would.
+#[test]
+fn a_store_opened_after_a_crash_midway_through_deleting_reads_as_compacted() {
+    let (db, mvcc) = store();
+    write(&mvcc, |t| {
+        t.put(b"a", b"1".to_vec(), 0);
+    }); // 2
+    write(&mvcc, |t| {
+        t.delete_range(KeyRange::Single(b"a"));
+    }); // 3
+    write(&mvcc, |t| {
+        t.put(b"b", b"1".to_vec(), 0);
+    }); // 4
+    write(&mvcc, |t| {
+        t.put(b"a", b"2".to_vec(), 0);
+    }); // 5
+    mvcc.reclaimer.hold(true);
+    write(&mvcc, |t| t.compact(4).unwrap());
+    // Freed: a@2 and its delete a@3. The crash came after the first.
+    let tree = db.open_tree("state").unwrap();
+    tree.remove(rev_key(Revision::new(2, 0))).unwrap();
+    let reopened = Mvcc::open(tree.clone()).unwrap();
+    let keys_at = |rev: i64| -> Vec<(Vec<u8>, Vec<u8>)> {
+        let opts = RangeOptions {
+            rev,
+            ..Default::default()
+        };
+        reopened
+            .read()
+            .range(KeyRange::From(b""), opts)
+            .unwrap()
+            .kvs
+            .into_iter()
+            .map(|kv| (kv.key, kv.value))
+            .collect()
+    };
+    assert_eq!(keys_at(4), vec![(b"b".to_vec(), b"1".to_vec())]);
+    assert_eq!(
+        keys_at(5),
+        vec![
+            (b"a".to_vec(), b"2".to_vec()),
+            (b"b".to_vec(), b"1".to_vec())
+        ]
+    );
+    // The leftover delete is gone too.
+    assert_eq!(raw_records(&db), 2);
+    mvcc.reclaimer.hold(false);
+}

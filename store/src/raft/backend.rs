@@ -21,7 +21,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -58,13 +58,23 @@ struct Live {
     snapshot: Option<(u64, Meta)>,
 }
 
+/// Opens a state database at a path, with the member's settings.
+pub type OpenDb = Box<dyn Fn(&Path) -> Result<sled::Db, sled::Error> + Send + Sync>;
+
 /// The state machine's storage: the live tree and the current snapshot.
 pub struct Backend {
-    db: sled::Db,
+    /// The state database; replaced whole by a defragmentation.
+    db: RwLock<sled::Db>,
     snap_dir: PathBuf,
     live: Mutex<Live>,
     /// The next generation to hand out (above every one named or on disk).
     next: AtomicU64,
+    /// Where databases live and how to open one, for defragmenting (`None`
+    /// for a backend opened on a database given by its caller).
+    place: Option<(PathBuf, OpenDb)>,
+    /// Held by whatever changes which tree or database is live (an
+    /// install, publishing a snapshot, a defragmentation): one at a time.
+    switching: Mutex<()>,
 }
 
 impl Backend {
@@ -77,10 +87,12 @@ impl Backend {
             None => Live::default(),
         };
         let backend = Backend {
-            db: db.clone(),
+            db: RwLock::new(db.clone()),
             snap_dir: snap_dir.to_path_buf(),
             next: AtomicU64::new(0),
             live: Mutex::new(live.clone()),
+            place: None,
+            switching: Mutex::new(()),
         };
         let mut highest = live.tree.max(live.snapshot.as_ref().map_or(0, |s| s.0));
         for name in db.tree_names() {
@@ -105,6 +117,25 @@ impl Backend {
         Ok(backend)
     }
 
+    /// Opens the storage of the member directory `member_dir`: its live
+    /// state database (see [`defrag`]) opened with `open_db`, and `snap/`.
+    pub fn open_in(member_dir: &Path, open_db: OpenDb) -> Result<Self, BackendError> {
+        let path = defrag::live_db_path(member_dir)?;
+        let db = open_db(&path)?;
+        let mut backend = Backend::open(&db, &member_dir.join("snap"))?;
+        backend.place = Some((member_dir.to_path_buf(), open_db));
+        Ok(backend)
+    }
+
+    /// The state database.
+    pub fn db(&self) -> sled::Db {
+        self.db.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn switching(&self) -> MutexGuard<'_, ()> {
+        self.switching.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn live(&self) -> MutexGuard<'_, Live> {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -115,7 +146,7 @@ impl Backend {
 
     /// The tree the store lives in.
     pub fn state_tree(&self) -> Result<sled::Tree, BackendError> {
-        Ok(self.db.open_tree(tree_name(self.live().tree))?)
+        Ok(self.db().open_tree(tree_name(self.live().tree))?)
     }
 
     /// Where a snapshot being received is written.
@@ -149,6 +180,7 @@ impl Backend {
         built: &Path,
         meta: Meta,
     ) -> Result<(), BackendError> {
+        let _switching = self.switching();
         let mut live = self.live();
         if live
             .snapshot
@@ -176,7 +208,7 @@ impl Backend {
     /// backend commits (only flushes that wrote something count).
     pub fn flush(&self) -> Result<(), BackendError> {
         let start = std::time::Instant::now();
-        if self.db.flush()? > 0 {
+        if self.db().flush()? > 0 {
             crate::metrics::get()
                 .backend_commit
                 .observe(start.elapsed().as_secs_f64());
@@ -208,8 +240,9 @@ impl Backend {
 
     /// Writes `live` as the record and makes it durable: the commit point.
     fn switch(&self, live: &Live) -> Result<(), BackendError> {
-        self.db.insert(LIVE, bincode::serialize(live)?)?;
-        self.db.flush()?;
+        let db = self.db();
+        db.insert(LIVE, bincode::serialize(live)?)?;
+        db.flush()?;
         Ok(())
     }
 
@@ -231,6 +264,8 @@ impl Backend {
 /// before it leaves the old state, and reopening deletes this one's parts.
 pub struct Install<'a> {
     backend: &'a Backend,
+    /// No defragmentation or publishing meanwhile.
+    switching: MutexGuard<'a, ()>,
     generation: u64,
     file: PathBuf,
     tree: sled::Tree,
@@ -241,16 +276,19 @@ impl<'a> Install<'a> {
     /// generation's name; creates the empty tree to load it into.
     fn begin(backend: &'a Backend, received: &Path) -> Result<Self, BackendError> {
         snapshot::verify(received)?;
+        let switching = backend.switching();
+        let db = backend.db();
         let generation = backend.generation();
         let file = backend.snap_dir.join(snapshot_name(generation));
         fs::rename(received, &file)?;
         sync_dir(&backend.snap_dir)?;
         let name = tree_name(generation);
         // A tree of this name could only be a leftover: start empty.
-        backend.db.drop_tree(&name)?;
-        let tree = backend.db.open_tree(&name)?;
+        db.drop_tree(&name)?;
+        let tree = db.open_tree(&name)?;
         Ok(Install {
             backend,
+            switching,
             generation,
             file,
             tree,
@@ -309,6 +347,7 @@ impl<'a> Install<'a> {
         }
         let installed = Installed {
             backend: self.backend,
+            _switching: self.switching,
             old,
         };
         Ok((self.tree, installed))
@@ -318,6 +357,7 @@ impl<'a> Install<'a> {
 /// A committed install whose predecessor's tree and file still exist.
 pub struct Installed<'a> {
     backend: &'a Backend,
+    _switching: MutexGuard<'a, ()>,
     old: Live,
 }
 
@@ -325,7 +365,7 @@ impl Installed<'_> {
     /// Deletes the old tree and snapshot file. Call once nothing reads the
     /// old tree; if this never happens (a crash), the next open does it.
     pub fn forget_old(self) -> Result<(), BackendError> {
-        self.backend.db.drop_tree(tree_name(self.old.tree))?;
+        self.backend.db().drop_tree(tree_name(self.old.tree))?;
         self.backend
             .forget_snapshot(self.old.snapshot.as_ref().map(|(g, _)| *g))
     }
@@ -358,5 +398,6 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
+pub mod defrag;
 #[cfg(test)]
 mod tests;
