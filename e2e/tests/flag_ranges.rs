@@ -83,3 +83,15 @@ fn out_of_range_raft_timing_and_snapshot_count_exit_2() {
         assert!(out.contains(text), "{flags:?}: {out}");
     }
 }
+
+#[test]
+fn a_corrupt_check_period_under_100_ms_exits_2_naming_the_flag() {
+    let (code, out) = run_to_exit(&["--experimental-corrupt-check-time=10ms"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains(
+            "--experimental-corrupt-check-time=10ms is too short: it must be at least 100ms"
+        ),
+        "{out}"
+    );
+}

@@ -9,7 +9,7 @@ use ferrocd_e2e::{on_etcd_and_ferrocd, Cluster, Kind};
 use ferrocd_proto::etcdserverpb::LeaseKeepAliveRequest;
 use ferrocd_proto::ferrocdpb::peer_client::PeerClient;
 use ferrocd_proto::ferrocdpb::{
-    ClusterInfoRequest, RaftMessage, RemovedRequest, TimeoutNowRequest,
+    ClusterInfoRequest, PeerHashKvRequest, RaftMessage, RemovedRequest, TimeoutNowRequest,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -242,6 +242,15 @@ async fn without_peer_tls_the_peer_service_refuses_strangers() {
     refused(
         "vote from another cluster",
         to_follower.vote(raft(cluster_id ^ 1)).await,
+    );
+    refused(
+        "a hash of the store for another cluster",
+        to_follower
+            .hash_kv(PeerHashKvRequest {
+                cluster_id: cluster_id ^ 1,
+                revision: 0,
+            })
+            .await,
     );
     refused(
         "lease renewal without a cluster id",

@@ -157,14 +157,14 @@ pub struct Flags {
     #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", value_parser = ["periodic", "revision"])]
     pub auto_compaction_mode: Option<String>,
 
-    /// Accepted for compatibility (kubeadm sets it): the corruption check
-    /// at start is not implemented yet.
+    /// Before serving, compare this member's data with the other members'
+    /// (hashes at its revision); refuse to start on a mismatch.
     #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK",
           num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub experimental_initial_corrupt_check: Option<bool>,
 
-    /// Accepted for compatibility: the periodic corruption check is not
-    /// implemented yet.
+    /// How often the leader compares the members' data (hashes), raising
+    /// the CORRUPT alarm on a mismatch; 0 (the default) is never.
     #[arg(long, env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME", value_parser = parse_duration)]
     pub experimental_corrupt_check_time: Option<Duration>,
 
@@ -230,6 +230,12 @@ pub struct Config {
     pub tls: TlsSettings,
     /// `--auto-compaction-mode` and `--auto-compaction-retention`.
     pub auto_compaction: Option<AutoCompaction>,
+    /// `--experimental-initial-corrupt-check`: compare data with the other
+    /// members before serving.
+    pub initial_corrupt_check: bool,
+    /// `--experimental-corrupt-check-time`: how often the leader compares
+    /// the members' data; `None` for never.
+    pub corrupt_check_interval: Option<Duration>,
     /// `--self-signed-cert-validity` in years, for `--auto-tls`.
     pub self_signed_cert_validity: u32,
     /// Tokens and password hashes of the Auth service.
@@ -288,6 +294,7 @@ impl Config {
         let watch_progress_notify_interval = ranges::watch_progress_interval(&f)?;
         let limits = ranges::limits(&f)?;
         let auto_compaction = ranges::auto_compaction(&f)?;
+        let corrupt_check_interval = ranges::corrupt_check_interval(&f)?;
         let quota = Quota::from_flag(f.quota_backend_bytes);
         notes.extend(quota.warning());
         notes.extend(ignored(&f));
@@ -317,6 +324,8 @@ impl Config {
             watch_progress_notify_interval,
             listen_metrics: net.listen_metrics,
             auto_compaction,
+            initial_corrupt_check: f.experimental_initial_corrupt_check == Some(true),
+            corrupt_check_interval,
             self_signed_cert_validity: f.tls.self_signed_cert_validity,
             tls,
             auth,
@@ -336,14 +345,6 @@ fn ignored(f: &Flags) -> Vec<String> {
     [
         ("logger", f.logger.is_some()),
         ("log-outputs", f.log_outputs.is_some()),
-        (
-            "experimental-initial-corrupt-check",
-            f.experimental_initial_corrupt_check == Some(true),
-        ),
-        (
-            "experimental-corrupt-check-time",
-            f.experimental_corrupt_check_time.is_some(),
-        ),
     ]
     .into_iter()
     .filter(|(_, set)| *set)
@@ -495,6 +496,30 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.watch_progress_notify_interval, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_corruption_check_flags_take_effect() {
+        let c = Config::from_flags(
+            flags(&[
+                "--experimental-initial-corrupt-check",
+                "--experimental-corrupt-check-time=1m",
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(c.initial_corrupt_check);
+        assert_eq!(c.corrupt_check_interval, Some(Duration::from_secs(60)));
+        assert!(
+            c.ignored.iter().all(|n| !n.contains("corrupt")),
+            "{:?}",
+            c.ignored
+        );
+        let off =
+            Config::from_flags(flags(&["--experimental-initial-corrupt-check=false"]).unwrap())
+                .unwrap();
+        assert!(!off.initial_corrupt_check);
+        assert_eq!(off.corrupt_check_interval, None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod authority;
 pub mod bbolt;
 pub mod config;
+pub mod corrupt;
 pub mod etcd_snapshot;
 pub mod http;
 pub mod ids;

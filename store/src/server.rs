@@ -296,6 +296,15 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
     crate::metrics::spawn_leader_watch(raft.clone());
 
     let fresh = !raft.is_initialized().await?;
+    // As etcd, only a member that has data compares it, before it serves
+    // peers or clients; it does not campaign meanwhile, since the others
+    // cannot reach it.
+    if config.initial_corrupt_check && !fresh {
+        raft.runtime_config().elect(false);
+        let checked = api::corrupt_check::initial(&ctx).await;
+        raft.runtime_config().elect(true);
+        checked?;
+    }
     if fresh && !config.join_existing {
         // Every member of a new cluster starts from the same membership,
         // built from --initial-cluster alone; client URLs are published
@@ -536,6 +545,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     tokio::spawn(api::sweep_tokens(ctx.clone(), stop_rx.clone()));
     tokio::spawn(api::watch_space(ctx.clone(), stop_rx.clone()));
+    if let Some(every) = config.corrupt_check_interval {
+        tokio::spawn(api::corrupt_check::monitor(
+            ctx.clone(),
+            every,
+            stop_rx.clone(),
+        ));
+    }
     let client_tls = match &config.tls.client {
         Some(side) => Some(ServerTls::new(side.clone(), &[b"h2", b"http/1.1"])?),
         None => None,

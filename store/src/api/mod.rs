@@ -6,6 +6,7 @@ mod auth;
 mod caller;
 mod cluster;
 pub mod compactor;
+pub mod corrupt_check;
 pub mod errors;
 mod kv;
 mod lease;

@@ -1,6 +1,7 @@
 //! The peer protocol, server side: raft messages from other members, and
 //! what followers ask of the leader for their clients (writes, read
-//! indexes, membership changes, lease renewals).
+//! indexes, membership changes, lease renewals), and hashes of the store
+//! for the corruption checks.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +18,7 @@ use serde::Serialize;
 use tonic::{Request, Response, Status};
 use tracing::warn;
 
-use super::{cluster, lease, Context, EtcdError};
+use super::{cluster, corrupt_check, lease, Context, EtcdError};
 use crate::lease::Lessor;
 use crate::metrics;
 use crate::raft::network::{PeerError, CLUSTER_ID_METADATA, REMOVED};
@@ -333,6 +334,17 @@ impl Peer for PeerService {
             cluster_id: self.ctx.config().cluster_id,
             members: cluster::members(&self.ctx),
         }))
+    }
+
+    async fn hash_kv(
+        &self,
+        request: Request<PeerHashKvRequest>,
+    ) -> Result<Response<PeerHashKvResponse>, Status> {
+        let r = request.into_inner();
+        self.check(r.cluster_id)?;
+        Ok(Response::new(
+            corrupt_check::answer(&self.ctx, r.revision).await?,
+        ))
     }
 }
 

@@ -72,6 +72,26 @@ pub fn watch_progress_interval(f: &Flags) -> Result<Duration, ConfigError> {
     Ok(value)
 }
 
+/// The shortest `--experimental-corrupt-check-time` taken: each check
+/// hashes the whole store on every member, so a shorter period would keep
+/// the leader scanning without a pause.
+pub const MIN_CORRUPT_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// `--experimental-corrupt-check-time`: 0 (the default) turns the periodic
+/// check off; otherwise at least [`MIN_CORRUPT_CHECK_INTERVAL`].
+pub fn corrupt_check_interval(f: &Flags) -> Result<Option<Duration>, ConfigError> {
+    match f.experimental_corrupt_check_time {
+        None => Ok(None),
+        Some(value) if value.is_zero() => Ok(None),
+        Some(value) if value < MIN_CORRUPT_CHECK_INTERVAL => Err(ConfigError::DurationTooShort {
+            flag: "experimental-corrupt-check-time",
+            value,
+            min: MIN_CORRUPT_CHECK_INTERVAL,
+        }),
+        Some(value) => Ok(Some(value)),
+    }
+}
+
 /// `--auto-compaction-mode` and `--auto-compaction-retention`, read as
 /// etcd reads them: in `periodic` mode (the default) a Go duration, or a
 /// bare number of hours; in `revision` mode a number of revisions. A
@@ -142,8 +162,12 @@ mod tests {
     use super::*;
 
     fn flags(args: &[&str]) -> Flags {
+        flags_result(args).expect("flags parse")
+    }
+
+    fn flags_result(args: &[&str]) -> Result<Flags, clap::Error> {
         let all = std::iter::once("ferrocd").chain(args.iter().copied());
-        Flags::try_parse_from(all).expect("flags parse")
+        Flags::try_parse_from(all)
     }
 
     #[test]
@@ -247,6 +271,29 @@ mod tests {
         }
         let f = flags(&["--watch-progress-notify-interval=100ms"]);
         assert_eq!(watch_progress_interval(&f), Ok(Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn the_corrupt_check_period_is_off_at_zero_and_at_least_100_ms_otherwise() {
+        assert_eq!(corrupt_check_interval(&flags(&[])), Ok(None));
+        let off = flags(&["--experimental-corrupt-check-time=0s"]);
+        assert_eq!(corrupt_check_interval(&off), Ok(None));
+        let every = flags(&["--experimental-corrupt-check-time=2m30s"]);
+        assert_eq!(
+            corrupt_check_interval(&every),
+            Ok(Some(Duration::from_secs(150)))
+        );
+        for value in ["1ns", "99ms"] {
+            let f = flags(&[&format!("--experimental-corrupt-check-time={value}")]);
+            let err = corrupt_check_interval(&f).unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with("--experimental-corrupt-check-time=")
+                    && err.to_string().contains("at least 100ms"),
+                "{value}: {err}"
+            );
+        }
+        assert!(flags_result(&["--experimental-corrupt-check-time=soon"]).is_err());
     }
 
     #[test]
