@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapKeySelector, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    ConfigMap, ConfigMapKeySelector, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction,
+    HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SecretVolumeSource, Service, ServicePort,
+    ServiceSpec, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -19,6 +19,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
 use crate::crd::{EtcdCluster, EtcdClusterSpec, DEFAULT_STORAGE_SIZE};
+use crate::tls::{self, CA_CRT, TLS_CRT, TLS_KEY};
 
 /// Port clients (and probes) talk to.
 pub const CLIENT_PORT: i32 = 2379;
@@ -30,6 +31,14 @@ pub const DATA_DIR: &str = "/var/lib/ferrocd";
 pub const DATA_VOLUME: &str = "data";
 /// Field manager the operator applies its objects with.
 pub const FIELD_MANAGER: &str = "ferrocd-operator";
+/// Where member pods mount the server certificate Secret.
+pub const SERVER_TLS_DIR: &str = "/etc/ferrocd/tls/server";
+/// Where member pods mount the peer certificate Secret.
+pub const PEER_TLS_DIR: &str = "/etc/ferrocd/tls/peer";
+/// The operator's binary in the ferrocd image: with TLS, the readiness
+/// probe runs its `probe` command, since the kubelet's HTTPS probes
+/// present no client certificate and `--client-cert-auth` refuses them.
+pub const PROBE_BINARY: &str = "/usr/local/bin/ferrocd-operator";
 /// The user and group the ferrocd image runs as (distroless "nonroot").
 pub const MEMBER_UID: i64 = 65532;
 /// Label naming the application; `ferrocd` on every member pod and PVC.
@@ -81,6 +90,7 @@ pub struct ClusterRef {
     name: String,
     namespace: String,
     owner: OwnerReference,
+    tls: bool,
 }
 
 impl ClusterRef {
@@ -96,7 +106,17 @@ impl ClusterRef {
             name: cluster.name_any(),
             namespace,
             owner,
+            tls: cluster.spec.tls.is_some(),
         })
+    }
+
+    /// `https` for a TLS cluster, `http` otherwise.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// Name of the cluster (and of its StatefulSet and client Service).
@@ -131,17 +151,30 @@ impl ClusterRef {
 
     /// Peer URL member `ordinal` advertises.
     pub fn peer_url(&self, ordinal: i32) -> String {
-        format!("http://{}:{PEER_PORT}", self.member_host(ordinal))
+        format!(
+            "{}://{}:{PEER_PORT}",
+            self.scheme(),
+            self.member_host(ordinal)
+        )
     }
 
     /// Client URL member `ordinal` advertises.
     pub fn client_url(&self, ordinal: i32) -> String {
-        format!("http://{}:{CLIENT_PORT}", self.member_host(ordinal))
+        format!(
+            "{}://{}:{CLIENT_PORT}",
+            self.scheme(),
+            self.member_host(ordinal)
+        )
     }
 
     /// Address of the client Service, what `status.clientEndpoint` reports.
     pub fn client_endpoint(&self) -> String {
-        format!("http://{}.{}.svc:{CLIENT_PORT}", self.name, self.namespace)
+        format!(
+            "{}://{}.{}.svc:{CLIENT_PORT}",
+            self.scheme(),
+            self.name,
+            self.namespace
+        )
     }
 
     /// `--initial-cluster` value for members `0..members`.
@@ -202,6 +235,11 @@ impl ClusterRef {
         let mut labels = self.selector_labels();
         labels.insert(MANAGED_BY_LABEL.to_string(), FIELD_MANAGER.to_string());
         labels
+    }
+
+    /// Metadata of a child object named `name`: the cluster's labels and owner.
+    pub fn object_metadata(&self, name: String) -> ObjectMeta {
+        self.metadata(name)
     }
 
     fn metadata(&self, name: String) -> ObjectMeta {
@@ -279,17 +317,22 @@ pub fn bootstrap_config_map(
 /// `replicas` comes from the planner, not from the spec: during a scale
 /// step the StatefulSet trails or leads the spec by one member.
 pub fn stateful_set(cluster: &ClusterRef, spec: &EtcdClusterSpec, replicas: i32) -> StatefulSet {
-    let (volumes, volume_claim_templates) = match &spec.storage.empty_dir {
+    let (mut volumes, volume_claim_templates) = match &spec.storage.empty_dir {
         Some(empty_dir) => (
-            Some(vec![Volume {
+            vec![Volume {
                 name: DATA_VOLUME.to_string(),
                 empty_dir: Some(empty_dir.clone()),
                 ..Default::default()
-            }]),
+            }],
             None,
         ),
-        None => (None, Some(vec![volume_claim_template(spec)])),
+        None => (Vec::new(), Some(vec![volume_claim_template(spec)])),
     };
+    if let Some(tls_spec) = &spec.tls {
+        let secrets = tls::secret_names(cluster, tls_spec);
+        volumes.push(secret_volume(SERVER_TLS_VOLUME, secrets.server));
+        volumes.push(secret_volume(PEER_TLS_VOLUME, secrets.peer));
+    }
     let pod_template = spec.pod_template.clone().unwrap_or_default();
     let mut pod_labels = pod_template.labels;
     pod_labels.extend(cluster.labels());
@@ -317,7 +360,7 @@ pub fn stateful_set(cluster: &ClusterRef, spec: &EtcdClusterSpec, replicas: i32)
                 }),
                 spec: Some(PodSpec {
                     containers: vec![ferrocd_container(cluster, spec)],
-                    volumes,
+                    volumes: non_empty_vec(volumes),
                     node_selector: non_empty(pod_template.node_selector),
                     affinity: pod_template.affinity,
                     tolerations: non_empty_vec(pod_template.tolerations),
@@ -379,13 +422,14 @@ fn ferrocd_container(cluster: &ClusterRef, spec: &EtcdClusterSpec) -> Container 
         cluster.peer_service_name(),
         cluster.namespace
     );
+    let scheme = cluster.scheme();
     let mut args = vec![
         "--name=$(POD_NAME)".to_string(),
         format!("--data-dir={DATA_DIR}"),
-        format!("--listen-client-urls=http://0.0.0.0:{CLIENT_PORT}"),
-        format!("--advertise-client-urls=http://{peer_host}:{CLIENT_PORT}"),
-        format!("--listen-peer-urls=http://0.0.0.0:{PEER_PORT}"),
-        format!("--initial-advertise-peer-urls=http://{peer_host}:{PEER_PORT}"),
+        format!("--listen-client-urls={scheme}://0.0.0.0:{CLIENT_PORT}"),
+        format!("--advertise-client-urls={scheme}://{peer_host}:{CLIENT_PORT}"),
+        format!("--listen-peer-urls={scheme}://0.0.0.0:{PEER_PORT}"),
+        format!("--initial-advertise-peer-urls={scheme}://{peer_host}:{PEER_PORT}"),
         "--initial-cluster=$(INITIAL_CLUSTER)".to_string(),
         "--initial-cluster-state=$(INITIAL_CLUSTER_STATE)".to_string(),
         format!(
@@ -393,8 +437,25 @@ fn ferrocd_container(cluster: &ClusterRef, spec: &EtcdClusterSpec) -> Container 
             cluster.initial_cluster_token()
         ),
     ];
+    if spec.tls.is_some() {
+        args.extend(tls_args());
+    }
     // BTreeMap order keeps the template, and so the rollout, stable.
     args.extend(spec.options.iter().map(|(k, v)| format!("--{k}={v}")));
+    let mut volume_mounts = vec![VolumeMount {
+        name: DATA_VOLUME.to_string(),
+        mount_path: DATA_DIR.to_string(),
+        ..Default::default()
+    }];
+    let (readiness_probe, liveness_probe) = match &spec.tls {
+        Some(_) => {
+            volume_mounts.extend(tls_mounts());
+            (tls_readiness_probe(), tcp_probe(10, 6))
+        }
+        // Generous liveness: a member replaying its log or receiving a
+        // snapshot must not be killed for being slow.
+        None => (http_probe("/readyz", 5, 3), http_probe("/livez", 10, 6)),
+    };
     Container {
         name: "ferrocd".to_string(),
         image: Some(spec.image_or_default()),
@@ -423,16 +484,89 @@ fn ferrocd_container(cluster: &ClusterRef, spec: &EtcdClusterSpec) -> Container 
             container_port("client", CLIENT_PORT),
             container_port("peer", PEER_PORT),
         ]),
-        readiness_probe: Some(http_probe("/readyz", 5, 3)),
-        // Generous: a member replaying its log or receiving a snapshot must
-        // not be killed for being slow.
-        liveness_probe: Some(http_probe("/livez", 10, 6)),
+        readiness_probe: Some(readiness_probe),
+        liveness_probe: Some(liveness_probe),
         resources: spec.resources.clone(),
-        volume_mounts: Some(vec![VolumeMount {
-            name: DATA_VOLUME.to_string(),
-            mount_path: DATA_DIR.to_string(),
+        volume_mounts: Some(volume_mounts),
+        ..Default::default()
+    }
+}
+
+const SERVER_TLS_VOLUME: &str = "server-tls";
+const PEER_TLS_VOLUME: &str = "peer-tls";
+
+/// etcd's TLS flags pointing at the mounted Secrets: mutual TLS on both ports.
+fn tls_args() -> Vec<String> {
+    vec![
+        format!("--cert-file={SERVER_TLS_DIR}/{TLS_CRT}"),
+        format!("--key-file={SERVER_TLS_DIR}/{TLS_KEY}"),
+        format!("--trusted-ca-file={SERVER_TLS_DIR}/{CA_CRT}"),
+        "--client-cert-auth=true".to_string(),
+        format!("--peer-cert-file={PEER_TLS_DIR}/{TLS_CRT}"),
+        format!("--peer-key-file={PEER_TLS_DIR}/{TLS_KEY}"),
+        format!("--peer-trusted-ca-file={PEER_TLS_DIR}/{CA_CRT}"),
+        "--peer-client-cert-auth=true".to_string(),
+    ]
+}
+
+/// Whole-Secret mounts (no `subPath`): the kubelet swaps their `..data`
+/// link when a Secret changes, and ferrocd reads the new files then.
+fn tls_mounts() -> Vec<VolumeMount> {
+    [
+        (SERVER_TLS_VOLUME, SERVER_TLS_DIR),
+        (PEER_TLS_VOLUME, PEER_TLS_DIR),
+    ]
+    .into_iter()
+    .map(|(name, path)| VolumeMount {
+        name: name.to_string(),
+        mount_path: path.to_string(),
+        read_only: Some(true),
+        ..Default::default()
+    })
+    .collect()
+}
+
+fn secret_volume(name: &str, secret_name: String) -> Volume {
+    Volume {
+        name: name.to_string(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret_name),
+            // Owner and group (fsGroup) may read the key, no one else.
+            default_mode: Some(0o440),
             ..Default::default()
-        }]),
+        }),
+        ..Default::default()
+    }
+}
+
+/// `/readyz` over mutual TLS on the pod's own client port, with the
+/// member's server certificate (it is a client certificate too).
+fn tls_readiness_probe() -> Probe {
+    Probe {
+        exec: Some(ExecAction {
+            command: Some(vec![
+                PROBE_BINARY.to_string(),
+                "probe".to_string(),
+                format!("--url=https://127.0.0.1:{CLIENT_PORT}/readyz"),
+                format!("--tls-dir={SERVER_TLS_DIR}"),
+            ]),
+        }),
+        period_seconds: Some(5),
+        failure_threshold: Some(3),
+        timeout_seconds: Some(3),
+        ..Default::default()
+    }
+}
+
+/// The process accepts connections: liveness without a TLS handshake.
+fn tcp_probe(period_seconds: i32, failure_threshold: i32) -> Probe {
+    Probe {
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::Int(CLIENT_PORT),
+            ..Default::default()
+        }),
+        period_seconds: Some(period_seconds),
+        failure_threshold: Some(failure_threshold),
         ..Default::default()
     }
 }
