@@ -74,7 +74,7 @@ apply of children, PVC cleanup, pod listing, events).
   verbs: ["get", "list", "watch", "patch"]
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "list", "watch", "patch", "create", "update"]
+  verbs: ["get", "list", "watch", "patch", "create"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
