@@ -320,29 +320,34 @@ fn add_certificates(
     status.client_secret = certificates.client_secret;
 }
 
-/// An Event per certificate issued, and a warning when issuing failed.
+/// An Event naming the certificates issued, and a warning when issuing failed.
 async fn record_issued<C>(
     cluster: &EtcdCluster,
     certificates: &certificates::Certificates,
     ctx: &Context<C>,
 ) {
-    let mut events: Vec<Event> = certificates
-        .issued
-        .iter()
-        .map(|(kind, reason)| Event {
+    let mut events = Vec::new();
+    if !certificates.issued.is_empty() {
+        let issued = certificates
+            .issued
+            .iter()
+            .map(|(kind, reason)| format!("{kind:?} ({reason:?})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        events.push(Event {
             type_: EventType::Normal,
-            reason: "CertificateIssued".into(),
-            note: Some(format!("issued the {kind:?} certificate ({reason:?})")),
-            action: "IssueCertificate".into(),
+            reason: "CertificatesIssued".into(),
+            note: Some(format!("issued certificates: {issued}")),
+            action: "IssueCertificates".into(),
             secondary: None,
-        })
-        .collect();
+        });
+    }
     if let Some(problem) = &certificates.problem {
         events.push(Event {
             type_: EventType::Warning,
             reason: problem.reason.into(),
             note: Some(problem.message.clone()),
-            action: "IssueCertificate".into(),
+            action: "IssueCertificates".into(),
             secondary: None,
         });
     }

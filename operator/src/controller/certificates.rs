@@ -145,9 +145,11 @@ async fn ensure_auto(
         let name = kind.secret_name(cluster_ref);
         let existing = secrets.get_opt(&name).await?;
         let existing = existing.as_ref().and_then(CertSecret::read);
-        let current = match tls::reissue(kind, existing.as_ref(), ca.cert_pem(), &names, &due) {
-            None => existing.expect("only an existing certificate is kept"),
-            Some(reason) => {
+        let reason = tls::reissue(kind, existing.as_ref(), ca.cert_pem(), &names, &due);
+        let current = match (reason, existing) {
+            (None, Some(existing)) => existing,
+            (reason, _) => {
+                let reason = reason.unwrap_or(Reissue::Missing);
                 let request = kind.request(cluster_ref, &names, durations.validity);
                 let issued = match ca.issue(&request, now) {
                     Ok(issued) => issued,

@@ -750,3 +750,5 @@ fn errors_are_labelled_by_their_innermost_cause() {
     )));
     assert_eq!(wrapped.metric_label(), "membership");
 }
+
+mod tls;
