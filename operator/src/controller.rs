@@ -256,7 +256,7 @@ async fn apply<C: EtcdConnector>(cluster: &EtcdCluster, ctx: &Context<C>) -> Res
     );
     let certificates = act(cluster, &cluster_ref, &plan, ctx).await?;
     if let Some(certificates) = &certificates {
-        record_issued(cluster, certificates, ctx).await;
+        certificates::record_issued(cluster, certificates, ctx).await;
     }
     let step_result = match (&plan.step, &etcd) {
         (Some(step), Some(etcd)) => take_step(cluster, &cluster_ref, step, etcd, ctx).await,
@@ -264,98 +264,14 @@ async fn apply<C: EtcdConnector>(cluster: &EtcdCluster, ctx: &Context<C>) -> Res
     };
     let mut status = build_status(cluster, &cluster_ref, &plan, &seen);
     let next_rotation = certificates.as_ref().and_then(|c| c.next_rotation);
-    add_certificates(cluster, &mut status, certificates);
+    certificates::report(cluster, &mut status, certificates);
     patch_status(cluster, &cluster_ref, status, ctx).await?;
     step_result?;
-    Ok(Action::requeue(requeue_with_rotation(
+    Ok(Action::requeue(certificates::requeue_with_rotation(
         requeue_after(&plan.progress),
         next_rotation,
         Timestamp::now(),
     )))
-}
-
-/// `after`, or sooner when a certificate falls due for rotation before then.
-pub fn requeue_with_rotation(
-    after: Duration,
-    next_rotation: Option<Timestamp>,
-    now: Timestamp,
-) -> Duration {
-    let Some(at) = next_rotation else {
-        return after;
-    };
-    let until = (at.as_second() - now.as_second()).max(1) as u64;
-    after.min(Duration::from_secs(until))
-}
-
-/// Reports the certificate step: `status.tls`, `status.clientSecret` and the
-/// `CertificatesReady` condition. Without a step this reconcile (a paused
-/// cluster, an invalid spec) the last report stays.
-fn add_certificates(
-    cluster: &EtcdCluster,
-    status: &mut EtcdClusterStatus,
-    certificates: Option<certificates::Certificates>,
-) {
-    let previous = cluster.status.clone().unwrap_or_default();
-    let Some(certificates) = certificates else {
-        status.tls = previous.tls;
-        status.client_secret = previous.client_secret;
-        status.conditions.extend(
-            previous
-                .conditions
-                .into_iter()
-                .filter(|c| c.type_ == status::CERTIFICATES_READY),
-        );
-        return;
-    };
-    status.conditions.push(status::certificates_ready(
-        certificates
-            .problem
-            .as_ref()
-            .map(|p| (p.reason, p.message.as_str())),
-        cluster.metadata.generation,
-        &previous.conditions,
-        &Time(Timestamp::now()),
-    ));
-    status.tls = Some(certificates.status);
-    status.client_secret = certificates.client_secret;
-}
-
-/// An Event naming the certificates issued, and a warning when issuing failed.
-async fn record_issued<C>(
-    cluster: &EtcdCluster,
-    certificates: &certificates::Certificates,
-    ctx: &Context<C>,
-) {
-    let mut events = Vec::new();
-    if !certificates.issued.is_empty() {
-        let issued = certificates
-            .issued
-            .iter()
-            .map(|(kind, reason)| format!("{kind:?} ({reason:?})"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        events.push(Event {
-            type_: EventType::Normal,
-            reason: "CertificatesIssued".into(),
-            note: Some(format!("issued certificates: {issued}")),
-            action: "IssueCertificates".into(),
-            secondary: None,
-        });
-    }
-    if let Some(problem) = &certificates.problem {
-        events.push(Event {
-            type_: EventType::Warning,
-            reason: problem.reason.into(),
-            note: Some(problem.message.clone()),
-            action: "IssueCertificates".into(),
-            secondary: None,
-        });
-    }
-    for event in events {
-        if let Err(error) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
-            tracing::warn!(%error, "recording event failed");
-        }
-    }
 }
 
 async fn observe<C: EtcdConnector>(

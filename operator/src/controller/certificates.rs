@@ -9,19 +9,23 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams};
-use kube::{Api, Client, ResourceExt};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
-use super::{server_side_apply, Error};
+use super::{server_side_apply, Context, Error};
 use crate::builders::ClusterRef;
 use crate::crd::{
-    AutoTls, CertificateStatus, EtcdCluster, TlsSecretRefs, TlsSpec, TlsStatus, ROTATE_ANNOTATION,
+    AutoTls, CertificateStatus, EtcdCluster, EtcdClusterStatus, TlsSecretRefs, TlsSpec, TlsStatus,
+    ROTATE_ANNOTATION,
 };
+use crate::status;
 use crate::tls::pki::{self, Ca};
 use crate::tls::{self, CertKind, CertSecret, Due, Reissue};
 
@@ -269,6 +273,90 @@ async fn read_user_secrets(
         }
     }
     Ok(out)
+}
+
+/// `after`, or sooner when a certificate falls due for rotation before then.
+pub fn requeue_with_rotation(
+    after: Duration,
+    next_rotation: Option<Timestamp>,
+    now: Timestamp,
+) -> Duration {
+    let Some(at) = next_rotation else {
+        return after;
+    };
+    let until = (at.as_second() - now.as_second()).max(1) as u64;
+    after.min(Duration::from_secs(until))
+}
+
+/// Reports the certificate step: `status.tls`, `status.clientSecret` and the
+/// `CertificatesReady` condition. Without a step this reconcile (a paused
+/// cluster, an invalid spec) the last report stays.
+pub(super) fn report(
+    cluster: &EtcdCluster,
+    status: &mut EtcdClusterStatus,
+    certificates: Option<Certificates>,
+) {
+    let previous = cluster.status.clone().unwrap_or_default();
+    let Some(certificates) = certificates else {
+        status.tls = previous.tls;
+        status.client_secret = previous.client_secret;
+        status.conditions.extend(
+            previous
+                .conditions
+                .into_iter()
+                .filter(|c| c.type_ == status::CERTIFICATES_READY),
+        );
+        return;
+    };
+    status.conditions.push(status::certificates_ready(
+        certificates
+            .problem
+            .as_ref()
+            .map(|p| (p.reason, p.message.as_str())),
+        cluster.metadata.generation,
+        &previous.conditions,
+        &Time(Timestamp::now()),
+    ));
+    status.tls = Some(certificates.status);
+    status.client_secret = certificates.client_secret;
+}
+
+/// An Event naming the certificates issued, and a warning when issuing failed.
+pub(super) async fn record_issued<C>(
+    cluster: &EtcdCluster,
+    certificates: &Certificates,
+    ctx: &Context<C>,
+) {
+    let mut events = Vec::new();
+    if !certificates.issued.is_empty() {
+        let issued = certificates
+            .issued
+            .iter()
+            .map(|(kind, reason)| format!("{kind:?} ({reason:?})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        events.push(Event {
+            type_: EventType::Normal,
+            reason: "CertificatesIssued".into(),
+            note: Some(format!("issued certificates: {issued}")),
+            action: "IssueCertificates".into(),
+            secondary: None,
+        });
+    }
+    if let Some(problem) = &certificates.problem {
+        events.push(Event {
+            type_: EventType::Warning,
+            reason: problem.reason.into(),
+            note: Some(problem.message.clone()),
+            action: "IssueCertificates".into(),
+            secondary: None,
+        });
+    }
+    for event in events {
+        if let Err(error) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
+            tracing::warn!(%error, "recording event failed");
+        }
+    }
 }
 
 /// Annotates the member pods with the new serials (see [`CERTIFICATES_ANNOTATION`]).

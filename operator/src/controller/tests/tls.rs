@@ -5,6 +5,7 @@
 use k8s_openapi::api::core::v1::Secret;
 
 use super::*;
+use crate::controller::certificates::requeue_with_rotation;
 use crate::crd::{AutoTls, TlsSpec};
 use crate::tls::pki;
 
