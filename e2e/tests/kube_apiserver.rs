@@ -8,7 +8,12 @@
 //! (so every step below also runs Kubernetes on ferrocd) the operator is
 //! installed with its chart from an image built from this build's binaries,
 //! runs `examples/etcdcluster-3.yaml`, and must repair a member whose volume
-//! was lost, and ride out the loss of the leader's pod.
+//! was lost, and ride out the loss of the leader's pod; then
+//! `examples/etcdcluster-tls.yaml` runs mutual TLS and rotates its
+//! certificates under writes (`kube_apiserver/tls.rs`).
+
+#[path = "kube_apiserver/tls.rs"]
+mod tls_scenario;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -33,7 +38,7 @@ const KEYS: usize = 20;
 #[test]
 fn kubernetes_on_ferrocd_runs_the_operator_through_volume_and_leader_loss() {
     let started = Instant::now();
-    for tool in ["etcdctl", "helm", "objcopy"] {
+    for tool in ["etcdctl", "helm", "objcopy", "openssl", "base64"] {
         if !require_tool(tool) {
             return;
         }
@@ -75,6 +80,8 @@ fn kubernetes_on_ferrocd_runs_the_operator_through_volume_and_leader_loss() {
     timings.lap("lost volume repaired");
     let outage = cluster.leader_pod_loss_is_ridden_out(&keys);
     timings.lap("leader pod lost and back");
+    tls_scenario::tls_cluster_serves_mutual_tls_and_rotates_under_writes(&node);
+    timings.lap("TLS cluster up, certificates rotated under writes");
 
     drop(node);
     timings.lap("node down");
@@ -512,7 +519,7 @@ impl<'a> Cluster<'a> {
             .find(|m| m.is_leader)
             .expect("a leader in the status")
             .clone();
-        let writer = Writer::start(&self.service);
+        let writer = Writer::start(&self.service, &[]);
         std::thread::sleep(Duration::from_secs(2));
         self.node
             .kubectl_ok(&["delete", "pod", &leader.name, "--wait=false"]);
@@ -575,9 +582,11 @@ impl Writer {
     const SETTLED: usize = 10;
     const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-    fn start(endpoint: &str) -> Writer {
+    /// A writer through `endpoint` with etcdctl `flags` (TLS files) first.
+    fn start(endpoint: &str, flags: &[String]) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let endpoint = endpoint.to_string();
+        let flags = flags.to_vec();
         let stopped = stop.clone();
         let thread = std::thread::spawn(move || {
             let mut report = WriterReport {
@@ -600,6 +609,7 @@ impl Writer {
                 let key = format!("during/{i:05}");
                 let put = Command::new("etcdctl")
                     .env("ETCDCTL_API", "3")
+                    .args(&flags)
                     .args([
                         &format!("--endpoints={endpoint}"),
                         "--dial-timeout=1s",

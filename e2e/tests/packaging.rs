@@ -266,7 +266,14 @@ fn reconcile_grants() -> BTreeSet<Grant> {
             &["persistentvolumeclaims"],
             &["get", "list", "watch", "delete"],
         ),
-        ("", &["pods"], &["get", "list", "watch"]),
+        // Member pods are annotated after a certificate rotation.
+        ("", &["pods"], &["get", "list", "watch", "patch"]),
+        // Certificate Secrets of TLS clusters.
+        (
+            "",
+            &["secrets"],
+            &["get", "list", "watch", "patch", "create"],
+        ),
         ("events.k8s.io", &["events"], &["create", "patch"]),
     ];
     grants_of(table)

@@ -19,6 +19,12 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
 use crate::crd::{EtcdCluster, EtcdClusterSpec, DEFAULT_STORAGE_SIZE};
+use crate::tls;
+
+mod tls_pod;
+use tls_pod::{secret_volume, tcp_probe, tls_args, tls_mounts, tls_readiness_probe};
+pub use tls_pod::{PEER_TLS_DIR, PROBE_BINARY, SERVER_TLS_DIR};
+use tls_pod::{PEER_TLS_VOLUME, SERVER_TLS_VOLUME};
 
 /// Port clients (and probes) talk to.
 pub const CLIENT_PORT: i32 = 2379;
@@ -81,6 +87,7 @@ pub struct ClusterRef {
     name: String,
     namespace: String,
     owner: OwnerReference,
+    tls: bool,
 }
 
 impl ClusterRef {
@@ -96,7 +103,17 @@ impl ClusterRef {
             name: cluster.name_any(),
             namespace,
             owner,
+            tls: cluster.spec.tls.is_some(),
         })
+    }
+
+    /// `https` for a TLS cluster, `http` otherwise.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// Name of the cluster (and of its StatefulSet and client Service).
@@ -131,17 +148,30 @@ impl ClusterRef {
 
     /// Peer URL member `ordinal` advertises.
     pub fn peer_url(&self, ordinal: i32) -> String {
-        format!("http://{}:{PEER_PORT}", self.member_host(ordinal))
+        format!(
+            "{}://{}:{PEER_PORT}",
+            self.scheme(),
+            self.member_host(ordinal)
+        )
     }
 
     /// Client URL member `ordinal` advertises.
     pub fn client_url(&self, ordinal: i32) -> String {
-        format!("http://{}:{CLIENT_PORT}", self.member_host(ordinal))
+        format!(
+            "{}://{}:{CLIENT_PORT}",
+            self.scheme(),
+            self.member_host(ordinal)
+        )
     }
 
     /// Address of the client Service, what `status.clientEndpoint` reports.
     pub fn client_endpoint(&self) -> String {
-        format!("http://{}.{}.svc:{CLIENT_PORT}", self.name, self.namespace)
+        format!(
+            "{}://{}.{}.svc:{CLIENT_PORT}",
+            self.scheme(),
+            self.name,
+            self.namespace
+        )
     }
 
     /// `--initial-cluster` value for members `0..members`.
@@ -202,6 +232,11 @@ impl ClusterRef {
         let mut labels = self.selector_labels();
         labels.insert(MANAGED_BY_LABEL.to_string(), FIELD_MANAGER.to_string());
         labels
+    }
+
+    /// Metadata of a child object named `name`: the cluster's labels and owner.
+    pub fn object_metadata(&self, name: String) -> ObjectMeta {
+        self.metadata(name)
     }
 
     fn metadata(&self, name: String) -> ObjectMeta {
@@ -279,17 +314,22 @@ pub fn bootstrap_config_map(
 /// `replicas` comes from the planner, not from the spec: during a scale
 /// step the StatefulSet trails or leads the spec by one member.
 pub fn stateful_set(cluster: &ClusterRef, spec: &EtcdClusterSpec, replicas: i32) -> StatefulSet {
-    let (volumes, volume_claim_templates) = match &spec.storage.empty_dir {
+    let (mut volumes, volume_claim_templates) = match &spec.storage.empty_dir {
         Some(empty_dir) => (
-            Some(vec![Volume {
+            vec![Volume {
                 name: DATA_VOLUME.to_string(),
                 empty_dir: Some(empty_dir.clone()),
                 ..Default::default()
-            }]),
+            }],
             None,
         ),
-        None => (None, Some(vec![volume_claim_template(spec)])),
+        None => (Vec::new(), Some(vec![volume_claim_template(spec)])),
     };
+    if let Some(tls_spec) = &spec.tls {
+        let secrets = tls::secret_names(cluster, tls_spec);
+        volumes.push(secret_volume(SERVER_TLS_VOLUME, secrets.server));
+        volumes.push(secret_volume(PEER_TLS_VOLUME, secrets.peer));
+    }
     let pod_template = spec.pod_template.clone().unwrap_or_default();
     let mut pod_labels = pod_template.labels;
     pod_labels.extend(cluster.labels());
@@ -317,7 +357,7 @@ pub fn stateful_set(cluster: &ClusterRef, spec: &EtcdClusterSpec, replicas: i32)
                 }),
                 spec: Some(PodSpec {
                     containers: vec![ferrocd_container(cluster, spec)],
-                    volumes,
+                    volumes: non_empty_vec(volumes),
                     node_selector: non_empty(pod_template.node_selector),
                     affinity: pod_template.affinity,
                     tolerations: non_empty_vec(pod_template.tolerations),
@@ -379,13 +419,14 @@ fn ferrocd_container(cluster: &ClusterRef, spec: &EtcdClusterSpec) -> Container 
         cluster.peer_service_name(),
         cluster.namespace
     );
+    let scheme = cluster.scheme();
     let mut args = vec![
         "--name=$(POD_NAME)".to_string(),
         format!("--data-dir={DATA_DIR}"),
-        format!("--listen-client-urls=http://0.0.0.0:{CLIENT_PORT}"),
-        format!("--advertise-client-urls=http://{peer_host}:{CLIENT_PORT}"),
-        format!("--listen-peer-urls=http://0.0.0.0:{PEER_PORT}"),
-        format!("--initial-advertise-peer-urls=http://{peer_host}:{PEER_PORT}"),
+        format!("--listen-client-urls={scheme}://0.0.0.0:{CLIENT_PORT}"),
+        format!("--advertise-client-urls={scheme}://{peer_host}:{CLIENT_PORT}"),
+        format!("--listen-peer-urls={scheme}://0.0.0.0:{PEER_PORT}"),
+        format!("--initial-advertise-peer-urls={scheme}://{peer_host}:{PEER_PORT}"),
         "--initial-cluster=$(INITIAL_CLUSTER)".to_string(),
         "--initial-cluster-state=$(INITIAL_CLUSTER_STATE)".to_string(),
         format!(
@@ -393,8 +434,25 @@ fn ferrocd_container(cluster: &ClusterRef, spec: &EtcdClusterSpec) -> Container 
             cluster.initial_cluster_token()
         ),
     ];
+    if spec.tls.is_some() {
+        args.extend(tls_args());
+    }
     // BTreeMap order keeps the template, and so the rollout, stable.
     args.extend(spec.options.iter().map(|(k, v)| format!("--{k}={v}")));
+    let mut volume_mounts = vec![VolumeMount {
+        name: DATA_VOLUME.to_string(),
+        mount_path: DATA_DIR.to_string(),
+        ..Default::default()
+    }];
+    let (readiness_probe, liveness_probe) = match &spec.tls {
+        Some(_) => {
+            volume_mounts.extend(tls_mounts());
+            (tls_readiness_probe(), tcp_probe(10, 6))
+        }
+        // Generous liveness: a member replaying its log or receiving a
+        // snapshot must not be killed for being slow.
+        None => (http_probe("/readyz", 5, 3), http_probe("/livez", 10, 6)),
+    };
     Container {
         name: "ferrocd".to_string(),
         image: Some(spec.image_or_default()),
@@ -423,16 +481,10 @@ fn ferrocd_container(cluster: &ClusterRef, spec: &EtcdClusterSpec) -> Container 
             container_port("client", CLIENT_PORT),
             container_port("peer", PEER_PORT),
         ]),
-        readiness_probe: Some(http_probe("/readyz", 5, 3)),
-        // Generous: a member replaying its log or receiving a snapshot must
-        // not be killed for being slow.
-        liveness_probe: Some(http_probe("/livez", 10, 6)),
+        readiness_probe: Some(readiness_probe),
+        liveness_probe: Some(liveness_probe),
         resources: spec.resources.clone(),
-        volume_mounts: Some(vec![VolumeMount {
-            name: DATA_VOLUME.to_string(),
-            mount_path: DATA_DIR.to_string(),
-            ..Default::default()
-        }]),
+        volume_mounts: Some(volume_mounts),
         ..Default::default()
     }
 }

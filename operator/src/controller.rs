@@ -32,6 +32,7 @@ use crate::membership::{self, EtcdApi, EtcdError, Member, MemberStep, StoreView}
 use crate::metrics::Metrics;
 use crate::planner::{self, Observed, Plan, Progress};
 use crate::status::{self, Observation};
+use crate::tls::CertSecret;
 use crate::volumes::{self, MemberVolume, PvcUids};
 
 /// Finalizer the operator puts on every `EtcdCluster`.
@@ -93,8 +94,9 @@ impl Error {
 pub trait EtcdConnector: Send + Sync + 'static {
     /// The client type.
     type Api: EtcdApi;
-    /// A client of the store behind `endpoint` (the client Service URL).
-    fn connect(&self, endpoint: &str) -> Result<Self::Api, EtcdError>;
+    /// A client of the store behind `endpoint` (the client Service URL),
+    /// presenting the client certificate `tls` when the cluster has TLS.
+    fn connect(&self, endpoint: &str, tls: Option<&CertSecret>) -> Result<Self::Api, EtcdError>;
 }
 
 /// Connects over gRPC.
@@ -104,8 +106,8 @@ pub struct GrpcConnector;
 impl EtcdConnector for GrpcConnector {
     type Api = GrpcEtcd;
 
-    fn connect(&self, endpoint: &str) -> Result<GrpcEtcd, EtcdError> {
-        GrpcEtcd::new(endpoint)
+    fn connect(&self, endpoint: &str, tls: Option<&CertSecret>) -> Result<GrpcEtcd, EtcdError> {
+        GrpcEtcd::new(endpoint, tls)
     }
 }
 
@@ -244,7 +246,7 @@ struct Seen {
 async fn apply<C: EtcdConnector>(cluster: &EtcdCluster, ctx: &Context<C>) -> Result<Action, Error> {
     let cluster_ref = ClusterRef::new(cluster)?;
     let previous_members = cluster.status.as_ref().map_or(&[][..], |s| &s.members[..]);
-    let (seen, etcd) = observe(&cluster_ref, previous_members, ctx).await?;
+    let (seen, etcd) = observe(cluster, &cluster_ref, previous_members, ctx).await?;
     let plan = planner::plan(&cluster_ref, &cluster.spec, &seen.planner);
     tracing::info!(
         cluster = %cluster.name_any(),
@@ -252,18 +254,28 @@ async fn apply<C: EtcdConnector>(cluster: &EtcdCluster, ctx: &Context<C>) -> Res
         step = ?plan.step,
         "planned"
     );
-    act(cluster, &cluster_ref, &plan, ctx).await?;
+    let certificates = act(cluster, &cluster_ref, &plan, ctx).await?;
+    if let Some(certificates) = &certificates {
+        certificates::record_issued(cluster, certificates, ctx).await;
+    }
     let step_result = match (&plan.step, &etcd) {
         (Some(step), Some(etcd)) => take_step(cluster, &cluster_ref, step, etcd, ctx).await,
         _ => Ok(()),
     };
-    let status = build_status(cluster, &cluster_ref, &plan, &seen);
+    let mut status = build_status(cluster, &cluster_ref, &plan, &seen);
+    let next_rotation = certificates.as_ref().and_then(|c| c.next_rotation);
+    certificates::report(cluster, &mut status, certificates);
     patch_status(cluster, &cluster_ref, status, ctx).await?;
     step_result?;
-    Ok(Action::requeue(requeue_after(&plan.progress)))
+    Ok(Action::requeue(certificates::requeue_with_rotation(
+        requeue_after(&plan.progress),
+        next_rotation,
+        Timestamp::now(),
+    )))
 }
 
 async fn observe<C: EtcdConnector>(
+    resource: &EtcdCluster,
     cluster: &ClusterRef,
     previous_members: &[MemberStatus],
     ctx: &Context<C>,
@@ -301,11 +313,21 @@ async fn observe<C: EtcdConnector>(
             // The API server defaults replicas to 1.
             .unwrap_or(1)
     });
-    // Before the StatefulSet exists there is no store to ask.
-    let (store, etcd) = if stateful_set_replicas.is_some() {
+    // Before the StatefulSet exists there is no store to ask; a TLS store
+    // not before the operator has its client certificate.
+    let client_tls = match &resource.spec.tls {
+        Some(tls) if stateful_set_replicas.is_some() => {
+            certificates::operator_client(&ctx.client, cluster, tls)
+                .await?
+                .map(Some)
+        }
+        Some(_) => None,
+        None => Some(None),
+    };
+    let (store, etcd) = if let (Some(_), Some(client_tls)) = (stateful_set_replicas, client_tls) {
         let etcd = ctx
             .etcd
-            .connect(&cluster.client_endpoint())
+            .connect(&cluster.client_endpoint(), client_tls.as_ref())
             .map_err(Error::StoreClient)?;
         let store = tokio::time::timeout(STORE_TIMEOUT, membership::observe_store(&etcd))
             .await
@@ -347,22 +369,34 @@ fn is_ready(pod: &Pod) -> bool {
         })
 }
 
-/// Applies the planned objects in order and deletes PVCs of members that are gone.
+/// Applies the planned objects in order, with the certificates of a TLS
+/// cluster between the Services (whose ClusterIP they carry) and the
+/// StatefulSet (whose pods mount them), and deletes PVCs of members that
+/// are gone. Returns the certificate step's outcome, if there was one.
 async fn act<C>(
     cluster: &EtcdCluster,
     cluster_ref: &ClusterRef,
     plan: &Plan,
     ctx: &Context<C>,
-) -> Result<(), Error> {
+) -> Result<Option<certificates::Certificates>, Error> {
     let client = &ctx.client;
     let namespace = cluster_ref.namespace();
+    let mut certificates = None;
     if let Some(desired) = &plan.objects {
         let manifest = manifest::render(cluster_ref, &cluster.spec, desired);
         if let Some(config_map) = &manifest.config_map {
             server_side_apply::<ConfigMap>(client, namespace, config_map).await?;
         }
         server_side_apply::<Service>(client, namespace, &manifest.peer_service).await?;
-        server_side_apply::<Service>(client, namespace, &manifest.client_service).await?;
+        let client_service =
+            server_side_apply::<Service>(client, namespace, &manifest.client_service).await?;
+        if let Some(tls) = &cluster.spec.tls {
+            let ip = client_service
+                .spec
+                .and_then(|spec| spec.cluster_ip)
+                .and_then(|ip| ip.parse().ok());
+            certificates = Some(certificates::ensure(client, cluster, cluster_ref, tls, ip).await?);
+        }
         server_side_apply::<StatefulSet>(client, namespace, &manifest.stateful_set).await?;
         match &manifest.pdb {
             PdbChange::Apply(pdb) => {
@@ -379,10 +413,11 @@ async fn act<C>(
     for &ordinal in &plan.delete_pvcs {
         delete_if_present(&pvcs, &cluster_ref.pvc_name(ordinal)).await?;
     }
-    Ok(())
+    Ok(certificates)
 }
 
-async fn server_side_apply<K>(client: &Client, namespace: &str, object: &K) -> Result<(), Error>
+/// Applies `object` and returns it as the API server stored it.
+async fn server_side_apply<K>(client: &Client, namespace: &str, object: &K) -> Result<K, Error>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -392,13 +427,13 @@ where
 {
     let api = Api::<K>::namespaced(client.clone(), namespace);
     let name = object.meta().name.clone().unwrap_or_default();
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(object),
-    )
-    .await?;
-    Ok(())
+    Ok(api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(object),
+        )
+        .await?)
 }
 
 async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<(), Error>
@@ -618,6 +653,8 @@ async fn patch_status<C>(
     .await?;
     Ok(())
 }
+
+pub mod certificates;
 
 #[cfg(test)]
 mod tests;

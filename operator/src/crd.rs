@@ -13,6 +13,9 @@ use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod tls;
+pub use tls::*;
+
 /// API group of the custom resource.
 pub const GROUP: &str = "ferrocd.io";
 /// Image repository used when `spec.image` is not set.
@@ -91,6 +94,10 @@ pub const KNOWN_OPTIONS: &[&str] = &[
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.tls) == has(oldSelf.tls)")
+        .message("tls can not be switched on or off after creation")
+)]
 pub struct EtcdClusterSpec {
     /// Number of voting members (1 to 9; odd numbers tolerate the most failures per member).
     #[serde(default = "default_replicas")]
@@ -122,6 +129,9 @@ pub struct EtcdClusterSpec {
     /// When true the operator observes and reports but changes nothing.
     #[serde(default)]
     pub paused: bool,
+    /// Mutual TLS on the client and peer ports. Absent: plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
 }
 
 /// Member storage: a PersistentVolumeClaim per member, or an `emptyDir` for
@@ -236,6 +246,13 @@ pub struct EtcdClusterStatus {
     /// Address clients connect to (the client Service).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_endpoint: Option<String>,
+    /// With TLS: the Secret (`ca.crt`, `tls.crt`, `tls.key`) a client such
+    /// as kube-apiserver connects with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// With TLS: the certificates' serials and expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsStatus>,
 }
 
 /// One entry of the store's member list.
@@ -297,6 +314,9 @@ pub enum SpecError {
     /// `emptyDir` combined with PVC settings.
     #[error("spec.storage: emptyDir excludes size and storageClassName")]
     ConflictingStorage,
+    /// `spec.tls` can not be acted on.
+    #[error(transparent)]
+    Tls(#[from] TlsSpecError),
 }
 
 impl EtcdClusterSpec {
@@ -319,6 +339,9 @@ impl EtcdClusterSpec {
         {
             return Err(SpecError::ConflictingStorage);
         }
+        if let Some(tls) = &self.tls {
+            tls.validate()?;
+        }
         Ok(())
     }
 
@@ -339,6 +362,7 @@ impl Default for EtcdClusterSpec {
             options: BTreeMap::new(),
             pod_disruption_budget: PodDisruptionBudgetSpec::default(),
             paused: false,
+            tls: None,
         }
     }
 }

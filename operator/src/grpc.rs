@@ -7,27 +7,46 @@ use ferrocd_proto::etcdserverpb::{
     self as pb, MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest,
     StatusRequest,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
 use crate::membership::{EndpointStatus, EtcdApi, EtcdError, Member, MemberList};
+use crate::tls::CertSecret;
 
 /// A connection to a cluster through one client endpoint (the client Service).
 #[derive(Debug, Clone)]
 pub struct GrpcEtcd {
     cluster: ClusterClient<Channel>,
+    tls: Option<ClientTlsConfig>,
 }
 
 impl GrpcEtcd {
     /// A lazily connecting client of `endpoint` (e.g. `http://demo.prod.svc:2379`):
     /// a cluster that is down shows up as failing calls, not a failing constructor.
-    pub fn new(endpoint: &str) -> Result<Self, EtcdError> {
-        let channel = Endpoint::from_shared(endpoint.to_string())
-            .map_err(|e| EtcdError::Other(format!("bad endpoint {endpoint}: {e}")))?
-            .connect_lazy();
+    /// With `tls`, an `https://` endpoint is verified against its `ca.crt`
+    /// and the client presents its certificate.
+    pub fn new(endpoint: &str, tls: Option<&CertSecret>) -> Result<Self, EtcdError> {
+        let tls = tls.map(|files| {
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&files.ca_pem))
+                .identity(Identity::from_pem(&files.cert_pem, &files.key_pem))
+        });
+        let channel = endpoint_of(endpoint, tls.as_ref())?.connect_lazy();
         Ok(Self {
             cluster: ClusterClient::new(channel),
+            tls,
         })
+    }
+}
+
+fn endpoint_of(url: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, EtcdError> {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|e| EtcdError::Other(format!("bad endpoint {url}: {e}")))?;
+    match tls {
+        Some(tls) => endpoint
+            .tls_config(tls.clone())
+            .map_err(|e| EtcdError::Other(format!("TLS configuration for {url}: {e}"))),
+        None => Ok(endpoint),
     }
 }
 
@@ -87,9 +106,11 @@ impl EtcdApi for GrpcEtcd {
 
     async fn status(&self, endpoint: &str) -> Result<EndpointStatus, EtcdError> {
         // Status is about one member, so it goes to that member's own URL.
-        let mut client = MaintenanceClient::connect(endpoint.to_string())
+        let channel = endpoint_of(endpoint, self.tls.as_ref())?
+            .connect()
             .await
             .map_err(|e| EtcdError::Unavailable(format!("{endpoint}: {e}")))?;
+        let mut client = MaintenanceClient::new(channel);
         let status = client
             .status(StatusRequest {})
             .await

@@ -15,6 +15,8 @@
 //! * [`watches`]: what triggers a reconcile, member pods and PVCs included.
 //! * [`metrics`]: Prometheus metrics of the reconciler.
 //! * [`leader`]: leader election over a Lease.
+//! * [`tls`]: the certificates of TLS clusters: names, Secrets, rotation, the CA.
+//! * [`probe`]: the readiness probe of TLS members, run in the member pod.
 
 pub mod builders;
 pub mod controller;
@@ -25,6 +27,8 @@ pub mod manifest;
 pub mod membership;
 pub mod metrics;
 pub mod planner;
+pub mod probe;
 pub mod status;
+pub mod tls;
 pub mod volumes;
 pub mod watches;

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use clap::{ArgAction, Parser};
+use clap::{ArgAction, Parser, Subcommand};
 use futures::StreamExt;
 use kube::api::ListParams;
 use kube::{Api, Client};
@@ -40,6 +40,27 @@ struct Args {
     /// Name of the leader Lease.
     #[arg(long, default_value = "ferrocd-operator")]
     leader_election_id: String,
+    /// Run a tool instead of the operator.
+    #[command(subcommand)]
+    command: Option<Tool>,
+}
+
+/// Tools in the same binary, for the member pods of the same image.
+#[derive(Debug, Subcommand)]
+enum Tool {
+    /// GET an HTTPS URL with a client certificate; exit 0 on a 200 answer.
+    /// The readiness probe of members with mutual TLS.
+    Probe {
+        /// The URL, e.g. https://127.0.0.1:2379/readyz.
+        #[arg(long)]
+        url: String,
+        /// Directory of a mounted kubernetes.io/tls Secret: ca.crt, tls.crt, tls.key.
+        #[arg(long)]
+        tls_dir: std::path::PathBuf,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 2)]
+        timeout_seconds: u64,
+    },
 }
 
 #[derive(Clone)]
@@ -51,6 +72,24 @@ struct Http {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let args = Args::parse();
+    if let Some(Tool::Probe {
+        url,
+        tls_dir,
+        timeout_seconds,
+    }) = &args.command
+    {
+        let timeout = std::time::Duration::from_secs(*timeout_seconds);
+        match ferrocd_operator::probe::probe(url, tls_dir, timeout).await {
+            Ok(body) => {
+                print!("{body}");
+                return Ok(());
+            }
+            Err(error) => {
+                eprintln!("probe {url}: {error}");
+                std::process::exit(1);
+            }
+        }
+    }
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
@@ -153,6 +192,22 @@ mod tests {
         assert_eq!(args.namespace, None);
         assert!(args.leader_election);
         assert_eq!(args.metrics_addr, "0.0.0.0:8080".parse().unwrap());
+    }
+
+    #[test]
+    fn probe_takes_url_and_certificate_directory() {
+        let args = Args::try_parse_from([
+            "ferrocd-operator",
+            "probe",
+            "--url=https://127.0.0.1:2379/readyz",
+            "--tls-dir=/etc/ferrocd/tls/server",
+        ])
+        .unwrap();
+        let Some(Tool::Probe { url, tls_dir, .. }) = args.command else {
+            panic!("expected the probe tool, got {:?}", args.command);
+        };
+        assert_eq!(url, "https://127.0.0.1:2379/readyz");
+        assert_eq!(tls_dir, std::path::Path::new("/etc/ferrocd/tls/server"));
     }
 
     #[test]

@@ -308,7 +308,7 @@ impl<'a> Membership<'a> {
 /// Parsed from the peer URL, not the member name: etcd lists members that
 /// have not started yet with an empty name.
 pub(crate) fn ordinal_of(cluster: &ClusterRef, peer_url: &str) -> Option<i32> {
-    let rest = peer_url.strip_prefix(&format!("http://{}-", cluster.name()))?;
+    let rest = peer_url.strip_prefix(&format!("{}://{}-", cluster.scheme(), cluster.name()))?;
     let digits = rest.split('.').next()?;
     let ordinal: i32 = digits.parse().ok()?;
     (cluster.peer_url(ordinal) == peer_url).then_some(ordinal)

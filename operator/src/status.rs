@@ -13,6 +13,8 @@ pub const AVAILABLE: &str = "Available";
 pub const PROGRESSING: &str = "Progressing";
 /// Condition type: something needs attention.
 pub const DEGRADED: &str = "Degraded";
+/// Condition type: a TLS cluster's certificates exist and are current.
+pub const CERTIFICATES_READY: &str = "CertificatesReady";
 
 /// Inputs besides the plan's progress.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,6 +131,31 @@ pub fn summarize(
     .map(|(type_, s)| condition(type_, s, seen, now))
     .collect();
     (phase, conditions)
+}
+
+/// The `CertificatesReady` condition: true, or false with `problem`'s
+/// reason and message.
+pub fn certificates_ready(
+    problem: Option<(&'static str, &str)>,
+    generation: Option<i64>,
+    previous_conditions: &[Condition],
+    now: &Time,
+) -> Condition {
+    let state = match problem {
+        None => state(
+            true,
+            "Issued",
+            "certificates are present and current".into(),
+        ),
+        Some((reason, message)) => state(false, reason, message.to_string()),
+    };
+    let seen = Observation {
+        store_answered: false,
+        generation,
+        previous_phase: None,
+        previous_conditions,
+    };
+    condition(CERTIFICATES_READY, state, &seen, now)
 }
 
 struct State {

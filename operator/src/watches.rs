@@ -1,5 +1,6 @@
 //! What makes an `EtcdCluster` reconcile: changes of the cluster itself, of
-//! the objects it owns (StatefulSet, Services, ConfigMap, PDB), and of its
+//! the objects it owns (StatefulSet, Services, ConfigMap, PDB, certificate
+//! Secrets), and of its
 //! member pods and PVCs.
 //!
 //! Member pods are owned by the StatefulSet and PVCs by no one, so owner
@@ -9,7 +10,7 @@
 //! next requeue.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::NamespaceResourceScope;
 use kube::runtime::reflector::ObjectRef;
@@ -28,6 +29,7 @@ pub fn controller(client: &Client, namespace: Option<&str>) -> Controller<EtcdCl
         .owns(scoped::<StatefulSet>(client, namespace), owned())
         .owns(scoped::<Service>(client, namespace), owned())
         .owns(scoped::<ConfigMap>(client, namespace), owned())
+        .owns(scoped::<Secret>(client, namespace), owned())
         .owns(scoped::<PodDisruptionBudget>(client, namespace), owned())
         .watches(scoped::<Pod>(client, namespace), members(), |pod| {
             cluster_of_member_object(&pod)

@@ -9,7 +9,7 @@ use ferrocd_operator::membership::{observe_members, EtcdApi, EtcdError};
 #[tokio::test]
 async fn member_list_of_a_single_member_lists_that_member() {
     let server = Server::ferrocd(&[]).await;
-    let api = GrpcEtcd::new(&server.client_url).unwrap();
+    let api = GrpcEtcd::new(&server.client_url, None).unwrap();
     let members = api.member_list().await.unwrap().members;
     assert_eq!(members.len(), 1);
     let solo = &members[0];
@@ -22,7 +22,7 @@ async fn member_list_of_a_single_member_lists_that_member() {
 #[tokio::test]
 async fn member_list_carries_the_cluster_id_of_the_header() {
     let server = Server::ferrocd(&[]).await;
-    let api = GrpcEtcd::new(&server.client_url).unwrap();
+    let api = GrpcEtcd::new(&server.client_url, None).unwrap();
     let list = api.member_list().await.unwrap();
     assert_ne!(list.cluster_id, 0, "a cluster always has an ID");
     let mut client = server.client().await;
@@ -39,7 +39,7 @@ async fn member_list_carries_the_cluster_id_of_the_header() {
 #[tokio::test]
 async fn single_member_reports_itself_as_leader() {
     let server = Server::ferrocd(&[]).await;
-    let api = GrpcEtcd::new(&server.client_url).unwrap();
+    let api = GrpcEtcd::new(&server.client_url, None).unwrap();
     let id = api.member_list().await.unwrap().members[0].id;
     let status = api.status(&server.client_url).await.unwrap();
     assert_eq!(status.member_id, id);
@@ -52,7 +52,7 @@ async fn single_member_reports_itself_as_leader() {
 #[tokio::test]
 async fn observed_single_member_is_a_healthy_caught_up_voter() {
     let server = Server::ferrocd(&[]).await;
-    let api = GrpcEtcd::new(&server.client_url).unwrap();
+    let api = GrpcEtcd::new(&server.client_url, None).unwrap();
     let observed = observe_members(&api).await.expect("store answers");
     assert_eq!(observed.len(), 1);
     let solo = &observed[0];
@@ -63,7 +63,7 @@ async fn observed_single_member_is_a_healthy_caught_up_voter() {
 #[tokio::test]
 async fn closed_port_is_unavailable() {
     let url = format!("http://127.0.0.1:{}", free_port());
-    let api = GrpcEtcd::new(&url).unwrap();
+    let api = GrpcEtcd::new(&url, None).unwrap();
     assert!(matches!(
         api.member_list().await,
         Err(EtcdError::Unavailable(_))

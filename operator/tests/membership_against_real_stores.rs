@@ -41,7 +41,7 @@ async fn scale_three_to_five_and_back(kind: Kind) {
     };
     // Member 0 is never removed; the operator talks through the client
     // Service, which any member answers.
-    let api = GrpcEtcd::new(&cluster.members[0].client_url).unwrap();
+    let api = GrpcEtcd::new(&cluster.members[0].client_url, None).unwrap();
     let before = observe_until(&api, "3 healthy voters", |v| settled(v, 3)).await;
     assert_ne!(
         before.cluster_id, 0,
@@ -170,7 +170,7 @@ async fn execute_until_accepted(api: &GrpcEtcd, step: &MemberStep) {
 /// Sends a Remove step to the client URL of the member it removes. The
 /// answer is either success or lost with the member, never a refusal.
 async fn remove_through_the_removed_member(target: &Server, remove: &MemberStep) {
-    let api = GrpcEtcd::new(&target.client_url).unwrap();
+    let api = GrpcEtcd::new(&target.client_url, None).unwrap();
     let deadline = Instant::now() + PATIENCE;
     loop {
         match execute(&api, remove).await {

@@ -336,3 +336,126 @@ fn member_pods_run_as_the_image_user_with_a_writable_volume() {
     assert_eq!(sc.run_as_user, Some(MEMBER_UID));
     assert_eq!(sc.fs_group, Some(MEMBER_UID));
 }
+
+const TLS_AUTO: &str = "tls: {auto: {}}";
+
+fn tls_stateful_set(spec_yaml: &str) -> StatefulSet {
+    let cluster = stored_cluster(spec_yaml);
+    stateful_set(&ClusterRef::new(&cluster).unwrap(), &cluster.spec, 3)
+}
+
+#[test]
+fn tls_member_listens_and_advertises_https_with_mutual_tls_on_both_ports() {
+    let args = args(&tls_stateful_set(TLS_AUTO));
+    let peer_host = "$(POD_NAME).demo-peer.prod.svc";
+    for expected in [
+        "--listen-client-urls=https://0.0.0.0:2379".to_string(),
+        format!("--advertise-client-urls=https://{peer_host}:2379"),
+        "--listen-peer-urls=https://0.0.0.0:2380".to_string(),
+        format!("--initial-advertise-peer-urls=https://{peer_host}:2380"),
+        "--cert-file=/etc/ferrocd/tls/server/tls.crt".to_string(),
+        "--key-file=/etc/ferrocd/tls/server/tls.key".to_string(),
+        "--trusted-ca-file=/etc/ferrocd/tls/server/ca.crt".to_string(),
+        "--client-cert-auth=true".to_string(),
+        "--peer-cert-file=/etc/ferrocd/tls/peer/tls.crt".to_string(),
+        "--peer-key-file=/etc/ferrocd/tls/peer/tls.key".to_string(),
+        "--peer-trusted-ca-file=/etc/ferrocd/tls/peer/ca.crt".to_string(),
+        "--peer-client-cert-auth=true".to_string(),
+    ] {
+        assert!(args.contains(&expected), "{expected} missing from {args:?}");
+    }
+    assert!(!args.iter().any(|a| a.contains("http://")), "{args:?}");
+}
+
+#[test]
+fn tls_bootstrap_and_endpoints_use_https_urls() {
+    let c = ClusterRef::new(&stored_cluster(TLS_AUTO)).unwrap();
+    assert_eq!(
+        c.initial_cluster(1),
+        "demo-0=https://demo-0.demo-peer.prod.svc:2380"
+    );
+    assert_eq!(c.client_endpoint(), "https://demo.prod.svc:2379");
+}
+
+#[test]
+fn tls_secrets_are_mounted_whole_so_rotations_reach_the_files() {
+    let sts = tls_stateful_set(TLS_AUTO);
+    let pod = sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let secrets: Vec<(String, String)> = pod
+        .volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| {
+            let secret = v.secret.as_ref()?;
+            Some((v.name.clone(), secret.secret_name.clone()?))
+        })
+        .collect();
+    assert_eq!(
+        secrets,
+        [
+            ("server-tls".to_string(), "demo-server-tls".to_string()),
+            ("peer-tls".to_string(), "demo-peer-tls".to_string())
+        ]
+    );
+    let mounts = container(&sts).volume_mounts.clone().unwrap();
+    for (volume, path) in [
+        ("server-tls", "/etc/ferrocd/tls/server"),
+        ("peer-tls", "/etc/ferrocd/tls/peer"),
+    ] {
+        let mount = mounts.iter().find(|m| m.name == volume).unwrap();
+        assert_eq!(mount.mount_path, path);
+        assert_eq!(mount.sub_path, None, "a subPath mount never sees updates");
+        assert_eq!(mount.read_only, Some(true));
+    }
+}
+
+#[test]
+fn tls_with_secret_refs_mounts_the_users_secrets() {
+    let sts = tls_stateful_set(
+        "tls: {secretRefs: {server: my-server, peer: my-peer, operatorClient: my-op}}",
+    );
+    let pod = sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let names: Vec<String> = pod
+        .volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| v.secret.as_ref()?.secret_name.clone())
+        .collect();
+    assert_eq!(names, ["my-server", "my-peer"]);
+}
+
+#[test]
+fn tls_readiness_runs_the_probe_tool_with_the_server_certificate() {
+    let sts = tls_stateful_set(TLS_AUTO);
+    let c = container(&sts);
+    let command = c
+        .readiness_probe
+        .as_ref()
+        .and_then(|p| p.exec.as_ref())
+        .and_then(|e| e.command.clone())
+        .expect("an exec readiness probe");
+    assert_eq!(
+        command,
+        [
+            "/usr/local/bin/ferrocd-operator",
+            "probe",
+            "--url=https://127.0.0.1:2379/readyz",
+            "--tls-dir=/etc/ferrocd/tls/server"
+        ]
+    );
+    let liveness = c.liveness_probe.as_ref().unwrap();
+    assert_eq!(
+        liveness.tcp_socket.as_ref().map(|t| t.port.clone()),
+        Some(IntOrString::Int(2379)),
+        "liveness needs no certificate: a TCP connect"
+    );
+    assert_eq!(liveness.http_get, None);
+}
+
+#[test]
+fn plain_cluster_has_no_tls_flags_or_volumes() {
+    let sts = stateful_set(&cluster_ref(), &EtcdClusterSpec::default(), 3);
+    assert!(!args(&sts).iter().any(|a| a.contains("cert")));
+    let pod = sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    assert_eq!(pod.volumes, None);
+}

@@ -30,7 +30,11 @@ struct FakeConnector(Arc<FakeEtcd>);
 impl EtcdConnector for FakeConnector {
     type Api = Arc<FakeEtcd>;
 
-    fn connect(&self, endpoint: &str) -> Result<Arc<FakeEtcd>, EtcdError> {
+    fn connect(
+        &self,
+        endpoint: &str,
+        _tls: Option<&CertSecret>,
+    ) -> Result<Arc<FakeEtcd>, EtcdError> {
         assert_eq!(endpoint, "http://demo.prod.svc:2379");
         Ok(self.0.clone())
     }
@@ -746,3 +750,5 @@ fn errors_are_labelled_by_their_innermost_cause() {
     )));
     assert_eq!(wrapped.metric_label(), "membership");
 }
+
+mod tls;

@@ -414,6 +414,27 @@ fn member_ordinal_comes_from_peer_url_not_name() {
     );
 }
 
+#[test]
+fn tls_member_ordinal_comes_from_its_https_peer_url_only() {
+    let mut resource = EtcdCluster::new(
+        "demo",
+        serde_yaml::from_str("tls: {auto: {}}").expect("fixture parses"),
+    );
+    resource.metadata.namespace = Some("prod".into());
+    resource.metadata.uid = Some("5a0f7a44-0c0e-4a9b-8d0c-2d6c8c1e9b10".into());
+    let c = ClusterRef::new(&resource).unwrap();
+    assert_eq!(ordinal_of(&c, &c.peer_url(4)), Some(4));
+    assert_eq!(
+        ordinal_of(&c, "https://demo-4.demo-peer.prod.svc:2380"),
+        Some(4)
+    );
+    // A plain-HTTP member is not one the operator made for this cluster.
+    assert_eq!(
+        ordinal_of(&c, "http://demo-4.demo-peer.prod.svc:2380"),
+        None
+    );
+}
+
 /// A Kubernetes stand-in around the fake store: pods run for ordinals below
 /// the StatefulSet's replicas, create their PVC, and start their member.
 struct World {

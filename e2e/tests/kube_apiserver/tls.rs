@@ -1,0 +1,283 @@
+//! The TLS scenario of the real-node suite: `examples/etcdcluster-tls.yaml`
+//! (operator-issued certificates, mutual TLS on client and peer ports) comes
+//! up with 3 ready members; a client with the certificate of
+//! `status.clientSecret` writes and reads through the client Service, one
+//! without a certificate is refused; a rotation asked for with the
+//! `ferrocd.io/rotate-certificates` annotation reaches the members (new
+//! connections see the new serial) while a writer goes on without a failure.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use ferrocd_e2e::k8s::{text, wait_for, Node};
+use ferrocd_e2e::{etcdctl, free_port};
+use serde_json::Value;
+
+use super::{Writer, IMAGE_REPOSITORY, IMAGE_TAG, OPERATOR_NAMESPACE};
+
+/// Name of the EtcdCluster in examples/etcdcluster-tls.yaml.
+const NAME: &str = "ferrocd-tls";
+
+/// Runs the scenario on `node`, where the operator is installed.
+pub fn tls_cluster_serves_mutual_tls_and_rotates_under_writes(node: &Node) {
+    let cluster = TlsCluster::create(node);
+    let client = cluster.client_files();
+    let flags = client.etcdctl_flags();
+    let endpoint = cluster.endpoint();
+
+    let put = etcdctl(&endpoint, &with(&flags, &["put", "tls/k", "v"]), None);
+    assert!(
+        put.status.success(),
+        "put with the client certificate: {}",
+        text(&put)
+    );
+    let get = etcdctl(
+        &endpoint,
+        &with(&flags, &["get", "tls/k", "--print-value-only"]),
+        None,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&get.stdout).trim(),
+        "v",
+        "{}",
+        text(&get)
+    );
+
+    let ca_only = [format!("--cacert={}", client.path("ca.crt"))];
+    let refused = etcdctl(
+        &endpoint,
+        &with(
+            &ca_only,
+            &[
+                "--dial-timeout=2s",
+                "--command-timeout=3s",
+                "put",
+                "tls/k",
+                "x",
+            ],
+        ),
+        None,
+    );
+    assert!(
+        !refused.status.success(),
+        "a client without a certificate wrote: {}",
+        text(&refused)
+    );
+
+    let before = cluster.server_serial_in_status();
+    assert_eq!(
+        cluster.served_serial(&client).as_deref(),
+        Some(before.as_str()),
+        "the members serve the certificate the status reports"
+    );
+    let writer = Writer::start(&endpoint, &flags);
+    std::thread::sleep(Duration::from_secs(1));
+    let asked = Instant::now();
+    let token = format!("e2e-{}", free_port());
+    node.kubectl_ok(&[
+        "annotate",
+        "etcdcluster",
+        NAME,
+        "--overwrite",
+        &format!("ferrocd.io/rotate-certificates={token}"),
+    ]);
+    let after = wait_for(
+        "the rotation is reported in status.tls",
+        Duration::from_secs(30),
+        || {
+            let status = cluster.status()?;
+            let honoured = status["tls"]["lastRotationRequest"].as_str() == Some(&token);
+            let serial = server_serial(&status)?;
+            (honoured && serial != before).then_some(serial)
+        },
+        || cluster.describe(),
+    );
+    wait_for(
+        "new connections see the reissued server certificate",
+        Duration::from_secs(60),
+        || (cluster.served_serial(&client)? == after).then_some(()),
+        || cluster.describe(),
+    );
+    let took = asked.elapsed();
+    std::thread::sleep(Duration::from_secs(1));
+    let report = writer.stop();
+    eprintln!(
+        "TLS rotation: serial {before} -> {after} served {took:.1?} after the annotation; {} writes ok, {} failed: {:?}",
+        report.ok, report.failed, report.errors
+    );
+    assert_eq!(
+        report.failed, 0,
+        "writes failed during the rotation: {:?}",
+        report.errors
+    );
+    assert!(report.ok > 0, "no write went through during the rotation");
+}
+
+fn with<'a>(flags: &'a [String], args: &[&'a str]) -> Vec<&'a str> {
+    flags
+        .iter()
+        .map(String::as_str)
+        .chain(args.iter().copied())
+        .collect()
+}
+
+fn server_serial(status: &Value) -> Option<String> {
+    status["tls"]["certificates"]
+        .as_array()?
+        .iter()
+        .find(|c| c["secret"] == format!("{NAME}-server-tls"))?["serial"]
+        .as_str()
+        .map(str::to_string)
+}
+
+struct TlsCluster<'a> {
+    node: &'a Node,
+}
+
+/// The files of the client Secret, in a temporary directory.
+struct ClientFiles {
+    dir: tempfile::TempDir,
+}
+
+impl ClientFiles {
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    fn etcdctl_flags(&self) -> Vec<String> {
+        vec![
+            format!("--cacert={}", self.path("ca.crt")),
+            format!("--cert={}", self.path("tls.crt")),
+            format!("--key={}", self.path("tls.key")),
+        ]
+    }
+}
+
+impl<'a> TlsCluster<'a> {
+    fn create(node: &'a Node) -> TlsCluster<'a> {
+        let example = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/etcdcluster-tls.yaml"),
+        )
+        .unwrap();
+        let manifest = example.replacen(
+            "\nspec:\n",
+            &format!("\nspec:\n  image: {IMAGE_REPOSITORY}:{IMAGE_TAG}\n"),
+            1,
+        );
+        assert_ne!(
+            manifest, example,
+            "no `spec:` in examples/etcdcluster-tls.yaml"
+        );
+        let apply = node.kubectl_with_input(&["apply", "-f", "-"], Some(&manifest));
+        assert!(apply.status.success(), "kubectl apply: {}", text(&apply));
+        let cluster = TlsCluster { node };
+        wait_for(
+            "the TLS EtcdCluster reports 3 ready members and CertificatesReady",
+            Duration::from_secs(120),
+            || {
+                let status = cluster.status()?;
+                let ready = status["readyReplicas"].as_i64() == Some(3);
+                let certificates = status["conditions"]
+                    .as_array()?
+                    .iter()
+                    .any(|c| c["type"] == "CertificatesReady" && c["status"] == "True");
+                (ready && certificates && status["clientSecret"].is_string()).then_some(())
+            },
+            || cluster.describe(),
+        );
+        cluster
+    }
+
+    fn status(&self) -> Option<Value> {
+        let out = self
+            .node
+            .kubectl(&["get", "etcdcluster", NAME, "-o", "json"]);
+        let cluster: Value = serde_json::from_slice(&out.stdout).ok()?;
+        Some(cluster["status"].clone())
+    }
+
+    fn server_serial_in_status(&self) -> String {
+        self.status()
+            .as_ref()
+            .and_then(server_serial)
+            .unwrap_or_else(|| panic!("no server certificate in the status\n{}", self.describe()))
+    }
+
+    /// `https://<ClusterIP>:2379`: the client Service (its IP is among the
+    /// certificate's names).
+    fn endpoint(&self) -> String {
+        let ip =
+            self.node
+                .kubectl_ok(&["get", "service", NAME, "-o", "jsonpath={.spec.clusterIP}"]);
+        format!("https://{}:2379", ip.trim())
+    }
+
+    /// The Secret named in `status.clientSecret`, as files.
+    fn client_files(&self) -> ClientFiles {
+        let status = self.status().expect("status");
+        let secret = status["clientSecret"]
+            .as_str()
+            .expect("status.clientSecret");
+        let out = self
+            .node
+            .kubectl_ok(&["get", "secret", secret, "-o", "json"]);
+        let secret: Value = serde_json::from_str(&out).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for key in ["ca.crt", "tls.crt", "tls.key"] {
+            let encoded = secret["data"][key].as_str().expect(key);
+            let decoded = decode_base64(encoded);
+            std::fs::write(dir.path().join(key), decoded).unwrap();
+        }
+        ClientFiles { dir }
+    }
+
+    /// Serial of the certificate a new TLS connection to the client Service
+    /// is served, as `openssl x509 -serial` prints it.
+    fn served_serial(&self, client: &ClientFiles) -> Option<String> {
+        let host = self.endpoint().trim_start_matches("https://").to_string();
+        let script = format!(
+            "openssl s_client -connect {host} -CAfile {} -cert {} -key {} </dev/null 2>/dev/null | openssl x509 -noout -serial",
+            client.path("ca.crt"),
+            client.path("tls.crt"),
+            client.path("tls.key"),
+        );
+        let out: Output = Command::new("bash").args(["-c", &script]).output().ok()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        stdout.trim().strip_prefix("serial=").map(str::to_string)
+    }
+
+    fn describe(&self) -> String {
+        let get = |args: &[&str]| text(&self.node.kubectl(args));
+        format!(
+            "--- EtcdCluster ---\n{}\n--- pods ---\n{}\n--- events ---\n{}\n--- operator log ---\n{}\n--- member logs ---\n{}",
+            get(&["get", "etcdcluster", NAME, "-o", "yaml"]),
+            get(&["get", "pods", "-o", "wide"]),
+            get(&["get", "events", "--sort-by=.lastTimestamp"]),
+            get(&["logs", "-n", OPERATOR_NAMESPACE, "deployment/ferrocd-operator", "--tail=40"]),
+            (0..3)
+                .map(|i| get(&["logs", &format!("{NAME}-{i}"), "--tail=15"]))
+                .collect::<Vec<_>>()
+                .join("\n---\n"),
+        )
+    }
+}
+
+fn decode_base64(encoded: &str) -> Vec<u8> {
+    let mut child = Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("base64");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(encoded.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "base64 -d");
+    out.stdout
+}
