@@ -91,7 +91,8 @@ fn compact_all(via: &Server) {
 /// revision: the member's data diverge without raft knowing.
 fn tamper(data_dir: &Path) {
     let member = data_dir.join("member");
-    let db = sled::open(member.join("db")).expect("open the member's state database");
+    let live = ferrocd::raft::backend::defrag::live_db_path(&member).expect("the live database");
+    let db = sled::open(live).expect("open the member's state database");
     let backend =
         ferrocd::raft::Backend::open(&db, &member.join("snap")).expect("open the backend");
     let tree = backend.state_tree().expect("the live state tree");
