@@ -177,7 +177,13 @@ fn quick_compare_json_holds_the_maintenance_figures_of_both() {
         assert!(f["keys"].as_i64().unwrap() >= 300, "{server}: {f}");
         assert_eq!(f["restored_keys"], f["keys"], "{server}: {f}");
         assert!(f["snapshot_bytes"].as_u64().unwrap() > 0, "{server}: {f}");
-        for phase in ["baseline", "during_defrag", "during_compaction"] {
+        let phases = [
+            "baseline",
+            "during_defrag",
+            "during_compaction",
+            "after_compaction",
+        ];
+        for phase in phases {
             let puts = &f[phase];
             assert!(
                 puts["ops"].as_u64().unwrap() > 0,

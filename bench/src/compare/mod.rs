@@ -263,6 +263,7 @@ async fn one_member(
     let e = maintenance::measure(&mut etcd, &tools, &plan).await?;
     report.maintenance = Some(Maintenance {
         writers: plan.writers,
+        baseline_secs: plan.baseline.as_secs_f64(),
         overwritten_keys: put_keys,
         ferrocd: f,
         etcd: e,

@@ -5,8 +5,9 @@
 //! ferrocd) and starting a member on it, then put latencies of a few
 //! clients writing continuously while `etcdctl defrag` runs, and while
 //! `etcdctl compaction --physical` runs after every key of the `put`
-//! workload was written again (so that the compaction frees as much), next
-//! to the same clients' latencies with no maintenance running.
+//! workload was written again (so that the compaction frees as much), and
+//! for as long again right after it (work a server left for later shows
+//! there), next to the same clients' latencies with no maintenance running.
 //!
 //! Each maintenance command is timed from the start of its process to its
 //! exit (a few ms of process start included), and the writers' window is
@@ -40,7 +41,8 @@ const MIB: f64 = 1024.0 * 1024.0;
 pub struct Plan {
     /// Clients putting continuously during each measurement.
     pub writers: usize,
-    /// How long the writers run with no maintenance, for the baseline.
+    /// How long the writers run with no maintenance, for the baseline, and
+    /// right after the compaction.
     pub baseline: Duration,
     /// Keys of the `put` workload written again before the compaction.
     pub overwrite_keys: u64,
@@ -151,12 +153,18 @@ pub async fn measure(
         Err(e) => f.failures.push(format!("compaction: {e:#}")),
     }
     server.check_alive().context("during compaction")?;
+    let label = format!("{name} puts after compaction");
+    f.after_compaction = Some(writes(&label, &pool, plan).await);
+    server.check_alive().context("after compaction")?;
 
     if plan.text {
-        for s in [&f.baseline, &f.during_defrag, &f.during_compaction]
-            .into_iter()
-            .flatten()
-        {
+        let phases = [
+            &f.baseline,
+            &f.during_defrag,
+            &f.during_compaction,
+            &f.after_compaction,
+        ];
+        for s in phases.into_iter().flatten() {
             print!("{}", s.to_text());
         }
         for failure in &f.failures {
@@ -220,7 +228,7 @@ async fn restore(
     Ok(())
 }
 
-/// The writers alone for the plan's baseline time.
+/// The writers for the plan's baseline time.
 async fn writes(label: &str, pool: &Pool, plan: &Plan) -> Summary {
     let opts = writer_opts(plan, Until::Duration(plan.baseline));
     let clients = put::putters(pool, plan.writers, &writer_keys());

@@ -12,6 +12,8 @@ use crate::report::Summary;
 pub struct Maintenance {
     /// Clients putting during each measurement.
     pub writers: usize,
+    /// How long they put with no maintenance, and after the compaction.
+    pub baseline_secs: f64,
     /// Keys of the `put` workload written again before the compaction.
     pub overwritten_keys: u64,
     pub ferrocd: Figures,
@@ -50,6 +52,8 @@ pub struct Figures {
     pub compaction_secs: Option<f64>,
     /// The writers while `etcdctl compaction --physical` ran.
     pub during_compaction: Option<Summary>,
+    /// The writers for `baseline_secs` right after the compaction.
+    pub after_compaction: Option<Summary>,
     /// Steps that failed, with what the tool said.
     pub failures: Vec<String>,
 }
@@ -64,6 +68,7 @@ pub fn render(m: &Maintenance) -> String {
     };
     let bytes = |b: Option<i64>| b.map(|b| b as f64);
     let w = m.writers;
+    let b = m.baseline_secs;
     let mut rows = vec![
         Figure::new(
             format!("snapshot save ({keys} keys)"),
@@ -103,7 +108,7 @@ pub fn render(m: &Maintenance) -> String {
         ),
     ];
     rows.extend(puts(
-        &format!("{w} writers, no maintenance"),
+        &format!("{w} writers, {b:.1} s, no maintenance"),
         &f.baseline,
         &e.baseline,
     ));
@@ -141,6 +146,11 @@ pub fn render(m: &Maintenance) -> String {
         &f.during_compaction,
         &e.during_compaction,
     ));
+    rows.extend(puts(
+        &format!("{w} writers, {:.1} s after compaction", m.baseline_secs),
+        &f.after_compaction,
+        &e.after_compaction,
+    ));
 
     let mut t = Markdown::new(&["maintenance", "ferrocd", "etcd", "ratio"]);
     for r in rows {
@@ -152,7 +162,7 @@ pub fn render(m: &Maintenance) -> String {
         ]);
     }
     t.row(vec![
-        "put errors: no maintenance/defrag/compaction".into(),
+        "put errors: none/defrag/compaction/after".into(),
         errors(f),
         errors(e),
         "-".into(),
@@ -213,10 +223,11 @@ fn puts(phase: &str, f: &Option<Summary>, e: &Option<Summary>) -> [Figure; 3] {
 fn errors(f: &Figures) -> String {
     let n = |s: &Option<Summary>| s.as_ref().map_or("-".to_string(), |s| s.errors.to_string());
     format!(
-        "{}/{}/{}",
+        "{}/{}/{}/{}",
         n(&f.baseline),
         n(&f.during_defrag),
-        n(&f.during_compaction)
+        n(&f.during_compaction),
+        n(&f.after_compaction)
     )
 }
 
@@ -276,6 +287,7 @@ mod tests {
             compaction_revision: Some(5000),
             compaction_secs: Some(scale),
             during_compaction: puts(4),
+            after_compaction: puts(3),
             failures: Vec::new(),
         }
     }
@@ -292,6 +304,7 @@ mod tests {
     fn every_figure_has_a_row_with_ferrocd_over_etcd() {
         let m = Maintenance {
             writers: 8,
+            baseline_secs: 3.0,
             overwritten_keys: 1000,
             ferrocd: figures(0.25),
             etcd: figures(1.0),
@@ -311,7 +324,8 @@ mod tests {
             ["1000", "1000"]
         );
         assert!(table.contains("compaction --physical after rewriting 1000 keys"));
-        assert_eq!(line(&table, "put errors")[1], "0/0/0");
+        assert_eq!(line(&table, "put errors")[1], "0/0/0/0");
+        assert!(table.contains("8 writers, 3.0 s after compaction: put p99"));
         let widths: Vec<usize> = table.lines().map(str::len).collect();
         assert!(widths.iter().all(|w| *w == widths[0]), "{table}");
     }
@@ -325,6 +339,7 @@ mod tests {
             .push("defrag: etcdctl exited with 1".into());
         let m = Maintenance {
             writers: 4,
+            baseline_secs: 0.3,
             overwritten_keys: 300,
             ferrocd,
             etcd: figures(1.0),
