@@ -112,7 +112,7 @@ fn cells(line: &str) -> Vec<&str> {
 
 #[test]
 fn quick_compare_over_mutual_tls_prints_the_client_workloads() {
-    if !require_tool("etcd") {
+    if !require_tool("etcd") || !require_tool("etcdctl") {
         return;
     }
     let out = Command::new(env!("CARGO_BIN_EXE_ferrocd-bench"))

@@ -120,6 +120,12 @@ pub async fn run(common: &Common, args: &CompareArgs) -> anyhow::Result<()> {
             args.etcd_bin.display()
         )
     })?;
+    version(&args.etcdctl_bin).with_context(|| {
+        format!(
+            "{} not found: install Debian's etcd-client (etcdctl 3.4)",
+            args.etcdctl_bin.display()
+        )
+    })?;
     if clusters {
         // The e2e harness, which starts the clusters, finds ferrocd there.
         // Set before any cluster process or thread of ours reads the

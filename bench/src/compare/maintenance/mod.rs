@@ -85,12 +85,39 @@ pub async fn measure(
     plan: &Plan,
 ) -> anyhow::Result<Figures> {
     let mut f = Figures::default();
-    let name = server.kind.name();
     let pool = Pool::connect(std::slice::from_ref(&server.client_url), 1, false).await?;
     f.keys = super::count_keys(&pool).await?;
+    snapshot(server, tools, &mut f).await?;
+    let label = format!("{} puts, no maintenance", server.kind.name());
+    f.baseline = Some(writes(&label, &pool, plan).await);
+    server.check_alive().context("during the baseline puts")?;
+    defrag(server, &pool, tools, plan, &mut f).await?;
+    compaction(server, &pool, tools, plan, &mut f).await?;
 
+    if plan.text {
+        let phases = [
+            &f.baseline,
+            &f.during_defrag,
+            &f.during_compaction,
+            &f.after_compaction,
+        ];
+        for s in phases.into_iter().flatten() {
+            print!("{}", s.to_text());
+        }
+        for failure in &f.failures {
+            println!("{} maintenance: {failure}", server.kind.name());
+        }
+    }
+    Ok(f)
+}
+
+/// `etcdctl snapshot save`, then the restore of that snapshot.
+async fn snapshot(server: &mut Server, tools: &Tools<'_>, f: &mut Figures) -> anyhow::Result<()> {
     let work = tempfile::Builder::new()
-        .prefix(&format!("ferrocd-bench-maintenance-{name}-"))
+        .prefix(&format!(
+            "ferrocd-bench-maintenance-{}-",
+            server.kind.name()
+        ))
         .tempdir()?;
     let file = work.path().join("snapshot.db");
     let save = ["snapshot", "save", &file.display().to_string()];
@@ -105,26 +132,44 @@ pub async fn measure(
     }
     server.check_alive().context("during snapshot save")?;
     if f.snapshot_bytes.is_some() {
-        restore(server, &file, tools, &mut f).await?;
+        restore(server, &file, tools, f).await?;
     }
-    std::fs::remove_file(&file).ok();
-    drop(work);
+    Ok(())
+}
 
-    f.baseline = Some(writes(&format!("{name} puts, no maintenance"), &pool, plan).await);
-    server.check_alive().context("during the baseline puts")?;
-
-    f.db_bytes_before_defrag = db_size(&pool).await.ok();
+/// `etcdctl defrag` with the writers running.
+async fn defrag(
+    server: &mut Server,
+    pool: &Pool,
+    tools: &Tools<'_>,
+    plan: &Plan,
+    f: &mut Figures,
+) -> anyhow::Result<()> {
+    f.db_bytes_before_defrag = db_size(pool).await.ok();
+    let label = format!("{} puts during defrag", server.kind.name());
     let defrag = etcdctl(tools, &server.client_url, &["defrag"]);
-    let (during, took) =
-        writes_while(&format!("{name} puts during defrag"), &pool, plan, defrag).await;
+    let (during, took) = writes_while(&label, pool, plan, defrag).await;
     f.during_defrag = Some(during);
     match took {
         Ok(t) => f.defrag_secs = Some(t.as_secs_f64()),
         Err(e) => f.failures.push(format!("defrag: {e:#}")),
     }
     server.check_alive().context("during defrag")?;
-    f.db_bytes_after_defrag = db_size(&pool).await.ok();
+    f.db_bytes_after_defrag = db_size(pool).await.ok();
+    Ok(())
+}
 
+/// Every key of the `put` workload written again, then `etcdctl compaction
+/// --physical` at the revision after that with the writers running, then
+/// the writers alone again.
+async fn compaction(
+    server: &mut Server,
+    pool: &Pool,
+    tools: &Tools<'_>,
+    plan: &Plan,
+    f: &mut Figures,
+) -> anyhow::Result<()> {
+    let name = server.kind.name();
     let fill = Pool::connect(std::slice::from_ref(&server.client_url), 10, false).await?;
     let overwrite = RunOpts {
         clients: 100,
@@ -133,45 +178,29 @@ pub async fn measure(
         timeout: plan.timeout,
         progress: plan.progress,
     };
-    workload::preload(&fill, &overwrite, "put/", plan.overwrite_keys, 64, 256)
-        .await
-        .context("overwriting the put workload's keys")?;
-    let revision = current_revision(&pool).await?;
+    let rewritten =
+        workload::preload(&fill, &overwrite, "put/", plan.overwrite_keys, 64, 256).await;
+    server
+        .check_alive()
+        .context("rewriting the put workload's keys")?;
+    rewritten.context("rewriting the put workload's keys")?;
+
+    let revision = current_revision(pool).await?;
     f.compaction_revision = Some(revision);
-    let compaction = ["compaction", "--physical", &revision.to_string()];
-    let compact = etcdctl(tools, &server.client_url, &compaction);
-    let (during, took) = writes_while(
-        &format!("{name} puts during compaction"),
-        &pool,
-        plan,
-        compact,
-    )
-    .await;
+    let label = format!("{name} puts during compaction");
+    let args = ["compaction", "--physical", &revision.to_string()];
+    let compact = etcdctl(tools, &server.client_url, &args);
+    let (during, took) = writes_while(&label, pool, plan, compact).await;
     f.during_compaction = Some(during);
     match took {
         Ok(t) => f.compaction_secs = Some(t.as_secs_f64()),
         Err(e) => f.failures.push(format!("compaction: {e:#}")),
     }
     server.check_alive().context("during compaction")?;
-    let label = format!("{name} puts after compaction");
-    f.after_compaction = Some(writes(&label, &pool, plan).await);
-    server.check_alive().context("after compaction")?;
 
-    if plan.text {
-        let phases = [
-            &f.baseline,
-            &f.during_defrag,
-            &f.during_compaction,
-            &f.after_compaction,
-        ];
-        for s in phases.into_iter().flatten() {
-            print!("{}", s.to_text());
-        }
-        for failure in &f.failures {
-            println!("{name} maintenance: {failure}");
-        }
-    }
-    Ok(f)
+    let label = format!("{name} puts after compaction");
+    f.after_compaction = Some(writes(&label, pool, plan).await);
+    server.check_alive().context("after compaction")
 }
 
 /// Restores `server`'s snapshot `file` into a new data directory with that
