@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds release binaries of ferrocd and ferrocd-bench, then runs
 # `ferrocd-bench compare` (etcd 3.4 vs ferrocd, side by side on loopback:
-# 1 member each, then 3-member clusters each).
+# 1 member each, with restart, snapshot save/restore and writes during
+# defrag and compaction, then 3-member clusters each).
 # Extra arguments go to compare: --quick, --members 1,3, --put-keys N,
 # --catchup-keys N, --only put,range-l,
 # --skip-checks, --json, ... (ferrocd-bench compare --help lists them).

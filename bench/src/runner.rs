@@ -1,10 +1,11 @@
 //! Drives a workload: `clients` concurrent request loops, each issuing the
 //! next operation until `--total` operations were issued or `--duration`
-//! passed, paced by `--rate`, with a progress bar on stderr.
+//! passed (or, with [`run_while`], something else finished), paced by
+//! `--rate`, with a progress bar on stderr.
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,8 @@ impl Run {
 
 struct Shared {
     next: AtomicU64,
+    /// Set when the run ends before `until` (see [`run_while`]).
+    stopped: AtomicBool,
     done: AtomicU64,
     limiter: Option<TokenBucket>,
     start: Instant,
@@ -74,6 +77,9 @@ struct Shared {
 impl Shared {
     /// The next operation number, or `None` when the run is over.
     fn next(&self) -> Option<u64> {
+        if self.stopped.load(Ordering::Relaxed) {
+            return None;
+        }
         if let Until::Duration(d) = self.until {
             if self.start.elapsed() >= d {
                 return None;
@@ -89,51 +95,92 @@ impl Shared {
 
 /// Runs `clients` (one request loop each) to the end and merges what they measured.
 pub async fn run<C: ClientOp>(label: &str, opts: &RunOpts, clients: Vec<C>) -> Run {
-    let shared = Arc::new(Shared {
-        next: AtomicU64::new(0),
-        done: AtomicU64::new(0),
-        limiter: opts.rate.map(|r| TokenBucket::new(r, (r / 100.0).max(1.0))),
-        start: Instant::now(),
-        until: opts.until,
-        timeout: opts.timeout,
-    });
-    let bar = progress_bar(label, opts);
-    let ticker = {
-        let (shared, bar) = (shared.clone(), bar.clone());
-        tokio::spawn(async move {
-            loop {
-                bar.set_position(shared.done.load(Ordering::Relaxed));
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
-    let tasks: Vec<_> = clients
-        .into_iter()
-        .map(|c| tokio::spawn(client_loop(c, shared.clone())))
-        .collect();
-    let mut recorder = Recorder::default();
-    let mut counters = BTreeMap::new();
-    for t in tasks {
-        let (r, cs) = t.await.expect("client task panicked");
-        recorder.merge(&r);
-        for (name, n) in cs {
-            *counters.entry(name.to_string()).or_default() += n;
+    Running::start(label, opts, clients).finish().await
+}
+
+/// Runs `clients` while `during` runs: they start together, and the clients
+/// issue no new operation once `during` has finished (or `opts.until` was
+/// reached, whichever comes first; `during` always runs to its end).
+/// Operations in flight when `during` finishes complete and are measured.
+pub async fn run_while<C: ClientOp, F: Future>(
+    label: &str,
+    opts: &RunOpts,
+    clients: Vec<C>,
+    during: F,
+) -> (Run, F::Output) {
+    let running = Running::start(label, opts, clients);
+    let out = during.await;
+    running.shared.stopped.store(true, Ordering::Relaxed);
+    (running.finish().await, out)
+}
+
+/// What one client loop measured, and its counters.
+type ClientResult = (Recorder, Vec<(&'static str, u64)>);
+
+/// Client loops under way.
+struct Running {
+    shared: Arc<Shared>,
+    tasks: Vec<tokio::task::JoinHandle<ClientResult>>,
+    bar: ProgressBar,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    fn start<C: ClientOp>(label: &str, opts: &RunOpts, clients: Vec<C>) -> Running {
+        let shared = Arc::new(Shared {
+            next: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
+            done: AtomicU64::new(0),
+            limiter: opts.rate.map(|r| TokenBucket::new(r, (r / 100.0).max(1.0))),
+            start: Instant::now(),
+            until: opts.until,
+            timeout: opts.timeout,
+        });
+        let bar = progress_bar(label, opts);
+        let ticker = {
+            let (shared, bar) = (shared.clone(), bar.clone());
+            tokio::spawn(async move {
+                loop {
+                    bar.set_position(shared.done.load(Ordering::Relaxed));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        };
+        let tasks = clients
+            .into_iter()
+            .map(|c| tokio::spawn(client_loop(c, shared.clone())))
+            .collect();
+        Running {
+            shared,
+            tasks,
+            bar,
+            ticker,
         }
     }
-    let elapsed = shared.start.elapsed();
-    ticker.abort();
-    bar.finish_and_clear();
-    Run {
-        recorder,
-        elapsed,
-        counters,
+
+    /// Waits for every client loop to end and merges what they measured.
+    async fn finish(self) -> Run {
+        let mut recorder = Recorder::default();
+        let mut counters = BTreeMap::new();
+        for t in self.tasks {
+            let (r, cs) = t.await.expect("client task panicked");
+            recorder.merge(&r);
+            for (name, n) in cs {
+                *counters.entry(name.to_string()).or_default() += n;
+            }
+        }
+        let elapsed = self.shared.start.elapsed();
+        self.ticker.abort();
+        self.bar.finish_and_clear();
+        Run {
+            recorder,
+            elapsed,
+            counters,
+        }
     }
 }
 
-async fn client_loop<C: ClientOp>(
-    mut client: C,
-    shared: Arc<Shared>,
-) -> (Recorder, Vec<(&'static str, u64)>) {
+async fn client_loop<C: ClientOp>(mut client: C, shared: Arc<Shared>) -> ClientResult {
     let mut rec = Recorder::default();
     while let Some(seq) = shared.next() {
         if let Some(l) = &shared.limiter {
@@ -238,6 +285,41 @@ mod tests {
         assert!(run.elapsed >= Duration::from_millis(100));
         assert!(run.elapsed < Duration::from_secs(2));
         assert!(run.recorder.ops() > 0);
+    }
+
+    #[tokio::test]
+    async fn run_while_stops_issuing_when_the_other_future_ends() {
+        struct Slow;
+        impl ClientOp for Slow {
+            async fn call(&mut self, _: u64) -> Result<(), tonic::Status> {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                Ok(())
+            }
+        }
+        let o = opts(2, Until::Duration(Duration::from_secs(60)));
+        let during = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            7
+        };
+        let (run, out) = run_while("t", &o, vec![Slow, Slow], during).await;
+        assert_eq!(out, 7);
+        assert!(run.elapsed >= Duration::from_millis(100));
+        assert!(run.elapsed < Duration::from_secs(5), "{:?}", run.elapsed);
+        assert!(run.recorder.ops() > 0);
+    }
+
+    #[tokio::test]
+    async fn run_while_waits_for_the_other_future_after_the_total() {
+        let o = opts(1, Until::Total(3));
+        let clients = vec![Counting {
+            calls: 0,
+            fail_every: 0,
+        }];
+        let during = tokio::time::sleep(Duration::from_millis(50));
+        let t0 = Instant::now();
+        let (run, ()) = run_while("t", &o, clients, during).await;
+        assert_eq!(run.counters["calls"], 3);
+        assert!(t0.elapsed() >= Duration::from_millis(50));
     }
 
     #[tokio::test]

@@ -19,6 +19,12 @@ pub struct Case {
     pub workload: Workload,
 }
 
+/// Keys the `put` workload writes: `--put-keys`, or 100000 (300 with
+/// `--quick`).
+pub fn put_keys(quick: bool, put_keys: Option<u64>) -> u64 {
+    put_keys.unwrap_or(if quick { 300 } else { 100_000 })
+}
+
 /// Every workload, sized for a full run or for `--quick`.
 pub fn all(quick: bool, put_keys: Option<u64>) -> Vec<Case> {
     // (quick, full) for each size.
@@ -26,7 +32,7 @@ pub fn all(quick: bool, put_keys: Option<u64>) -> Vec<Case> {
     let many = pick(10, 1000) as usize;
     let some = pick(10, 100) as usize;
     let conns = |clients: usize| clients.div_ceil(10).max(1);
-    let put_keys = put_keys.unwrap_or(pick(300, 100_000));
+    let put_keys = self::put_keys(quick, put_keys);
     let case = |name, clients: usize, total, workload| Case {
         name,
         clients,

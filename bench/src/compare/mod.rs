@@ -2,13 +2,15 @@
 //! (fsync on, fresh data directories, loopback), first one member each, then
 //! 3-member clusters of each, runs every workload on one then the other, and
 //! prints ferrocd/etcd ratios with the servers' RSS after each workload;
-//! then restart times with all the data and `etcdctl check perf` /
-//! `check datascale` (one member), failover and learner catch-up times
-//! (clusters).
+//! then restart times with all the data, snapshot save and restore, put
+//! latencies during defrag and compaction ([`maintenance`]) and `etcdctl
+//! check perf` / `check datascale` (one member), failover and learner
+//! catch-up times (clusters).
 
 mod cases;
 mod checks;
 mod cluster;
+mod maintenance;
 mod server;
 mod table;
 
@@ -27,6 +29,7 @@ use crate::runner::{RunOpts, Until};
 pub use cases::Case;
 pub use checks::Check;
 use cluster::Members;
+pub use maintenance::{Figures as MaintenanceFigures, Maintenance};
 use server::{Kind, Server};
 pub use table::{ClusterFigures, ClusterTimes, Restart, Row};
 
@@ -77,6 +80,7 @@ pub struct Report {
     pub skipped: Vec<String>,
     pub rows: Vec<Row>,
     pub restart: Option<Restart>,
+    pub maintenance: Option<Maintenance>,
     pub cluster: Vec<ClusterFigures>,
     pub checks: Vec<Check>,
 }
@@ -116,6 +120,12 @@ pub async fn run(common: &Common, args: &CompareArgs) -> anyhow::Result<()> {
             args.etcd_bin.display()
         )
     })?;
+    version(&args.etcdctl_bin).with_context(|| {
+        format!(
+            "{} not found: install Debian's etcd-client (etcdctl 3.4)",
+            args.etcdctl_bin.display()
+        )
+    })?;
     if clusters {
         // The e2e harness, which starts the clusters, finds ferrocd there.
         // Set before any cluster process or thread of ours reads the
@@ -151,6 +161,7 @@ pub async fn run(common: &Common, args: &CompareArgs) -> anyhow::Result<()> {
         skipped: Vec::new(),
         rows: Vec::new(),
         restart: None,
+        maintenance: None,
         cluster: Vec::new(),
         checks: Vec::new(),
     };
@@ -173,6 +184,10 @@ pub async fn run(common: &Common, args: &CompareArgs) -> anyhow::Result<()> {
             println!();
             print!("{}", table::render_restart(r));
         }
+        if let Some(m) = &report.maintenance {
+            println!();
+            print!("{}", maintenance::render(m));
+        }
         if !report.cluster.is_empty() {
             println!();
             print!("{}", table::render_cluster(&report.cluster));
@@ -185,7 +200,8 @@ pub async fn run(common: &Common, args: &CompareArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One member each: the workloads, then restart times and etcdctl checks.
+/// One member each: the workloads, then restart times, maintenance and
+/// etcdctl checks.
 async fn one_member(
     common: &Common,
     args: &CompareArgs,
@@ -196,19 +212,25 @@ async fn one_member(
     let text = !common.json;
     // Kept until both servers are gone: their certificate files.
     let mut pki = args.tls.then(|| ferrocd_e2e::pki::Pki::new("bench-ca"));
-    let tls_flags = match &mut pki {
+    let (tls_flags, etcdctl_tls) = match &mut pki {
         Some(pki) => {
             let server = pki.issue("server", "server");
             let client = pki.client("bench");
             crate::conn::use_tls(&client.ca, &client.cert, &client.key)?;
-            vec![
+            let server_flags = vec![
                 format!("--cert-file={}", server.cert.display()),
                 format!("--key-file={}", server.key.display()),
                 format!("--trusted-ca-file={}", pki.ca().display()),
                 "--client-cert-auth=true".to_string(),
-            ]
+            ];
+            let etcdctl_flags = vec![
+                format!("--cacert={}", client.ca.display()),
+                format!("--cert={}", client.cert.display()),
+                format!("--key={}", client.key.display()),
+            ];
+            (server_flags, etcdctl_flags)
         }
-        None => Vec::new(),
+        None => (Vec::new(), Vec::new()),
     };
     let mut ferrocd = Server::start(Kind::Ferrocd, ferrocd_bin, &tls_flags).await?;
     let mut etcd = Server::start(Kind::Etcd, &args.etcd_bin, &tls_flags).await?;
@@ -229,6 +251,29 @@ async fn one_member(
         etcd_rss_bytes: etcd.rss_bytes(),
     };
     report.restart = Some(restart);
+
+    let tools = maintenance::Tools {
+        etcdctl: &args.etcdctl_bin,
+        etcdctl_tls,
+        server_tls: &tls_flags,
+    };
+    let put_keys = cases::put_keys(args.quick, args.put_keys);
+    let plan = maintenance::Plan::new(
+        args.quick,
+        put_keys,
+        common.timeout,
+        text,
+        !common.no_progress,
+    );
+    let f = maintenance::measure(&mut ferrocd, &tools, &plan).await?;
+    let e = maintenance::measure(&mut etcd, &tools, &plan).await?;
+    report.maintenance = Some(Maintenance {
+        writers: plan.writers,
+        baseline_secs: plan.baseline.as_secs_f64(),
+        overwritten_keys: put_keys,
+        ferrocd: f,
+        etcd: e,
+    });
 
     if args.skip_checks || args.tls {
         if text {

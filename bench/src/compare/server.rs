@@ -47,17 +47,27 @@ impl Server {
     /// with `tls`, its client URL is `https://` and these are its
     /// certificate flags.
     pub async fn start(kind: Kind, program: &Path, tls: &[String]) -> anyhow::Result<Server> {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("ferrocd-bench-{}-", kind.name()))
-            .tempdir()?;
-        let (client, peer) = (free_port()?, free_port()?);
+        Server::start_in(kind, program, tls, scratch_dir(kind)?, free_port()?).await
+    }
+
+    /// As [`Server::start`], on the data in `dir`/data if there is some
+    /// (a restored member named `default` whose peer URL is
+    /// [`peer_url`]`(peer)`); the server owns `dir` from then on.
+    pub async fn start_in(
+        kind: Kind,
+        program: &Path,
+        tls: &[String],
+        dir: tempfile::TempDir,
+        peer: u16,
+    ) -> anyhow::Result<Server> {
+        let client = free_port()?;
         let scheme = if tls.is_empty() { "http" } else { "https" };
         let client_url = format!("{scheme}://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
+        let peer_url = peer_url(peer);
         // Both fsync every write (neither has a flag to turn it off here).
         let mut args = vec![
             "--name=default".to_string(),
-            format!("--data-dir={}", dir.path().join("data").display()),
+            format!("--data-dir={}", data_dir(dir.path()).display()),
             format!("--listen-client-urls={client_url}"),
             format!("--advertise-client-urls={client_url}"),
             format!("--listen-peer-urls={peer_url}"),
@@ -119,9 +129,14 @@ impl Server {
         rss_of(self.child.as_ref()?.id())
     }
 
+    /// The program the server runs.
+    pub fn program(&self) -> &Path {
+        &self.program
+    }
+
     /// Bytes in the data directory.
     pub fn data_bytes(&self) -> u64 {
-        dir_size(&self.dir.path().join("data"))
+        dir_size(&data_dir(self.dir.path()))
     }
 
     /// Whether the process is still running.
@@ -181,7 +196,25 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A fresh directory for one server: its data directory ([`data_dir`]) and
+/// its log go in it.
+pub fn scratch_dir(kind: Kind) -> anyhow::Result<tempfile::TempDir> {
+    Ok(tempfile::Builder::new()
+        .prefix(&format!("ferrocd-bench-{}-", kind.name()))
+        .tempdir()?)
+}
+
+/// The data directory in a server's scratch directory.
+pub fn data_dir(scratch: &Path) -> PathBuf {
+    scratch.join("data")
+}
+
+/// The peer URL of a member listening on loopback `port`.
+pub fn peer_url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
+
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

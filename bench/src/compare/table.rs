@@ -164,33 +164,33 @@ fn rss_ratio(f: Option<u64>, e: Option<u64>) -> Option<f64> {
     ratio(f? as f64, e? as f64)
 }
 
-fn times(r: Option<f64>) -> String {
+pub(super) fn times(r: Option<f64>) -> String {
     r.map_or("-".into(), |r| format!("{r:.2}x"))
 }
 
-fn mib(bytes: Option<u64>) -> String {
+pub(super) fn mib(bytes: Option<u64>) -> String {
     bytes.map_or("-".into(), |b| {
         format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
     })
 }
 
 /// A Markdown table with columns padded to line up in a terminal.
-struct Markdown {
+pub(super) struct Markdown {
     rows: Vec<Vec<String>>,
 }
 
 impl Markdown {
-    fn new(header: &[&str]) -> Markdown {
+    pub(super) fn new(header: &[&str]) -> Markdown {
         Markdown {
             rows: vec![header.iter().map(|h| h.to_string()).collect()],
         }
     }
 
-    fn row(&mut self, cells: Vec<String>) {
+    pub(super) fn row(&mut self, cells: Vec<String>) {
         self.rows.push(cells);
     }
 
-    fn finish(self) -> String {
+    pub(super) fn finish(self) -> String {
         let cols = self.rows[0].len();
         let widths: Vec<usize> = (0..cols)
             .map(|c| {

@@ -35,18 +35,24 @@ pub async fn run(
     pool: &Pool,
     args: &PutArgs,
 ) -> anyhow::Result<Summary> {
-    let clients = (0..opts.clients)
+    let clients = putters(pool, opts.clients, args);
+    Ok(runner::run(name, opts, clients).await.summary(name))
+}
+
+/// `n` put clients over `pool`, for a runner of one's own.
+pub fn putters(pool: &Pool, n: usize, args: &PutArgs) -> Vec<Putter> {
+    (0..n)
         .map(|i| Putter {
             kv: pool.kv(i),
             args: args.clone(),
             rng: Rng::new(i as u64 + 1),
             value: keys::value(args.val_size),
         })
-        .collect();
-    Ok(runner::run(name, opts, clients).await.summary(name))
+        .collect()
 }
 
-struct Putter {
+/// One client's request loop: a Put per operation.
+pub struct Putter {
     kv: KvClient<Channel>,
     args: PutArgs,
     rng: Rng,
