@@ -120,16 +120,26 @@ impl Kv for KvService {
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
-        // Compaction frees space within the applying batch, so `physical`
-        // is always satisfied by the time the response is sent.
         // etcd lets any caller compact (its auth has no rule for it).
         let who = self.ctx.caller(&request).await?;
         let r = request.into_inner();
-        self.ctx
+        let physical = r.physical;
+        let response = self
+            .ctx
             .write(who.as_ref(), Internal::Compaction(r), |a| match a {
                 Applied::Compaction(resp) => Ok(resp),
                 other => Err(other),
             })
-            .await
+            .await?;
+        if physical {
+            // The freed records are deleted after the compaction is applied
+            // (mvcc::reclaim); `physical` answers once they are, as etcd
+            // answers once its backend has removed them.
+            let ctx = self.ctx.clone();
+            tokio::task::spawn_blocking(move || ctx.mvcc().wait_reclaimed())
+                .await
+                .map_err(|e| Status::internal(format!("compaction: {e}")))?;
+        }
+        Ok(response)
     }
 }

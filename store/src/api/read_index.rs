@@ -16,15 +16,19 @@ use crate::raft::peer_failure::{PeerFailure, Refusal};
 
 type Answer = Result<u64, (Code, String)>;
 
+/// Readers queued for the next round at most; more wait to queue (so a
+/// flood of reads holds its callers back instead of growing memory).
+const QUEUE: usize = 4096;
+
 /// Hands out read indexes, one leader round trip per batch of readers.
 #[derive(Clone)]
 pub struct ReadIndex {
-    tx: mpsc::UnboundedSender<oneshot::Sender<Answer>>,
+    tx: mpsc::Sender<oneshot::Sender<Answer>>,
 }
 
 impl ReadIndex {
     pub fn start(route: Route) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(run(route, rx));
         ReadIndex { tx }
     }
@@ -35,6 +39,7 @@ impl ReadIndex {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(tx)
+            .await
             .map_err(|_| Status::from(EtcdError::Stopped))?;
         match rx.await {
             Ok(Ok(index)) => Ok(index),
@@ -44,7 +49,7 @@ impl ReadIndex {
     }
 }
 
-async fn run(route: Route, mut rx: mpsc::UnboundedReceiver<oneshot::Sender<Answer>>) {
+async fn run(route: Route, mut rx: mpsc::Receiver<oneshot::Sender<Answer>>) {
     while let Some(first) = rx.recv().await {
         let mut waiters = vec![first];
         while let Ok(next) = rx.try_recv() {

@@ -197,6 +197,12 @@ impl Mvcc {
         self.read().meta_with_prefix(prefix)
     }
 
+    /// Waits until the records freed by the compactions applied so far
+    /// are deleted.
+    pub fn wait_reclaimed(&self) {
+        self.reclaimer.wait_idle();
+    }
+
     /// Makes everything committed so far durable.
     pub fn flush(&self) -> Result<(), MvccError> {
         // Every tree of the database is flushed at once; the handle may

@@ -14,8 +14,12 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use super::{rev_key, Revision};
 
-/// Records deleted per sled batch.
-const BATCH: usize = 10_000;
+/// Records deleted per sled batch. A batch holds every other writer of
+/// the database off while it is applied (sled's batches are atomic), so
+/// batches are small and the deleting thread steps aside between them.
+const BATCH: usize = 1000;
+/// The pause between two batches: writes get the database in between.
+const PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// A job: records to delete from a tree.
 type Job = (sled::Tree, Vec<Revision>);
@@ -136,7 +140,10 @@ impl Drop for Reclaimer {
 }
 
 fn delete(tree: &sled::Tree, freed: &[Revision]) -> Result<(), sled::Error> {
-    for chunk in freed.chunks(BATCH) {
+    for (i, chunk) in freed.chunks(BATCH).enumerate() {
+        if i > 0 {
+            std::thread::sleep(PAUSE);
+        }
         let mut batch = sled::Batch::default();
         for rev in chunk {
             batch.remove(&rev_key(*rev)[..]);

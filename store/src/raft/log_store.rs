@@ -123,6 +123,16 @@ fn get<T: DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> Result<Option<T>, 
     }
 }
 
+/// Runs `f`, which may wait for the disk or for a log read holding the
+/// log, telling a multi-threaded runtime to move its other tasks away
+/// meanwhile (a single-threaded one, in tests, just runs it).
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// Waits for appends, fsyncs once for all that queued up meanwhile, then
 /// acknowledges them in order.
 async fn sync_loop(wal: Arc<Mutex<Log>>, mut rx: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
@@ -175,7 +185,18 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => *i,
             Bound::Unbounded => u64::MAX,
         };
-        let raw = self.log().wal.read(start, end).map_err(read_error)?;
+        // Disk reads (a follower catching up may need many entries): off
+        // the async runtime.
+        let wal = self.wal.clone();
+        let raw = tokio::task::spawn_blocking(move || {
+            wal.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .wal
+                .read(start, end)
+        })
+        .await
+        .map_err(read_error)?
+        .map_err(read_error)?;
         raw.iter()
             .map(|r| bincode::deserialize(r).map_err(read_error))
             .collect()
@@ -239,13 +260,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             ));
             last = Some(entry.log_id);
         }
-        {
+        blocking(|| -> Result<(), StorageError> {
             let mut log = self.log();
+            // Starting a new segment syncs the one before.
             log.wal.append(&records).map_err(io_error)?;
             if last.is_some() {
                 log.last = last;
             }
-        }
+            Ok(())
+        })?;
         if let Err(mpsc::error::SendError(cb)) = self.flusher.send(callback) {
             // The syncing task is gone (shutting down): sync here instead.
             cb.log_io_completed(sync(&self.wal).await);

@@ -326,7 +326,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         self.applied = None;
         let mut received = snapshot.into_std().await;
-        received.sync_all().map_err(io_error)?;
         let (mvcc, hub, lessor, backend, meta) = (
             self.mvcc.clone(),
             self.hub.clone(),
@@ -336,6 +335,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         );
         let (auth, alarms) = (self.auth.clone(), self.alarms.clone());
         tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
+            received.sync_all().map_err(io_error)?;
             let path = backend.receiving_path();
             // openraft hands back the file `begin_receiving_snapshot` made;
             // any other handle (a local snapshot, say) is copied there first.
