@@ -4,6 +4,8 @@
 #
 #   scripts/chaos.sh --runs 100 [--secs 5] [--seed 12345]
 #
+# Members are also replaced (removed, data deleted, added back empty), a
+# fault the short CI version leaves out.
 # Prints one CHAOS line per kind (runs, faults, operations, watch events,
 # runs with violations) and, for a failing run, its seed, faults and the
 # operations where the linearizability search got stuck.
@@ -20,6 +22,6 @@ while [ $# -gt 0 ]; do
 done
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ferrocd/target}"
 cargo build --release --bin ferrocd
-export FERROCD_BIN="$CARGO_TARGET_DIR/release/ferrocd" CHAOS_RUNS=$runs CHAOS_SECS=$secs
+export FERROCD_BIN="$CARGO_TARGET_DIR/release/ferrocd" CHAOS_RUNS=$runs CHAOS_SECS=$secs CHAOS_MEMBERSHIP=1
 [ -n "$seed" ] && export CHAOS_SEED=$seed
 cargo test --release -p ferrocd-e2e --test chaos -- --nocapture --test-threads=1 histories_under_faults

@@ -41,13 +41,18 @@ pub struct Plan {
     /// Whether partitions and one-way loss are among the faults (needs
     /// root, iptables and cgroup2: [`NetFaults::available`]).
     pub network: bool,
+    /// Whether members are replaced among the faults (removed, data lost,
+    /// added back empty at the same address): a lost disk.
+    pub membership: bool,
 }
 
 /// A fault applied during a run, with when (ms after the start).
 #[derive(Debug, Clone)]
 pub struct Fault {
     pub at_ms: u128,
-    /// `kill`, `stop`, `move-leader`, `partition`, `one-way` or `none`.
+    /// `kill`, `stop`, `move-leader`, `partition`, `one-way`, `replace`
+    /// (`replace-refused` when the cluster would not remove or add the
+    /// member) or `none`.
     pub kind: &'static str,
     pub what: String,
 }
@@ -184,6 +189,54 @@ pub async fn run(plan: Plan) -> Outcome {
     }
 }
 
+/// Replaces member `i` as after a lost disk: removes it through another
+/// member, kills it, deletes its data, adds it back at the same peer URL
+/// and starts it empty, to catch up from the others. Says what happened,
+/// and whether the member is back (false: removed, not added back).
+async fn replace(cluster: &mut Cluster, i: usize) -> (String, bool) {
+    let name = cluster.members[i].name.clone();
+    let peer = cluster.members[i].peer_url.clone();
+    let Some(via) = (0..cluster.members.len()).find(|&j| j != i && cluster.members[j].is_running())
+    else {
+        return (format!("{name} not replaced: no other member runs"), true);
+    };
+    let id = match cluster.members[i].status().await {
+        Ok(s) => s.header.map_or(0, |h| h.member_id),
+        Err(e) => return (format!("{name} not replaced: {e}"), true),
+    };
+    let remove = cluster.members[via].etcdctl(&["member", "remove", &format!("{id:x}")]);
+    if !remove.status.success() {
+        let why = String::from_utf8_lossy(&remove.stderr).trim().to_string();
+        return (format!("{name} not removed: {why}"), true);
+    }
+    cluster.members[i].kill9();
+    let _ = std::fs::remove_dir_all(cluster.members[i].data_dir());
+    // etcd adds members only once every member has been connected for a
+    // while: retried for a few seconds.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let added = loop {
+        let add = cluster.members[via].etcdctl(&["member", "add", &name, "--peer-urls", &peer]);
+        if add.status.success() {
+            break Some(crate::initial_cluster_of(&add));
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let Some(initial) = added else {
+        return (format!("{name} removed, not added back"), false);
+    };
+    let m = &mut cluster.members[i];
+    m.set_flag("--initial-cluster", &initial);
+    m.set_flag("--initial-cluster-state", "existing");
+    m.launch();
+    (
+        format!("{name} replaced (removed, data deleted, added back empty)"),
+        true,
+    )
+}
+
 /// Asks the leader, if the members agree on one, to hand leadership to
 /// member `to` (Maintenance.MoveLeader); says what happened.
 async fn move_leader(cluster: &Cluster, to: usize) -> String {
@@ -231,12 +284,25 @@ async fn inject(
     let mut rng = Rng(plan.seed ^ 0xfa17);
     let mut faults = Vec::new();
     let kinds = if net.is_some() { 6 } else { 4 };
+    let kinds = kinds + u64::from(plan.membership);
+    // Members removed and not added back: no more faults aimed at them.
+    let mut gone = vec![false; plan.members];
     while t0.elapsed() < plan.duration {
         tokio::time::sleep(Duration::from_millis(400 + rng.below(600))).await;
         let i = rng.below(plan.members as u64) as usize;
         let name = cluster.members[i].name.clone();
+        if gone[i] {
+            continue;
+        }
         let pause = Duration::from_millis(200 + rng.below(800));
-        let (kind, what) = match (rng.below(kinds), net.as_deref_mut()) {
+        let fault = rng.below(kinds);
+        let (kind, what) = match (fault, net.as_deref_mut()) {
+            (k, _) if plan.membership && k == kinds - 1 => {
+                let (what, back) = replace(cluster, i).await;
+                gone[i] = !back;
+                let done = what.contains(" replaced ");
+                (if done { "replace" } else { "replace-refused" }, what)
+            }
             (0, _) => {
                 cluster.members[i].kill9();
                 tokio::time::sleep(pause).await;

@@ -4,8 +4,9 @@
 //! version; `scripts/chaos.sh --runs N` a long one.
 //!
 //! `CHAOS_RUNS` (runs per kind, default 10), `CHAOS_SECS` (seconds of
-//! faults per run, default 3) and `CHAOS_SEED` (the first run's seed,
-//! default: from the clock; printed, so a failure can be replayed).
+//! faults per run, default 3), `CHAOS_SEED` (the first run's seed,
+//! default: from the clock; printed, so a failure can be replayed) and
+//! `CHAOS_MEMBERSHIP=1` (members replaced too, as after a lost disk).
 
 use std::time::Duration;
 
@@ -36,6 +37,9 @@ fn network_faults() -> bool {
 
 async fn runs(kind: Kind) {
     let network = network_faults();
+    // Replacing members takes seconds per fault (etcd adds a member only
+    // once every member has been connected a while): long runs only.
+    let membership = env("CHAOS_MEMBERSHIP", 0) == 1;
     let runs = env("CHAOS_RUNS", 10);
     let secs = env("CHAOS_SECS", 3);
     let first = env(
@@ -57,6 +61,7 @@ async fn runs(kind: Kind) {
             keys: 3,
             duration: Duration::from_secs(secs),
             network,
+            membership,
         };
         let outcome = run(plan).await;
         operations += outcome.history.len();
@@ -107,6 +112,7 @@ async fn the_checker_finds_bugs_planted_in_a_recorded_history() {
         keys: 2,
         duration: Duration::from_secs(2),
         network: false,
+        membership: false,
     })
     .await;
     assert!(outcome.ok(), "{}", outcome.report());
