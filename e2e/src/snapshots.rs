@@ -189,3 +189,24 @@ pub fn keys_at(server: &Server, rev: i64) -> Result<Value, String> {
     header.remove("raft_term");
     Ok(v)
 }
+
+/// Users `root` and `reader` and role `readers` (read on `pub/`), so that
+/// the auth buckets travel in a snapshot; auth itself stays off.
+pub fn add_users(server: &Server) {
+    for args in [
+        &["user", "add", "root:rootpw", "--interactive=false"][..],
+        &["user", "add", "reader:readerpw", "--interactive=false"],
+        &["role", "add", "readers"],
+        &[
+            "role",
+            "grant-permission",
+            "readers",
+            "read",
+            "pub/",
+            "--prefix=true",
+        ],
+        &["user", "grant-role", "reader", "readers"],
+    ] {
+        etcdctl(server, args);
+    }
+}

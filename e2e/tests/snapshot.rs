@@ -218,20 +218,9 @@ async fn etcd_restored_from_a_ferrocd_snapshot_keeps_its_users_and_roles() {
         return;
     }
     let ferrocd = Server::ferrocd(&["--bcrypt-cost=4"]).await;
+    add_users(&ferrocd);
     for args in [
-        &["user", "add", "root:rootpw", "--interactive=false"][..],
-        &["user", "add", "reader:readerpw", "--interactive=false"],
-        &["role", "add", "readers"],
-        &[
-            "role",
-            "grant-permission",
-            "readers",
-            "read",
-            "pub/",
-            "--prefix=true",
-        ],
-        &["user", "grant-role", "reader", "readers"],
-        &["put", "pub/a", "1"],
+        &["put", "pub/a", "1"][..],
         &["put", "secret", "2"],
         &["auth", "enable"],
     ] {

@@ -12,27 +12,6 @@ use ferrocd::ids;
 use ferrocd_e2e::snapshots::*;
 use ferrocd_e2e::{ferrocd_bin, require_tool, Cluster, Kind, Server};
 
-/// Users and roles, so that the auth buckets travel too (auth stays off:
-/// every view below reads without credentials).
-fn add_users(server: &Server) {
-    for args in [
-        &["user", "add", "root:rootpw", "--interactive=false"][..],
-        &["user", "add", "reader:readerpw", "--interactive=false"],
-        &["role", "add", "readers"],
-        &[
-            "role",
-            "grant-permission",
-            "readers",
-            "read",
-            "pub/",
-            "--prefix=true",
-        ],
-        &["user", "grant-role", "reader", "readers"],
-    ] {
-        etcdctl(server, args);
-    }
-}
-
 fn auth_view(server: &Server) -> (String, String, String) {
     (
         etcdctl(server, &["user", "list"]),
