@@ -280,9 +280,12 @@ async fn leader_crash_loses_no_acknowledged_write(kind: Kind) {
     eprintln!(
         "{kind:?}: failover (kill -9 of the leader to the next acknowledged write): {failover:?}"
     );
+    // About 1.6 s here on a quiet machine (election timeout 500 ms); CI
+    // runs this beside eleven other cluster tests on 2 cores, where one
+    // run took 6 s. The failover time itself is measured by the benchmark.
     assert!(
-        failover < Duration::from_secs(5),
-        "failover took {failover:?}, more than a few election timeouts"
+        failover < Duration::from_secs(10),
+        "failover took {failover:?}, more than many election timeouts"
     );
     // The load goes on through the new leader.
     let resumed = acked.lock().unwrap().len();

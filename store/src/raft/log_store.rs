@@ -123,9 +123,9 @@ fn get<T: DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> Result<Option<T>, 
     }
 }
 
-/// Runs `f`, which may wait for the disk or for a log read holding the
-/// log, telling a multi-threaded runtime to move its other tasks away
-/// meanwhile (a single-threaded one, in tests, just runs it).
+/// Runs `f`, which waits for the disk, telling a multi-threaded runtime
+/// to move its other tasks away meanwhile (a single-threaded one, in
+/// tests, just runs it).
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
@@ -260,15 +260,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             ));
             last = Some(entry.log_id);
         }
-        blocking(|| -> Result<(), StorageError> {
+        let append = || -> Result<(), StorageError> {
             let mut log = self.log();
-            // Starting a new segment syncs the one before.
             log.wal.append(&records).map_err(io_error)?;
             if last.is_some() {
                 log.last = last;
             }
             Ok(())
-        })?;
+        };
+        // Starting a new segment syncs the one before: only then is the
+        // append worth moving the runtime's other tasks away for (doing so
+        // for every append would hand the worker to another thread each
+        // time).
+        if self.log().wal.rolls_next() {
+            blocking(append)?;
+        } else {
+            append()?;
+        }
         if let Err(mpsc::error::SendError(cb)) = self.flusher.send(callback) {
             // The syncing task is gone (shutting down): sync here instead.
             cb.log_io_completed(sync(&self.wal).await);

@@ -264,17 +264,21 @@ impl Wal {
         self.index.keys().next_back().copied()
     }
 
+    /// Whether the next append starts a new segment (and syncs the last
+    /// one first).
+    pub fn rolls_next(&self) -> bool {
+        self.segments
+            .back()
+            .is_none_or(|s| s.size >= self.segment_bytes)
+    }
+
     /// Appends encoded entries `(index, payload)` with one write; the caller
     /// syncs through [`Wal::sync_handle`] before acknowledging them.
     pub fn append(&mut self, records: &[(u64, Vec<u8>)]) -> io::Result<()> {
         let Some(&(first_index, _)) = records.first() else {
             return Ok(());
         };
-        let needs_segment = self
-            .segments
-            .back()
-            .is_none_or(|s| s.size >= self.segment_bytes);
-        if needs_segment {
+        if self.rolls_next() {
             if let Some(old) = self.segments.back() {
                 old.file.sync_data()?;
             }
