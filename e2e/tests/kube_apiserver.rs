@@ -300,21 +300,7 @@ impl<'a> Cluster<'a> {
         ]);
         assert!(install.status.success(), "helm install: {}", text(&install));
 
-        let example = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/etcdcluster-3.yaml"),
-        )
-        .unwrap();
-        let manifest = example.replacen(
-            "\nspec:\n",
-            &format!("\nspec:\n  image: {IMAGE_REPOSITORY}:{IMAGE_TAG}\n"),
-            1,
-        );
-        assert_ne!(
-            manifest, example,
-            "no `spec:` in examples/etcdcluster-3.yaml"
-        );
-        let apply = node.kubectl_with_input(&["apply", "-f", "-"], Some(&manifest));
-        assert!(apply.status.success(), "kubectl apply: {}", text(&apply));
+        apply_example(node, "etcdcluster-3.yaml");
 
         let mut cluster = Cluster {
             node,
@@ -645,4 +631,23 @@ impl Writer {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().expect("writer thread")
     }
+}
+
+/// `kubectl apply` of `examples/<file>` with the locally built image put
+/// in its spec (the node has no registry).
+fn apply_example(node: &Node, file: &str) {
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples")
+            .join(file),
+    )
+    .unwrap();
+    let manifest = example.replacen(
+        "\nspec:\n",
+        &format!("\nspec:\n  image: {IMAGE_REPOSITORY}:{IMAGE_TAG}\n"),
+        1,
+    );
+    assert_ne!(manifest, example, "no `spec:` in examples/{file}");
+    let apply = node.kubectl_with_input(&["apply", "-f", "-"], Some(&manifest));
+    assert!(apply.status.success(), "kubectl apply: {}", text(&apply));
 }

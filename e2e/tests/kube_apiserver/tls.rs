@@ -6,7 +6,6 @@
 //! `ferrocd.io/rotate-certificates` annotation reaches the members (new
 //! connections see the new serial) while a writer goes on without a failure.
 
-use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,7 @@ use ferrocd_e2e::k8s::{text, wait_for, Node};
 use ferrocd_e2e::{etcdctl, free_port};
 use serde_json::Value;
 
-use super::{Writer, IMAGE_REPOSITORY, IMAGE_TAG, OPERATOR_NAMESPACE};
+use super::{apply_example, Writer, OPERATOR_NAMESPACE};
 
 /// Name of the EtcdCluster in examples/etcdcluster-tls.yaml.
 const NAME: &str = "ferrocd-tls";
@@ -156,21 +155,7 @@ impl ClientFiles {
 
 impl<'a> TlsCluster<'a> {
     fn create(node: &'a Node) -> TlsCluster<'a> {
-        let example = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/etcdcluster-tls.yaml"),
-        )
-        .unwrap();
-        let manifest = example.replacen(
-            "\nspec:\n",
-            &format!("\nspec:\n  image: {IMAGE_REPOSITORY}:{IMAGE_TAG}\n"),
-            1,
-        );
-        assert_ne!(
-            manifest, example,
-            "no `spec:` in examples/etcdcluster-tls.yaml"
-        );
-        let apply = node.kubectl_with_input(&["apply", "-f", "-"], Some(&manifest));
-        assert!(apply.status.success(), "kubectl apply: {}", text(&apply));
+        apply_example(node, "etcdcluster-tls.yaml");
         let cluster = TlsCluster { node };
         wait_for(
             "the TLS EtcdCluster reports 3 ready members and CertificatesReady",
