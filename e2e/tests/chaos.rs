@@ -10,7 +10,9 @@
 
 use std::time::Duration;
 
-use ferrocd_e2e::chaos::{check_watch, plant_lost_write, plant_stale_read, run, Plan};
+use ferrocd_e2e::chaos::{
+    check_agreement, check_watch, plant_lost_write, plant_stale_read, run, Plan,
+};
 use ferrocd_e2e::linearizability::{check, State};
 use ferrocd_e2e::netfault::NetFaults;
 use ferrocd_e2e::{in_ci, require_tool, Kind};
@@ -49,6 +51,7 @@ async fn runs(kind: Kind) {
             .map_or(1, |d| d.as_secs()),
     );
     let (mut operations, mut acknowledged, mut events, mut faults) = (0, 0, 0, 0);
+    let mut progress = 0;
     let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
     let mut failures = Vec::new();
     for i in 0..runs {
@@ -67,6 +70,7 @@ async fn runs(kind: Kind) {
         operations += outcome.history.len();
         acknowledged += outcome.acknowledged;
         events += outcome.watch_events;
+        progress += outcome.progress_notifications;
         faults += outcome.faults.iter().filter(|f| f.kind != "none").count();
         for f in &outcome.faults {
             *kinds.entry(f.kind).or_default() += 1;
@@ -77,7 +81,8 @@ async fn runs(kind: Kind) {
     }
     println!(
         "CHAOS {kind:?}: {runs} runs from seed {first}, {faults} faults {kinds:?}, {operations} operations \
-         ({acknowledged} acknowledged), {events} watch events checked, {} runs with violations",
+         ({acknowledged} acknowledged), {events} watch events and {progress} progress notifications checked, \
+         {} runs with violations",
         failures.len()
     );
     assert!(
@@ -125,15 +130,42 @@ async fn the_checker_finds_bugs_planted_in_a_recorded_history() {
         "a stale read went unnoticed"
     );
     // The recorded watch, with two events of different revisions swapped.
-    let mut events = outcome.events.clone();
-    assert!(check_watch(&outcome.history, &events).is_empty());
-    let i = events
+    let mut watch = outcome.watch.clone();
+    assert!(check_watch(&outcome.history, &watch).is_empty());
+    let i = watch
+        .events
         .windows(2)
         .position(|w| w[0].0 != w[1].0)
         .expect("two revisions watched");
-    events.swap(i, i + 1);
+    watch.events.swap(i, i + 1);
     assert!(
-        !check_watch(&outcome.history, &events).is_empty(),
+        !check_watch(&outcome.history, &watch).is_empty(),
         "a reordered event went unnoticed"
+    );
+    // A progress notification moved ahead of the event before it.
+    let mut watch = outcome.watch.clone();
+    let (before, revision) = *watch
+        .progress
+        .iter()
+        .find(|(before, _)| *before > 0)
+        .expect("a progress notification after an event");
+    let last = watch.events[before - 1].0;
+    assert!(last <= revision);
+    watch.progress.push((before - 1, revision));
+    assert!(
+        !check_watch(&outcome.history, &watch).is_empty(),
+        "a progress notification ahead of its event went unnoticed"
+    );
+    // A watch from a chosen revision that saw another value.
+    let mut other = outcome
+        .revision_watches
+        .iter()
+        .find(|w| !w.events.is_empty())
+        .expect("a watch from a chosen revision saw events")
+        .clone();
+    other.events[0].2.push_str("-changed");
+    assert!(
+        !check_agreement(&outcome.watch, &[other]).is_empty(),
+        "watches that disagree went unnoticed"
     );
 }

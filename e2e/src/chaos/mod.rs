@@ -1,0 +1,228 @@
+//! Randomized fault runs: clients drive puts, gets, deletes and
+//! conditional puts through every member of a cluster while members are
+//! killed (-9) and restarted, frozen (SIGSTOP) and thawed, partitioned
+//! from the rest or cut off one way from another ([`crate::netfault`]),
+//! and leadership is moved ([`faults`]). Every operation is recorded with
+//! its call and return time ([`workload`]) and the history is checked for
+//! linearizability ([`crate::linearizability`]). Watches of every key, one
+//! from revision 2 and others from revisions chosen during the run, with
+//! progress notifications, are checked for etcd's guarantees ([`watch`]).
+//! The same run, seed for seed, works on etcd 3.4 and on ferrocd.
+
+mod faults;
+mod planted;
+mod watch;
+mod workload;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use planted::{plant_lost_write, plant_stale_read};
+pub use watch::{check_agreement, check_watch, Event, WatchLog};
+
+use crate::linearizability::{check, Operation, State, Violation};
+use crate::netfault::NetFaults;
+use crate::{Cluster, Kind};
+
+/// How often members send progress notifications to watches that ask for
+/// them (`--experimental-watch-progress-notify-interval`, on both kinds).
+const PROGRESS_INTERVAL: &str = "--experimental-watch-progress-notify-interval=300ms";
+
+/// How many watches start during a run from chosen revisions.
+const REVISION_WATCHES: usize = 3;
+
+/// How a run is shaped.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub kind: Kind,
+    pub seed: u64,
+    pub members: usize,
+    pub clients: usize,
+    pub keys: usize,
+    pub duration: Duration,
+    /// Whether partitions and one-way loss are among the faults (needs
+    /// root, iptables and cgroup2: [`NetFaults::available`]).
+    pub network: bool,
+    /// Whether members are replaced among the faults (removed, data lost,
+    /// added back empty at the same address): a lost disk.
+    pub membership: bool,
+}
+
+/// A fault applied during a run, with when (ms after the start).
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub at_ms: u128,
+    /// `kill`, `stop`, `move-leader`, `partition`, `one-way`, `replace`
+    /// (`replace-refused` when the cluster would not remove or add the
+    /// member) or `none`.
+    pub kind: &'static str,
+    pub what: String,
+}
+
+/// What a run found.
+#[derive(Debug)]
+pub struct Outcome {
+    pub plan: Plan,
+    pub faults: Vec<Fault>,
+    pub history: Vec<Operation>,
+    /// Acknowledged operations (with an answer).
+    pub acknowledged: usize,
+    pub linearizability: Result<(), Violation>,
+    /// Watch guarantees broken, in words.
+    pub watch_violations: Vec<String>,
+    /// Watch events checked, over every watch.
+    pub watch_events: usize,
+    /// Progress notifications checked, over every watch.
+    pub progress_notifications: usize,
+    /// The watch of every key from revision 2.
+    pub watch: WatchLog,
+    /// The watches started during the run from chosen revisions.
+    pub revision_watches: Vec<WatchLog>,
+}
+
+impl Outcome {
+    /// Whether nothing was violated.
+    pub fn ok(&self) -> bool {
+        self.linearizability.is_ok() && self.watch_violations.is_empty()
+    }
+
+    /// A report to replay and debug a failure: the seed, the faults, and
+    /// the operations around the point where the search got stuck.
+    pub fn report(&self) -> String {
+        let mut s = format!(
+            "{:?} seed {} ({} members, {} clients, {} keys, {:?}): {} operations, {} acknowledged, {} watch events, {} progress notifications\nfaults: {:?}\n",
+            self.plan.kind,
+            self.plan.seed,
+            self.plan.members,
+            self.plan.clients,
+            self.plan.keys,
+            self.plan.duration,
+            self.history.len(),
+            self.acknowledged,
+            self.watch_events,
+            self.progress_notifications,
+            self.faults
+        );
+        if let Err(v) = &self.linearizability {
+            s.push_str(&format!(
+                "NOT LINEARIZABLE: {} operations linearized; none of these could come next:\n",
+                v.longest_prefix.len()
+            ));
+            for &i in &v.stuck {
+                s.push_str(&format!("  {:?}\n", self.history[i]));
+            }
+            s.push_str("last operations linearized:\n");
+            for &i in v.longest_prefix.iter().rev().take(10).rev() {
+                s.push_str(&format!("  {:?}\n", self.history[i]));
+            }
+        }
+        for w in &self.watch_violations {
+            s.push_str(&format!("WATCH: {w}\n"));
+        }
+        s
+    }
+}
+
+/// A small deterministic generator (SplitMix64): runs replay from their seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// How long one request may take before its outcome counts as unknown.
+const REQUEST_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Runs `plan` and checks what it recorded.
+pub async fn run(plan: Plan) -> Outcome {
+    // Declared before the cluster, so dropped after its processes.
+    let mut net = plan
+        .network
+        .then(|| NetFaults::new().unwrap_or_else(|e| panic!("network faults: {e}")));
+    let mut cluster = Cluster::prepare(plan.kind, plan.members, &[PROGRESS_INTERVAL]);
+    if let Some(net) = &mut net {
+        for m in &mut cluster.members {
+            let procs = net
+                .procs_file(&m.name)
+                .unwrap_or_else(|e| panic!("cgroup for {}: {e}", m.name));
+            m.set_cgroup(procs);
+        }
+    }
+    cluster.launch_all().await;
+    let t0 = Instant::now();
+    let urls = cluster.client_urls();
+    let history: Arc<Mutex<Vec<Operation>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for c in 0..plan.clients {
+        let (history, stop, urls) = (history.clone(), stop.clone(), urls.clone());
+        let seed = plan.seed.wrapping_mul(31).wrapping_add(c as u64 + 1);
+        let keys = plan.keys;
+        clients.push(tokio::spawn(async move {
+            workload::client_loop(c, seed, keys, &urls, t0, &history, &stop).await
+        }));
+    }
+    let watch = tokio::spawn(watch::watch_from(urls.clone(), 2, 0, stop.clone()));
+    let revision_watches = tokio::spawn(watch::watch_from_chosen_revisions(
+        urls.clone(),
+        plan.seed,
+        REVISION_WATCHES,
+        history.clone(),
+        stop.clone(),
+    ));
+
+    let faults = faults::inject(&mut cluster, &plan, t0, net.as_mut()).await;
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        let _ = c.await;
+    }
+    let watch = watch.await.unwrap_or_default();
+    let revision_watches = revision_watches.await.unwrap_or_default();
+    let history = std::mem::take(&mut *history.lock().unwrap());
+    let acknowledged = history.iter().filter(|o| o.ret.is_some()).count();
+    let linearizability = check(&history, &State::new(1, BTreeMap::new()));
+    let mut watch_violations = check_watch(&history, &watch);
+    for log in &revision_watches {
+        watch_violations.extend(check_watch(&history, log));
+    }
+    watch_violations.extend(check_agreement(&watch, &revision_watches));
+    let every_watch = || std::iter::once(&watch).chain(&revision_watches);
+    Outcome {
+        plan,
+        faults,
+        acknowledged,
+        linearizability,
+        watch_violations,
+        watch_events: every_watch().map(|w| w.events.len()).sum(),
+        progress_notifications: every_watch().map(|w| w.progress.len()).sum(),
+        watch,
+        revision_watches,
+        history,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_generator_replays_from_its_seed() {
+        let (mut a, mut b) = (Rng(7), Rng(7));
+        let xs: Vec<u64> = (0..5).map(|_| a.next()).collect();
+        let ys: Vec<u64> = (0..5).map(|_| b.next()).collect();
+        assert_eq!(xs, ys);
+        assert_ne!(Rng(8).next(), xs[0]);
+    }
+}
