@@ -241,6 +241,8 @@ struct Seen {
     ready_pods: BTreeSet<String>,
     pvc_uids: PvcUids,
     store: Option<StoreView>,
+    stateful_set: Option<StatefulSet>,
+    pods: Vec<Pod>,
 }
 
 async fn apply<C: EtcdConnector>(cluster: &EtcdCluster, ctx: &Context<C>) -> Result<Action, Error> {
@@ -262,13 +264,28 @@ async fn apply<C: EtcdConnector>(cluster: &EtcdCluster, ctx: &Context<C>) -> Res
         (Some(step), Some(etcd)) => take_step(cluster, &cluster_ref, step, etcd, ctx).await,
         _ => Ok(()),
     };
+    // Pods move to a new revision only between membership changes.
+    let rollout = match (&plan.step, &etcd, &seen.store, &plan.progress) {
+        (None, Some(etcd), Some(store), Progress::Stable | Progress::Degraded) => {
+            let sts = seen.stateful_set.as_ref();
+            Some(upgrade::step(cluster, &cluster_ref, sts, &seen.pods, store, etcd, ctx).await)
+        }
+        _ => None,
+    };
+    let outcome = rollout.as_ref().and_then(|r| r.as_ref().ok());
     let mut status = build_status(cluster, &cluster_ref, &plan, &seen);
     let next_rotation = certificates.as_ref().and_then(|c| c.next_rotation);
     certificates::report(cluster, &mut status, certificates);
+    upgrade::report(cluster, &cluster_ref, &mut status, outcome);
+    let requeue = match outcome {
+        Some(o) if o.rolling() => upgrade::REQUEUE_ROLLING,
+        _ => requeue_after(&plan.progress),
+    };
     patch_status(cluster, &cluster_ref, status, ctx).await?;
     step_result?;
+    rollout.transpose()?;
     Ok(Action::requeue(certificates::requeue_with_rotation(
-        requeue_after(&plan.progress),
+        requeue,
         next_rotation,
         Timestamp::now(),
     )))
@@ -307,8 +324,9 @@ async fn observe<C: EtcdConnector>(
         .iter()
         .filter_map(|pvc| Some((cluster.ordinal_of_pvc(&pvc.name_any())?, pvc.uid()?)))
         .collect();
-    let stateful_set_replicas = stateful_set.map(|sts| {
+    let stateful_set_replicas = stateful_set.as_ref().map(|sts| {
         sts.spec
+            .as_ref()
             .and_then(|spec| spec.replicas)
             // The API server defaults replicas to 1.
             .unwrap_or(1)
@@ -354,6 +372,8 @@ async fn observe<C: EtcdConnector>(
         ready_pods,
         pvc_uids,
         store,
+        stateful_set,
+        pods: pods.items,
     };
     Ok((seen, etcd))
 }
@@ -655,6 +675,7 @@ async fn patch_status<C>(
 }
 
 pub mod certificates;
+pub mod upgrade;
 
 #[cfg(test)]
 mod tests;

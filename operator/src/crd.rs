@@ -253,6 +253,13 @@ pub struct EtcdClusterStatus {
     /// With TLS: the certificates' serials and expiry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsStatus>,
+    /// The StatefulSet revision (pod template: image, flags) members are
+    /// being moved onto.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_revision: Option<String>,
+    /// Members whose pods run `updateRevision`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_replicas: Option<i32>,
 }
 
 /// One entry of the store's member list.
