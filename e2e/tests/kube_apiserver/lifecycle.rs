@@ -128,14 +128,13 @@ pub fn deletion_keeps_or_removes_volumes(node: &Node) {
     );
 }
 
+/// `kubectl scale`, through the EtcdCluster's scale subresource.
 fn set_replicas(node: &Node, replicas: i32) {
     node.kubectl_ok(&[
-        "patch",
+        "scale",
         "etcdcluster",
         CLUSTER,
-        "--type=merge",
-        "-p",
-        &format!(r#"{{"spec":{{"replicas":{replicas}}}}}"#),
+        &format!("--replicas={replicas}"),
     ]);
 }
 

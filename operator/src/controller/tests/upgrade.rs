@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::controller::upgrade::{REQUEUE_ROLLING, REVISION_LABEL};
+use crate::status;
 
 const OLD: &str = "demo-5d8f9c7b6";
 const NEW: &str = "demo-7c9d6f5b4";
