@@ -177,6 +177,27 @@ impl Node {
         assert!(out.status.success(), "local-image.sh: {}", text(&out));
     }
 
+    /// Builds `image` from `dockerfile` alone (an empty build context: it
+    /// starts `FROM` an image already built here) and imports it into the
+    /// node's containerd.
+    pub fn import_derived_image(&self, dockerfile: &str, image: &str) {
+        let context = tempfile::tempdir().expect("build context");
+        std::fs::write(context.path().join("Dockerfile"), dockerfile).expect("Dockerfile");
+        let out = Command::new("bash")
+            .args([
+                "-c",
+                "set -euo pipefail; DOCKER_BUILDKIT=0 docker build -q -t \"$1\" \"$2\" >/dev/null; \
+                 docker save \"$1\" | ctr -n k8s.io images import - >/dev/null",
+                "derived-image",
+                image,
+            ])
+            .arg(context.path())
+            .env("PATH", self.path_with_node_bin())
+            .output()
+            .expect("docker build");
+        assert!(out.status.success(), "building {image}: {}", text(&out));
+    }
+
     fn path_with_node_bin(&self) -> String {
         format!(
             "{}:{}",

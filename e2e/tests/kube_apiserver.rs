@@ -10,10 +10,19 @@
 //! runs `examples/etcdcluster-3.yaml`, and must repair a member whose volume
 //! was lost, and ride out the loss of the leader's pod; then
 //! `examples/etcdcluster-tls.yaml` runs mutual TLS and rotates its
-//! certificates under writes (`kube_apiserver/tls.rs`).
+//! certificates under writes (`kube_apiserver/tls.rs`). Between the two the
+//! first cluster moves to a new image under writes and stops on a broken one
+//! (`kube_apiserver/upgrade.rs`) and survives its operator's pod deleted
+//! mid scale-up; at the end a 1-member emptyDir cluster outlives its pod and
+//! the clusters are deleted with and without their PVCs
+//! (`kube_apiserver/lifecycle.rs`).
 
+#[path = "kube_apiserver/lifecycle.rs"]
+mod lifecycle;
 #[path = "kube_apiserver/tls.rs"]
 mod tls_scenario;
+#[path = "kube_apiserver/upgrade.rs"]
+mod upgrade_scenario;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -80,13 +89,22 @@ fn kubernetes_on_ferrocd_runs_the_operator_through_volume_and_leader_loss() {
     timings.lap("lost volume repaired");
     let outage = cluster.leader_pod_loss_is_ridden_out(&keys);
     timings.lap("leader pod lost and back");
+    let upgrade_outage =
+        upgrade_scenario::image_upgrade_under_writes_and_a_broken_image_stops(&cluster, &keys);
+    timings.lap("image upgraded under writes; broken image stopped and rolled back");
+    lifecycle::operator_restarted_mid_scale_up_completes_it(&cluster);
+    timings.lap("operator pod deleted mid scale-up, the new one finished it");
     tls_scenario::tls_cluster_serves_mutual_tls_and_rotates_under_writes(&node);
     timings.lap("TLS cluster up, certificates rotated under writes");
+    lifecycle::lone_empty_dir_member_survives_its_pod(&node);
+    timings.lap("1-member emptyDir cluster outlived its pod");
+    lifecycle::deletion_keeps_or_removes_volumes(&node);
+    timings.lap("clusters deleted, PVCs kept or removed per retainOnDelete");
 
     drop(node);
     timings.lap("node down");
     eprintln!(
-        "suite: {:.1?} in all; writes through the client Service failed for {outage:.1?} after the leader pod was deleted\n{}",
+        "suite: {:.1?} in all; writes through the client Service failed for {outage:.1?} after the leader pod was deleted, {upgrade_outage:.1?} during the image upgrade\n{}",
         started.elapsed(),
         timings.report()
     );

@@ -266,8 +266,9 @@ fn reconcile_grants() -> BTreeSet<Grant> {
             &["persistentvolumeclaims"],
             &["get", "list", "watch", "delete"],
         ),
-        // Member pods are annotated after a certificate rotation.
-        ("", &["pods"], &["get", "list", "watch", "patch"]),
+        // Member pods are annotated after a certificate rotation, and
+        // deleted one at a time to move them onto a new image.
+        ("", &["pods"], &["get", "list", "watch", "patch", "delete"]),
         // Certificate Secrets of TLS clusters.
         (
             "",

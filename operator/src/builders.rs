@@ -345,8 +345,10 @@ pub fn stateful_set(cluster: &ClusterRef, spec: &EtcdClusterSpec, replicas: i32)
                 match_labels: Some(cluster.selector_labels()),
                 ..Default::default()
             },
+            // The operator restarts members itself, one at a time, when
+            // they are caught up, the leader last (see `rollout`).
             update_strategy: Some(StatefulSetUpdateStrategy {
-                type_: Some("RollingUpdate".to_string()),
+                type_: Some("OnDelete".to_string()),
                 ..Default::default()
             }),
             template: PodTemplateSpec {

@@ -13,7 +13,6 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -28,12 +27,11 @@ use crate::builders::{BuildError, ClusterRef, FIELD_MANAGER};
 use crate::crd::{EtcdCluster, EtcdClusterStatus, MemberStatus};
 use crate::grpc::GrpcEtcd;
 use crate::manifest::{self, PdbChange};
-use crate::membership::{self, EtcdApi, EtcdError, Member, MemberStep, StoreView};
+use crate::membership::{self, EtcdApi, EtcdError, MemberStep, StoreView};
 use crate::metrics::Metrics;
 use crate::planner::{self, Observed, Plan, Progress};
-use crate::status::{self, Observation};
 use crate::tls::CertSecret;
-use crate::volumes::{self, MemberVolume, PvcUids};
+use crate::volumes::{self, PvcUids};
 
 /// Finalizer the operator puts on every `EtcdCluster`.
 pub const FINALIZER: &str = "etcdclusters.ferrocd.io/finalizer";
@@ -241,6 +239,8 @@ struct Seen {
     ready_pods: BTreeSet<String>,
     pvc_uids: PvcUids,
     store: Option<StoreView>,
+    stateful_set: Option<StatefulSet>,
+    pods: Vec<Pod>,
 }
 
 async fn apply<C: EtcdConnector>(cluster: &EtcdCluster, ctx: &Context<C>) -> Result<Action, Error> {
@@ -262,13 +262,28 @@ async fn apply<C: EtcdConnector>(cluster: &EtcdCluster, ctx: &Context<C>) -> Res
         (Some(step), Some(etcd)) => take_step(cluster, &cluster_ref, step, etcd, ctx).await,
         _ => Ok(()),
     };
+    // Pods move to a new revision only between membership changes.
+    let rollout = match (&plan.step, &etcd, &seen.store, &plan.progress) {
+        (None, Some(etcd), Some(store), Progress::Stable | Progress::Degraded) => {
+            let sts = seen.stateful_set.as_ref();
+            Some(upgrade::step(cluster, &cluster_ref, sts, &seen.pods, store, etcd, ctx).await)
+        }
+        _ => None,
+    };
+    let outcome = rollout.as_ref().and_then(|r| r.as_ref().ok());
     let mut status = build_status(cluster, &cluster_ref, &plan, &seen);
     let next_rotation = certificates.as_ref().and_then(|c| c.next_rotation);
     certificates::report(cluster, &mut status, certificates);
+    upgrade::report(cluster, &cluster_ref, &mut status, outcome);
+    let requeue = match outcome {
+        Some(o) if o.rolling() => upgrade::REQUEUE_ROLLING,
+        _ => requeue_after(&plan.progress),
+    };
     patch_status(cluster, &cluster_ref, status, ctx).await?;
     step_result?;
+    rollout.transpose()?;
     Ok(Action::requeue(certificates::requeue_with_rotation(
-        requeue_after(&plan.progress),
+        requeue,
         next_rotation,
         Timestamp::now(),
     )))
@@ -307,8 +322,9 @@ async fn observe<C: EtcdConnector>(
         .iter()
         .filter_map(|pvc| Some((cluster.ordinal_of_pvc(&pvc.name_any())?, pvc.uid()?)))
         .collect();
-    let stateful_set_replicas = stateful_set.map(|sts| {
+    let stateful_set_replicas = stateful_set.as_ref().map(|sts| {
         sts.spec
+            .as_ref()
             .and_then(|spec| spec.replicas)
             // The API server defaults replicas to 1.
             .unwrap_or(1)
@@ -354,6 +370,8 @@ async fn observe<C: EtcdConnector>(
         ready_pods,
         pvc_uids,
         store,
+        stateful_set,
+        pods: pods.items,
     };
     Ok((seen, etcd))
 }
@@ -517,122 +535,6 @@ fn describe(cluster: &ClusterRef, step: &MemberStep) -> (&'static str, &'static 
     }
 }
 
-fn build_status(
-    cluster: &EtcdCluster,
-    cluster_ref: &ClusterRef,
-    plan: &Plan,
-    seen: &Seen,
-) -> EtcdClusterStatus {
-    let previous = cluster.status.clone().unwrap_or_default();
-    let (phase, conditions) = status::summarize(
-        &plan.progress,
-        &Observation {
-            store_answered: seen.store.is_some(),
-            generation: cluster.metadata.generation,
-            previous_phase: previous.phase,
-            previous_conditions: &previous.conditions,
-        },
-        &Time(Timestamp::now()),
-    );
-    let mut next = EtcdClusterStatus {
-        observed_generation: cluster.metadata.generation,
-        phase: Some(phase),
-        conditions,
-        client_endpoint: Some(cluster_ref.client_endpoint()),
-        ..Default::default()
-    };
-    match &seen.store {
-        Some(store) => {
-            let leader = store.leader();
-            let recorded = volumes::recorded(&previous.members);
-            let volumes = member_volumes(cluster_ref, store);
-            next.members = store
-                .members
-                .iter()
-                .zip(&volumes)
-                .map(|((member, status), volume)| MemberStatus {
-                    name: member_name(cluster_ref, member),
-                    id: format!("{:x}", member.id),
-                    peer_url: member.peer_urls.first().cloned().unwrap_or_default(),
-                    client_urls: member.client_urls.clone(),
-                    is_learner: member.is_learner,
-                    is_leader: leader == Some(member.id),
-                    healthy: status.is_some(),
-                    pvc_uid: volumes::record(&recorded, volume, &seen.pvc_uids),
-                })
-                .collect();
-            next.leader = store
-                .members
-                .iter()
-                .find(|(m, _)| leader == Some(m.id))
-                .map(|(m, _)| member_name(cluster_ref, m));
-            next.version = store
-                .members
-                .iter()
-                .find_map(|(_, s)| s.as_ref().map(|s| s.version.clone()))
-                .or(previous.version);
-            next.cluster_id = cluster_id(store.cluster_id).or(previous.cluster_id);
-        }
-        // The store did not answer: keep the last member list, known to no
-        // one as healthy, and the identity and version last seen.
-        None => {
-            next.cluster_id = previous.cluster_id;
-            next.version = previous.version;
-            next.members = previous
-                .members
-                .into_iter()
-                .map(|m| MemberStatus {
-                    healthy: false,
-                    is_leader: false,
-                    ..m
-                })
-                .collect();
-        }
-    }
-    next.replicas = next.members.len() as i32;
-    next.ready_replicas = next
-        .members
-        .iter()
-        .filter(|m| m.healthy && seen.ready_pods.contains(&m.name))
-        .count() as i32;
-    next
-}
-
-/// Each member of `store` with the ordinal of its pod, for the PVC bookkeeping.
-fn member_volumes(cluster: &ClusterRef, store: &StoreView) -> Vec<MemberVolume> {
-    store
-        .members
-        .iter()
-        .map(|(member, status)| MemberVolume {
-            id: member.id,
-            ordinal: member
-                .peer_urls
-                .first()
-                .and_then(|url| planner::ordinal_of(cluster, url)),
-            healthy: status.is_some(),
-        })
-        .collect()
-}
-
-/// The member's name; for a member that has not started yet (etcd lists it
-/// nameless) the name of the pod it will run in.
-fn member_name(cluster: &ClusterRef, member: &Member) -> String {
-    if !member.name.is_empty() {
-        return member.name.clone();
-    }
-    member
-        .peer_urls
-        .first()
-        .and_then(|url| planner::ordinal_of(cluster, url))
-        .map(|ordinal| cluster.member_name(ordinal))
-        .unwrap_or_default()
-}
-
-/// A cluster ID as etcdctl prints it: lower-case hex; 0 means not reported.
-fn cluster_id(id: u64) -> Option<String> {
-    (id != 0).then(|| format!("{id:x}"))
-}
-
 async fn patch_status<C>(
     cluster: &EtcdCluster,
     cluster_ref: &ClusterRef,
@@ -655,6 +557,10 @@ async fn patch_status<C>(
 }
 
 pub mod certificates;
+mod report;
+pub mod upgrade;
+
+use report::{build_status, member_volumes};
 
 #[cfg(test)]
 mod tests;

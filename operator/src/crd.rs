@@ -63,6 +63,16 @@ pub const KNOWN_OPTIONS: &[&str] = &[
     status = "EtcdClusterStatus",
     shortname = "fcd",
     derive = "PartialEq",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas"
+    ),
+    printcolumn(
+        name = "Desired",
+        type_ = "integer",
+        description = "Voting members asked for (spec.replicas)",
+        json_path = ".spec.replicas"
+    ),
     printcolumn(
         name = "Ready",
         type_ = "integer",
@@ -222,8 +232,10 @@ pub struct EtcdClusterStatus {
     /// Lifecycle phase, a summary of the conditions for humans.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
-    /// Available, Progressing and Degraded, following Kubernetes conventions.
+    /// Available, Progressing and Degraded, following Kubernetes
+    /// conventions; one per type (a map list keyed by `type`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// Members in the store's member list, voters and learners.
     #[serde(default)]
@@ -253,6 +265,13 @@ pub struct EtcdClusterStatus {
     /// With TLS: the certificates' serials and expiry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsStatus>,
+    /// The StatefulSet revision (pod template: image, flags) members are
+    /// being moved onto.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_revision: Option<String>,
+    /// Members whose pods run `updateRevision`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_replicas: Option<i32>,
 }
 
 /// One entry of the store's member list.
@@ -552,6 +571,26 @@ mod tests {
             .flatten()
             .map(|c| c.name.clone())
             .collect();
-        assert_eq!(columns, ["Ready", "Members", "Leader", "Phase", "Age"]);
+        assert_eq!(
+            columns,
+            ["Desired", "Ready", "Members", "Leader", "Phase", "Age"]
+        );
+    }
+
+    #[test]
+    fn crd_has_a_scale_subresource_on_spec_replicas() {
+        let crd = serde_json::to_value(EtcdCluster::crd()).unwrap();
+        let scale = &crd["spec"]["versions"][0]["subresources"]["scale"];
+        assert_eq!(scale["specReplicasPath"], ".spec.replicas");
+        assert_eq!(scale["statusReplicasPath"], ".status.replicas");
+    }
+
+    #[test]
+    fn conditions_are_a_map_list_keyed_by_type() {
+        let crd = serde_json::to_value(EtcdCluster::crd()).unwrap();
+        let conditions = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+            ["status"]["properties"]["conditions"];
+        assert_eq!(conditions["x-kubernetes-list-type"], "map");
+        assert_eq!(conditions["x-kubernetes-list-map-keys"][0], "type");
     }
 }

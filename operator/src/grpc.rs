@@ -1,17 +1,27 @@
 //! [`EtcdApi`] over the store's etcd v3 gRPC API (`ferrocd-proto`), so the
 //! same code drives ferrocd and etcd.
 
+use std::time::Duration;
+
 use ferrocd_proto::etcdserverpb::cluster_client::ClusterClient;
 use ferrocd_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use ferrocd_proto::etcdserverpb::{
     self as pb, MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest,
-    StatusRequest,
+    MoveLeaderRequest, StatusRequest,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
 use crate::membership::{EndpointStatus, EtcdApi, EtcdError, Member, MemberList};
 use crate::tls::CertSecret;
+
+/// How long connecting to one member may take.
+pub const MEMBER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one member may take to answer a status request.
+pub const MEMBER_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a leader may take to hand leadership over (it waits for the
+/// target to catch up and for an election).
+pub const MOVE_LEADER_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// A connection to a cluster through one client endpoint (the client Service).
 #[derive(Debug, Clone)]
@@ -106,11 +116,7 @@ impl EtcdApi for GrpcEtcd {
 
     async fn status(&self, endpoint: &str) -> Result<EndpointStatus, EtcdError> {
         // Status is about one member, so it goes to that member's own URL.
-        let channel = endpoint_of(endpoint, self.tls.as_ref())?
-            .connect()
-            .await
-            .map_err(|e| EtcdError::Unavailable(format!("{endpoint}: {e}")))?;
-        let mut client = MaintenanceClient::new(channel);
+        let mut client = MaintenanceClient::new(self.member_channel(endpoint).await?);
         let status = client
             .status(StatusRequest {})
             .await
@@ -124,6 +130,34 @@ impl EtcdApi for GrpcEtcd {
             version: status.version,
             is_learner: status.is_learner,
         })
+    }
+
+    async fn move_leader(&self, leader_endpoint: &str, target: u64) -> Result<(), EtcdError> {
+        let channel = endpoint_of(leader_endpoint, self.tls.as_ref())?
+            .connect_timeout(MEMBER_CONNECT_TIMEOUT)
+            .timeout(MOVE_LEADER_TIMEOUT)
+            .connect()
+            .await
+            .map_err(|e| EtcdError::Unavailable(format!("{leader_endpoint}: {e}")))?;
+        MaintenanceClient::new(channel)
+            .move_leader(MoveLeaderRequest { target_id: target })
+            .await
+            .map(drop)
+            .map_err(from_status)
+    }
+}
+
+impl GrpcEtcd {
+    /// A connection to one member, with its own connect and call timeouts:
+    /// a member that accepts connections but never answers costs one
+    /// timeout, not the whole observation.
+    async fn member_channel(&self, endpoint: &str) -> Result<Channel, EtcdError> {
+        endpoint_of(endpoint, self.tls.as_ref())?
+            .connect_timeout(MEMBER_CONNECT_TIMEOUT)
+            .timeout(MEMBER_CALL_TIMEOUT)
+            .connect()
+            .await
+            .map_err(|e| EtcdError::Unavailable(format!("{endpoint}: {e}")))
     }
 }
 
@@ -142,7 +176,8 @@ fn from_status(status: Status) -> EtcdError {
     let message = status.message();
     match status.code() {
         Code::Unimplemented => return EtcdError::Unimplemented(message.to_string()),
-        Code::Unavailable | Code::DeadlineExceeded => {
+        // tonic reports its own call timeout as Cancelled.
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
             return EtcdError::Unavailable(message.to_string())
         }
         _ => {}
@@ -158,6 +193,8 @@ fn from_status(status: Status) -> EtcdError {
         "re-configuration failed due to not enough started members" => {
             EtcdError::NotEnoughStartedMembers
         }
+        "not leader" => EtcdError::NotLeader,
+        "bad leader transferee" => EtcdError::BadLeaderTransferee,
         other => EtcdError::Other(other.to_string()),
     }
 }
@@ -223,5 +260,32 @@ mod tests {
             from_status(Status::internal("etcdserver: something new")),
             EtcdError::Other("something new".into())
         );
+    }
+
+    /// A member that accepts connections and never answers costs the
+    /// caller one call timeout, not a hang.
+    #[tokio::test]
+    async fn silent_member_fails_status_within_its_timeouts() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let holder = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let etcd = GrpcEtcd::new(&format!("http://{address}"), None).unwrap();
+        let started = std::time::Instant::now();
+        let result = etcd.status(&format!("http://{address}")).await;
+        let took = started.elapsed();
+        assert!(
+            matches!(result, Err(EtcdError::Unavailable(_))),
+            "{result:?}"
+        );
+        assert!(
+            took < MEMBER_CONNECT_TIMEOUT + MEMBER_CALL_TIMEOUT + Duration::from_secs(1),
+            "status took {took:?}"
+        );
+        holder.abort();
     }
 }

@@ -9,6 +9,7 @@
 //! * [`grpc`]: `EtcdApi` over the etcd v3 gRPC API.
 //! * [`planner`]: the pure planner from spec and observations to objects and one step.
 //! * [`manifest`]: the planner's desired objects rendered for apply.
+//! * [`rollout`]: the pure planner of image upgrades, one member pod at a time.
 //! * [`status`]: phase and conditions from the planner's progress.
 //! * [`volumes`]: which PVC holds each member's data, to see volumes re-created empty.
 //! * [`controller`]: the reconciler wiring all of the above to the API server.
@@ -28,6 +29,7 @@ pub mod membership;
 pub mod metrics;
 pub mod planner;
 pub mod probe;
+pub mod rollout;
 pub mod status;
 pub mod tls;
 pub mod volumes;

@@ -3,6 +3,11 @@
 //! [`execute`], which carries one step out.
 
 use std::future::Future;
+use std::time::Duration;
+
+/// How long one member's status may take before it counts as unhealthy,
+/// whatever the client's own timeouts.
+pub const STATUS_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// One entry of the store's member list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +90,12 @@ pub enum EtcdError {
     /// The change would leave fewer started voters than a quorum.
     #[error("re-configuration failed due to not enough started members")]
     NotEnoughStartedMembers,
+    /// A leader-only call reached a member that is not the leader.
+    #[error("not leader")]
+    NotLeader,
+    /// MoveLeader to a member that is not a started voter.
+    #[error("bad leader transferee")]
+    BadLeaderTransferee,
     /// The server does not implement the call (single-member ferrocd today).
     #[error("unimplemented: {0}")]
     Unimplemented(String),
@@ -115,6 +126,13 @@ pub trait EtcdApi: Send + Sync {
         &self,
         endpoint: &str,
     ) -> impl Future<Output = Result<EndpointStatus, EtcdError>> + Send;
+    /// Asks the leader, serving `leader_endpoint` (a client URL), to hand
+    /// leadership to voter `target` (etcd's `Maintenance.MoveLeader`).
+    fn move_leader(
+        &self,
+        leader_endpoint: &str,
+        target: u64,
+    ) -> impl Future<Output = Result<(), EtcdError>> + Send;
 }
 
 /// One membership change; the planner asks for at most one per reconcile.
@@ -201,18 +219,25 @@ impl StoreView {
 /// The member list with each member's status, or `None` when the store
 /// does not answer the member list.
 pub async fn observe_store(api: &impl EtcdApi) -> Option<StoreView> {
+    observe_store_within(api, STATUS_TIMEOUT).await
+}
+
+/// [`observe_store`] with `timeout` for each member's status.
+pub async fn observe_store_within(api: &impl EtcdApi, timeout: Duration) -> Option<StoreView> {
     let list = api.member_list().await.ok()?;
-    let mut view = Vec::with_capacity(list.members.len());
-    for member in list.members {
-        let status = match member.client_urls.first() {
-            Some(endpoint) => api.status(endpoint).await.ok(),
-            None => None,
-        };
-        view.push((member, status));
-    }
+    // All members at once, each bounded: one that never answers must not
+    // hold up the others, nor the reconcile.
+    let statuses = futures::future::join_all(list.members.iter().map(|member| async {
+        let endpoint = member.client_urls.first()?;
+        tokio::time::timeout(timeout, api.status(endpoint))
+            .await
+            .ok()?
+            .ok()
+    }))
+    .await;
     Some(StoreView {
         cluster_id: list.cluster_id,
-        members: view,
+        members: list.members.into_iter().zip(statuses).collect(),
     })
 }
 
@@ -249,6 +274,14 @@ impl<T: EtcdApi> EtcdApi for std::sync::Arc<T> {
         endpoint: &str,
     ) -> impl Future<Output = Result<EndpointStatus, EtcdError>> + Send {
         (**self).status(endpoint)
+    }
+
+    fn move_leader(
+        &self,
+        leader_endpoint: &str,
+        target: u64,
+    ) -> impl Future<Output = Result<(), EtcdError>> + Send {
+        (**self).move_leader(leader_endpoint, target)
     }
 }
 
@@ -432,6 +465,72 @@ mod tests {
         fake.stop("http://m-1:2380");
         fake.stop("http://m-2:2380");
         assert_eq!(observe_members(&fake).await, None);
+    }
+
+    /// The fake, with one member's status call never returning.
+    struct OneSilent {
+        fake: FakeEtcd,
+        silent: String,
+    }
+
+    impl EtcdApi for OneSilent {
+        async fn member_list(&self) -> Result<MemberList, EtcdError> {
+            self.fake.member_list().await
+        }
+        async fn member_add(&self, urls: Vec<String>, learner: bool) -> Result<Member, EtcdError> {
+            self.fake.member_add(urls, learner).await
+        }
+        async fn member_remove(&self, id: u64) -> Result<(), EtcdError> {
+            self.fake.member_remove(id).await
+        }
+        async fn member_promote(&self, id: u64) -> Result<(), EtcdError> {
+            self.fake.member_promote(id).await
+        }
+        async fn status(&self, endpoint: &str) -> Result<EndpointStatus, EtcdError> {
+            if endpoint == self.silent {
+                std::future::pending::<()>().await;
+            }
+            self.fake.status(endpoint).await
+        }
+        async fn move_leader(&self, endpoint: &str, target: u64) -> Result<(), EtcdError> {
+            self.fake.move_leader(endpoint, target).await
+        }
+    }
+
+    #[tokio::test]
+    async fn silent_member_is_unhealthy_and_the_others_are_still_seen() {
+        let api = OneSilent {
+            fake: cluster(3),
+            silent: "http://m-0:2379".into(),
+        };
+        let timeout = Duration::from_millis(300);
+        let started = std::time::Instant::now();
+        let view = observe_store_within(&api, timeout)
+            .await
+            .expect("the member list answers");
+        let took = started.elapsed();
+        assert!(took < 2 * timeout, "statuses run concurrently: {took:?}");
+        let healthy: Vec<bool> = view.members.iter().map(|(_, s)| s.is_some()).collect();
+        assert_eq!(healthy, [false, true, true]);
+        assert!(view.leader().is_some());
+    }
+
+    #[tokio::test]
+    async fn move_leader_is_for_the_leader_to_a_started_voter() {
+        let fake = cluster(3);
+        let m1 = id_of(&fake, "http://m-1:2380").await;
+        assert_eq!(
+            fake.move_leader("http://m-2:2379", m1).await,
+            Err(EtcdError::NotLeader)
+        );
+        assert_eq!(
+            fake.move_leader("http://m-0:2379", 42).await,
+            Err(EtcdError::BadLeaderTransferee)
+        );
+        fake.move_leader("http://m-0:2379", m1).await.unwrap();
+        assert_eq!(fake.leader(), Some(m1));
+        let status = fake.status("http://m-2:2379").await.unwrap();
+        assert_eq!(status.leader, m1);
     }
 
     #[test]

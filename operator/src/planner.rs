@@ -188,12 +188,25 @@ impl<'a> Membership<'a> {
             .filter(|&o| o >= self.span && o >= sts_replicas)
             .collect();
         let (step, progress) = self.next_step(spec, observed, sts_replicas, &delete_pvcs);
+        // A lone member on an emptyDir loses its data with its pod: the
+        // pod that replaces it can only found the cluster anew (with data
+        // on the volume, ferrocd ignores the flag). Any other member that
+        // comes back empty would fork the cluster, so it joins.
+        let state = if spec.storage.empty_dir.is_some()
+            && self.span == 1
+            && self.members.len() == 1
+            && self.voters == 1
+        {
+            InitialClusterState::New
+        } else {
+            InitialClusterState::Existing
+        };
         Plan {
             objects: Some(DesiredObjects {
                 replicas: self.span,
                 bootstrap: Some(Bootstrap {
                     members: self.span,
-                    state: InitialClusterState::Existing,
+                    state,
                 }),
                 pdb_voters: Some(self.voters as i32),
             }),

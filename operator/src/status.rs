@@ -16,6 +16,9 @@ pub const DEGRADED: &str = "Degraded";
 /// Condition type: a TLS cluster's certificates exist and are current.
 pub const CERTIFICATES_READY: &str = "CertificatesReady";
 
+/// Condition type: pods are being moved onto a new revision (image, flags).
+pub const UPGRADING: &str = "Upgrading";
+
 /// Inputs besides the plan's progress.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observation<'a> {
@@ -156,6 +159,24 @@ pub fn certificates_ready(
         previous_conditions,
     };
     condition(CERTIFICATES_READY, state, &seen, now)
+}
+
+/// The `Upgrading` condition: `status` with `reason` and `message`.
+pub fn upgrading(
+    status: bool,
+    reason: &'static str,
+    message: String,
+    generation: Option<i64>,
+    previous_conditions: &[Condition],
+    now: &Time,
+) -> Condition {
+    let seen = Observation {
+        store_answered: false,
+        generation,
+        previous_phase: None,
+        previous_conditions,
+    };
+    condition(UPGRADING, state(status, reason, message), &seen, now)
 }
 
 struct State {

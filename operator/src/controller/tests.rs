@@ -752,3 +752,4 @@ fn errors_are_labelled_by_their_innermost_cause() {
 }
 
 mod tls;
+mod upgrade;

@@ -23,6 +23,8 @@ struct FakeMember {
 pub struct FakeEtcd {
     members: Mutex<Vec<FakeMember>>,
     next_id: Mutex<u64>,
+    /// The leader MoveLeader chose, while it is a started voter.
+    moved_leader: Mutex<Option<u64>>,
 }
 
 impl FakeEtcd {
@@ -72,6 +74,13 @@ impl FakeEtcd {
         voters.iter().filter(|m| m.started).count() >= quorum(voters.len())
     }
 
+    /// ID of the leader: the voter leadership was moved to while it runs,
+    /// else the first started voter.
+    pub fn leader(&self) -> Option<u64> {
+        let members = self.members.lock().unwrap();
+        leader_of(&members, *self.moved_leader.lock().unwrap())
+    }
+
     fn update(&self, peer_url: &str, f: impl FnOnce(&mut FakeMember)) {
         let mut members = self.members.lock().unwrap();
         let member = members
@@ -86,6 +95,16 @@ impl FakeEtcd {
         *next += 1;
         0x1000 + *next
     }
+}
+
+fn leader_of(members: &[FakeMember], moved: Option<u64>) -> Option<u64> {
+    let running = |m: &&FakeMember| m.started && !m.member.is_learner;
+    members
+        .iter()
+        .filter(running)
+        .find(|m| Some(m.member.id) == moved)
+        .or_else(|| members.iter().find(running))
+        .map(|m| m.member.id)
 }
 
 fn started_voters(members: &[FakeMember]) -> usize {
@@ -185,10 +204,7 @@ impl EtcdApi for FakeEtcd {
             .iter()
             .find(|m| m.started && m.member.client_urls.iter().any(|u| u == endpoint))
             .ok_or_else(|| EtcdError::Unavailable(endpoint.to_string()))?;
-        let leader = members
-            .iter()
-            .find(|m| m.started && !m.member.is_learner)
-            .map_or(0, |m| m.member.id);
+        let leader = leader_of(&members, *self.moved_leader.lock().unwrap()).unwrap_or(0);
         // A learner that has not caught up trails the leader's log.
         let applied = if member.caught_up { 100 } else { 10 };
         Ok(EndpointStatus {
@@ -199,5 +215,26 @@ impl EtcdApi for FakeEtcd {
             version: "3.6.0".to_string(),
             is_learner: member.member.is_learner,
         })
+    }
+
+    async fn move_leader(&self, leader_endpoint: &str, target: u64) -> Result<(), EtcdError> {
+        let leader = self.leader();
+        let members = self.members.lock().unwrap();
+        let asked = members
+            .iter()
+            .find(|m| m.started && m.member.client_urls.iter().any(|u| u == leader_endpoint))
+            .ok_or_else(|| EtcdError::Unavailable(leader_endpoint.to_string()))?;
+        if Some(asked.member.id) != leader {
+            return Err(EtcdError::NotLeader);
+        }
+        if !members
+            .iter()
+            .any(|m| m.member.id == target && m.started && !m.member.is_learner)
+        {
+            return Err(EtcdError::BadLeaderTransferee);
+        }
+        drop(members);
+        *self.moved_leader.lock().unwrap() = Some(target);
+        Ok(())
     }
 }

@@ -366,6 +366,43 @@ fn formed_cluster_tells_joining_pods_to_join_existing_members() {
 }
 
 #[test]
+fn lone_empty_dir_member_keeps_bootstrap_new_so_a_new_pod_can_start_over() {
+    let spec = EtcdClusterSpec {
+        storage: serde_yaml::from_str("emptyDir: {}").unwrap(),
+        ..spec(1)
+    };
+    let objects = plan(&cluster(), &spec, &running(1, voters(0..1)))
+        .objects
+        .unwrap();
+    assert_eq!(
+        objects.bootstrap,
+        Some(Bootstrap {
+            members: 1,
+            state: InitialClusterState::New
+        })
+    );
+}
+
+#[test]
+fn empty_dir_member_joining_a_lone_one_joins_existing() {
+    let spec = EtcdClusterSpec {
+        storage: serde_yaml::from_str("emptyDir: {}").unwrap(),
+        ..spec(3)
+    };
+    let observed = running(1, [voters(0..1), vec![learner(1, false, false)]].concat());
+    let objects = plan(&cluster(), &spec, &observed).objects.unwrap();
+    assert_eq!(objects.bootstrap, existing(2));
+}
+
+#[test]
+fn lone_pvc_member_keeps_bootstrap_existing() {
+    let objects = plan(&cluster(), &spec(1), &running(1, voters(0..1)))
+        .objects
+        .unwrap();
+    assert_eq!(objects.bootstrap, existing(1));
+}
+
+#[test]
 fn unreachable_store_leaves_bootstrap_config_and_pdb_alone() {
     let observed = Observed {
         members: None,
