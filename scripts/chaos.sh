@@ -4,8 +4,9 @@
 #
 #   scripts/chaos.sh --runs 100 [--secs 5] [--seed 12345]
 #
-# Members are also replaced (removed, data deleted, added back empty), a
-# fault the short CI version leaves out.
+# Membership changes are among the faults too, which the short CI version
+# leaves out: members replaced (removed, data deleted, added back empty),
+# learners added and promoted, members removed for good.
 # Prints one CHAOS line per kind (runs, faults, operations, watch events,
 # runs with violations) and, for a failing run, its seed, faults and the
 # operations where the linearizability search got stuck.

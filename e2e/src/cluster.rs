@@ -271,10 +271,17 @@ impl Cluster {
     /// [`Cluster::start_member`], without waiting for it or counting it
     /// among the members (for a member expected not to get in).
     pub fn launch_member(&self, new: NewMember, initial_cluster: &str, extra: &[&str]) -> Server {
-        let flags = self.bootstrap_flags(initial_cluster, "existing");
-        let mut member = self.prepare_member(&new.name, new.addrs, &flags, extra);
+        let mut member = self.prepare_added(new, initial_cluster, extra);
         member.launch();
         member
+    }
+
+    /// A member that MemberAdd has announced, prepared as for
+    /// [`Cluster::launch_member`] but not started (to put it in a cgroup
+    /// first, say).
+    pub fn prepare_added(&self, new: NewMember, initial_cluster: &str, extra: &[&str]) -> Server {
+        let flags = self.bootstrap_flags(initial_cluster, "existing");
+        self.prepare_member(&new.name, new.addrs, &flags, extra)
     }
 
     /// Takes member `i` out of [`Cluster::members`] (after a MemberRemove,

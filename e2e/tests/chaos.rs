@@ -74,6 +74,9 @@ async fn runs(kind: Kind) {
         faults += outcome.faults.iter().filter(|f| f.kind != "none").count();
         for f in &outcome.faults {
             *kinds.entry(f.kind).or_default() += 1;
+            if f.kind.ends_with("-refused") {
+                println!("seed {}: {}", outcome.plan.seed, f.what);
+            }
         }
         if !outcome.ok() {
             failures.push(outcome.report());

@@ -14,22 +14,29 @@ use crate::Cluster;
 /// Replaces member `i` as after a lost disk: removes it through another
 /// member, kills it, deletes its data, adds it back at the same peer URL
 /// and starts it empty, to catch up from the others. Says what happened,
-/// and whether the member is back (false: removed, not added back).
-async fn replace(cluster: &mut Cluster, i: usize) -> (String, bool) {
+/// (`replace`, or `replace-refused` when the cluster would not remove or
+/// add the member), and whether the member is back (false: removed, not
+/// added back).
+async fn replace(cluster: &mut Cluster, i: usize) -> (&'static str, String, bool) {
+    const REFUSED: &str = "replace-refused";
     let name = cluster.members[i].name.clone();
     let peer = cluster.members[i].peer_url.clone();
     let Some(via) = (0..cluster.members.len()).find(|&j| j != i && cluster.members[j].is_running())
     else {
-        return (format!("{name} not replaced: no other member runs"), true);
+        return (
+            REFUSED,
+            format!("{name} not replaced: no other member runs"),
+            true,
+        );
     };
     let id = match cluster.members[i].status().await {
         Ok(s) => s.header.map_or(0, |h| h.member_id),
-        Err(e) => return (format!("{name} not replaced: {e}"), true),
+        Err(e) => return (REFUSED, format!("{name} not replaced: {e}"), true),
     };
     let remove = cluster.members[via].etcdctl(&["member", "remove", &format!("{id:x}")]);
     if !remove.status.success() {
         let why = String::from_utf8_lossy(&remove.stderr).trim().to_string();
-        return (format!("{name} not removed: {why}"), true);
+        return (REFUSED, format!("{name} not removed: {why}"), true);
     }
     cluster.members[i].kill9();
     let _ = std::fs::remove_dir_all(cluster.members[i].data_dir());
@@ -47,16 +54,118 @@ async fn replace(cluster: &mut Cluster, i: usize) -> (String, bool) {
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     let Some(initial) = added else {
-        return (format!("{name} removed, not added back"), false);
+        return (REFUSED, format!("{name} removed, not added back"), false);
     };
     let m = &mut cluster.members[i];
     m.set_flag("--initial-cluster", &initial);
     m.set_flag("--initial-cluster-state", "existing");
     m.launch();
     (
+        "replace",
         format!("{name} replaced (removed, data deleted, added back empty)"),
         true,
     )
+}
+
+/// Grows the cluster by one member as operators do: added as a learner,
+/// started empty, promoted once it has caught up (until then etcd refuses
+/// the promotion). Says what happened: `learner` (added and promoted) or
+/// `learner-refused`.
+async fn add_learner(
+    cluster: &mut Cluster,
+    net: Option<&mut NetFaults>,
+    gone: &mut Vec<bool>,
+) -> (&'static str, String) {
+    const REFUSED: &str = "learner-refused";
+    let Some(via) =
+        (0..cluster.members.len()).find(|&j| !gone[j] && cluster.members[j].is_running())
+    else {
+        return (REFUSED, "no member runs to add a learner through".into());
+    };
+    let new = cluster.plan_member();
+    let name = new.name.clone();
+    let peer = new.peer_url().to_string();
+    // etcd adds members only once every member has been connected for a
+    // while: retried for a few seconds.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let add = loop {
+        let args = ["member", "add", &name, "--peer-urls", &peer, "--learner"];
+        let add = cluster.members[via].etcdctl(&args);
+        if add.status.success() || Instant::now() > deadline {
+            break add;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    if !add.status.success() {
+        let why = String::from_utf8_lossy(&add.stderr).trim().to_string();
+        return (REFUSED, format!("learner {name} not added: {why}"));
+    }
+    // "Member <id> added to cluster <id>"
+    let id = String::from_utf8_lossy(&add.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    let mut member = cluster.prepare_added(new, &crate::initial_cluster_of(&add), &[]);
+    if let Some(net) = net {
+        let procs = net
+            .procs_file(&name)
+            .unwrap_or_else(|e| panic!("cgroup for {name}: {e}"));
+        member.set_cgroup(procs);
+    }
+    member.launch();
+    cluster.members.push(member);
+    gone.push(false);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(10);
+    loop {
+        let promote = cluster.members[via].etcdctl(&["member", "promote", &id]);
+        if promote.status.success() {
+            return (
+                "learner",
+                format!(
+                    "{name} added as a learner, promoted after {:?}",
+                    started.elapsed()
+                ),
+            );
+        }
+        if Instant::now() > deadline {
+            let why = String::from_utf8_lossy(&promote.stderr).trim().to_string();
+            return (
+                REFUSED,
+                format!("learner {name} added, not promoted: {why}"),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Removes member `i` for good (through another member) and stops it.
+/// Says what happened: `remove` or `remove-refused`.
+async fn remove_for_good(
+    cluster: &mut Cluster,
+    i: usize,
+    gone: &mut [bool],
+) -> (&'static str, String) {
+    const REFUSED: &str = "remove-refused";
+    let name = cluster.members[i].name.clone();
+    let Some(via) =
+        (0..cluster.members.len()).find(|&j| j != i && !gone[j] && cluster.members[j].is_running())
+    else {
+        return (REFUSED, format!("{name} not removed: no other member runs"));
+    };
+    let id = match cluster.members[i].status().await {
+        Ok(s) => s.header.map_or(0, |h| h.member_id),
+        Err(e) => return (REFUSED, format!("{name} not removed: {e}")),
+    };
+    let remove = cluster.members[via].etcdctl(&["member", "remove", &format!("{id:x}")]);
+    if !remove.status.success() {
+        let why = String::from_utf8_lossy(&remove.stderr).trim().to_string();
+        return (REFUSED, format!("{name} not removed: {why}"));
+    }
+    cluster.members[i].kill9();
+    gone[i] = true;
+    ("remove", format!("{name} removed for good"))
 }
 
 /// Asks the leader, if the members agree on one, to hand leadership to
@@ -108,10 +217,11 @@ pub(super) async fn inject(
     let kinds = if net.is_some() { 6 } else { 4 };
     let kinds = kinds + u64::from(plan.membership);
     // Members removed and not added back: no more faults aimed at them.
+    // Members added during the run are pushed on.
     let mut gone = vec![false; plan.members];
     while t0.elapsed() < plan.duration {
         tokio::time::sleep(Duration::from_millis(400 + rng.below(600))).await;
-        let i = rng.below(plan.members as u64) as usize;
+        let i = rng.below(cluster.members.len() as u64) as usize;
         let name = cluster.members[i].name.clone();
         if gone[i] {
             continue;
@@ -120,10 +230,16 @@ pub(super) async fn inject(
         let fault = rng.below(kinds);
         let (kind, what) = match (fault, net.as_deref_mut()) {
             (k, _) if plan.membership && k == kinds - 1 => {
-                let (what, back) = replace(cluster, i).await;
-                gone[i] = !back;
-                let done = what.contains(" replaced ");
-                (if done { "replace" } else { "replace-refused" }, what)
+                let live = gone.iter().filter(|g| !**g).count();
+                match rng.below(3) {
+                    0 => {
+                        let (kind, what, back) = replace(cluster, i).await;
+                        gone[i] = !back;
+                        (kind, what)
+                    }
+                    _ if live > plan.members => remove_for_good(cluster, i, &mut gone).await,
+                    _ => add_learner(cluster, net.as_deref_mut(), &mut gone).await,
+                }
             }
             (0, _) => {
                 cluster.members[i].kill9();
@@ -156,7 +272,8 @@ pub(super) async fn inject(
                 )
             }
             (4, Some(net)) => {
-                let j = (i + 1 + rng.below(plan.members as u64 - 1) as usize) % plan.members;
+                let n = cluster.members.len();
+                let j = (i + 1 + rng.below(n as u64 - 1) as usize) % n;
                 let to = cluster.members[j].name.clone();
                 let cut_for = pause * 2;
                 net.cut(&name, &cluster.members[j].ports()).expect("cut");

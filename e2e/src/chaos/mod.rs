@@ -45,8 +45,10 @@ pub struct Plan {
     /// Whether partitions and one-way loss are among the faults (needs
     /// root, iptables and cgroup2: [`NetFaults::available`]).
     pub network: bool,
-    /// Whether members are replaced among the faults (removed, data lost,
-    /// added back empty at the same address): a lost disk.
+    /// Whether membership changes are among the faults: members replaced
+    /// as after a lost disk (removed, data lost, added back empty at the
+    /// same address), learners added and promoted, members removed for
+    /// good.
     pub membership: bool,
 }
 
@@ -54,9 +56,10 @@ pub struct Plan {
 #[derive(Debug, Clone)]
 pub struct Fault {
     pub at_ms: u128,
-    /// `kill`, `stop`, `move-leader`, `partition`, `one-way`, `replace`
-    /// (`replace-refused` when the cluster would not remove or add the
-    /// member) or `none`.
+    /// `kill`, `stop`, `move-leader`, `partition`, `one-way`, the
+    /// membership changes `replace`, `learner` (added, then promoted) and
+    /// `remove` (for good), each with a `-refused` form when the cluster
+    /// would not make the change, or `none`.
     pub kind: &'static str,
     pub what: String,
 }
