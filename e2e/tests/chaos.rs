@@ -13,7 +13,7 @@ use std::time::Duration;
 use ferrocd_e2e::chaos::{
     check_agreement, check_watch, plant_lost_write, plant_stale_read, run, Plan,
 };
-use ferrocd_e2e::linearizability::{check, State};
+use ferrocd_e2e::linearizability::{check, Input, Output, State};
 use ferrocd_e2e::netfault::NetFaults;
 use ferrocd_e2e::{in_ci, require_tool, Kind};
 
@@ -52,6 +52,9 @@ async fn runs(kind: Kind) {
     );
     let (mut operations, mut acknowledged, mut events, mut faults) = (0, 0, 0, 0);
     let mut progress = 0;
+    // Acknowledged lease operations by kind: granted, leased puts,
+    // revoked, and answered "lease not found".
+    let mut lease_ops = std::collections::BTreeMap::<&str, usize>::new();
     let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
     let mut failures = Vec::new();
     for i in 0..runs {
@@ -68,6 +71,17 @@ async fn runs(kind: Kind) {
         };
         let outcome = run(plan).await;
         operations += outcome.history.len();
+        for op in &outcome.history {
+            let Some((_, out)) = &op.ret else { continue };
+            let kind = match (&op.input, out) {
+                (_, Output::LeaseNotFound) => "lease not found",
+                (Input::Grant { .. }, _) => "granted",
+                (Input::PutLeased { .. }, _) => "leased puts",
+                (Input::Revoke { .. }, _) => "revoked",
+                _ => continue,
+            };
+            *lease_ops.entry(kind).or_default() += 1;
+        }
         acknowledged += outcome.acknowledged;
         events += outcome.watch_events;
         progress += outcome.progress_notifications;
@@ -84,13 +98,17 @@ async fn runs(kind: Kind) {
     }
     println!(
         "CHAOS {kind:?}: {runs} runs from seed {first}, {faults} faults {kinds:?}, {operations} operations \
-         ({acknowledged} acknowledged), {events} watch events and {progress} progress notifications checked, \
+         ({acknowledged} acknowledged; leases {lease_ops:?}), {events} watch events and {progress} progress notifications checked, \
          {} runs with violations",
         failures.len()
     );
     assert!(
         acknowledged > 0,
         "no operation was acknowledged: the runs proved nothing"
+    );
+    assert!(
+        lease_ops.contains_key("revoked") && lease_ops.contains_key("leased puts"),
+        "no lease was revoked or attached: {lease_ops:?}"
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

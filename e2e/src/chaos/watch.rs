@@ -158,7 +158,7 @@ pub(super) async fn watch_from_chosen_revisions(
             .lock()
             .unwrap()
             .iter()
-            .filter_map(|o| o.ret.as_ref().map(|(_, out)| revision_of(out)))
+            .filter_map(|o| o.ret.as_ref().map(|(_, out)| out.revision()))
             .max()
             .unwrap_or(1);
         let from = 2 + rng.below(highest.max(2) as u64 - 1) as i64;
@@ -179,15 +179,6 @@ pub(super) async fn watch_from_chosen_revisions(
     logs
 }
 
-fn revision_of(out: &Output) -> i64 {
-    match out {
-        Output::Get { revision, .. }
-        | Output::Put { revision }
-        | Output::Delete { revision, .. }
-        | Output::PutIf { revision, .. } => *revision,
-    }
-}
-
 /// The acknowledged writes of `history`: (revision, key, value, is_delete).
 fn acknowledged_writes(history: &[Operation]) -> Vec<Event> {
     history
@@ -196,6 +187,7 @@ fn acknowledged_writes(history: &[Operation]) -> Vec<Event> {
             let (_, out) = op.ret.as_ref()?;
             match (&op.input, out) {
                 (Input::Put { key, value }, Output::Put { revision })
+                | (Input::PutLeased { key, value, .. }, Output::Put { revision })
                 | (
                     Input::PutIf { key, value, .. },
                     Output::PutIf {
@@ -267,7 +259,9 @@ pub fn check_watch(history: &[Operation], log: &WatchLog) -> Vec<String> {
     let written: HashSet<&str> = history
         .iter()
         .filter_map(|o| match &o.input {
-            Input::Put { value, .. } | Input::PutIf { value, .. } => Some(value.as_str()),
+            Input::Put { value, .. }
+            | Input::PutIf { value, .. }
+            | Input::PutLeased { value, .. } => Some(value.as_str()),
             _ => None,
         })
         .collect();

@@ -1,5 +1,6 @@
-//! The clients of a run: each sends random gets, puts, deletes and
-//! conditional puts to one member, moving to the next when a request
+//! The clients of a run: each sends random gets, puts, deletes,
+//! conditional puts, lease grants, puts attached to its leases and lease
+//! revokes to one member, moving to the next when a request
 //! fails, and records every operation with its call and return time.
 
 use std::collections::BTreeMap;
@@ -9,9 +10,11 @@ use std::time::{Duration, Instant};
 
 use ferrocd_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use ferrocd_proto::etcdserverpb::kv_client::KvClient;
+use ferrocd_proto::etcdserverpb::lease_client::LeaseClient;
 use ferrocd_proto::etcdserverpb::request_op::Request as Op;
 use ferrocd_proto::etcdserverpb::{
-    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest, RangeRequest,
+    RequestOp, TxnRequest,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -39,36 +42,47 @@ pub(super) async fn client_loop(
 ) {
     let mut rng = Rng(seed);
     let mut member = client % urls.len();
-    let mut kv: Option<KvClient<Channel>> = None;
+    let mut conn: Option<Channel> = None;
     let mut last_rev: BTreeMap<String, i64> = BTreeMap::new();
+    // The leases this client granted (or tried to), revoked ones too.
+    let mut leases: Vec<i64> = Vec::new();
     let mut n = 0u64;
     while !stop.load(Ordering::SeqCst) {
-        if kv.is_none() {
-            kv = connect(&urls[member]).await.map(KvClient::new);
-            if kv.is_none() {
+        if conn.is_none() {
+            conn = connect(&urls[member]).await;
+            if conn.is_none() {
                 member = (member + 1) % urls.len();
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         }
-        let Some(client_kv) = kv.as_mut() else {
+        let Some(channel) = conn.clone() else {
             continue;
         };
         n += 1;
         let key = format!("k{}", rng.below(keys as u64));
         let value = format!("c{client}-{n}");
-        let input = match rng.below(10) {
-            0..=3 => Input::Get { key },
-            4..=6 => Input::Put { key, value },
-            7 => Input::Delete { key },
-            _ => Input::PutIf {
+        let lease = (!leases.is_empty()).then(|| leases[rng.below(leases.len() as u64) as usize]);
+        let input = match (rng.below(20), lease) {
+            (0..=7, _) => Input::Get { key },
+            (8..=11, _) => Input::Put { key, value },
+            (12..=13, _) => Input::Delete { key },
+            (14..=16, _) => Input::PutIf {
                 expect: last_rev.get(&key).copied().unwrap_or(0),
                 key,
                 value,
             },
+            (17, Some(lease)) => Input::PutLeased { key, value, lease },
+            (18, Some(lease)) => Input::Revoke { lease },
+            _ => {
+                // IDs unique to this client and grant.
+                let lease = ((client as i64 + 1) << 32) | n as i64;
+                leases.push(lease);
+                Input::Grant { lease }
+            }
         };
         let call = t0.elapsed().as_nanos() as u64;
-        let answer = send(client_kv, &input).await;
+        let answer = send(channel, &input).await;
         let ret = t0.elapsed().as_nanos() as u64;
         match answer {
             Ok(output) => {
@@ -99,16 +113,27 @@ pub(super) async fn client_loop(
                         ret: None,
                     });
                 }
-                kv = None;
+                conn = None;
                 member = (member + 1) % urls.len();
             }
         }
     }
 }
 
-async fn send(kv: &mut KvClient<Channel>, input: &Input) -> Result<Output, ()> {
+/// A long TTL: leases in a run end only when revoked.
+const LEASE_TTL: i64 = 600;
+
+/// Sends `input` and reads the answer; `Err` when its outcome is unknown.
+async fn send(channel: Channel, input: &Input) -> Result<Output, ()> {
     let revision =
         |h: Option<ferrocd_proto::etcdserverpb::ResponseHeader>| h.map_or(0, |h| h.revision);
+    // etcd's "requested lease not found" is a definite answer: nothing
+    // changed. Any other failure leaves the outcome unknown.
+    let lease_answer = |e: tonic::Status| match e.code() {
+        tonic::Code::NotFound => Ok(Output::LeaseNotFound),
+        _ => Err(()),
+    };
+    let mut kv = KvClient::new(channel.clone());
     match input {
         Input::Get { key } => {
             let r = kv
@@ -184,6 +209,49 @@ async fn send(kv: &mut KvClient<Channel>, input: &Input) -> Result<Output, ()> {
                 succeeded: r.succeeded,
                 revision: revision(r.header),
             })
+        }
+        Input::Grant { lease } => {
+            let r = LeaseClient::new(channel)
+                .lease_grant(LeaseGrantRequest {
+                    ttl: LEASE_TTL,
+                    id: *lease,
+                })
+                .await
+                .map_err(|_| ())?
+                .into_inner();
+            if !r.error.is_empty() {
+                return Err(());
+            }
+            Ok(Output::Granted {
+                revision: revision(r.header),
+            })
+        }
+        Input::PutLeased { key, value, lease } => {
+            let r = kv
+                .put(PutRequest {
+                    key: key.clone().into_bytes(),
+                    value: value.clone().into_bytes(),
+                    lease: *lease,
+                    ..Default::default()
+                })
+                .await;
+            match r {
+                Ok(r) => Ok(Output::Put {
+                    revision: revision(r.into_inner().header),
+                }),
+                Err(e) => lease_answer(e),
+            }
+        }
+        Input::Revoke { lease } => {
+            let r = LeaseClient::new(channel)
+                .lease_revoke(LeaseRevokeRequest { id: *lease })
+                .await;
+            match r {
+                Ok(r) => Ok(Output::Revoked {
+                    revision: revision(r.into_inner().header),
+                }),
+                Err(e) => lease_answer(e),
+            }
         }
     }
 }

@@ -4,142 +4,18 @@
 //! call and its return, in which every answer is what etcd's KV (keys,
 //! values, mod revisions, the store's revision) gives?
 //!
+//! The model ([`model`]) covers puts, gets, deletes, conditional puts and
+//! leases: granted, attached to keys by puts, revoked with their keys.
+//!
 //! An operation whose outcome is unknown (timed out, connection lost) has no
 //! return: it may take effect at any point after its call, or never (placed
 //! after everything else, where no answer can see it).
 
-use std::collections::{BTreeMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::collections::HashSet;
 
-/// What a client asked.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Input {
-    Get {
-        key: String,
-    },
-    Put {
-        key: String,
-        value: String,
-    },
-    Delete {
-        key: String,
-    },
-    /// `if mod_revision(key) == expect then put(key, value)`: kube-apiserver's
-    /// create (expect 0) and update.
-    PutIf {
-        key: String,
-        expect: i64,
-        value: String,
-    },
-}
+mod model;
 
-/// What the store answered.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Output {
-    /// The value and mod revision of the key (`None` if absent), and the
-    /// header revision.
-    Get {
-        value: Option<(String, i64)>,
-        revision: i64,
-    },
-    Put {
-        revision: i64,
-    },
-    Delete {
-        deleted: i64,
-        revision: i64,
-    },
-    PutIf {
-        succeeded: bool,
-        revision: i64,
-    },
-}
-
-/// One operation of a history. Times are any monotonic clock's (ns).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Operation {
-    pub client: usize,
-    pub input: Input,
-    pub call: u64,
-    /// `None`: the outcome is unknown.
-    pub ret: Option<(u64, Output)>,
-}
-
-/// The store as the model sees it: its revision and every live key's value
-/// and mod revision.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct State {
-    revision: i64,
-    keys: BTreeMap<String, (String, i64)>,
-}
-
-impl State {
-    /// A store whose revision is `revision` and that holds `keys`.
-    pub fn new(revision: i64, keys: BTreeMap<String, (String, i64)>) -> State {
-        State { revision, keys }
-    }
-
-    /// Applies `input`; `Some(next state)` if `output` (when known) is what
-    /// etcd answers from this state.
-    fn step(&self, input: &Input, output: Option<&Output>) -> Option<State> {
-        let mut next = self.clone();
-        let answer = match input {
-            Input::Get { key } => Output::Get {
-                value: self.keys.get(key).cloned(),
-                revision: self.revision,
-            },
-            Input::Put { key, value } => {
-                next.revision += 1;
-                next.keys
-                    .insert(key.clone(), (value.clone(), next.revision));
-                Output::Put {
-                    revision: next.revision,
-                }
-            }
-            Input::Delete { key } => {
-                if next.keys.remove(key).is_some() {
-                    next.revision += 1;
-                    Output::Delete {
-                        deleted: 1,
-                        revision: next.revision,
-                    }
-                } else {
-                    Output::Delete {
-                        deleted: 0,
-                        revision: self.revision,
-                    }
-                }
-            }
-            Input::PutIf { key, expect, value } => {
-                let current = self.keys.get(key).map_or(0, |(_, rev)| *rev);
-                if current == *expect {
-                    next.revision += 1;
-                    next.keys
-                        .insert(key.clone(), (value.clone(), next.revision));
-                    Output::PutIf {
-                        succeeded: true,
-                        revision: next.revision,
-                    }
-                } else {
-                    Output::PutIf {
-                        succeeded: false,
-                        revision: self.revision,
-                    }
-                }
-            }
-        };
-        match output {
-            Some(seen) if *seen != answer => None,
-            _ => Some(next),
-        }
-    }
-
-    fn fingerprint(&self) -> u64 {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.hash(&mut h);
-        h.finish()
-    }
-}
+pub use model::{Input, Operation, Output, State};
 
 /// Why a history is not linearizable: the operations linearized in the
 /// longest order found, and the operations none of whose placements after
@@ -343,6 +219,8 @@ fn bits(linearized: &[bool]) -> Vec<u64> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     fn op(client: usize, input: Input, call: u64, ret: Option<(u64, Output)>) -> Operation {
