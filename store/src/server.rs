@@ -449,6 +449,12 @@ async fn publish(ctx: Context, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// How often the main task looks at raft's metrics. Polled, not watched:
+/// raft publishes them after every write, and a watcher would wake the
+/// main thread for each one (a few wake-ups per write, all on the path of
+/// a lone client's next request).
+const METRICS_POLL: Duration = Duration::from_millis(100);
+
 /// Resolves once this member has been removed from the cluster: it sees
 /// the committed membership without it, or the leader tells it.
 async fn removed(raft: Raft, me: u64, ctx: Context) {
@@ -459,11 +465,13 @@ async fn removed(raft: Raft, me: u64, ctx: Context) {
 }
 
 async fn removed_from_membership(raft: Raft, me: u64) {
-    let mut metrics = raft.metrics();
+    let metrics = raft.metrics();
     let mut was_member = false;
+    let mut tick = tokio::time::interval(METRICS_POLL);
     loop {
+        tick.tick().await;
         {
-            let m = metrics.borrow_and_update();
+            let m = metrics.borrow();
             let member = m.membership_config.membership().get_node(&me).is_some();
             // Only a committed membership counts.
             let committed =
@@ -474,7 +482,7 @@ async fn removed_from_membership(raft: Raft, me: u64) {
                 return;
             }
         }
-        if metrics.changed().await.is_err() {
+        if metrics.has_changed().is_err() {
             return std::future::pending().await;
         }
     }
@@ -668,8 +676,10 @@ pub struct RaftFailed(pub String);
 /// nothing. The process then exits, as etcd does on a failed disk write,
 /// so its supervisor restarts it; what was acknowledged is in the log.
 async fn raft_failed(raft: Raft) -> String {
-    let mut metrics = raft.metrics();
+    let metrics = raft.metrics();
+    let mut tick = tokio::time::interval(METRICS_POLL);
     loop {
+        tick.tick().await;
         let failed = match &metrics.borrow().running_state {
             Err(openraft::error::Fatal::Stopped) | Ok(()) => None,
             Err(fatal) => Some(fatal.to_string()),
@@ -677,7 +687,7 @@ async fn raft_failed(raft: Raft) -> String {
         if let Some(fatal) = failed {
             return fatal;
         }
-        if metrics.changed().await.is_err() {
+        if metrics.has_changed().is_err() {
             return "raft's core ended".to_string();
         }
     }

@@ -34,7 +34,7 @@ use server::{Kind, Server};
 pub use table::{ClusterFigures, ClusterTimes, Restart, Row};
 
 /// Workloads that clusters also run with every client on the leader.
-const LEADER_VARIANTS: &[&str] = &["put", "range-l"];
+const LEADER_VARIANTS: &[&str] = &["put-1client", "put", "range-l"];
 
 #[derive(Args, Clone, Debug)]
 pub struct CompareArgs {
@@ -67,6 +67,10 @@ pub struct CompareArgs {
     /// Skip `etcdctl check perf` and `check datascale`.
     #[arg(long)]
     pub skip_checks: bool,
+    /// Run the workloads only: no restart, maintenance, checks, failover
+    /// or catch-up figures (for repeating a few rows quickly).
+    #[arg(long)]
+    pub workloads_only: bool,
     /// Serve clients over mutual TLS on both (certificates made for the
     /// run); one member only.
     #[arg(long)]
@@ -238,6 +242,9 @@ async fn one_member(
         let row = run_row(case, "1", false, &mut ferrocd, &mut etcd, common).await?;
         report.rows.push(row);
     }
+    if args.workloads_only {
+        return Ok(());
+    }
 
     let pool = Pool::connect(std::slice::from_ref(&ferrocd.client_url), 1, false).await?;
     let keys = count_keys(&pool).await?;
@@ -326,6 +333,9 @@ async fn cluster(
             let row = run_row(case, &leader, true, &mut ferrocd, &mut etcd, common).await?;
             report.rows.push(row);
         }
+    }
+    if args.workloads_only {
+        return Ok(());
     }
 
     let keys = args

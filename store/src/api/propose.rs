@@ -2,6 +2,10 @@
 //! committed are gathered into one raft entry, so they share one log
 //! append, one fsync and one apply. On a follower the batch is forwarded
 //! to the leader, and answered once this member has applied it too.
+//!
+//! A write that finds nothing queued and nothing in flight goes to raft
+//! (or, on a follower, to the leader) straight from its own task: a lone
+//! writer then waits for no batching task and no hand-off back.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,11 +31,15 @@ const MAX_IN_FLIGHT: usize = 4;
 const QUEUE: usize = 16 * 1024;
 
 type Reply = oneshot::Sender<Result<Response, Status>>;
+type WriteResponse = openraft::raft::ClientWriteResponse<crate::raft::TypeConfig>;
 
 /// Submits client writes to raft in batches.
 #[derive(Clone)]
 pub struct Proposer {
     tx: mpsc::Sender<(InternalRequest, Reply)>,
+    /// One permit per entry submitted and not yet applied.
+    in_flight: Arc<Semaphore>,
+    route: Route,
 }
 
 /// Where batches go: this member's raft when it leads, the leader's
@@ -56,8 +64,14 @@ impl Proposer {
     /// Starts the batching task.
     pub fn start(route: Route) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(route, rx));
-        Proposer { tx }
+        let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        let proposer = Proposer {
+            tx,
+            in_flight: in_flight.clone(),
+            route: route.clone(),
+        };
+        tokio::spawn(run(route, rx, in_flight));
+        proposer
     }
 
     /// Proposes `req` and waits until it is applied.
@@ -72,12 +86,59 @@ impl Proposer {
     }
 
     async fn submit(&self, req: InternalRequest) -> Result<Response, Status> {
+        if let Some(permit) = self.idle() {
+            let route = &self.route;
+            let outcome = if route.raft.metrics().borrow().current_leader == Some(route.me) {
+                outcome(route.raft.client_write_ff(Request::single(req)).await).await
+            } else {
+                let requests = vec![req];
+                forward(route, InternalBatch { requests }).await
+            };
+            drop(permit);
+            return outcome.and_then(|mut responses| match responses.pop() {
+                Some(resp) if responses.is_empty() => Ok(resp),
+                _ => Err(Status::internal(format!(
+                    "etcdserver: {} responses for a batch of 1",
+                    responses.len() + 1
+                ))),
+            });
+        }
         let (reply, answer) = oneshot::channel();
         self.tx
             .send((req, reply))
             .await
             .map_err(|_| Status::from(EtcdError::Stopped))?;
         answer.await.map_err(|_| Status::from(EtcdError::Stopped))?
+    }
+
+    /// A permit to submit directly, when no write is queued or in flight
+    /// (so there is nothing to batch with).
+    fn idle(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if self.tx.capacity() < QUEUE || self.in_flight.available_permits() < MAX_IN_FLIGHT {
+            return None;
+        }
+        self.in_flight.clone().try_acquire_owned().ok()
+    }
+}
+
+/// Waits for the outcome of a batch submitted to this member's raft.
+async fn outcome<R, E, F>(submitted: Result<R, F>) -> Result<Vec<Response>, Status>
+where
+    R: std::future::Future<
+        Output = Result<Result<WriteResponse, ClientWriteError<u64, Member>>, E>,
+    >,
+{
+    match submitted {
+        Ok(receiver) => match receiver.await {
+            Ok(Ok(resp)) => Ok(resp.data),
+            // Leadership moved before the batch was appended.
+            Ok(Err(ClientWriteError::ForwardToLeader(_))) => Err(EtcdError::LeaderChanged.into()),
+            Ok(Err(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(Status::failed_precondition(e.to_string()))
+            }
+            Err(_) => Err(EtcdError::Stopped.into()),
+        },
+        Err(_) => Err(EtcdError::Stopped.into()),
     }
 }
 
@@ -98,9 +159,12 @@ impl Drop for Pending {
     }
 }
 
-async fn run(route: Route, mut rx: mpsc::Receiver<(InternalRequest, Reply)>) {
+async fn run(
+    route: Route,
+    mut rx: mpsc::Receiver<(InternalRequest, Reply)>,
+    in_flight: Arc<Semaphore>,
+) {
     let raft = route.raft.clone();
-    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
@@ -132,21 +196,7 @@ async fn run(route: Route, mut rx: mpsc::Receiver<(InternalRequest, Reply)>) {
             .client_write_ff(Request(InternalBatch { requests }))
             .await;
         tokio::spawn(async move {
-            let outcome = match submitted {
-                Ok(receiver) => match receiver.await {
-                    Ok(Ok(resp)) => Ok(resp.data),
-                    // Leadership moved before the batch was appended.
-                    Ok(Err(ClientWriteError::ForwardToLeader(_))) => {
-                        Err(EtcdError::LeaderChanged.into())
-                    }
-                    Ok(Err(ClientWriteError::ChangeMembershipError(e))) => {
-                        Err(Status::failed_precondition(e.to_string()))
-                    }
-                    Err(_) => Err(EtcdError::Stopped.into()),
-                },
-                Err(_) => Err(EtcdError::Stopped.into()),
-            };
-            answer(replies, outcome);
+            answer(replies, outcome(submitted).await);
             drop(permit);
         });
     }

@@ -394,7 +394,9 @@ impl StoreOps {
 /// learns of included, as etcd counts), until raft shuts down.
 pub fn spawn_leader_watch(raft: crate::raft::Raft) {
     tokio::spawn(async move {
-        let mut rx = raft.metrics();
+        // The server metrics change only with leadership and membership,
+        // not with every write.
+        let mut rx = raft.server_metrics();
         drop(raft);
         let mut last = None;
         loop {

@@ -1,7 +1,9 @@
 //! The raft log: entries in append-only segment files (`wal.rs`), the vote,
 //! commit index and purge point in a small sled database. Appends are
-//! acknowledged only after `fdatasync`; a background task syncs once for
-//! every append that queued up meanwhile.
+//! acknowledged only after `fdatasync`, done by a thread of its own
+//! (`wal-sync`): it syncs as soon as an append is queued, so a lone write
+//! waits for no batch, and once for every append that queued up while the
+//! previous sync ran, so busy writers share fsyncs.
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;
@@ -12,7 +14,7 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{Entry, LogState, OptionalSend, RaftLogReader, Vote};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use std::sync::mpsc;
 
 use super::wal::{Wal, WalError};
 use super::{io_error, read_error, LogId, StorageError, TypeConfig};
@@ -20,6 +22,9 @@ use super::{io_error, read_error, LogId, StorageError, TypeConfig};
 const VOTE: &[u8] = b"vote";
 const LAST_PURGED: &[u8] = b"last_purged";
 const COMMITTED: &[u8] = b"committed";
+/// Reads of at most this many entries, within this many of the newest, are
+/// served from the page cache without leaving the async runtime.
+const NEAR_TAIL: u64 = 64;
 
 /// The log store. Clones share the same log.
 #[derive(Clone)]
@@ -27,7 +32,7 @@ pub struct LogStore {
     db: sled::Db,
     meta: sled::Tree,
     wal: Arc<Mutex<Log>>,
-    flusher: mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
+    flusher: mpsc::Sender<LogFlushed<TypeConfig>>,
 }
 
 struct Log {
@@ -57,7 +62,8 @@ impl From<OpenError> for StorageError {
 
 impl LogStore {
     /// Opens the log: metadata in `db`, entries under `dir`; starts the
-    /// syncing task.
+    /// syncing thread, which ends when the last clone of the store is
+    /// dropped.
     pub fn open(db: &sled::Db, dir: &Path) -> Result<Self, OpenError> {
         let meta = db.open_tree("raft_meta").map_err(read_error)?;
         let purged: Option<LogId> = get(&meta, LAST_PURGED)?;
@@ -71,8 +77,12 @@ impl LogStore {
             None => purged,
         };
         let wal = Arc::new(Mutex::new(Log { wal, last }));
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(sync_loop(wal.clone(), rx));
+        let (tx, rx) = mpsc::channel();
+        let syncing = wal.clone();
+        std::thread::Builder::new()
+            .name("wal-sync".into())
+            .spawn(move || sync_loop(&syncing, &rx))
+            .map_err(io_error)?;
         Ok(LogStore {
             db: db.clone(),
             meta,
@@ -102,6 +112,12 @@ impl LogStore {
 
     fn log(&self) -> MutexGuard<'_, Log> {
         self.wal.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `start..end` is a few of the newest entries.
+    fn near_tail(&self, start: u64, end: u64) -> bool {
+        let last = self.log().last.map_or(0, |l| l.index);
+        end.saturating_sub(start) <= NEAR_TAIL && start.saturating_add(NEAR_TAIL) > last
     }
 
     fn put_meta<T: Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
@@ -134,15 +150,14 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 }
 
 /// Waits for appends, fsyncs once for all that queued up meanwhile, then
-/// acknowledges them in order.
-async fn sync_loop(wal: Arc<Mutex<Log>>, mut rx: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
+/// acknowledges them in order. Runs on its own thread: the fsync starts the
+/// moment the first append is queued, with no hand-off to a blocking pool.
+fn sync_loop(wal: &Mutex<Log>, rx: &mpsc::Receiver<LogFlushed<TypeConfig>>) {
     let mut waiting = Vec::new();
-    while let Some(first) = rx.recv().await {
+    while let Ok(first) = rx.recv() {
         waiting.push(first);
-        while let Ok(more) = rx.try_recv() {
-            waiting.push(more);
-        }
-        let result = sync(&wal).await;
+        waiting.extend(rx.try_iter());
+        let result = sync(wal);
         for cb in waiting.drain(..) {
             let r = match &result {
                 Ok(()) => Ok(()),
@@ -155,16 +170,14 @@ async fn sync_loop(wal: Arc<Mutex<Log>>, mut rx: mpsc::UnboundedReceiver<LogFlus
 
 /// Makes every append so far durable. A segment is synced before the next
 /// one is started, so syncing the newest covers all.
-async fn sync(wal: &Mutex<Log>) -> std::io::Result<()> {
+fn sync(wal: &Mutex<Log>) -> std::io::Result<()> {
     let handle = wal
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .wal
         .sync_handle();
     match handle {
-        Some(h) => tokio::task::spawn_blocking(move || h.sync())
-            .await
-            .map_err(std::io::Error::other)?,
+        Some(h) => h.sync(),
         None => Ok(()),
     }
 }
@@ -185,18 +198,24 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => *i,
             Bound::Unbounded => u64::MAX,
         };
-        // Disk reads (a follower catching up may need many entries): off
-        // the async runtime.
-        let wal = self.wal.clone();
-        let raw = tokio::task::spawn_blocking(move || {
-            wal.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .wal
-                .read(start, end)
-        })
-        .await
-        .map_err(read_error)?
-        .map_err(read_error)?;
+        let raw = if self.near_tail(start, end) {
+            // Replication of what was just appended: still in the page
+            // cache, so read here, without a hand-off to the blocking pool.
+            self.log().wal.read(start, end).map_err(read_error)?
+        } else {
+            // Disk reads (a follower catching up may need many entries):
+            // off the async runtime.
+            let wal = self.wal.clone();
+            tokio::task::spawn_blocking(move || {
+                wal.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .wal
+                    .read(start, end)
+            })
+            .await
+            .map_err(read_error)?
+            .map_err(read_error)?
+        };
         raw.iter()
             .map(|r| bincode::deserialize(r).map_err(read_error))
             .collect()
@@ -277,9 +296,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         } else {
             append()?;
         }
-        if let Err(mpsc::error::SendError(cb)) = self.flusher.send(callback) {
-            // The syncing task is gone (shutting down): sync here instead.
-            cb.log_io_completed(sync(&self.wal).await);
+        if let Err(mpsc::SendError(cb)) = self.flusher.send(callback) {
+            // The syncing thread is gone (it panicked): sync here instead.
+            cb.log_io_completed(blocking(|| sync(&self.wal)));
         }
         Ok(())
     }

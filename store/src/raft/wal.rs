@@ -5,8 +5,14 @@
 //!
 //! A record is `[index u64][len u32][crc32 u32][payload]` (big-endian), the
 //! payload the bincode of the entry and the CRC over the payload. A segment
-//! is named after the first index it holds. Segments are not preallocated,
-//! and a new one is started only after the previous one was synced.
+//! is named after the first index it holds. A new segment is started only
+//! after the previous one was synced.
+//!
+//! The segment being appended to grows in preallocated steps
+//! ([`PREALLOCATE`], `fallocate`): an `fdatasync` then writes the data
+//! without a file size change to journal, a third less time per sync on
+//! ext4 here. The zeros past the last record are cut off when the segment
+//! is closed, rolled or reopened.
 //!
 //! At open, every segment is read through. Only a torn tail of the last
 //! segment is cut off: what a crash in the middle of an unsynced write
@@ -23,11 +29,13 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tracing::warn;
+use tracing::{debug, warn};
 
 const HEADER: usize = 16;
 /// A new segment is started once the current one exceeds this.
 const SEGMENT_BYTES: u64 = 64 << 20;
+/// The segment being appended to is allocated ahead in steps of this.
+const PREALLOCATE: u64 = 4 << 20;
 /// Larger records can only come from corruption.
 const MAX_RECORD: u32 = 1 << 30;
 
@@ -75,7 +83,10 @@ struct Loc {
 struct Segment {
     first: u64,
     file: Arc<File>,
+    /// Where the records end.
     size: u64,
+    /// The file's length: `size` plus preallocated zeros.
+    allocated: u64,
 }
 
 /// The segment files and the index of the entries they hold.
@@ -85,6 +96,8 @@ pub struct Wal {
     /// Segments by first index, oldest first; the last one is appended to.
     segments: VecDeque<Segment>,
     index: BTreeMap<u64, Loc>,
+    /// Cleared when the file system cannot preallocate.
+    preallocate: bool,
 }
 
 /// A handle to fsync what was written so far, usable without the lock.
@@ -146,6 +159,7 @@ impl Wal {
             segment_bytes,
             segments: VecDeque::new(),
             index: BTreeMap::new(),
+            preallocate: true,
         };
         for (i, &first) in firsts.iter().enumerate() {
             let path = dir.join(segment_name(first));
@@ -163,6 +177,7 @@ impl Wal {
                 first,
                 file: Arc::new(file),
                 size,
+                allocated: size,
             });
         }
         if let Some(p) = purged {
@@ -197,13 +212,23 @@ impl Wal {
                 damage: bad.damage,
             });
         }
-        warn!(
-            segment = %path.display(),
-            offset = bad.offset,
-            cut = len - bad.offset,
-            "cutting a torn tail off the raft log ({})",
-            bad.damage
-        );
+        if bad.damage == Damage::Length(0) {
+            // Most likely space preallocated before a crash.
+            debug!(
+                segment = %path.display(),
+                offset = bad.offset,
+                cut = len - bad.offset,
+                "cutting zeros off the end of the raft log"
+            );
+        } else {
+            warn!(
+                segment = %path.display(),
+                offset = bad.offset,
+                cut = len - bad.offset,
+                "cutting a torn tail off the raft log ({})",
+                bad.damage
+            );
+        }
         file.set_len(bad.offset)?;
         file.sync_all()?;
         Ok(bad.offset)
@@ -279,7 +304,8 @@ impl Wal {
             return Ok(());
         };
         if self.rolls_next() {
-            if let Some(old) = self.segments.back() {
+            if let Some(old) = self.segments.back_mut() {
+                old.trim()?;
                 old.file.sync_data()?;
             }
             let path = self.dir.join(segment_name(first_index));
@@ -294,9 +320,14 @@ impl Wal {
                 first: first_index,
                 file: Arc::new(file),
                 size: 0,
+                allocated: 0,
             });
         }
         let seg = self.segments.back_mut().expect("a segment exists");
+        let needed = seg.size + records.iter().map(|(_, p)| p.len() + HEADER).sum::<usize>() as u64;
+        if self.preallocate && needed > seg.allocated {
+            self.preallocate = seg.preallocate(needed.div_ceil(PREALLOCATE) * PREALLOCATE)?;
+        }
         let mut buf = Vec::with_capacity(records.iter().map(|(_, p)| p.len() + HEADER).sum());
         let mut locs = Vec::with_capacity(records.len());
         for (index, payload) in records {
@@ -319,6 +350,7 @@ impl Wal {
         }
         seg.file.write_all_at(&buf, seg.size)?;
         seg.size += buf.len() as u64;
+        seg.allocated = seg.allocated.max(seg.size);
         for (index, loc) in locs {
             self.index.split_off(&index);
             self.index.insert(index, loc);
@@ -363,6 +395,7 @@ impl Wal {
         }
         if let Some(seg) = self.segments.back_mut() {
             seg.size = loc.offset - HEADER as u64;
+            seg.allocated = seg.size;
             seg.file.set_len(seg.size)?;
             seg.file.sync_all()?;
         }
@@ -384,6 +417,50 @@ impl Wal {
             sync_dir(&self.dir)?;
         }
         Ok(())
+    }
+}
+
+impl Segment {
+    /// Allocates the file up to `len` bytes. Returns false where the file
+    /// system cannot preallocate at all.
+    fn preallocate(&mut self, len: u64) -> io::Result<bool> {
+        use std::os::fd::AsRawFd;
+        let Ok(off) = libc::off_t::try_from(len) else {
+            return Ok(false);
+        };
+        // SAFETY: fallocate on an open file descriptor owned by `self.file`;
+        // mode 0 only allocates (and extends the size), never touches data.
+        let rc = unsafe { libc::fallocate(self.file.as_raw_fd(), 0, 0, off) };
+        if rc == 0 {
+            self.allocated = len;
+            return Ok(true);
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => Ok(false),
+            // Too little room for a whole step: the write itself decides
+            // (it may still fit), as it would without preallocation.
+            Some(libc::ENOSPC) => Ok(true),
+            _ => Err(err),
+        }
+    }
+
+    /// Cuts preallocated zeros off the end of the file.
+    fn trim(&mut self) -> io::Result<()> {
+        if self.allocated > self.size {
+            self.file.set_len(self.size)?;
+            self.allocated = self.size;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Wal {
+    /// A cleanly closed log leaves no preallocated zeros behind.
+    fn drop(&mut self) {
+        if let Some(seg) = self.segments.back_mut() {
+            let _ = seg.trim().and_then(|()| seg.file.sync_data());
+        }
     }
 }
 

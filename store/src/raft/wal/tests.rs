@@ -252,3 +252,45 @@ fn purge_deletes_whole_segments_only() {
     let wal = Wal::open_with(dir.path(), Some(2), 100).unwrap();
     assert_eq!(wal.read(1, 6).unwrap().len(), 3);
 }
+
+#[test]
+fn preallocated_space_left_by_a_crash_is_cut_and_appends_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::open(dir.path(), None).unwrap();
+    wal.append(&records(1..4)).unwrap();
+    wal.sync_handle().unwrap().sync().unwrap();
+    let path = dir.path().join(segment_name(1));
+    let written = (3 * HEADER + 3 * "entry 1".len()) as u64;
+    assert_eq!(fs::metadata(&path).unwrap().len(), PREALLOCATE);
+    // A crash: no clean close trims the zeros.
+    std::mem::forget(wal);
+    let mut wal = Wal::open(dir.path(), None).unwrap();
+    assert_eq!(wal.last_index(), Some(3));
+    assert_eq!(fs::metadata(&path).unwrap().len(), written);
+    wal.append(&records(4..6)).unwrap();
+    drop(wal);
+    assert_eq!(fs::metadata(&path).unwrap().len(), written + 2 * 23);
+    let wal = Wal::open(dir.path(), None).unwrap();
+    assert_eq!(wal.read(1, 6).unwrap().len(), 5);
+}
+
+#[test]
+fn a_rolled_segment_keeps_no_preallocated_zeros() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::open_with(dir.path(), None, 100).unwrap();
+    let big = vec![7u8; 60];
+    for i in 1..=3 {
+        wal.append(&[(i, big.clone())]).unwrap();
+    }
+    // Segments of two records: 1-2 was rolled, 3 is being appended to.
+    let len = |first| {
+        fs::metadata(dir.path().join(segment_name(first)))
+            .unwrap()
+            .len()
+    };
+    assert_eq!(len(1), 2 * (HEADER + 60) as u64);
+    assert_eq!(len(3), PREALLOCATE);
+    std::mem::forget(wal);
+    let wal = Wal::open_with(dir.path(), None, 100).unwrap();
+    assert_eq!(wal.read(1, 4).unwrap().len(), 3);
+}
