@@ -654,6 +654,7 @@ async fn patch_status<C>(
     Ok(())
 }
 
+pub mod backup;
 pub mod certificates;
 
 #[cfg(test)]

@@ -13,7 +13,9 @@ use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod backup;
 mod tls;
+pub use backup::*;
 pub use tls::*;
 
 /// API group of the custom resource.
