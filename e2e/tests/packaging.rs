@@ -279,7 +279,7 @@ fn reconcile_grants() -> BTreeSet<Grant> {
         (
             "ferrocd.io",
             &["etcdbackups"],
-            &["get", "list", "watch", "patch"],
+            &["get", "list", "watch", "patch", "create", "delete"],
         ),
         ("ferrocd.io", &["etcdbackups/status"], &["get", "patch"]),
         ("batch", &["jobs"], &["get", "list", "watch", "create"]),

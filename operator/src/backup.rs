@@ -8,12 +8,16 @@
 //! * [`s3`]: the object storage client.
 //! * [`sink`]: where the bytes go.
 //! * [`job`]: the Job that runs a backup, built from an `EtcdBackup`.
+//! * [`schedule`]: cron schedules, scheduled backups' names, retention.
+//! * [`prune`]: retention applied to the destination by the Job.
 //! * [`cli`]: the `backup` subcommand's flags.
 
 pub mod checksum;
 pub mod cli;
 pub mod job;
+pub mod prune;
 pub mod s3;
+pub mod schedule;
 pub mod sink;
 
 use std::path::{Path, PathBuf};
@@ -113,6 +117,9 @@ pub struct BackupReport {
     pub location: String,
     /// Wall time from connecting to the destination's acknowledgement.
     pub duration_seconds: f64,
+    /// Older snapshots of the schedule the retention deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pruned: Vec<String>,
 }
 
 /// The termination message of a backup container.
@@ -213,6 +220,7 @@ pub async fn take(request: &BackupRequest) -> Result<BackupReport, BackupError> 
         sha256: sum.sha256,
         location,
         duration_seconds: started.elapsed().as_secs_f64(),
+        pruned: Vec::new(),
     })
 }
 
@@ -270,6 +278,7 @@ mod tests {
             sha256: "ab".repeat(32),
             location: "s3://b/k.db".into(),
             duration_seconds: 0.5,
+            pruned: Vec::new(),
         });
         let json = serde_json::to_string(&outcome).unwrap();
         assert!(json.contains("\"outcome\":\"succeeded\""), "{json}");

@@ -656,6 +656,7 @@ async fn patch_status<C>(
 
 pub mod backup;
 pub mod certificates;
+pub mod schedule;
 
 #[cfg(test)]
 mod tests;

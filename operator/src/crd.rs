@@ -134,6 +134,9 @@ pub struct EtcdClusterSpec {
     /// Mutual TLS on the client and peer ports. Absent: plain HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
+    /// Scheduled backups to S3 or a PVC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSchedule>,
 }
 
 /// Member storage: a PersistentVolumeClaim per member, or an `emptyDir` for
@@ -255,6 +258,9 @@ pub struct EtcdClusterStatus {
     /// With TLS: the certificates' serials and expiry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsStatus>,
+    /// With `spec.backup`: the schedule's last runs (written by the backup scheduler).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<ScheduledBackupStatus>,
 }
 
 /// One entry of the store's member list.
@@ -365,6 +371,7 @@ impl Default for EtcdClusterSpec {
             pod_disruption_budget: PodDisruptionBudgetSpec::default(),
             paused: false,
             tls: None,
+            backup: None,
         }
     }
 }

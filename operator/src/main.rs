@@ -15,7 +15,9 @@ use kube::api::ListParams;
 use kube::{Api, Client};
 use tracing_subscriber::EnvFilter;
 
-use ferrocd_operator::controller::{backup, error_policy, reconcile, Context, GrpcConnector};
+use ferrocd_operator::controller::{
+    backup, error_policy, reconcile, schedule, Context, GrpcConnector,
+};
 use ferrocd_operator::crd::EtcdCluster;
 use ferrocd_operator::leader::LeaderElector;
 use ferrocd_operator::metrics::Metrics;
@@ -62,7 +64,7 @@ enum Tool {
         timeout_seconds: u64,
     },
     /// Stream a snapshot of a cluster to a file or S3 object; the backup Job's command.
-    Backup(ferrocd_operator::backup::cli::BackupArgs),
+    Backup(Box<ferrocd_operator::backup::cli::BackupArgs>),
 }
 
 #[derive(Clone)]
@@ -157,6 +159,14 @@ async fn run_controller(client: Client, namespace: Option<String>, ctx: Arc<Cont
                 Err(error) => tracing::warn!(%error, "backup reconcile failed"),
             }
         });
+    let schedules = schedule::controller(&client, namespace.as_deref())
+        .shutdown_on_signal()
+        .run(schedule::reconcile, schedule::error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::warn!(%error, "backup schedule failed");
+            }
+        });
     let clusters = watches::controller(&client, namespace.as_deref())
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
@@ -166,7 +176,7 @@ async fn run_controller(client: Client, namespace: Option<String>, ctx: Arc<Cont
                 Err(error) => tracing::warn!(%error, "reconcile failed"),
             }
         });
-    futures::join!(clusters, backups);
+    futures::join!(clusters, backups, schedules);
 }
 
 fn router(http: Http) -> Router {

@@ -208,3 +208,49 @@ async fn backup_command_writes_its_report_as_termination_message() {
         "{outcome:?}"
     );
 }
+
+#[tokio::test]
+async fn retention_deletes_only_the_schedules_oldest_objects() {
+    let Some(s3) = S3Server::start("127.0.0.1") else {
+        return;
+    };
+    let client = S3Client::new(&s3_config(&s3, SECRET_KEY)).unwrap();
+    client.create_bucket().await.unwrap();
+    let keys = [
+        "prod/demo-20261206-100000.db",
+        "prod/demo-20261206-110000.db",
+        "prod/demo-20261206-120000.db",
+        "prod/demo-manual.db",
+        "prod/other-20261206-090000.db",
+    ];
+    for key in keys {
+        let mut upload = client.upload(key, DEFAULT_PART_SIZE);
+        upload.write(b"snapshot").await.unwrap();
+        upload.finish().await.unwrap();
+    }
+    let target = Target::S3 {
+        config: s3_config(&s3, SECRET_KEY),
+        key: keys[2].into(),
+    };
+    let retention = ferrocd_operator::crd::Retention {
+        max_count: Some(2),
+        max_age: None,
+    };
+    let pruned = ferrocd_operator::backup::prune::prune(
+        &target,
+        "demo",
+        &retention,
+        k8s_openapi::jiff::Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(pruned, [keys[0]]);
+    let left: Vec<String> = client
+        .list("prod/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(left, &keys[1..]);
+}

@@ -80,7 +80,7 @@ apply of children, PVC cleanup, pod listing, events).
   verbs: ["create", "patch"]
 - apiGroups: ["ferrocd.io"]
   resources: ["etcdbackups"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "patch", "create", "delete"]
 - apiGroups: ["ferrocd.io"]
   resources: ["etcdbackups/status"]
   verbs: ["get", "patch"]

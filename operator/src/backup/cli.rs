@@ -50,6 +50,16 @@ pub struct BackupArgs {
     /// Bytes per multipart upload part.
     #[arg(long, default_value_t = DEFAULT_PART_SIZE)]
     pub part_size: usize,
+    /// After success, delete older snapshots of this cluster's schedule
+    /// beside the new one (`<cluster>-YYYYMMDD-hhmmss.db`).
+    #[arg(long)]
+    pub retain_cluster: Option<String>,
+    /// Keep at most this many of them.
+    #[arg(long, requires = "retain_cluster")]
+    pub retain_count: Option<u32>,
+    /// Delete those older than this, e.g. 168h.
+    #[arg(long, requires = "retain_cluster")]
+    pub retain_age: Option<String>,
     /// Where the outcome is written as JSON (the container's termination message).
     #[arg(long)]
     pub termination_log: Option<PathBuf>,
@@ -85,7 +95,20 @@ impl BackupArgs {
 /// code is 0 only on success.
 pub async fn run(args: &BackupArgs) -> i32 {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let result = super::take(&args.request()).await;
+    let request = args.request();
+    let mut result = super::take(&request).await;
+    if let (Ok(report), Some(cluster)) = (&mut result, &args.retain_cluster) {
+        let retention = crate::crd::Retention {
+            max_count: args.retain_count,
+            max_age: args.retain_age.clone(),
+        };
+        let now = k8s_openapi::jiff::Timestamp::now();
+        // The backup is written; a failed cleanup is reported, not fatal.
+        match super::prune::prune(&request.target, cluster, &retention, now).await {
+            Ok(pruned) => report.pruned = pruned,
+            Err(error) => eprintln!("retention: {error}"),
+        }
+    }
     let outcome = Outcome::of(&result);
     let json = serde_json::to_string(&outcome).expect("an outcome always serializes");
     println!("{json}");

@@ -14,7 +14,9 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use crate::builders::{ClusterRef, FIELD_MANAGER, MANAGED_BY_LABEL, MEMBER_UID};
-use crate::crd::{BackupDestination, EtcdClusterSpec, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY};
+use crate::crd::{
+    BackupDestination, EtcdClusterSpec, Retention, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY,
+};
 use crate::tls;
 
 /// Label naming the `EtcdBackup` a Job and its pod belong to.
@@ -42,6 +44,8 @@ pub struct BackupJob<'a> {
     pub cluster_spec: &'a EtcdClusterSpec,
     /// Where the snapshot goes.
     pub destination: &'a BackupDestination,
+    /// Retention applied after success, for scheduled backups.
+    pub retention: Option<&'a Retention>,
 }
 
 /// Name of the Job of backup `backup_name`.
@@ -198,6 +202,18 @@ impl BackupJob<'_> {
                 "--file={BACKUP_MOUNT}/{}",
                 pvc.relative_path(&file)
             ));
+        }
+        if let Some(retention) = self.retention {
+            args.push(format!("--retain-cluster={}", self.cluster.name()));
+            args.push(format!(
+                "--retain-count={}",
+                retention
+                    .max_count
+                    .unwrap_or(crate::crd::DEFAULT_RETENTION_COUNT)
+            ));
+            if let Some(age) = &retention.max_age {
+                args.push(format!("--retain-age={age}"));
+            }
         }
         (args, env, volumes, mounts)
     }

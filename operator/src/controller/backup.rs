@@ -91,6 +91,7 @@ pub async fn reconcile<C>(backup: Arc<EtcdBackup>, ctx: Arc<Context<C>>) -> Resu
             cluster: &cluster_ref,
             cluster_spec: &cluster.spec,
             destination: &backup.spec.destination,
+            retention: backup.spec.retention.as_ref(),
         }
         .build();
         match jobs.create(&PostParams::default(), &built).await {

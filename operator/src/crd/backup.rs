@@ -43,6 +43,70 @@ pub struct EtcdBackupSpec {
     pub cluster_name: String,
     /// Where the snapshot goes.
     pub destination: BackupDestination,
+    /// After a successful backup, delete the older snapshots of the same
+    /// schedule (files named `<cluster>-<YYYYMMDD>-<hhmmss>.db`) from the
+    /// destination. Set by `spec.backup` of the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+}
+
+/// Scheduled backups of a cluster: `spec.backup` of an `EtcdCluster`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSchedule {
+    /// When to back up, a 5-field cron expression in UTC (`minute hour
+    /// day-of-month month day-of-week`), e.g. `0 */6 * * *`.
+    #[schemars(length(min = 9))]
+    pub schedule: String,
+    /// Where the snapshots go.
+    pub destination: BackupDestination,
+    /// How many and how old snapshots are kept.
+    #[serde(default)]
+    pub retention: Retention,
+    /// Stop taking backups without forgetting the schedule.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+/// Which snapshots of a schedule are kept; the newest is always kept.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Retention {
+    /// Keep at most this many (default 7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_count: Option<u32>,
+    /// Delete those older than this, e.g. `168h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^([0-9]+(h|m|s))+$"))]
+    pub max_age: Option<String>,
+}
+
+/// Snapshots kept when `retention.maxCount` is not set.
+pub const DEFAULT_RETENTION_COUNT: u32 = 7;
+
+/// `status.backup` of an `EtcdCluster` with `spec.backup`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduledBackupStatus {
+    /// When the last scheduled backup was started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<Time>,
+    /// The `EtcdBackup` of the last successful backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_backup: Option<String>,
+    /// When it completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success_time: Option<Time>,
+    /// Where it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success_location: Option<String>,
+    /// Its SHA-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success_sha256: Option<String>,
+    /// Why the schedule can not run, if it can not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Where snapshots are written: exactly one of `s3` and `pvc`.

@@ -33,6 +33,7 @@ fn job(spec_yaml: &str, destination_yaml: &str) -> Job {
         cluster: &cluster,
         cluster_spec: &spec,
         destination: &destination,
+        retention: None,
     }
     .build()
 }
@@ -138,4 +139,31 @@ fn locations_name_bucket_and_claim() {
     assert_eq!(location("nightly", &s3), "s3://etcd/prod/nightly.db");
     let pvc: BackupDestination = serde_yaml::from_str("pvc: {claimName: backups}").unwrap();
     assert_eq!(location("nightly", &pvc), "pvc://backups/nightly.db");
+}
+
+#[test]
+fn scheduled_backup_prunes_with_the_schedules_retention() {
+    let (cluster, spec) = cluster("{}");
+    let destination: BackupDestination = serde_yaml::from_str(S3).unwrap();
+    let retention = Retention {
+        max_count: Some(3),
+        max_age: Some("24h".into()),
+    };
+    let job = BackupJob {
+        backup_name: "demo-20261206-183000",
+        owner: owner(),
+        cluster: &cluster,
+        cluster_spec: &spec,
+        destination: &destination,
+        retention: Some(&retention),
+    }
+    .build();
+    let args = args(&job);
+    for flag in [
+        "--retain-cluster=demo",
+        "--retain-count=3",
+        "--retain-age=24h",
+    ] {
+        assert!(args.contains(&flag.to_string()), "{flag} in {args:?}");
+    }
 }

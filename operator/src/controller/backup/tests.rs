@@ -67,6 +67,7 @@ fn report() -> BackupReport {
         sha256: "0f".repeat(32),
         location: "/backup/demo/nightly.db".into(),
         duration_seconds: 1.5,
+        pruned: Vec::new(),
     }
 }
 
