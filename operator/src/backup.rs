@@ -10,12 +10,16 @@
 //! * [`job`]: the Job that runs a backup, built from an `EtcdBackup`.
 //! * [`schedule`]: cron schedules, scheduled backups' names, retention.
 //! * [`prune`]: retention applied to the destination by the Job.
+//! * [`restore`]: `ferrocd-operator restore`, the members' init step of `spec.restore`.
+//! * [`restore_pod`]: that init container, built for the StatefulSet.
 //! * [`cli`]: the `backup` subcommand's flags.
 
 pub mod checksum;
 pub mod cli;
 pub mod job;
 pub mod prune;
+pub mod restore;
+pub mod restore_pod;
 pub mod s3;
 pub mod schedule;
 pub mod sink;

@@ -14,8 +14,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 mod backup;
+mod restore;
 mod tls;
 pub use backup::*;
+pub use restore::*;
 pub use tls::*;
 
 /// API group of the custom resource.
@@ -137,6 +139,10 @@ pub struct EtcdClusterSpec {
     /// Scheduled backups to S3 or a PVC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupSchedule>,
+    /// Bootstrap from a snapshot. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("restore is immutable"))]
+    pub restore: Option<RestoreSpec>,
 }
 
 /// Member storage: a PersistentVolumeClaim per member, or an `emptyDir` for
@@ -261,6 +267,9 @@ pub struct EtcdClusterStatus {
     /// With `spec.backup`: the schedule's last runs (written by the backup scheduler).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<ScheduledBackupStatus>,
+    /// With `spec.restore`: the resolved source and how restoring went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreStatus>,
 }
 
 /// One entry of the store's member list.
@@ -372,6 +381,7 @@ impl Default for EtcdClusterSpec {
             paused: false,
             tls: None,
             backup: None,
+            restore: None,
         }
     }
 }

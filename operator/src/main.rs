@@ -65,6 +65,9 @@ enum Tool {
     },
     /// Stream a snapshot of a cluster to a file or S3 object; the backup Job's command.
     Backup(Box<ferrocd_operator::backup::cli::BackupArgs>),
+    /// Restore a member's empty data directory from a snapshot; the init
+    /// step of members of a cluster with spec.restore.
+    Restore(Box<ferrocd_operator::backup::restore::RestoreArgs>),
 }
 
 #[derive(Clone)]
@@ -78,6 +81,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let args = Args::parse();
     if let Some(Tool::Backup(backup)) = &args.command {
         std::process::exit(ferrocd_operator::backup::cli::run(backup).await);
+    }
+    if let Some(Tool::Restore(restore)) = &args.command {
+        std::process::exit(ferrocd_operator::backup::restore::run(restore).await);
     }
     if let Some(Tool::Probe {
         url,
