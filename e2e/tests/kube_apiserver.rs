@@ -10,10 +10,15 @@
 //! runs `examples/etcdcluster-3.yaml`, and must repair a member whose volume
 //! was lost, and ride out the loss of the leader's pod; then
 //! `examples/etcdcluster-tls.yaml` runs mutual TLS and rotates its
-//! certificates under writes (`kube_apiserver/tls.rs`).
+//! certificates under writes (`kube_apiserver/tls.rs`); last, the cluster
+//! is backed up to S3 and to a PVC and restored into new clusters, as is
+//! an etcd 3.4 snapshot (`kube_apiserver/backup.rs`).
 
 #[path = "kube_apiserver/tls.rs"]
 mod tls_scenario;
+
+#[path = "kube_apiserver/backup.rs"]
+mod backup_scenario;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -82,6 +87,8 @@ fn kubernetes_on_ferrocd_runs_the_operator_through_volume_and_leader_loss() {
     timings.lap("leader pod lost and back");
     tls_scenario::tls_cluster_serves_mutual_tls_and_rotates_under_writes(&node);
     timings.lap("TLS cluster up, certificates rotated under writes");
+    backup_scenario::backups_to_s3_and_a_pvc_restore_into_new_clusters(&node, &keys);
+    timings.lap("backups to S3 and a PVC, restored into new clusters");
 
     drop(node);
     timings.lap("node down");
