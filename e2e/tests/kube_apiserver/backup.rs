@@ -28,6 +28,18 @@ pub fn backups_to_s3_and_a_pvc_restore_into_new_clusters(node: &Node, keys: &[(S
     let endpoint = format!("http://{}:{}", pod_reachable_host_address(), s3.port);
     std::fs::create_dir_all(s3.root.join(BUCKET)).unwrap();
     let scenario = Scenario { node, s3: &s3 };
+    // Scheduled backups every minute; the first is due at once (the
+    // cluster has been up for more than a minute), and checked last.
+    scenario.node.kubectl_ok(&[
+        "patch",
+        "etcdcluster",
+        CLUSTER,
+        "--type=merge",
+        "-p",
+        &format!(
+            r#"{{"spec":{{"backup":{{"schedule":"* * * * *","retention":{{"maxCount":2}},"destination":{{"s3":{{"endpoint":"{endpoint}","bucket":"{BUCKET}","prefix":"scheduled","credentialsSecret":"s3-credentials"}}}}}}}}}}"#
+        ),
+    ]);
     scenario.apply(&format!(
         r#"
 apiVersion: v1
@@ -143,6 +155,30 @@ spec: {{image: "{image}", replicas: 1, storage: {{emptyDir: {{}}}}, restore: {ba
         || scenario.describe(),
     );
     assert!(message.contains("sha256"), "{message}");
+
+    let scheduled = wait_for(
+        "a scheduled backup succeeds",
+        Duration::from_secs(90),
+        || {
+            let cluster = scenario.get("etcdcluster", CLUSTER)?;
+            let status = &cluster["status"]["backup"];
+            status["lastSuccessfulBackup"].as_str()?;
+            Some(status.clone())
+        },
+        || scenario.describe(),
+    );
+    let name = scheduled["lastSuccessfulBackup"].as_str().unwrap();
+    assert!(name.starts_with(&format!("{CLUSTER}-")), "{scheduled}");
+    let key = format!("scheduled/{name}.db");
+    assert_eq!(
+        scheduled["lastSuccessLocation"].as_str(),
+        Some(format!("s3://{BUCKET}/{key}").as_str())
+    );
+    assert_eq!(
+        scheduled["lastSuccessSha256"].as_str(),
+        Some(sha256sum(&s3.object_path(BUCKET, &key)).as_str()),
+        "{scheduled}"
+    );
 }
 
 struct Scenario<'a> {
