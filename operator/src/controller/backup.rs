@@ -125,7 +125,10 @@ pub async fn reconcile<C>(backup: Arc<EtcdBackup>, ctx: Arc<Context<C>>) -> Resu
         .list(&ListParams::default().labels(&format!("{BACKUP_LABEL}={name}")))
         .await?;
     let verdict = judge(&existing, &pods.items);
-    let status = next_status(previous, &name, &backup, &verdict, now);
+    let mut status = next_status(previous, &name, &backup, &verdict, now);
+    if verdict == Verdict::Running {
+        status.message = stuck(&pods.items);
+    }
     match &verdict {
         Verdict::Running => {}
         Verdict::Succeeded(report) => {
@@ -206,6 +209,25 @@ pub fn judge(job: &Job, pods: &[Pod]) -> Verdict {
         };
     }
     Verdict::Running
+}
+
+/// Why a backup pod can not start, e.g. a missing credentials Secret
+/// (`CreateContainerConfigError`) or image: what a Running backup waits on.
+pub fn stuck(pods: &[Pod]) -> Option<String> {
+    pods.iter().find_map(|pod| {
+        let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+        statuses.iter().find_map(|c| {
+            let waiting = c.state.as_ref()?.waiting.as_ref()?;
+            let reason = waiting.reason.as_deref()?;
+            (reason != "ContainerCreating" && reason != "PodInitializing").then(|| {
+                format!(
+                    "{}: {reason}: {}",
+                    pod.metadata.name.as_deref().unwrap_or_default(),
+                    waiting.message.as_deref().unwrap_or_default()
+                )
+            })
+        })
+    })
 }
 
 fn termination_message(pod: &Pod) -> Option<String> {

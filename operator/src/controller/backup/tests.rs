@@ -1,6 +1,6 @@
 use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateTerminated, ContainerStatus, PodStatus,
+    ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, PodStatus,
 };
 
 use super::*;
@@ -155,4 +155,27 @@ fn failure_status_says_why() {
     assert_eq!(status.phase, Some(BackupPhase::Failed));
     assert!(status.message.unwrap().contains("refused"));
     assert_eq!(status.conditions[0].reason, "StoreUnreachable");
+}
+
+#[test]
+fn a_pod_that_can_not_start_says_why() {
+    let mut waiting = pod("Pending", "", 10);
+    waiting.metadata.name = Some("nightly-snapshot-abcde".into());
+    waiting
+        .status
+        .as_mut()
+        .unwrap()
+        .container_statuses
+        .as_mut()
+        .unwrap()[0]
+        .state = Some(ContainerState {
+        waiting: Some(ContainerStateWaiting {
+            reason: Some("CreateContainerConfigError".into()),
+            message: Some("secret \"s3-credentials\" not found".into()),
+        }),
+        ..Default::default()
+    });
+    let message = stuck(&[waiting]).unwrap();
+    assert!(message.contains("CreateContainerConfigError"), "{message}");
+    assert!(message.contains("s3-credentials"), "{message}");
 }
