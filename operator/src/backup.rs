@@ -82,6 +82,9 @@ pub enum BackupError {
     /// Object storage failed.
     #[error(transparent)]
     S3(#[from] S3Error),
+    /// The retention can not be applied.
+    #[error("retention: {0}")]
+    Retention(#[from] schedule::ScheduleError),
     /// Writing the file failed.
     #[error("writing {path}: {source}")]
     File {
@@ -97,7 +100,9 @@ impl BackupError {
     /// Short reason for conditions and Events.
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::ClientCertificate { .. } | Self::Endpoint { .. } => "Configuration",
+            Self::ClientCertificate { .. } | Self::Endpoint { .. } | Self::Retention(_) => {
+                "Configuration"
+            }
             Self::Connect { .. } => "StoreUnreachable",
             Self::Snapshot(_) | Self::Stalled => "SnapshotFailed",
             Self::Checksum(_) => "ChecksumMismatch",

@@ -1,7 +1,8 @@
 //! The backup scenario of the real-node suite: two `EtcdBackup`s of the
 //! 3-member cluster, one to a real S3 server (`s3s-fs` on this host, bound
-//! where pods reach it) and one to a PVC, succeed with the SHA-256 and
-//! size of the stored files in their status; then new clusters bootstrap
+//! where pods reach it) and one to a PVC, and one of the mutual-TLS cluster
+//! to S3, succeed with the SHA-256 and size of the stored files in their
+//! status; then new clusters bootstrap
 //! from them (`spec.restore.backupName`) and from an etcd 3.4 snapshot
 //! (`etcdctl snapshot save` of a real etcd, as an S3 object) with every
 //! key present, and a restore whose checksum does not match leaves its
@@ -19,6 +20,9 @@ use serde_json::Value;
 use super::{CLUSTER, IMAGE_REPOSITORY, IMAGE_TAG};
 
 const BUCKET: &str = "ferrocd-e2e";
+/// The mutual-TLS cluster of the TLS scenario, backed up with the
+/// operator's client certificate.
+const TLS_CLUSTER: &str = "ferrocd-tls";
 
 /// Runs the scenario on `node`, where cluster `ferrocd` serves `keys`.
 pub fn backups_to_s3_and_a_pvc_restore_into_new_clusters(node: &Node, keys: &[(String, String)]) {
@@ -64,6 +68,14 @@ spec:
 ---
 apiVersion: ferrocd.io/v1alpha1
 kind: EtcdBackup
+metadata: {{name: tls-to-s3}}
+spec:
+  clusterName: {TLS_CLUSTER}
+  destination:
+    s3: {{endpoint: "{endpoint}", bucket: {BUCKET}, prefix: e2e/, credentialsSecret: s3-credentials}}
+---
+apiVersion: ferrocd.io/v1alpha1
+kind: EtcdBackup
 metadata: {{name: to-pvc}}
 spec:
   clusterName: {CLUSTER}
@@ -74,6 +86,12 @@ spec:
     let to_s3 = scenario.backup_succeeded("to-s3");
     let object = s3.object_path(BUCKET, "e2e/to-s3.db");
     scenario.status_matches_file(&to_s3, &object, &format!("s3://{BUCKET}/e2e/to-s3.db"));
+    let tls = scenario.backup_succeeded("tls-to-s3");
+    scenario.status_matches_file(
+        &tls,
+        &s3.object_path(BUCKET, "e2e/tls-to-s3.db"),
+        &format!("s3://{BUCKET}/e2e/tls-to-s3.db"),
+    );
     let to_pvc = scenario.backup_succeeded("to-pvc");
     let volume = PathBuf::from(
         node.kubectl_ok(&[

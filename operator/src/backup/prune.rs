@@ -43,7 +43,7 @@ pub async fn prune(
                     Some((o.key.clone(), scheduled_time(cluster, file)?))
                 })
                 .collect();
-            let doomed = expired(&snapshots, retention, now).map_err(config_error)?;
+            let doomed = expired(&snapshots, retention, now)?;
             for key in &doomed {
                 client.delete(key).await?;
             }
@@ -73,19 +73,12 @@ fn prune_dir(
             snapshots.push((name, at));
         }
     }
-    let doomed = expired(&snapshots, retention, now).map_err(config_error)?;
+    let doomed = expired(&snapshots, retention, now)?;
     for name in &doomed {
         let path = dir.join(name);
         std::fs::remove_file(&path).map_err(|source| BackupError::File { path, source })?;
     }
     Ok(doomed)
-}
-
-fn config_error(error: super::schedule::ScheduleError) -> BackupError {
-    BackupError::Endpoint {
-        endpoint: "retention".into(),
-        reason: error.to_string(),
-    }
 }
 
 #[cfg(test)]
