@@ -83,6 +83,15 @@ spec:
     pvc: {{claimName: backups, path: {CLUSTER}}}
 "#
     ));
+    // And the TLS cluster every minute to the PVC.
+    scenario.node.kubectl_ok(&[
+        "patch",
+        "etcdcluster",
+        TLS_CLUSTER,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"backup":{"schedule":"* * * * *","destination":{"pvc":{"claimName":"backups","path":"scheduled"}}}}}"#,
+    ]);
     let to_s3 = scenario.backup_succeeded("to-s3");
     let object = s3.object_path(BUCKET, "e2e/to-s3.db");
     scenario.status_matches_file(&to_s3, &object, &format!("s3://{BUCKET}/e2e/to-s3.db"));
@@ -174,19 +183,8 @@ spec: {{image: "{image}", replicas: 1, storage: {{emptyDir: {{}}}}, restore: {ba
     );
     assert!(message.contains("sha256"), "{message}");
 
-    let scheduled = wait_for(
-        "a scheduled backup succeeds",
-        Duration::from_secs(90),
-        || {
-            let cluster = scenario.get("etcdcluster", CLUSTER)?;
-            let status = &cluster["status"]["backup"];
-            status["lastSuccessfulBackup"].as_str()?;
-            Some(status.clone())
-        },
-        || scenario.describe(),
-    );
+    let scheduled = scenario.scheduled_success(CLUSTER);
     let name = scheduled["lastSuccessfulBackup"].as_str().unwrap();
-    assert!(name.starts_with(&format!("{CLUSTER}-")), "{scheduled}");
     let key = format!("scheduled/{name}.db");
     assert_eq!(
         scheduled["lastSuccessLocation"].as_str(),
@@ -197,6 +195,25 @@ spec: {{image: "{image}", replicas: 1, storage: {{emptyDir: {{}}}}, restore: {ba
         Some(sha256sum(&s3.object_path(BUCKET, &key)).as_str()),
         "{scheduled}"
     );
+    let scheduled = scenario.scheduled_success(TLS_CLUSTER);
+    let name = scheduled["lastSuccessfulBackup"].as_str().unwrap();
+    assert_eq!(
+        scheduled["lastSuccessLocation"].as_str(),
+        Some(format!("pvc://backups/scheduled/{name}.db").as_str())
+    );
+    assert_eq!(
+        scheduled["lastSuccessSha256"].as_str(),
+        Some(sha256sum(&volume.join("scheduled").join(format!("{name}.db"))).as_str()),
+        "{scheduled}"
+    );
+
+    let metrics = scenario.operator_metrics();
+    for cluster in [CLUSTER, TLS_CLUSTER] {
+        let sample = format!(
+            "ferrocd_operator_backup_last_success_timestamp_seconds{{cluster=\"{cluster}\",namespace=\"default\"}}"
+        );
+        assert!(metrics.contains(&sample), "{sample} not in:\n{metrics}");
+    }
 }
 
 struct Scenario<'a> {
@@ -233,6 +250,46 @@ impl Scenario<'_> {
             },
             || self.describe(),
         )
+    }
+
+    /// `status.backup` of `cluster` once a scheduled backup succeeded.
+    fn scheduled_success(&self, cluster: &str) -> Value {
+        let status = wait_for(
+            &format!("a scheduled backup of {cluster} succeeds"),
+            Duration::from_secs(90),
+            || {
+                let object = self.get("etcdcluster", cluster)?;
+                let status = &object["status"]["backup"];
+                status["lastSuccessfulBackup"].as_str()?;
+                Some(status.clone())
+            },
+            || self.describe(),
+        );
+        let name = status["lastSuccessfulBackup"].as_str().unwrap();
+        assert!(name.starts_with(&format!("{cluster}-")), "{status}");
+        status
+    }
+
+    /// The operator's /metrics, read from its pod.
+    fn operator_metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let ip = self.node.kubectl_ok(&[
+            "get",
+            "pods",
+            "-n",
+            super::OPERATOR_NAMESPACE,
+            "-l",
+            "app.kubernetes.io/component=operator",
+            "-o",
+            "jsonpath={.items[0].status.podIP}",
+        ]);
+        let mut stream = std::net::TcpStream::connect((ip.trim(), 8080)).unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: operator\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
     }
 
     fn status_matches_file(&self, status: &Value, file: &Path, location: &str) {
