@@ -256,7 +256,15 @@ async fn fetch(args: &RestoreArgs, to: &Path) -> Result<String, RestoreError> {
             let mut body = client
                 .download(args.s3_key.as_deref().unwrap_or_default())
                 .await?;
-            while let Some(frame) = body.frame().await {
+            // A stalled download fails instead of hanging the member's start.
+            let stall = std::time::Duration::from_secs(60);
+            while let Some(frame) =
+                tokio::time::timeout(stall, body.frame())
+                    .await
+                    .map_err(|_| S3Error::Timeout {
+                        operation: "GetObject",
+                    })?
+            {
                 let frame = frame.map_err(|e| S3Error::Transport {
                     operation: "GetObject",
                     source: Box::new(e),
