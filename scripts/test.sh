@@ -2,7 +2,8 @@
 # The whole test suite, on a fresh Debian machine: installs what is missing
 # (etcd 3.4 and etcdctl as reference and test client, protoc for the
 # etcd-client crate, shellcheck for the kind walkthrough, iptables for the
-# network faults of the fault runs), checks formatting
+# network faults of the fault runs, s3s-fs as the S3 server of the backup
+# tests), checks formatting
 # and lints, builds, runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,8 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 scripts/install-helm.sh
+# A real S3 server for the backup tests (later versions need a newer rustc).
+command -v s3s-fs >/dev/null 2>&1 || cargo install s3s-fs@0.14.1 --locked --features binary
 
 # One build cache outside the checkout, reused across clones and runs.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ferrocd/target}"

@@ -11,6 +11,7 @@ pub mod k8s;
 pub mod linearizability;
 pub mod netfault;
 pub mod pki;
+pub mod s3;
 pub mod snapshots;
 
 pub use cluster::{initial_cluster_of, Cluster, NewMember, FAST_ELECTIONS};

@@ -13,10 +13,14 @@
 //! certificates under writes (`kube_apiserver/tls.rs`). Between the two the
 //! first cluster moves to a new image under writes and stops on a broken one
 //! (`kube_apiserver/upgrade.rs`) and survives its operator's pod deleted
-//! mid scale-up; at the end a 1-member emptyDir cluster outlives its pod and
-//! the clusters are deleted with and without their PVCs
-//! (`kube_apiserver/lifecycle.rs`).
+//! mid scale-up; after them the clusters are backed up to S3 and to a PVC
+//! and restored into new clusters, as is an etcd 3.4 snapshot
+//! (`kube_apiserver/backup.rs`); at the end a 1-member emptyDir cluster
+//! outlives its pod and the clusters are deleted with and without their
+//! PVCs (`kube_apiserver/lifecycle.rs`).
 
+#[path = "kube_apiserver/backup.rs"]
+mod backup_scenario;
 #[path = "kube_apiserver/lifecycle.rs"]
 mod lifecycle;
 #[path = "kube_apiserver/tls.rs"]
@@ -96,6 +100,8 @@ fn kubernetes_on_ferrocd_runs_the_operator_through_volume_and_leader_loss() {
     timings.lap("operator pod deleted mid scale-up, the new one finished it");
     tls_scenario::tls_cluster_serves_mutual_tls_and_rotates_under_writes(&node);
     timings.lap("TLS cluster up, certificates rotated under writes");
+    backup_scenario::backups_to_s3_and_a_pvc_restore_into_new_clusters(&node, &keys);
+    timings.lap("backups to S3 and a PVC, restored into new clusters");
     lifecycle::lone_empty_dir_member_survives_its_pod(&node);
     timings.lap("1-member emptyDir cluster outlived its pod");
     lifecycle::deletion_keeps_or_removes_volumes(&node);

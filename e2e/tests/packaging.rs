@@ -276,6 +276,14 @@ fn reconcile_grants() -> BTreeSet<Grant> {
             &["get", "list", "watch", "patch", "create"],
         ),
         ("events.k8s.io", &["events"], &["create", "patch"]),
+        // EtcdBackups and the Jobs that take them.
+        (
+            "ferrocd.io",
+            &["etcdbackups"],
+            &["get", "list", "watch", "patch", "create", "delete"],
+        ),
+        ("ferrocd.io", &["etcdbackups/status"], &["get", "patch"]),
+        ("batch", &["jobs"], &["get", "list", "watch", "create"]),
     ];
     grants_of(table)
 }
@@ -579,12 +587,17 @@ fn chart_rejects_unsafe_values() {
 
 #[test]
 fn chart_crd_is_the_generated_crd() {
-    let generated = read("crds/ferrocd.io_etcdclusters.yaml");
-    let in_chart = read(&format!("{CHART}/crds/ferrocd.io_etcdclusters.yaml"));
-    assert!(
-        generated == in_chart,
-        "{CHART}/crds/ differs from crds/: cp crds/ferrocd.io_etcdclusters.yaml {CHART}/crds/"
-    );
+    for file in [
+        "ferrocd.io_etcdclusters.yaml",
+        "ferrocd.io_etcdbackups.yaml",
+    ] {
+        let generated = read(&format!("crds/{file}"));
+        let in_chart = read(&format!("{CHART}/crds/{file}"));
+        assert!(
+            generated == in_chart,
+            "{CHART}/crds/ differs from crds/: cp crds/{file} {CHART}/crds/"
+        );
+    }
 }
 
 #[test]

@@ -18,6 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
+use crate::backup::restore_pod;
 use crate::crd::{EtcdCluster, EtcdClusterSpec, DEFAULT_STORAGE_SIZE};
 use crate::tls;
 
@@ -330,6 +331,14 @@ pub fn stateful_set(cluster: &ClusterRef, spec: &EtcdClusterSpec, replicas: i32)
         volumes.push(secret_volume(SERVER_TLS_VOLUME, secrets.server));
         volumes.push(secret_volume(PEER_TLS_VOLUME, secrets.peer));
     }
+    let member = ferrocd_container(cluster, spec);
+    let init_containers =
+        restore_pod::init_container(cluster, spec, member.env.as_deref().unwrap_or_default()).map(
+            |(container, restore_volumes)| {
+                volumes.extend(restore_volumes);
+                vec![container]
+            },
+        );
     let pod_template = spec.pod_template.clone().unwrap_or_default();
     let mut pod_labels = pod_template.labels;
     pod_labels.extend(cluster.labels());
@@ -358,7 +367,8 @@ pub fn stateful_set(cluster: &ClusterRef, spec: &EtcdClusterSpec, replicas: i32)
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
-                    containers: vec![ferrocd_container(cluster, spec)],
+                    init_containers,
+                    containers: vec![member],
                     volumes: non_empty_vec(volumes),
                     node_selector: non_empty(pod_template.node_selector),
                     affinity: pod_template.affinity,

@@ -245,6 +245,10 @@ struct Seen {
 
 async fn apply<C: EtcdConnector>(cluster: &EtcdCluster, ctx: &Context<C>) -> Result<Action, Error> {
     let cluster_ref = ClusterRef::new(cluster)?;
+    let Some(resolved) = restore::resolve(cluster, &cluster_ref, ctx).await? else {
+        return Ok(Action::requeue(REQUEUE_WAITING));
+    };
+    let cluster = resolved.as_ref();
     let previous_members = cluster.status.as_ref().map_or(&[][..], |s| &s.members[..]);
     let (seen, etcd) = observe(cluster, &cluster_ref, previous_members, ctx).await?;
     let plan = planner::plan(&cluster_ref, &cluster.spec, &seen.planner);
@@ -556,8 +560,11 @@ async fn patch_status<C>(
     Ok(())
 }
 
+pub mod backup;
 pub mod certificates;
 mod report;
+pub mod restore;
+pub mod schedule;
 pub mod upgrade;
 
 use report::{build_status, member_volumes};

@@ -13,7 +13,11 @@ use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod backup;
+mod restore;
 mod tls;
+pub use backup::*;
+pub use restore::*;
 pub use tls::*;
 
 /// API group of the custom resource.
@@ -142,6 +146,13 @@ pub struct EtcdClusterSpec {
     /// Mutual TLS on the client and peer ports. Absent: plain HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
+    /// Scheduled backups to S3 or a PVC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSchedule>,
+    /// Bootstrap from a snapshot. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("restore is immutable"))]
+    pub restore: Option<RestoreSpec>,
 }
 
 /// Member storage: a PersistentVolumeClaim per member, or an `emptyDir` for
@@ -272,6 +283,12 @@ pub struct EtcdClusterStatus {
     /// Members whose pods run `updateRevision`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_replicas: Option<i32>,
+    /// With `spec.backup`: the schedule's last runs (written by the backup scheduler).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<ScheduledBackupStatus>,
+    /// With `spec.restore`: the resolved source and how restoring went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreStatus>,
 }
 
 /// One entry of the store's member list.
@@ -382,6 +399,8 @@ impl Default for EtcdClusterSpec {
             pod_disruption_budget: PodDisruptionBudgetSpec::default(),
             paused: false,
             tls: None,
+            backup: None,
+            restore: None,
         }
     }
 }

@@ -18,7 +18,9 @@
 //! * [`leader`]: leader election over a Lease.
 //! * [`tls`]: the certificates of TLS clusters: names, Secrets, rotation, the CA.
 //! * [`probe`]: the readiness probe of TLS members, run in the member pod.
+//! * [`backup`]: snapshots streamed to S3 or a PVC, and the Job that takes them.
 
+pub mod backup;
 pub mod builders;
 pub mod controller;
 pub mod crd;

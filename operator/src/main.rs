@@ -15,7 +15,9 @@ use kube::api::ListParams;
 use kube::{Api, Client};
 use tracing_subscriber::EnvFilter;
 
-use ferrocd_operator::controller::{error_policy, reconcile, Context, GrpcConnector};
+use ferrocd_operator::controller::{
+    backup, error_policy, reconcile, schedule, Context, GrpcConnector,
+};
 use ferrocd_operator::crd::EtcdCluster;
 use ferrocd_operator::leader::LeaderElector;
 use ferrocd_operator::metrics::Metrics;
@@ -61,6 +63,11 @@ enum Tool {
         #[arg(long, default_value_t = 2)]
         timeout_seconds: u64,
     },
+    /// Stream a snapshot of a cluster to a file or S3 object; the backup Job's command.
+    Backup(Box<ferrocd_operator::backup::cli::BackupArgs>),
+    /// Restore a member's empty data directory from a snapshot; the init
+    /// step of members of a cluster with spec.restore.
+    Restore(Box<ferrocd_operator::backup::restore::RestoreArgs>),
 }
 
 #[derive(Clone)]
@@ -72,6 +79,12 @@ struct Http {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let args = Args::parse();
+    if let Some(Tool::Backup(backup)) = &args.command {
+        std::process::exit(ferrocd_operator::backup::cli::run(backup).await);
+    }
+    if let Some(Tool::Restore(restore)) = &args.command {
+        std::process::exit(ferrocd_operator::backup::restore::run(restore).await);
+    }
     if let Some(Tool::Probe {
         url,
         tls_dir,
@@ -143,7 +156,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 }
 
 async fn run_controller(client: Client, namespace: Option<String>, ctx: Arc<Context>) {
-    watches::controller(&client, namespace.as_deref())
+    let backups = backup::controller(&client, namespace.as_deref())
+        .shutdown_on_signal()
+        .run(backup::reconcile, backup::error_policy, ctx.clone())
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(backup = %object.name, "reconciled"),
+                Err(error) => tracing::warn!(%error, "backup reconcile failed"),
+            }
+        });
+    let schedules = schedule::controller(&client, namespace.as_deref())
+        .shutdown_on_signal()
+        .run(schedule::reconcile, schedule::error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::warn!(%error, "backup schedule failed");
+            }
+        });
+    let clusters = watches::controller(&client, namespace.as_deref())
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -151,8 +181,8 @@ async fn run_controller(client: Client, namespace: Option<String>, ctx: Arc<Cont
                 Ok((object, _)) => tracing::debug!(cluster = %object.name, "reconciled"),
                 Err(error) => tracing::warn!(%error, "reconcile failed"),
             }
-        })
-        .await;
+        });
+    futures::join!(clusters, backups, schedules);
 }
 
 fn router(http: Http) -> Router {
@@ -208,6 +238,34 @@ mod tests {
         };
         assert_eq!(url, "https://127.0.0.1:2379/readyz");
         assert_eq!(tls_dir, std::path::Path::new("/etc/ferrocd/tls/server"));
+    }
+
+    #[test]
+    fn backup_takes_endpoint_and_exactly_one_destination() {
+        let args = Args::try_parse_from([
+            "ferrocd-operator",
+            "backup",
+            "--endpoint=http://demo.prod.svc:2379",
+            "--file=/backup/x.db",
+        ])
+        .unwrap();
+        assert!(matches!(args.command, Some(Tool::Backup(_))));
+        let both = Args::try_parse_from([
+            "ferrocd-operator",
+            "backup",
+            "--endpoint=http://demo.prod.svc:2379",
+            "--file=/backup/x.db",
+            "--s3-endpoint=http://s3:9000",
+            "--s3-bucket=b",
+            "--s3-key=k",
+        ]);
+        assert!(both.is_err());
+        let neither = Args::try_parse_from([
+            "ferrocd-operator",
+            "backup",
+            "--endpoint=http://demo.prod.svc:2379",
+        ]);
+        assert!(neither.is_err());
     }
 
     #[test]

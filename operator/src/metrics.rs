@@ -2,8 +2,8 @@
 //! takes, how it fails and which membership steps it takes.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramTimer, IntCounter, IntCounterVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramTimer, IntCounter, IntCounterVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::controller::Error;
@@ -17,6 +17,8 @@ pub struct Metrics {
     failures: IntCounterVec,
     duration: Histogram,
     member_steps: IntCounterVec,
+    backup_last_success: GaugeVec,
+    backup_failures: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -58,11 +60,29 @@ impl Metrics {
             &["step", "outcome"],
         )
         .expect("valid metric");
+        let backup_last_success = GaugeVec::new(
+            Opts::new(
+                "ferrocd_operator_backup_last_success_timestamp_seconds",
+                "Unix time of the last successful backup, by cluster",
+            ),
+            &["namespace", "cluster"],
+        )
+        .expect("valid metric");
+        let backup_failures = IntCounterVec::new(
+            Opts::new(
+                "ferrocd_operator_backup_failures_total",
+                "Backups that failed, by cluster",
+            ),
+            &["namespace", "cluster"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(reconciliations.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(failures.clone()),
             Box::new(duration.clone()),
             Box::new(member_steps.clone()),
+            Box::new(backup_last_success.clone()),
+            Box::new(backup_failures.clone()),
         ] {
             registry
                 .register(collector)
@@ -74,6 +94,8 @@ impl Metrics {
             failures,
             duration,
             member_steps,
+            backup_last_success,
+            backup_failures,
         }
     }
 
@@ -101,6 +123,23 @@ impl Metrics {
         self.member_steps.with_label_values(&[step, outcome]).inc();
     }
 
+    /// Records a finished backup of `namespace/cluster`: its time when it
+    /// succeeded, one more failure when not.
+    pub fn backup_finished(&self, namespace: &str, cluster: &str, succeeded: bool) {
+        if succeeded {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            self.backup_last_success
+                .with_label_values(&[namespace, cluster])
+                .set(now);
+        } else {
+            self.backup_failures
+                .with_label_values(&[namespace, cluster])
+                .inc();
+        }
+    }
+
     /// All metrics in the Prometheus text format.
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();
@@ -125,5 +164,23 @@ mod tests {
         assert!(text.contains("ferrocd_operator_reconciliations_total 1"));
         assert!(text.contains("ferrocd_operator_reconcile_failures_total{error=\"membership\"} 1"));
         assert!(text.contains("ferrocd_operator_reconcile_duration_seconds_count 1"));
+    }
+
+    #[test]
+    fn backups_record_last_success_and_failures_per_cluster() {
+        let metrics = Metrics::new();
+        metrics.backup_finished("prod", "demo", false);
+        metrics.backup_finished("prod", "demo", false);
+        metrics.backup_finished("prod", "demo", true);
+        let text = metrics.render();
+        assert!(text.contains(
+            "ferrocd_operator_backup_failures_total{cluster=\"demo\",namespace=\"prod\"} 2"
+        ));
+        let success = text
+            .lines()
+            .find(|l| l.starts_with("ferrocd_operator_backup_last_success_timestamp_seconds{"))
+            .expect("a last success sample");
+        let value: f64 = success.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(value > 1.7e9, "{success}");
     }
 }

@@ -128,3 +128,37 @@ async fn probe_tool_reads_readyz_with_the_members_server_certificate() {
     .await;
     assert!(matches!(refused, Err(ProbeError::Io(_))), "{refused:?}");
 }
+
+#[tokio::test]
+async fn backup_streams_a_snapshot_with_the_operator_client_certificate() {
+    use ferrocd_operator::backup::{take, BackupError, BackupRequest, Target};
+    let member = tls_member().await;
+    let out = tempfile::tempdir().unwrap();
+    let request = |tls_dir: &Path, file: &str| BackupRequest {
+        endpoint: member.server.client_url.clone(),
+        tls_dir: Some(tls_dir.to_path_buf()),
+        target: Target::File(out.path().join(file)),
+        part_size: ferrocd_operator::backup::s3::DEFAULT_PART_SIZE,
+    };
+    let report = take(&request(&member._dir.path().join("operator"), "tls.db"))
+        .await
+        .unwrap();
+    let written = std::fs::metadata(out.path().join("tls.db")).unwrap().len();
+    assert_eq!(report.size, written);
+    assert!(report.revision >= 1);
+
+    // The member's CA, but a client certificate of another CA: refused.
+    let stranger_ca = Ca::generate("another CA", Timestamp::now()).unwrap();
+    let stranger = out.path().join("stranger");
+    secret_dir(&stranger_ca, &stranger, Usage::Client, "root");
+    std::fs::copy(member.server_dir.join(CA_CRT), stranger.join(CA_CRT)).unwrap();
+    let refused = take(&request(&stranger, "refused.db")).await.unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            BackupError::Connect { .. } | BackupError::Snapshot(_)
+        ),
+        "{refused:?}"
+    );
+    assert!(!out.path().join("refused.db").exists());
+}

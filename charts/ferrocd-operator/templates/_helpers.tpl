@@ -78,4 +78,13 @@ apply of children, PVC cleanup, pod listing, events).
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+- apiGroups: ["ferrocd.io"]
+  resources: ["etcdbackups"]
+  verbs: ["get", "list", "watch", "patch", "create", "delete"]
+- apiGroups: ["ferrocd.io"]
+  resources: ["etcdbackups/status"]
+  verbs: ["get", "patch"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create"]
 {{- end }}

@@ -1,0 +1,238 @@
+//! The Job that takes one backup, as a pure function of the `EtcdBackup`
+//! and its cluster: the cluster's image running `ferrocd-operator backup`,
+//! with the operator's client certificate for a TLS cluster, the S3
+//! credentials as environment variables, or the PVC mounted.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EnvVar, EnvVarSource, PersistentVolumeClaimVolumeSource,
+    PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecretKeySelector,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+use crate::builders::{ClusterRef, FIELD_MANAGER, MANAGED_BY_LABEL, MEMBER_UID};
+use crate::crd::{
+    BackupDestination, EtcdClusterSpec, Retention, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY,
+};
+use crate::tls;
+
+/// Label naming the `EtcdBackup` a Job and its pod belong to.
+pub const BACKUP_LABEL: &str = "ferrocd.io/backup";
+/// Where the PVC of a PVC destination is mounted.
+pub const BACKUP_MOUNT: &str = "/backup";
+/// Where the operator's client certificate is mounted.
+pub const CLIENT_TLS_MOUNT: &str = "/etc/ferrocd/tls/client";
+/// Where the container writes its outcome.
+pub const TERMINATION_LOG: &str = "/dev/termination-log";
+/// Attempts of a backup before it fails.
+pub const BACKOFF_LIMIT: i32 = 2;
+/// A backup still running after this long is failed by Kubernetes.
+pub const DEADLINE_SECONDS: i64 = 3600;
+
+/// What a backup Job is built from.
+pub struct BackupJob<'a> {
+    /// Name of the `EtcdBackup`.
+    pub backup_name: &'a str,
+    /// Owner reference to the `EtcdBackup`.
+    pub owner: OwnerReference,
+    /// The cluster to back up.
+    pub cluster: &'a ClusterRef,
+    /// Its spec (image, TLS).
+    pub cluster_spec: &'a EtcdClusterSpec,
+    /// Where the snapshot goes.
+    pub destination: &'a BackupDestination,
+    /// Retention applied after success, for scheduled backups.
+    pub retention: Option<&'a Retention>,
+}
+
+/// Name of the Job of backup `backup_name`.
+pub fn job_name(backup_name: &str) -> String {
+    format!("{backup_name}-snapshot")
+}
+
+/// File name of the snapshot of backup `backup_name`, under the prefix or path.
+pub fn file_name(backup_name: &str) -> String {
+    format!("{backup_name}.db")
+}
+
+/// Where backup `backup_name` ends up, as the status reports it.
+pub fn location(backup_name: &str, destination: &BackupDestination) -> String {
+    let file = file_name(backup_name);
+    match (&destination.s3, &destination.pvc) {
+        (Some(s3), _) => format!("s3://{}/{}", s3.bucket, s3.key(&file)),
+        (None, Some(pvc)) => format!("pvc://{}/{}", pvc.claim_name, pvc.relative_path(&file)),
+        (None, None) => String::new(),
+    }
+}
+
+impl BackupJob<'_> {
+    /// The Job.
+    pub fn build(&self) -> Job {
+        let name = job_name(self.backup_name);
+        let labels = BTreeMap::from([
+            (BACKUP_LABEL.to_string(), self.backup_name.to_string()),
+            (MANAGED_BY_LABEL.to_string(), FIELD_MANAGER.to_string()),
+            (
+                "app.kubernetes.io/component".to_string(),
+                "backup".to_string(),
+            ),
+        ]);
+        let (args, env, volumes, mounts) = self.wiring();
+        let container = Container {
+            name: "backup".into(),
+            image: Some(self.cluster_spec.image_or_default()),
+            command: Some(vec!["ferrocd-operator".into()]),
+            args: Some(args),
+            env: (!env.is_empty()).then_some(env),
+            volume_mounts: (!mounts.is_empty()).then_some(mounts),
+            termination_message_path: Some(TERMINATION_LOG.into()),
+            termination_message_policy: Some("FallbackToLogsOnError".into()),
+            security_context: Some(SecurityContext {
+                allow_privilege_escalation: Some(false),
+                read_only_root_filesystem: Some(true),
+                capabilities: Some(Capabilities {
+                    drop: Some(vec!["ALL".into()]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Job {
+            metadata: ObjectMeta {
+                name: Some(name),
+                namespace: Some(self.cluster.namespace().to_string()),
+                labels: Some(labels.clone()),
+                owner_references: Some(vec![self.owner.clone()]),
+                ..Default::default()
+            },
+            spec: Some(JobSpec {
+                backoff_limit: Some(BACKOFF_LIMIT),
+                active_deadline_seconds: Some(DEADLINE_SECONDS),
+                template: PodTemplateSpec {
+                    metadata: Some(ObjectMeta {
+                        labels: Some(labels),
+                        ..Default::default()
+                    }),
+                    spec: Some(PodSpec {
+                        restart_policy: Some("Never".into()),
+                        containers: vec![container],
+                        volumes: (!volumes.is_empty()).then_some(volumes),
+                        security_context: Some(PodSecurityContext {
+                            run_as_non_root: Some(true),
+                            run_as_user: Some(MEMBER_UID),
+                            run_as_group: Some(MEMBER_UID),
+                            fs_group: Some(MEMBER_UID),
+                            seccomp_profile: Some(SeccompProfile {
+                                type_: "RuntimeDefault".into(),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                },
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    /// Arguments, environment, volumes and mounts of the container.
+    fn wiring(&self) -> (Vec<String>, Vec<EnvVar>, Vec<Volume>, Vec<VolumeMount>) {
+        let mut args = vec![
+            "backup".to_string(),
+            format!("--endpoint={}", self.cluster.client_endpoint()),
+            format!("--termination-log={TERMINATION_LOG}"),
+        ];
+        let mut env = Vec::new();
+        let mut volumes = Vec::new();
+        let mut mounts = Vec::new();
+        if let Some(tls_spec) = &self.cluster_spec.tls {
+            let secret = tls::secret_names(self.cluster, tls_spec).operator_client;
+            volumes.push(Volume {
+                name: "client-tls".into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(secret),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            mounts.push(VolumeMount {
+                name: "client-tls".into(),
+                mount_path: CLIENT_TLS_MOUNT.into(),
+                read_only: Some(true),
+                ..Default::default()
+            });
+            args.push(format!("--tls-dir={CLIENT_TLS_MOUNT}"));
+        }
+        let file = file_name(self.backup_name);
+        if let Some(s3) = &self.destination.s3 {
+            args.extend([
+                format!("--s3-endpoint={}", s3.endpoint),
+                format!("--s3-bucket={}", s3.bucket),
+                format!("--s3-key={}", s3.key(&file)),
+                format!("--s3-region={}", s3.region_or_default()),
+                format!("--s3-path-style={}", s3.force_path_style),
+            ]);
+            for (var, key) in [
+                ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY_ID),
+                ("AWS_SECRET_ACCESS_KEY", S3_SECRET_ACCESS_KEY),
+            ] {
+                env.push(secret_env(var, &s3.credentials_secret, key));
+            }
+        } else if let Some(pvc) = &self.destination.pvc {
+            volumes.push(Volume {
+                name: "backup".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: pvc.claim_name.clone(),
+                    read_only: Some(false),
+                }),
+                ..Default::default()
+            });
+            mounts.push(VolumeMount {
+                name: "backup".into(),
+                mount_path: BACKUP_MOUNT.into(),
+                ..Default::default()
+            });
+            args.push(format!(
+                "--file={BACKUP_MOUNT}/{}",
+                pvc.relative_path(&file)
+            ));
+        }
+        if let Some(retention) = self.retention {
+            args.push(format!("--retain-cluster={}", self.cluster.name()));
+            args.push(format!(
+                "--retain-count={}",
+                retention
+                    .max_count
+                    .unwrap_or(crate::crd::DEFAULT_RETENTION_COUNT)
+            ));
+            if let Some(age) = &retention.max_age {
+                args.push(format!("--retain-age={age}"));
+            }
+        }
+        (args, env, volumes, mounts)
+    }
+}
+
+fn secret_env(var: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: var.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests;
