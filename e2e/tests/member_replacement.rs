@@ -2,11 +2,15 @@
 //! must never take over the identity of the member it replaces while that
 //! member is still in the cluster (its data would be gone while the cluster
 //! counts it), and it joins once the old member is removed and a new one
-//! added at the same peer URL, as an operator replaces a member.
+//! added at the same peer URL, as an operator replaces a member. A member
+//! of a new cluster that never started, though, may start late on an empty
+//! directory with `--initial-cluster-state existing` (as an operator's
+//! slow pod does once the others formed the cluster), on etcd as on
+//! ferrocd.
 
 use std::time::{Duration, Instant};
 
-use ferrocd_e2e::Cluster;
+use ferrocd_e2e::{require_tool, Cluster, Kind};
 
 fn text(out: &std::process::Output) -> String {
     format!(
@@ -92,4 +96,44 @@ async fn a_member_on_an_empty_disk_joins_only_as_its_replacement() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+async fn a_late_initial_member_joins_as_existing(kind: Kind) {
+    let mut cluster = Cluster::prepare(kind, 3, &[]);
+    for i in 0..2 {
+        cluster.members[i].launch();
+    }
+    for i in 0..2 {
+        cluster.members[i].wait_ready().await;
+    }
+    let put = cluster.members[0].etcdctl(&["put", "before", "v"]);
+    assert!(put.status.success(), "{}", text(&put));
+    let late = &mut cluster.members[2];
+    late.set_flag("--initial-cluster-state", "existing");
+    late.launch();
+    late.wait_ready().await;
+    let put = late.etcdctl(&["put", "after", "w"]);
+    assert!(put.status.success(), "{kind:?}: {}", text(&put));
+    let got = late.etcdctl(&["get", "before", "--print-value-only"]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "v", "{kind:?}");
+    let list = late.etcdctl(&["member", "list"]);
+    let list = text(&list);
+    assert_eq!(
+        list.lines().filter(|l| l.contains(", started, ")).count(),
+        3,
+        "{kind:?}: {list}"
+    );
+}
+
+#[tokio::test]
+async fn a_late_initial_member_joins_on_an_empty_disk() {
+    a_late_initial_member_joins_as_existing(Kind::Ferrocd).await;
+}
+
+#[tokio::test]
+async fn a_late_initial_member_joins_on_an_empty_disk_on_etcd_too() {
+    if !require_tool("etcd") {
+        return;
+    }
+    a_late_initial_member_joins_as_existing(Kind::Etcd).await;
 }

@@ -169,9 +169,12 @@ async fn join_info(config: &Config, tls: Option<Arc<ClientTls>>) -> anyhow::Resu
                         urls == mine
                     });
                     return match me {
-                        // A member that has started holds data this empty
-                        // directory does not: taking its id would lose it.
-                        Some(m) if !m.name.is_empty() => anyhow::bail!(
+                        // A member that has started (it published its
+                        // client URLs) holds data this empty directory
+                        // does not: taking its id would lose it. A member
+                        // of the initial cluster that never started has a
+                        // name (from --initial-cluster) and no client URLs.
+                        Some(m) if !m.client_ur_ls.is_empty() => anyhow::bail!(
                             "member {:x} ({}) with peer URLs {} has already started in cluster {:x}; \
                              a member with an empty data directory cannot take its place: \
                              remove it (etcdctl member remove {:x}) and add this one again",
