@@ -4,7 +4,10 @@
 //! `status.clientSecret` writes and reads through the client Service, one
 //! without a certificate is refused; a rotation asked for with the
 //! `ferrocd.io/rotate-certificates` annotation reaches the members (new
-//! connections see the new serial) while a writer goes on without a failure.
+//! connections see the new serial) while a writer goes on without a failure;
+//! then `kubectl scale` takes it 3 -> 4 -> 3 under a TLS writer, the new
+//! member's peer certificate must be valid for its DNS name, and every
+//! member of the list must be reachable with the client Secret.
 
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -111,6 +114,75 @@ pub fn tls_cluster_serves_mutual_tls_and_rotates_under_writes(node: &Node) {
         report.errors
     );
     assert!(report.ok > 0, "no write went through during the rotation");
+
+    scale_under_tls_writes(&cluster, &client);
+}
+
+/// 3 -> 4 -> 3 with `kubectl scale` while a writer with the client Secret
+/// runs through the client Service.
+fn scale_under_tls_writes(cluster: &TlsCluster<'_>, client: &ClientFiles) {
+    let flags = client.etcdctl_flags();
+    let endpoint = cluster.endpoint();
+    let writer = Writer::start(&endpoint, &flags);
+    let started = Instant::now();
+    cluster.scale(4);
+    cluster.wait_voters(4);
+    let grown = started.elapsed();
+    let new_member = format!("{NAME}-3");
+    let dns = format!("{new_member}.{NAME}-peer.default.svc");
+    let ip =
+        cluster
+            .node
+            .kubectl_ok(&["get", "pod", &new_member, "-o", "jsonpath={.status.podIP}"]);
+    let verified = cluster.verifies_as(client, &format!("{}:2380", ip.trim()), &dns);
+    assert!(
+        verified.is_ok(),
+        "the new member's peer certificate is not valid for {dns}: {}",
+        verified.unwrap_err()
+    );
+    let listed = etcdctl(
+        &endpoint,
+        &with(&flags, &["member", "list", "-w", "json"]),
+        None,
+    );
+    let list: Value = serde_json::from_slice(&listed.stdout).unwrap_or_default();
+    let client_urls: Vec<String> = list["members"]
+        .as_array()
+        .map(|members| {
+            members
+                .iter()
+                .flat_map(|m| m["clientURLs"].as_array().cloned().unwrap_or_default())
+                .filter_map(|u| u.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(client_urls.len(), 4, "member list: {}", text(&listed));
+    assert!(
+        client_urls.iter().any(|u| u.contains(&new_member)),
+        "the new member advertises its name: {client_urls:?}"
+    );
+    cluster.scale(3);
+    cluster.wait_voters(3);
+    let took = started.elapsed();
+    std::thread::sleep(Duration::from_secs(1));
+    let report = writer.stop();
+    eprintln!(
+        "TLS scale 3 -> 4 ({grown:.1?}) -> 3 ({took:.1?} in all): {} writes ok, {} failed (longest outage {:.1?}): {:?}",
+        report.ok, report.failed, report.longest_outage, report.errors
+    );
+    assert!(report.ok > 0, "no write went through while scaling");
+    assert!(
+        report.longest_outage < Duration::from_secs(5),
+        "writes failed for {:.1?} while scaling: {:?}",
+        report.longest_outage,
+        report.errors
+    );
+    let put = etcdctl(&endpoint, &with(&flags, &["put", "tls/scaled", "v"]), None);
+    assert!(
+        put.status.success(),
+        "put after scaling back: {}",
+        text(&put)
+    );
 }
 
 fn with<'a>(flags: &'a [String], args: &[&'a str]) -> Vec<&'a str> {
@@ -172,6 +244,65 @@ impl<'a> TlsCluster<'a> {
             || cluster.describe(),
         );
         cluster
+    }
+
+    /// `kubectl scale`, through the scale subresource.
+    fn scale(&self, replicas: i32) {
+        self.node.kubectl_ok(&[
+            "scale",
+            "etcdcluster",
+            NAME,
+            &format!("--replicas={replicas}"),
+        ]);
+    }
+
+    /// Waits for `count` ready pods and as many healthy voters in the status.
+    fn wait_voters(&self, count: usize) {
+        wait_for(
+            &format!("{count} ready, healthy voters under TLS"),
+            Duration::from_secs(120),
+            || {
+                let status = self.status()?;
+                let members = status["members"].as_array()?;
+                let voters = members
+                    .iter()
+                    .all(|m| m["healthy"] == true && m["isLearner"] != true);
+                (status["readyReplicas"].as_u64() == Some(count as u64)
+                    && members.len() == count
+                    && voters)
+                    .then_some(())
+            },
+            || self.describe(),
+        );
+    }
+
+    /// Whether the certificate served at `host:port` chains to the client
+    /// Secret's CA and is valid for `name`; `Err` with openssl's words.
+    fn verifies_as(&self, client: &ClientFiles, address: &str, name: &str) -> Result<(), String> {
+        let out = Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                address,
+                "-verify_return_error",
+                "-verify_hostname",
+                name,
+                "-CAfile",
+                &client.path("ca.crt"),
+                "-cert",
+                &client.path("tls.crt"),
+                "-key",
+                &client.path("tls.key"),
+            ])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| e.to_string())?;
+        let all = text(&out);
+        if out.status.success() && all.contains("Verify return code: 0 (ok)") {
+            Ok(())
+        } else {
+            Err(all)
+        }
     }
 
     fn status(&self) -> Option<Value> {
