@@ -5,6 +5,7 @@
 
 pub mod ca_rotation;
 pub mod cert_manager;
+pub mod enable;
 pub mod pki;
 
 use std::collections::BTreeMap;
