@@ -9,18 +9,23 @@
 //! installed with its chart from an image built from this build's binaries,
 //! runs `examples/etcdcluster-3.yaml`, and must repair a member whose volume
 //! was lost, and ride out the loss of the leader's pod; then
-//! `examples/etcdcluster-tls.yaml` runs mutual TLS and rotates its
-//! certificates under writes (`kube_apiserver/tls.rs`). Between the two the
+//! `examples/etcdcluster-tls.yaml` runs mutual TLS, rotates its
+//! certificates, scales 3 -> 4 -> 3 and replaces its CA under writes
+//! (`kube_apiserver/tls.rs`). Between the two the
 //! first cluster moves to a new image under writes and stops on a broken one
 //! (`kube_apiserver/upgrade.rs`) and survives its operator's pod deleted
 //! mid scale-up; after them the clusters are backed up to S3 and to a PVC
 //! and restored into new clusters, as is an etcd 3.4 snapshot
-//! (`kube_apiserver/backup.rs`); at the end a 1-member emptyDir cluster
-//! outlives its pod and the clusters are deleted with and without their
-//! PVCs (`kube_apiserver/lifecycle.rs`).
+//! (`kube_apiserver/backup.rs`), and `examples/etcdcluster-cert-manager.yaml`
+//! runs on the Certificates it renders, signed by the test in
+//! cert-manager's place (`kube_apiserver/cert_manager.rs`); at the end a
+//! 1-member emptyDir cluster outlives its pod and the clusters are deleted
+//! with and without their PVCs (`kube_apiserver/lifecycle.rs`).
 
 #[path = "kube_apiserver/backup.rs"]
 mod backup_scenario;
+#[path = "kube_apiserver/cert_manager.rs"]
+mod cert_manager_scenario;
 #[path = "kube_apiserver/lifecycle.rs"]
 mod lifecycle;
 #[path = "kube_apiserver/tls.rs"]
@@ -102,6 +107,8 @@ fn kubernetes_on_ferrocd_runs_the_operator_through_volume_and_leader_loss() {
     timings.lap("TLS cluster up, certificates rotated under writes");
     backup_scenario::backups_to_s3_and_a_pvc_restore_into_new_clusters(&node, &keys);
     timings.lap("backups to S3 and a PVC, restored into new clusters");
+    cert_manager_scenario::issuer_ref_certificates_signed_outside_serve_the_cluster(&node);
+    timings.lap("cert-manager Certificates rendered, Secrets signed outside, cluster served");
     lifecycle::lone_empty_dir_member_survives_its_pod(&node);
     timings.lap("1-member emptyDir cluster outlived its pod");
     lifecycle::deletion_keeps_or_removes_volumes(&node);

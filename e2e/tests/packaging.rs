@@ -275,6 +275,8 @@ fn reconcile_grants() -> BTreeSet<Grant> {
             &["secrets"],
             &["get", "list", "watch", "patch", "create"],
         ),
+        // cert-manager Certificates of `tls.issuerRef` clusters, applied.
+        ("cert-manager.io", &["certificates"], &["patch", "create"]),
         ("events.k8s.io", &["events"], &["create", "patch"]),
         // EtcdBackups and the Jobs that take them.
         (

@@ -3,6 +3,9 @@
 //! Secrets rendered for apply. [`pki`] makes and reads the certificates;
 //! the reconciler (`controller::certificates`) does the I/O.
 
+pub mod ca_rotation;
+pub mod cert_manager;
+pub mod enable;
 pub mod pki;
 
 use std::collections::BTreeMap;
@@ -215,13 +218,18 @@ pub enum Reissue {
     Expiring,
     /// The rotate annotation asked for it.
     Requested,
+    /// The certificate stands, the trust bundle (`ca.crt`) changed: only
+    /// `ca.crt` is rewritten.
+    TrustChanged,
 }
 
 /// Whether, and why, the certificate of `kind` in `existing` is reissued.
+/// `bundle` is the trust bundle the cluster's Secrets carry as `ca.crt`,
+/// the issuing CA first (a CA rotation adds the other CA after it).
 pub fn reissue(
     kind: CertKind,
     existing: Option<&CertSecret>,
-    ca_pem: &str,
+    bundle: &str,
     names: &Names,
     due: &Due,
 ) -> Option<Reissue> {
@@ -231,7 +239,8 @@ pub fn reissue(
     let Ok(info) = pki::inspect(&existing.cert_pem) else {
         return Some(Reissue::Unreadable);
     };
-    if existing.ca_pem.trim() != ca_pem.trim() {
+    let issuer = pki::inspect(bundle).ok();
+    if !issuer.is_some_and(|issuer| info.issued_by(&issuer)) {
         return Some(Reissue::OtherCa);
     }
     if kind.is_served() && &info.names != names {
@@ -240,7 +249,10 @@ pub fn reissue(
     if due.rotation_at(&info) <= due.now {
         return Some(Reissue::Expiring);
     }
-    due.requested.then_some(Reissue::Requested)
+    if due.requested {
+        return Some(Reissue::Requested);
+    }
+    (existing.ca_pem.trim() != bundle.trim()).then_some(Reissue::TrustChanged)
 }
 
 /// When certificates are due: the time now, the rotate-before window and

@@ -14,18 +14,21 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
 use super::{server_side_apply, Context, Error};
 use crate::builders::ClusterRef;
+use crate::builders::FIELD_MANAGER;
 use crate::crd::{
-    AutoTls, CertificateStatus, EtcdCluster, EtcdClusterStatus, TlsSecretRefs, TlsSpec, TlsStatus,
-    ROTATE_ANNOTATION,
+    AutoTls, CertificateStatus, EtcdCluster, EtcdClusterStatus, IssuerRef, TlsSecretRefs, TlsSpec,
+    TlsSpecError, TlsStatus, ROTATE_ANNOTATION,
 };
 use crate::status;
+use crate::tls::ca_rotation::{self, CaPhase};
+use crate::tls::cert_manager;
 use crate::tls::pki::{self, Ca};
 use crate::tls::{self, CertKind, CertSecret, Due, Reissue};
 
@@ -33,6 +36,11 @@ use crate::tls::{self, CertKind, CertSecret, Due, Reissue};
 /// a pod update makes the kubelet refresh the pod's Secret volumes now
 /// rather than at its next periodic sync (up to a minute or more later).
 pub const CERTIFICATES_ANNOTATION: &str = "ferrocd.io/certificate-serials";
+
+mod ca;
+mod trust_check;
+
+use ca::{advance_ca_rotation, begin_ca_rotation, load_or_create_ca};
 
 /// What went wrong with the certificates, for the `CertificatesReady` condition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,14 +90,16 @@ pub async fn ensure(
     spec: &TlsSpec,
     client_service_ip: Option<IpAddr>,
 ) -> Result<Certificates, Error> {
-    match (&spec.auto, &spec.secret_refs) {
-        (Some(auto), _) => ensure_auto(client, cluster, cluster_ref, auto, client_service_ip).await,
-        (None, Some(refs)) => read_user_secrets(client, cluster_ref, refs).await,
-        (None, None) => Ok(Certificates {
-            problem: Some(Problem {
-                reason: "InvalidSpec",
-                message: "spec.tls needs exactly one of auto and secretRefs".into(),
-            }),
+    match (&spec.auto, &spec.secret_refs, &spec.issuer_ref) {
+        (Some(auto), None, None) => {
+            ensure_auto(client, cluster, cluster_ref, auto, client_service_ip).await
+        }
+        (None, Some(refs), None) => read_user_secrets(client, cluster_ref, refs).await,
+        (None, None, Some(issuer)) => {
+            cert_manager_certificates(client, cluster, cluster_ref, issuer, client_service_ip).await
+        }
+        _ => Ok(Certificates {
+            problem: Some(problem("InvalidSpec", TlsSpecError::Mode)),
             ..Default::default()
         }),
     }
@@ -125,10 +135,25 @@ async fn ensure_auto(
     let namespace = cluster_ref.namespace();
     let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
     let now = Timestamp::now();
-    let ca = match load_or_create_ca(client, &secrets, cluster_ref, now).await? {
-        Ok(ca) => ca,
+    let stored = match load_or_create_ca(client, &secrets, cluster_ref, now).await? {
+        Ok(stored) => stored,
         Err(problem) => {
             out.problem = Some(problem);
+            return Ok(out);
+        }
+    };
+    let stored = match begin_ca_rotation(client, cluster, cluster_ref, stored, now).await? {
+        Ok(stored) => stored,
+        Err(problem) => {
+            out.problem = Some(problem);
+            return Ok(out);
+        }
+    };
+    let ca = match Ca::from_pem(&stored.cert_pem, &stored.key_pem) {
+        Ok(ca) => ca,
+        Err(error) => {
+            let name = tls::ca_secret_name(cluster_ref);
+            out.problem = Some(problem("CAUnreadable", format!("Secret {name}: {error}")));
             return Ok(out);
         }
     };
@@ -149,9 +174,23 @@ async fn ensure_auto(
         let name = kind.secret_name(cluster_ref);
         let existing = secrets.get_opt(&name).await?;
         let existing = existing.as_ref().and_then(CertSecret::read);
-        let reason = tls::reissue(kind, existing.as_ref(), ca.cert_pem(), &names, &due);
+        let reason = tls::reissue(kind, existing.as_ref(), &stored.bundle, &names, &due);
         let current = match (reason, existing) {
             (None, Some(existing)) => existing,
+            (Some(Reissue::TrustChanged), Some(existing)) => {
+                let contents = CertSecret {
+                    ca_pem: stored.bundle.clone(),
+                    ..existing
+                };
+                server_side_apply(
+                    client,
+                    namespace,
+                    &tls::secret(cluster_ref, name.clone(), &contents),
+                )
+                .await?;
+                out.issued.push((kind, Reissue::TrustChanged));
+                contents
+            }
             (reason, _) => {
                 let reason = reason.unwrap_or(Reissue::Missing);
                 let request = kind.request(cluster_ref, &names, durations.validity);
@@ -163,7 +202,7 @@ async fn ensure_auto(
                     }
                 };
                 let contents = CertSecret {
-                    ca_pem: ca.cert_pem().to_string(),
+                    ca_pem: stored.bundle.clone(),
                     cert_pem: issued.cert_pem,
                     key_pem: issued.key_pem,
                 };
@@ -196,47 +235,86 @@ async fn ensure_auto(
         .iter()
         .any(|(kind, _)| matches!(kind, CertKind::Server | CertKind::Peer))
     {
-        nudge_members(client, cluster_ref, &out.status).await?;
+        nudge_members(client, cluster_ref, &out.status, &stored.bundle).await?;
+    }
+    let leaves_current = out.issued.is_empty();
+    let stored = advance_ca_rotation(client, cluster_ref, stored, &ca, leaves_current, now).await?;
+    out.status.last_ca_rotation_request = stored.request.clone();
+    let phase = stored.phase();
+    if phase != CaPhase::Stable {
+        out.status.ca_rotation = Some(format!("{phase:?}"));
+        // Look again soon: the next phase waits on the members only.
+        let soon = Timestamp::from_second(now.as_second() + 3).unwrap_or(now);
+        out.next_rotation = Some(out.next_rotation.map_or(soon, |n| n.min(soon)));
     }
     Ok(out)
 }
 
-/// The CA from its Secret, or a new one stored there. A CA Secret that does
-/// not parse is a problem to report, never something to overwrite: every
-/// certificate of the cluster hangs on it.
-async fn load_or_create_ca(
+/// `issuerRef`: applies a cert-manager `Certificate` per Secret, then reads
+/// the Secrets cert-manager wrote. Members are nudged when cert-manager
+/// renewed their certificates since the last look.
+async fn cert_manager_certificates(
     client: &Client,
-    secrets: &Api<Secret>,
+    cluster: &EtcdCluster,
     cluster_ref: &ClusterRef,
-    now: Timestamp,
-) -> Result<Result<Ca, Problem>, Error> {
-    let name = tls::ca_secret_name(cluster_ref);
-    if let Some(secret) = secrets.get_opt(&name).await? {
-        let Some(stored) = CertSecret::read(&secret) else {
-            return Ok(Err(Problem {
-                reason: "CAUnreadable",
-                message: format!("Secret {name} lacks ca.crt, tls.crt or tls.key"),
-            }));
-        };
-        return Ok(Ca::from_pem(&stored.cert_pem, &stored.key_pem)
-            .map_err(|e| problem("CAUnreadable", format!("Secret {name}: {e}"))));
-    }
-    let ca = match Ca::generate(&tls::ca_common_name(cluster_ref), now) {
-        Ok(ca) => ca,
-        Err(error) => return Ok(Err(problem("IssueFailed", error))),
-    };
-    let contents = CertSecret {
-        ca_pem: ca.cert_pem().to_string(),
-        cert_pem: ca.cert_pem().to_string(),
-        key_pem: ca.key_pem().to_string(),
-    };
-    server_side_apply(
-        client,
+    issuer: &IssuerRef,
+    client_service_ip: Option<IpAddr>,
+) -> Result<Certificates, Error> {
+    let names = tls::served_names(cluster_ref, client_service_ip);
+    let certificates = Api::<DynamicObject>::namespaced_with(
+        client.clone(),
         cluster_ref.namespace(),
-        &tls::secret(cluster_ref, name, &contents),
-    )
-    .await?;
-    Ok(Ok(ca))
+        &cert_manager::api_resource(),
+    );
+    for kind in CertKind::ALL {
+        let certificate = cert_manager::certificate(cluster_ref, kind, issuer, &names);
+        let name = cert_manager::certificate_name(cluster_ref, kind);
+        let applied = certificates
+            .patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&certificate),
+            )
+            .await;
+        match applied {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.is_not_found() => {
+                return Ok(Certificates {
+                    client_secret: Some(CertKind::Client.secret_name(cluster_ref)),
+                    problem: Some(Problem {
+                        reason: "CertManagerMissing",
+                        message: "spec.tls.issuerRef needs cert-manager: the cert-manager.io/v1 Certificate resource is not installed".into(),
+                    }),
+                    ..Default::default()
+                });
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    let secret_names = tls::secret_names(
+        cluster_ref,
+        cluster.spec.tls.as_ref().unwrap_or(&TlsSpec::default()),
+    );
+    let out = read_secrets(client, cluster_ref, &secret_names).await?;
+    let previous = cluster.status.as_ref().and_then(|s| s.tls.as_ref());
+    let serial = |status: Option<&TlsStatus>, name: &str| {
+        status.and_then(|s| {
+            s.certificates
+                .iter()
+                .find(|c| c.secret == name)
+                .map(|c| c.serial.clone())
+        })
+    };
+    let renewed = [&secret_names.server, &secret_names.peer]
+        .iter()
+        .any(|name| {
+            let before = serial(previous, name);
+            before.is_some() && before != serial(Some(&out.status), name)
+        });
+    if renewed {
+        nudge_members(client, cluster_ref, &out.status, "").await?;
+    }
+    Ok(out)
 }
 
 async fn read_user_secrets(
@@ -244,14 +322,29 @@ async fn read_user_secrets(
     cluster_ref: &ClusterRef,
     refs: &TlsSecretRefs,
 ) -> Result<Certificates, Error> {
+    let names = tls::SecretNames {
+        server: refs.server.clone(),
+        peer: refs.peer.clone(),
+        operator_client: refs.operator_client.clone(),
+        client: refs.client.clone(),
+    };
+    read_secrets(client, cluster_ref, &names).await
+}
+
+/// Reads certificate Secrets kept by someone else (the user, cert-manager).
+async fn read_secrets(
+    client: &Client,
+    cluster_ref: &ClusterRef,
+    names: &tls::SecretNames,
+) -> Result<Certificates, Error> {
     let secrets = Api::<Secret>::namespaced(client.clone(), cluster_ref.namespace());
     let mut out = Certificates {
-        client_secret: refs.client.clone(),
+        client_secret: names.client.clone(),
         ..Default::default()
     };
-    let names = [&refs.server, &refs.peer, &refs.operator_client]
+    let names = [&names.server, &names.peer, &names.operator_client]
         .into_iter()
-        .chain(refs.client.as_ref());
+        .chain(names.client.as_ref());
     for name in names {
         let secret = secrets.get_opt(name).await?;
         let info = match secret.as_ref().and_then(CertSecret::read) {
@@ -364,6 +457,7 @@ async fn nudge_members(
     client: &Client,
     cluster_ref: &ClusterRef,
     status: &TlsStatus,
+    bundle: &str,
 ) -> Result<(), Error> {
     let serials: BTreeMap<&str, &str> = status
         .certificates
@@ -372,7 +466,9 @@ async fn nudge_members(
         .collect();
     let value = [CertKind::Server, CertKind::Peer]
         .iter()
-        .filter_map(|kind| serials.get(kind.secret_name(cluster_ref).as_str()).copied())
+        .filter_map(|kind| serials.get(kind.secret_name(cluster_ref).as_str()))
+        .map(|serial| serial.to_string())
+        .chain(ca_rotation::serials(bundle))
         .collect::<Vec<_>>()
         .join(",");
     let pods = Api::<Pod>::namespaced(client.clone(), cluster_ref.namespace());

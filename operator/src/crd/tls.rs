@@ -26,16 +26,16 @@ pub const ROTATE_ANNOTATION: &str = "ferrocd.io/rotate-certificates";
 /// hours, minutes and seconds: `2160h`, `1h30m`, `90s`.
 const DURATION_PATTERN: &str = "^([0-9]+(h|m|s))+$";
 
-/// Mutual TLS for clients and peers. Exactly one of `auto` and
-/// `secretRefs`; TLS can not be switched on, off or between the two after
+/// Mutual TLS for clients and peers. Exactly one of `auto`, `secretRefs`
+/// and `issuerRef`; TLS can not be switched on, off or between them after
 /// creation (members would stop trusting each other mid-rollout).
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("has(self.auto) != has(self.secretRefs)")
-        .message("tls needs exactly one of auto and secretRefs"),
-    validation = Rule::new("has(self.auto) == has(oldSelf.auto)")
-        .message("tls: auto and secretRefs can not be exchanged after creation")
+    validation = Rule::new("(has(self.auto) ? 1 : 0) + (has(self.secretRefs) ? 1 : 0) + (has(self.issuerRef) ? 1 : 0) == 1")
+        .message("tls needs exactly one of auto, secretRefs and issuerRef"),
+    validation = Rule::new("has(self.auto) == has(oldSelf.auto) && has(self.issuerRef) == has(oldSelf.issuerRef)")
+        .message("tls: auto, secretRefs and issuerRef can not be exchanged after creation")
 )]
 pub struct TlsSpec {
     /// The operator runs a CA per cluster (Secret `<cluster>-ca`) and issues,
@@ -46,6 +46,34 @@ pub struct TlsSpec {
     /// `tls.key`, `ca.crt`) that the user keeps up to date.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_refs: Option<TlsSecretRefs>,
+    /// cert-manager issues the certificates: the operator keeps a
+    /// `Certificate` (cert-manager.io/v1) per Secret, cert-manager writes
+    /// and renews the Secrets (`tls.crt`, `tls.key`, `ca.crt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ref: Option<IssuerRef>,
+}
+
+/// A cert-manager issuer, as `Certificate.spec.issuerRef` names it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    /// Name of the Issuer (in the cluster's namespace) or ClusterIssuer.
+    pub name: String,
+    /// `Issuer` (the default) or `ClusterIssuer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// API group of the issuer; cert-manager's `cert-manager.io` by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Requested lifetime of the certificates, e.g. `2160h` (cert-manager's
+    /// default when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub duration: Option<String>,
+    /// How long before expiry cert-manager renews, e.g. `720h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub renew_before: Option<String>,
 }
 
 /// Settings of operator-issued certificates.
@@ -93,6 +121,14 @@ pub struct TlsStatus {
     /// last requested rotation honoured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rotation_request: Option<String>,
+    /// Value of the `ferrocd.io/rotate-ca` annotation that the last CA
+    /// rotation honoured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ca_rotation_request: Option<String>,
+    /// Phase of a CA rotation under way: `Trust` (both CAs trusted, the old
+    /// one issuing) or `Reissue` (both trusted, the new one issuing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_rotation: Option<String>,
 }
 
 /// One certificate Secret.
@@ -110,8 +146,8 @@ pub struct CertificateStatus {
 /// Why `spec.tls` can not be acted on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TlsSpecError {
-    /// Neither or both of `auto` and `secretRefs`.
-    #[error("spec.tls needs exactly one of auto and secretRefs")]
+    /// Not exactly one of `auto`, `secretRefs` and `issuerRef`.
+    #[error("spec.tls needs exactly one of auto, secretRefs and issuerRef")]
     Mode,
     /// A duration that is not `<n>h`, `<n>m`, `<n>s` parts.
     #[error("spec.tls.auto.{field}: {value:?} is not a duration like 2160h or 1h30m")]
@@ -143,9 +179,9 @@ impl TlsSpec {
     /// Checks what the schema checks, and what it can not: the durations'
     /// values and how they relate.
     pub fn validate(&self) -> Result<(), TlsSpecError> {
-        match (&self.auto, &self.secret_refs) {
-            (Some(auto), None) => auto.durations().map(drop),
-            (None, Some(_)) => Ok(()),
+        match (&self.auto, &self.secret_refs, &self.issuer_ref) {
+            (Some(auto), None, None) => auto.durations().map(drop),
+            (None, Some(_), None) | (None, None, Some(_)) => Ok(()),
             _ => Err(TlsSpecError::Mode),
         }
     }
@@ -262,15 +298,24 @@ mod tests {
 
     #[test]
     fn tls_needs_exactly_one_mode() {
-        let neither = TlsSpec {
-            auto: None,
-            secret_refs: None,
-        };
+        let neither = TlsSpec::default();
         assert_eq!(neither.validate(), Err(TlsSpecError::Mode));
         let both = TlsSpec {
             auto: Some(AutoTls::default()),
             secret_refs: Some(TlsSecretRefs::default()),
+            issuer_ref: None,
         };
         assert_eq!(both.validate(), Err(TlsSpecError::Mode));
+        let with_issuer = TlsSpec {
+            auto: Some(AutoTls::default()),
+            issuer_ref: Some(IssuerRef::default()),
+            ..Default::default()
+        };
+        assert_eq!(with_issuer.validate(), Err(TlsSpecError::Mode));
+        let issuer_only = TlsSpec {
+            issuer_ref: Some(IssuerRef::default()),
+            ..Default::default()
+        };
+        assert_eq!(issuer_only.validate(), Ok(()));
     }
 }

@@ -12,10 +12,11 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType,
 };
 use time::OffsetDateTime;
-use x509_parser::extensions::GeneralName;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::pem::parse_x509_pem;
 
-/// Lifetime of a cluster CA: the operator does not rotate the CA itself.
+/// Lifetime of a cluster CA; it is replaced (see `tls::ca_rotation`) when
+/// less than `ca_rotation::CA_ROTATE_BEFORE` is left, or when asked.
 pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 86400);
 /// How far back `notBefore` is set, for clocks a little behind the operator's.
 const BACKDATE: Duration = Duration::from_secs(5 * 60);
@@ -95,6 +96,18 @@ pub struct CertInfo {
     pub not_after: Timestamp,
     /// Subject alternative names.
     pub names: Names,
+    /// Subject key identifier (a CA's names the key certificates it signs chain to).
+    pub subject_key_id: Option<Vec<u8>>,
+    /// Authority key identifier: the subject key identifier of the issuing CA.
+    pub authority_key_id: Option<Vec<u8>>,
+}
+
+impl CertInfo {
+    /// Whether this certificate names `ca` as its issuer by key identifier:
+    /// two CAs of one cluster share a subject name, never a key.
+    pub fn issued_by(&self, ca: &CertInfo) -> bool {
+        self.authority_key_id.is_some() && self.authority_key_id == ca.subject_key_id
+    }
 }
 
 /// A cluster's certificate authority.
@@ -241,6 +254,16 @@ pub fn inspect(pem: &str) -> Result<CertInfo, PkiError> {
             }
         }
     }
+    let (mut subject_key_id, mut authority_key_id) = (None, None);
+    for extension in cert.extensions() {
+        match extension.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(id) => subject_key_id = Some(id.0.to_vec()),
+            ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                authority_key_id = aki.key_identifier.as_ref().map(|id| id.0.to_vec());
+            }
+            _ => {}
+        }
+    }
     let serial = cert
         .raw_serial()
         .iter()
@@ -251,6 +274,8 @@ pub fn inspect(pem: &str) -> Result<CertInfo, PkiError> {
         serial,
         not_after,
         names,
+        subject_key_id,
+        authority_key_id,
     })
 }
 

@@ -8,11 +8,12 @@ use crate::crd::{AutoTls, EtcdCluster, EtcdClusterSpec, TlsSecretRefs};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-fn cluster() -> ClusterRef {
+pub(super) fn cluster() -> ClusterRef {
     let spec = EtcdClusterSpec {
         tls: Some(TlsSpec {
             auto: Some(AutoTls::default()),
             secret_refs: None,
+            issuer_ref: None,
         }),
         ..Default::default()
     };
@@ -22,7 +23,7 @@ fn cluster() -> ClusterRef {
     ClusterRef::new(&resource).unwrap()
 }
 
-fn now() -> Timestamp {
+pub(super) fn now() -> Timestamp {
     Timestamp::from_second(1_750_000_000).unwrap()
 }
 
@@ -127,6 +128,7 @@ fn auto_uses_the_operators_secrets_and_secret_refs_the_users() {
     let auto = TlsSpec {
         auto: Some(AutoTls::default()),
         secret_refs: None,
+        issuer_ref: None,
     };
     assert_eq!(
         secret_names(&cluster, &auto),
@@ -145,6 +147,7 @@ fn auto_uses_the_operators_secrets_and_secret_refs_the_users() {
             operator_client: "o".into(),
             client: None,
         }),
+        issuer_ref: None,
     };
     let names = secret_names(&cluster, &refs);
     assert_eq!((names.server.as_str(), names.peer.as_str()), ("s", "p"));
@@ -269,4 +272,25 @@ fn certificate_secret_is_a_kubernetes_tls_secret_owned_by_the_cluster() {
         "ferrocd-operator"
     );
     assert_eq!(CertSecret::read(&secret), Some(contents));
+}
+
+#[test]
+fn a_certificate_whose_trust_bundle_changed_keeps_its_key() {
+    let ca = Ca::generate("ca", now()).unwrap();
+    let names = served_names(&cluster(), None);
+    let current = issued(&ca, CertKind::Server, &names, now());
+    let stale = CertSecret {
+        ca_pem: "old bundle".into(),
+        ..current.clone()
+    };
+    assert_eq!(
+        reissue(
+            CertKind::Server,
+            Some(&stale),
+            ca.cert_pem(),
+            &names,
+            &due(now(), false)
+        ),
+        Some(Reissue::TrustChanged)
+    );
 }

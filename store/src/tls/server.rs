@@ -263,3 +263,7 @@ mod tests {
         assert!(check_identity(&by_ip, &cert("x", &["127.0.0.2"])).is_err());
     }
 }
+
+#[cfg(test)]
+#[path = "server_reload_tests.rs"]
+mod reload_tests;

@@ -16,6 +16,7 @@ fn tls_cluster() -> EtcdCluster {
     cluster.spec.tls = Some(TlsSpec {
         auto: Some(AutoTls::default()),
         secret_refs: None,
+        issuer_ref: None,
     });
     cluster
 }
