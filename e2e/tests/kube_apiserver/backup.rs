@@ -214,6 +214,10 @@ spec: {{image: "{image}", replicas: 1, storage: {{emptyDir: {{}}}}, restore: {ba
         );
         assert!(metrics.contains(&sample), "{sample} not in:\n{metrics}");
     }
+    // The restored clusters have shown what they had to.
+    for name in ["restored-s3", "restored-pvc", "from-etcd", "bad-checksum"] {
+        node.kubectl_ok(&["delete", "etcdcluster", name, "--wait=false"]);
+    }
 }
 
 struct Scenario<'a> {

@@ -112,13 +112,26 @@ pub fn deletion_keeps_or_removes_volumes(node: &Node) {
         "the clusters and their pods gone, only the retained PVCs left",
         Duration::from_secs(120),
         || {
+            // Other scenarios' clusters may still be on their way out.
             let clusters = node.kubectl_ok(&["get", "etcdclusters", "-o", "name"]);
+            let clusters_gone = [CLUSTER, TLS, DEV].iter().all(|name| {
+                !clusters
+                    .lines()
+                    .any(|l| l.trim().ends_with(&format!("/{name}")))
+            });
             let pods = node.kubectl_ok(&["get", "pods", "-o", "name"]);
+            let member_pod = |pod: &str| {
+                [CLUSTER, TLS, DEV].iter().any(|name| {
+                    pod.trim()
+                        .strip_prefix(&format!("pod/{name}-"))
+                        .is_some_and(|ordinal| ordinal.parse::<u32>().is_ok())
+                })
+            };
+            let pods_gone = !pods.lines().any(member_pod);
             let pvcs = pvcs(node);
             let retained = (0..3).all(|i| pvcs.contains(&format!("data-{CLUSTER}-{i}")));
             let removed = !pvcs.iter().any(|p| p.starts_with(&format!("data-{TLS}-")));
-            (clusters.trim().is_empty() && pods.trim().is_empty() && retained && removed)
-                .then_some(())
+            (clusters_gone && pods_gone && retained && removed).then_some(())
         },
         || text(&node.kubectl(&["get", "etcdclusters,pods,pvc", "-o", "wide"])),
     );

