@@ -11,6 +11,7 @@ use ferrocd_e2e::s3::{S3Server, ACCESS_KEY, SECRET_KEY};
 use ferrocd_e2e::snapshots::{etcdctl, json, save};
 use ferrocd_e2e::{ferrocd_bin, Cluster, Kind, Server};
 use ferrocd_operator::backup::checksum::hex;
+use ferrocd_operator::backup::cli::S3Args;
 use ferrocd_operator::backup::restore::{
     restore_member, RestoreArgs, RestoreError, RestoreOutcome,
 };
@@ -27,13 +28,15 @@ fn restore_args(cluster: &Cluster, member: usize, data_dir: &Path) -> RestoreArg
         initial_cluster_token: cluster.token().into(),
         initial_advertise_peer_urls: m.peer_url.clone(),
         file: None,
-        s3_endpoint: None,
-        s3_bucket: None,
-        s3_key: None,
-        s3_region: "us-east-1".into(),
-        s3_path_style: true,
-        s3_access_key: Some(ACCESS_KEY.into()),
-        s3_secret_key: Some(SECRET_KEY.into()),
+        s3: S3Args {
+            s3_endpoint: None,
+            s3_bucket: None,
+            s3_key: None,
+            s3_region: "us-east-1".into(),
+            s3_path_style: true,
+            s3_access_key: Some(ACCESS_KEY.into()),
+            s3_secret_key: Some(SECRET_KEY.into()),
+        },
         sha256: None,
         skip_hash_check: false,
         ferrocd_bin: ferrocd_bin(),
@@ -130,9 +133,9 @@ async fn a_ferrocd_backup_in_s3_becomes_a_new_cluster() {
     let expected = keys(&source);
     restore_cluster(
         |args| {
-            args.s3_endpoint = Some(s3.endpoint.clone());
-            args.s3_bucket = Some("restore".into());
-            args.s3_key = Some("demo/nightly.db".into());
+            args.s3.s3_endpoint = Some(s3.endpoint.clone());
+            args.s3.s3_bucket = Some("restore".into());
+            args.s3.s3_key = Some("demo/nightly.db".into());
             args.sha256 = Some(report.sha256.clone());
         },
         &expected,

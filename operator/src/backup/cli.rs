@@ -26,6 +26,31 @@ pub struct BackupArgs {
         required_unless_present = "s3_endpoint"
     )]
     pub file: Option<PathBuf>,
+    /// Or to this S3 object.
+    #[command(flatten)]
+    pub s3: S3Args,
+    /// Bytes per multipart upload part.
+    #[arg(long, default_value_t = DEFAULT_PART_SIZE)]
+    pub part_size: usize,
+    /// After success, delete older snapshots of this cluster's schedule
+    /// beside the new one (`<cluster>-YYYYMMDD-hhmmss.db`).
+    #[arg(long)]
+    pub retain_cluster: Option<String>,
+    /// Keep at most this many of them.
+    #[arg(long, requires = "retain_cluster")]
+    pub retain_count: Option<u32>,
+    /// Delete those older than this, e.g. 168h.
+    #[arg(long, requires = "retain_cluster")]
+    pub retain_age: Option<String>,
+    /// Where the outcome is written as JSON (the container's termination message).
+    #[arg(long)]
+    pub termination_log: Option<PathBuf>,
+}
+
+/// An S3 object and the credentials to reach it: the flags `backup` and
+/// `restore` share (one of them or `--file`).
+#[derive(Debug, Clone, Args)]
+pub struct S3Args {
     /// S3 endpoint URL.
     #[arg(long, requires_all = ["s3_bucket", "s3_key"])]
     pub s3_endpoint: Option<String>,
@@ -47,39 +72,35 @@ pub struct BackupArgs {
     /// Secret access key.
     #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
     pub s3_secret_key: Option<String>,
-    /// Bytes per multipart upload part.
-    #[arg(long, default_value_t = DEFAULT_PART_SIZE)]
-    pub part_size: usize,
-    /// After success, delete older snapshots of this cluster's schedule
-    /// beside the new one (`<cluster>-YYYYMMDD-hhmmss.db`).
-    #[arg(long)]
-    pub retain_cluster: Option<String>,
-    /// Keep at most this many of them.
-    #[arg(long, requires = "retain_cluster")]
-    pub retain_count: Option<u32>,
-    /// Delete those older than this, e.g. 168h.
-    #[arg(long, requires = "retain_cluster")]
-    pub retain_age: Option<String>,
-    /// Where the outcome is written as JSON (the container's termination message).
-    #[arg(long)]
-    pub termination_log: Option<PathBuf>,
+}
+
+impl S3Args {
+    /// The client configuration these flags give.
+    pub fn config(&self) -> S3Config {
+        S3Config {
+            endpoint: self.s3_endpoint.clone().unwrap_or_default(),
+            bucket: self.s3_bucket.clone().unwrap_or_default(),
+            region: self.s3_region.clone(),
+            path_style: self.s3_path_style,
+            access_key: self.s3_access_key.clone().unwrap_or_default(),
+            secret_key: self.s3_secret_key.clone().unwrap_or_default(),
+        }
+    }
+
+    /// The object's key.
+    pub fn key(&self) -> &str {
+        self.s3_key.as_deref().unwrap_or_default()
+    }
 }
 
 impl BackupArgs {
     /// The backup these flags ask for.
     pub fn request(&self) -> BackupRequest {
-        let target = match (&self.file, &self.s3_endpoint) {
-            (Some(file), _) => Target::File(file.clone()),
-            (None, endpoint) => Target::S3 {
-                config: S3Config {
-                    endpoint: endpoint.clone().unwrap_or_default(),
-                    bucket: self.s3_bucket.clone().unwrap_or_default(),
-                    region: self.s3_region.clone(),
-                    path_style: self.s3_path_style,
-                    access_key: self.s3_access_key.clone().unwrap_or_default(),
-                    secret_key: self.s3_secret_key.clone().unwrap_or_default(),
-                },
-                key: self.s3_key.clone().unwrap_or_default(),
+        let target = match &self.file {
+            Some(file) => Target::File(file.clone()),
+            None => Target::S3 {
+                config: self.s3.config(),
+                key: self.s3.key().to_string(),
             },
         };
         BackupRequest {

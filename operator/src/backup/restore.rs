@@ -15,7 +15,8 @@ use ring::digest::{Context, SHA256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::checksum::hex;
-use super::s3::{S3Client, S3Config, S3Error};
+use super::cli::S3Args;
+use super::s3::{S3Client, S3Error};
 
 /// The directory a member's data lives in, inside its data directory.
 const MEMBER_DIR: &str = "member";
@@ -97,27 +98,9 @@ pub struct RestoreArgs {
         required_unless_present = "s3_endpoint"
     )]
     pub file: Option<PathBuf>,
-    /// S3 endpoint URL.
-    #[arg(long, requires_all = ["s3_bucket", "s3_key"])]
-    pub s3_endpoint: Option<String>,
-    /// S3 bucket.
-    #[arg(long)]
-    pub s3_bucket: Option<String>,
-    /// S3 object key.
-    #[arg(long)]
-    pub s3_key: Option<String>,
-    /// Region requests are signed for.
-    #[arg(long, default_value = crate::crd::DEFAULT_S3_REGION)]
-    pub s3_region: String,
-    /// Path-style addressing.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub s3_path_style: bool,
-    /// Access key ID.
-    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
-    pub s3_access_key: Option<String>,
-    /// Secret access key.
-    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
-    pub s3_secret_key: Option<String>,
+    /// Or this S3 object.
+    #[command(flatten)]
+    pub s3: S3Args,
     /// Expected SHA-256 of the file.
     #[arg(long)]
     pub sha256: Option<String>,
@@ -245,17 +228,8 @@ async fn fetch(args: &RestoreArgs, to: &Path) -> Result<String, RestoreError> {
             }
         }
         None => {
-            let client = S3Client::new(&S3Config {
-                endpoint: args.s3_endpoint.clone().unwrap_or_default(),
-                bucket: args.s3_bucket.clone().unwrap_or_default(),
-                region: args.s3_region.clone(),
-                path_style: args.s3_path_style,
-                access_key: args.s3_access_key.clone().unwrap_or_default(),
-                secret_key: args.s3_secret_key.clone().unwrap_or_default(),
-            })?;
-            let mut body = client
-                .download(args.s3_key.as_deref().unwrap_or_default())
-                .await?;
+            let client = S3Client::new(&args.s3.config())?;
+            let mut body = client.download(args.s3.key()).await?;
             // A stalled download fails instead of hanging the member's start.
             let stall = std::time::Duration::from_secs(60);
             while let Some(frame) =
