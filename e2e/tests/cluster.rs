@@ -198,18 +198,28 @@ async fn writes_and_reads_through_every_member(kind: Kind) {
         "every endpoint names m{leader}: {status}"
     );
 
-    let members = member_list(&cluster.endpoints());
-    let mut seen: Vec<(String, Vec<String>, bool)> = members
-        .into_iter()
-        .map(|(_, name, urls, learner)| (name, urls, learner))
-        .collect();
-    seen.sort();
     let expected: Vec<(String, Vec<String>, bool)> = cluster
         .members
         .iter()
         .map(|m| (m.name.clone(), vec![m.client_url.clone()], false))
         .collect();
-    assert_eq!(seen, expected);
+    // A ferrocd member serves clients before its published client URLs
+    // are applied everywhere (etcd serves only after publishing): the list
+    // settles within moments (a publish that meets another member's is
+    // retried after 500 ms).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut seen: Vec<(String, Vec<String>, bool)> = member_list(&cluster.endpoints())
+            .into_iter()
+            .map(|(_, name, urls, learner)| (name, urls, learner))
+            .collect();
+        seen.sort();
+        if seen == expected || Instant::now() > deadline {
+            assert_eq!(seen, expected);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 ferrocd_e2e::on_etcd_and_ferrocd!(writes_and_reads_through_every_member);
