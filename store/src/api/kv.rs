@@ -10,8 +10,9 @@ use tonic::{Request, Response, Status};
 
 use super::{invalid_status, kv_status, Context};
 use crate::auth::perms::{self, Access, Kind};
-use crate::kv::{self, validate, NoLeases};
+use crate::kv::{self, validate, KvError, NoLeases};
 use crate::metrics::StoreOps;
+use crate::mvcc::MvccError;
 use crate::quota;
 use crate::raft::Response as Applied;
 
@@ -44,7 +45,11 @@ impl Kv for KvService {
             range_end: r.range_end.clone(),
         }];
         self.ctx.check(who.as_ref(), &needs)?;
-        let mut resp = kv::range(&self.ctx.mvcc().read(), &r).map_err(kv_status)?;
+        let mut resp = self
+            .ctx
+            .mvcc()
+            .read_pinned(|view| kv::range(view, &r), store_changed)
+            .map_err(kv_status)?;
         StoreOps {
             ranges: 1,
             ..StoreOps::default()
@@ -97,10 +102,12 @@ impl Kv for KvService {
             // Read-only txns are served like reads, without a log entry.
             self.ctx.linearizable().await?;
             self.ctx.check(who.as_ref(), &perms::txn(&r))?;
-            let mut view = self.ctx.mvcc().read();
-            let mut resp = kv::txn(&mut view, &r, &NoLeases).map_err(kv_status)?;
-            drop(view);
-            // Compares and ops ran in one read transaction.
+            let mut resp = self
+                .ctx
+                .mvcc()
+                .read_pinned(|view| kv::txn(view, &r, &NoLeases), store_changed)
+                .map_err(kv_status)?;
+            // Compares and ops ran in one view, at one revision.
             let mut ops = StoreOps::of_txn(&resp);
             ops.ranges += r.compare.len() as u64;
             ops.record();
@@ -142,4 +149,10 @@ impl Kv for KvService {
         }
         Ok(response)
     }
+}
+
+/// Whether a read failed because a compaction or an installed snapshot took
+/// away what it read; it starts over in a new view then.
+fn store_changed(e: &KvError) -> bool {
+    matches!(e, KvError::Mvcc(MvccError::Changed))
 }

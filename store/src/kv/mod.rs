@@ -15,7 +15,7 @@ use ferrocd_proto::etcdserverpb::{
 };
 use ferrocd_proto::mvccpb::KeyValue;
 
-use crate::mvcc::{KeyRange, MvccError, RangeOptions, ReadTxn, ReadView, WriteTxn};
+use crate::mvcc::{KeyRange, MvccError, PinnedView, RangeOptions, ReadTxn, ReadView, WriteTxn};
 
 /// Errors of applying a KV request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
@@ -80,6 +80,21 @@ impl KvView for WriteTxn<'_> {
 }
 
 impl KvView for ReadTxn<'_> {
+    fn compacted_rev(&self) -> i64 {
+        self.compacted()
+    }
+    fn put(&mut self, _: &[u8], _: Vec<u8>, _: i64) -> Result<i64, KvError> {
+        Err(KvError::ReadOnly)
+    }
+    fn delete_range(&mut self, _: KeyRange<'_>) -> Result<i64, KvError> {
+        Err(KvError::ReadOnly)
+    }
+    fn changed(&self) -> bool {
+        false
+    }
+}
+
+impl KvView for PinnedView<'_> {
     fn compacted_rev(&self) -> i64 {
         self.compacted()
     }

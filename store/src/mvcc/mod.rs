@@ -14,6 +14,7 @@ mod leases;
 mod reclaim;
 mod revision;
 mod scan;
+mod view;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -26,6 +27,7 @@ pub use export::StoredRevision;
 pub use import::{ImportError, Importer};
 pub use index::{KeyIndex, KeyRange};
 pub use revision::Revision;
+pub use view::PinnedView;
 
 const REV_PREFIX: u8 = b'r';
 const META_PREFIX: u8 = b'm';
