@@ -91,7 +91,7 @@ pub struct LiveKey {
 }
 
 /// Revisions of every key, ordered by key.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeyIndex {
     keys: BTreeMap<Vec<u8>, Vec<Generation>>,
 }
@@ -225,6 +225,37 @@ impl KeyIndex {
         });
         freed
     }
+
+    /// [`KeyIndex::compact`] for at most `max` keys, starting at `from`:
+    /// returns what it freed and the key to go on from, if any keys are
+    /// left. A key's revisions are all handled in one call.
+    pub fn compact_some(
+        &mut self,
+        at: i64,
+        from: &[u8],
+        max: usize,
+    ) -> (Vec<Revision>, Option<Vec<u8>>) {
+        let mut freed = Vec::new();
+        let mut emptied = Vec::new();
+        let mut next = None;
+        let keys = self
+            .keys
+            .range_mut::<[u8], _>((Bound::Included(from), Bound::Unbounded));
+        for (i, (key, gens)) in keys.enumerate() {
+            if i == max {
+                next = Some(key.clone());
+                break;
+            }
+            compact_key(gens, at, &mut freed);
+            if gens.is_empty() {
+                emptied.push(key.clone());
+            }
+        }
+        for key in emptied {
+            self.keys.remove(&key);
+        }
+        (freed, next)
+    }
 }
 
 fn visible(gens: &[Generation], at: i64) -> Option<Revision> {
@@ -274,6 +305,39 @@ mod tests {
 
     fn rev(main: i64) -> Revision {
         Revision::new(main, 0)
+    }
+
+    #[test]
+    fn compacting_in_parts_frees_what_one_compaction_frees() {
+        let mut whole = KeyIndex::new();
+        for (i, key) in [&b"a"[..], b"b", b"c", b"d", b"e"].into_iter().enumerate() {
+            let i = i as i64;
+            whole.put(key, rev(2 + i));
+            whole.put(key, rev(10 + i));
+            if i % 2 == 0 {
+                whole.tombstone(key, rev(20 + i));
+            }
+        }
+        let mut parts = whole.clone();
+        let mut expected = whole.compact(30);
+        let mut freed = Vec::new();
+        let mut from = Vec::new();
+        let mut calls = 0;
+        loop {
+            calls += 1;
+            let (some, next) = parts.compact_some(30, &from, 2);
+            freed.extend(some);
+            match next {
+                Some(k) => from = k,
+                None => break,
+            }
+        }
+        assert_eq!(calls, 3);
+        expected.sort();
+        freed.sort();
+        assert_eq!(freed, expected);
+        assert_eq!(parts, whole);
+        assert_eq!(parts.len(), 2);
     }
 
     #[test]

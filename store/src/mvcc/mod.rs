@@ -18,7 +18,7 @@ mod view;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use ferrocd_proto::mvccpb::{event::EventType, Event, KeyValue};
 use prost::Message;
@@ -107,12 +107,13 @@ struct State {
 /// The MVCC store. Cheap to share behind an `Arc`; reads run concurrently,
 /// writes are serialized by the raft apply loop.
 pub struct Mvcc {
-    state: RwLock<State>,
+    /// Shared with the reclaimer, which prunes the index after compactions.
+    state: Arc<RwLock<State>>,
     /// The newest and the compacted revision, readable without a view
     /// (every response header reads the revision).
     current: AtomicI64,
     compacted: AtomicI64,
-    /// Deletes what compactions freed.
+    /// Finishes compactions: prunes the index, deletes what they freed.
     reclaimer: reclaim::Reclaimer,
 }
 
@@ -123,7 +124,7 @@ impl Mvcc {
         Ok(Mvcc {
             current: AtomicI64::new(state.current),
             compacted: AtomicI64::new(state.compacted),
-            state: RwLock::new(state),
+            state: Arc::new(RwLock::new(state)),
             reclaimer: reclaim::Reclaimer::start(),
         })
     }
@@ -157,7 +158,7 @@ impl Mvcc {
         WriteTxn {
             state,
             mvcc: self,
-            freed: Vec::new(),
+            compaction: None,
             batch: sled::Batch::default(),
             pending: HashMap::new(),
             begin,
@@ -312,9 +313,8 @@ impl ReadView for ReadTxn<'_> {
 pub struct WriteTxn<'a> {
     state: RwLockWriteGuard<'a, State>,
     mvcc: &'a Mvcc,
-    /// Records compactions in this transaction freed, deleted once it is
-    /// written.
-    freed: Vec<Revision>,
+    /// The compaction in this transaction, finished once it is written.
+    compaction: Option<i64>,
     batch: sled::Batch,
     /// Values written in this transaction, not yet in the tree.
     pending: HashMap<Revision, KeyValue>,
@@ -406,7 +406,7 @@ impl WriteTxn<'_> {
         keys.len() as i64
     }
 
-    /// Compacts history before `at`, freeing its space in the same batch.
+    /// Compacts history before `at`; its space is freed after the commit.
     pub fn compact(&mut self, at: i64) -> Result<(), MvccError> {
         if at <= self.state.compacted {
             return Err(MvccError::Compacted);
@@ -414,10 +414,9 @@ impl WriteTxn<'_> {
         if at > self.state.current {
             return Err(MvccError::FutureRevision);
         }
-        for rev in self.state.index.compact(at) {
-            self.pending.remove(&rev);
-            self.freed.push(rev);
-        }
+        // Reads below `at` are refused from now on; the index is pruned
+        // and the freed records deleted after the commit, in steps.
+        self.compaction = Some(at);
         self.state.compacted = at;
         self.batch
             .insert(meta_key(META_COMPACTED), &at.to_be_bytes()[..]);
@@ -455,8 +454,11 @@ impl WriteTxn<'_> {
         self.mvcc
             .compacted
             .store(self.state.compacted, Ordering::SeqCst);
-        let freed = std::mem::take(&mut self.freed);
-        self.mvcc.reclaimer.submit(self.state.tree.clone(), freed);
+        if let Some(at) = self.compaction.take() {
+            self.mvcc
+                .reclaimer
+                .compact(&self.mvcc.state, self.state.epoch, at);
+        }
         Ok(())
     }
 

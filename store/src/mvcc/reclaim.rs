@@ -1,18 +1,20 @@
-//! Deletes the records a compaction freed, in bounded batches on a thread
-//! of its own, so that applying a compaction costs one small write however
+//! Finishes compactions off the apply path: prunes the key index and
+//! deletes the records a compaction freed, in bounded steps on a thread of
+//! its own, so that applying a compaction costs one small write however
 //! much history it frees. Until a job is done the freed records stay on
-//! disk, unreachable: no key index entry names them, and reads below the
-//! compacted revision are refused. A crash before the job ends loses
-//! nothing: opening the store compacts again at the recorded revision.
-//! Whole-store scans that read raw records (HashKV, exports) first wait
-//! for the jobs under way ([`Reclaimer::wait_idle`]). Records are deleted
-//! oldest first, so a crash midway leaves history that reads consistently
-//! (see [`Reclaimer::submit`]).
+//! disk, unreachable: reads below the compacted revision are refused, and
+//! the revision visible at or after it is the same whether or not a key's
+//! older revisions are still in the index. A crash before the job ends
+//! loses nothing: opening the store compacts again at the recorded
+//! revision. Whole-store scans that read raw records (HashKV, exports)
+//! first wait for the jobs under way ([`Reclaimer::wait_idle`]). Each key's
+//! records are deleted oldest first, so a crash midway leaves history that
+//! reads consistently (see `delete`).
 
 use std::sync::mpsc::{channel, Sender};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
 
-use super::{rev_key, Revision};
+use super::{rev_key, Revision, State};
 
 /// Records deleted per sled batch. A batch holds every other writer of
 /// the database off while it is applied (sled's batches are atomic), so
@@ -20,9 +22,18 @@ use super::{rev_key, Revision};
 const BATCH: usize = 1000;
 /// The pause between two batches: writes get the database in between.
 const PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
+/// Keys of the index pruned per hold of the store's write lock (a few
+/// milliseconds at most).
+pub(super) const KEYS: usize = 10_000;
 
-/// A job: records to delete from a tree.
-type Job = (sled::Tree, Vec<Revision>);
+/// A job: a compaction at `at` to finish. It prunes the index of the
+/// store (as long as it is still at `epoch`, the tree it was compacted in)
+/// and deletes what that frees.
+struct Job {
+    state: Weak<RwLock<State>>,
+    epoch: u64,
+    at: i64,
+}
 
 /// Jobs not yet done, and (in tests) whether deleting is held off.
 #[derive(Default)]
@@ -46,7 +57,7 @@ impl Reclaimer {
         let spawned = std::thread::Builder::new()
             .name("mvcc-reclaim".into())
             .spawn(move || {
-                for (tree, freed) in rx {
+                for job in rx {
                     let (state, changed) = &*done;
                     {
                         let mut p = state.lock().unwrap_or_else(|e| e.into_inner());
@@ -54,11 +65,7 @@ impl Reclaimer {
                             p = changed.wait(p).unwrap_or_else(|e| e.into_inner());
                         }
                     }
-                    if let Err(e) = delete(&tree, &freed) {
-                        // Left for the compaction that opening the store
-                        // runs again.
-                        tracing::warn!("deleting {} compacted records: {e}", freed.len());
-                    }
+                    run(job);
                     state.lock().unwrap_or_else(|e| e.into_inner()).jobs -= 1;
                     changed.notify_all();
                 }
@@ -79,27 +86,28 @@ impl Reclaimer {
 
     /// Deletes `freed` from `tree`, later. Call once the batch that
     /// recorded the compaction is written.
-    pub(super) fn submit(&self, tree: sled::Tree, mut freed: Vec<Revision>) {
-        if freed.is_empty() {
-            return;
-        }
-        // Oldest first: a crash midway then leaves, for every key, the
-        // newer part of its freed records, which reads as history the
-        // compaction that opening the store runs again frees; deleting a
-        // delete before the puts it ended would make them look live.
-        freed.sort_unstable();
+    /// Finishes the compaction at `at` of the store in `state`, later: its
+    /// index is pruned and the records that frees deleted. Call once the
+    /// batch that recorded the compaction is written.
+    pub(super) fn compact(&self, state: &Arc<RwLock<State>>, epoch: u64, at: i64) {
+        self.queue(Job {
+            state: Arc::downgrade(state),
+            epoch,
+            at,
+        });
+    }
+
+    fn queue(&self, job: Job) {
         let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         let (state, _) = &*self.pending;
         state.lock().unwrap_or_else(|e| e.into_inner()).jobs += 1;
         let inline = match jobs.as_ref() {
-            Some(tx) => tx.send((tree, freed)).err().map(|e| e.0),
-            None => Some((tree, freed)),
+            Some(tx) => tx.send(job).err().map(|e| e.0),
+            None => Some(job),
         };
         drop(jobs);
-        if let Some((tree, freed)) = inline {
-            if let Err(e) = delete(&tree, &freed) {
-                tracing::warn!("deleting {} compacted records: {e}", freed.len());
-            }
+        if let Some(job) = inline {
+            run(job);
             let (state, changed) = &*self.pending;
             state.lock().unwrap_or_else(|e| e.into_inner()).jobs -= 1;
             changed.notify_all();
@@ -139,7 +147,47 @@ impl Drop for Reclaimer {
     }
 }
 
-fn delete(tree: &sled::Tree, freed: &[Revision]) -> Result<(), sled::Error> {
+fn run(job: Job) {
+    if let Err(e) = compact(&job.state, job.epoch, job.at) {
+        // Left for the compaction that opening the store runs again.
+        tracing::warn!("finishing the compaction at {}: {e}", job.at);
+    }
+}
+
+/// Prunes the index a part at a time, each under a short hold of the
+/// store's write lock, and deletes what each part freed. Stops early when
+/// the store is gone or has a new tree (an installed snapshot's state
+/// comes compacted).
+fn compact(state: &Weak<RwLock<State>>, epoch: u64, at: i64) -> Result<(), sled::Error> {
+    let mut from = Vec::new();
+    loop {
+        let Some(state) = state.upgrade() else {
+            return Ok(());
+        };
+        let (mut freed, next, tree) = {
+            let mut s = state.write().unwrap_or_else(|e| e.into_inner());
+            if s.epoch != epoch {
+                return Ok(());
+            }
+            let (freed, next) = s.index.compact_some(at, &from, KEYS);
+            (freed, next, s.tree.clone())
+        };
+        drop(state);
+        delete(&tree, &mut freed)?;
+        match next {
+            Some(key) => from = key,
+            None => return Ok(()),
+        }
+        std::thread::sleep(PAUSE);
+    }
+}
+
+/// Deletes `freed` from `tree`. Oldest first: a crash midway then leaves,
+/// for every key, the newer part of its freed records, which reads as
+/// history the compaction that opening the store runs again frees;
+/// deleting a delete before the puts it ended would make them look live.
+fn delete(tree: &sled::Tree, freed: &mut [Revision]) -> Result<(), sled::Error> {
+    freed.sort_unstable();
     for (i, chunk) in freed.chunks(BATCH).enumerate() {
         if i > 0 {
             std::thread::sleep(PAUSE);

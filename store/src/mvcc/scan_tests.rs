@@ -218,3 +218,48 @@ fn a_store_opened_after_a_crash_midway_through_deleting_reads_as_compacted() {
     assert_eq!(raw_records(&db), 2);
     mvcc.reclaimer.hold(false);
 }
+
+#[test]
+fn a_compaction_applies_at_once_and_its_index_is_pruned_afterwards_in_parts() {
+    // More keys than one part prunes.
+    let n = reclaim::KEYS + 2000;
+    let (db, mvcc) = filled(n);
+    let top = mvcc.current_revision();
+    mvcc.reclaimer.hold(true);
+    write(&mvcc, |t| t.compact(top).unwrap());
+    // Applied: reads below are refused, the index still holds every
+    // revision and nothing is deleted yet.
+    assert_eq!(mvcc.compacted_revision(), top);
+    assert_eq!(raw_records(&db), 2 * n);
+    let old = RangeOptions {
+        rev: top - 1,
+        ..RangeOptions::default()
+    };
+    assert_eq!(
+        mvcc.read().range(KeyRange::From(b""), old).unwrap_err(),
+        MvccError::Compacted
+    );
+    // Reads at the compacted revision and writes go on meanwhile.
+    let at_top = RangeOptions {
+        rev: top,
+        ..RangeOptions::default()
+    };
+    let seen = mvcc.pinned().range(KeyRange::From(b""), at_top).unwrap();
+    assert_eq!(seen.count, n);
+    assert!(seen.kvs.iter().all(|kv| kv.value == b"v1"));
+    write(&mvcc, |t| {
+        t.delete_range(KeyRange::Single(b"k00000"));
+    });
+
+    mvcc.reclaimer.hold(false);
+    mvcc.reclaimer.wait_idle();
+    // Every key's older record is gone; k00000's last put and its delete
+    // came at or after the compaction and stay.
+    assert_eq!(raw_records(&db), n + 1);
+    let now = mvcc.read().range(KeyRange::From(b""), at_top).unwrap();
+    assert_eq!(now.kvs, seen.kvs);
+    let (hash, _, _) = mvcc.hash_kv(0).unwrap();
+    drop(mvcc);
+    let reopened = Mvcc::open(db.open_tree("state").unwrap()).unwrap();
+    assert_eq!(reopened.hash_kv(0).unwrap().0, hash);
+}
