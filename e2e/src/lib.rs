@@ -6,6 +6,7 @@
 
 pub mod chaos;
 mod cluster;
+pub mod etcd35;
 pub mod etcdctl_pair;
 pub mod k8s;
 pub mod linearizability;
@@ -47,6 +48,8 @@ pub struct Server {
     /// client URL with.
     pub tls: Option<pki::ClientCerts>,
     args: Vec<String>,
+    /// The executable, when not the one `kind` names (etcd 3.5, say).
+    program: Option<PathBuf>,
     child: Option<Child>,
     /// Whether the process was sent SIGSTOP and not SIGCONT since.
     stopped: bool,
@@ -274,6 +277,7 @@ impl Server {
             peer_url,
             tls: None,
             args,
+            program: None,
             child: None,
             stopped: false,
             dir,
@@ -281,7 +285,15 @@ impl Server {
         }
     }
 
+    /// Runs `program` instead of the executable `kind` names.
+    pub(crate) fn set_program(&mut self, program: PathBuf) {
+        self.program = Some(program);
+    }
+
     fn program(&self) -> PathBuf {
+        if let Some(program) = &self.program {
+            return program.clone();
+        }
         match self.kind {
             Kind::Ferrocd => ferrocd_bin(),
             Kind::Etcd => PathBuf::from("etcd"),

@@ -210,3 +210,26 @@ pub fn add_users(server: &Server) {
         etcdctl(server, args);
     }
 }
+
+/// Users, one user and one role as etcdctl lists them.
+pub fn auth_view(server: &Server) -> (String, String, String) {
+    (
+        etcdctl(server, &["user", "list"]),
+        etcdctl(server, &["user", "get", "reader"]),
+        etcdctl(server, &["role", "get", "readers"]),
+    )
+}
+
+/// Every revision from 1 to `upto` reads the same on `a` and `b` (the
+/// ones below the compaction fail the same way).
+pub fn same_history(a: &Server, b: &Server, upto: i64) {
+    for rev in 1..=upto {
+        assert_eq!(
+            keys_at(a, rev),
+            keys_at(b, rev),
+            "revision {rev}: {} and {}",
+            a.name,
+            b.name
+        );
+    }
+}

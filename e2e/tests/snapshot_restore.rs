@@ -12,28 +12,6 @@ use ferrocd::ids;
 use ferrocd_e2e::snapshots::*;
 use ferrocd_e2e::{ferrocd_bin, require_tool, Cluster, Kind, Server};
 
-fn auth_view(server: &Server) -> (String, String, String) {
-    (
-        etcdctl(server, &["user", "list"]),
-        etcdctl(server, &["user", "get", "reader"]),
-        etcdctl(server, &["role", "get", "readers"]),
-    )
-}
-
-/// Every revision from 1 to `upto` reads the same on `a` and `b` (the
-/// ones below the compaction fail the same way).
-fn same_history(a: &Server, b: &Server, upto: i64) {
-    for rev in 1..=upto {
-        assert_eq!(
-            keys_at(a, rev),
-            keys_at(b, rev),
-            "revision {rev}: {} and {}",
-            a.name,
-            b.name
-        );
-    }
-}
-
 fn restore_args<'a>(
     snapshot: &'a str,
     name: &'a str,
