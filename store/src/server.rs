@@ -100,10 +100,10 @@ async fn resolve_identity(
     let path = dir.join(IDENTITY);
     match std::fs::read(&path) {
         Ok(raw) => {
-            let id: Identity = serde_json::from_slice(&raw)
-                .with_context(|| format!("reading {}", path.display()))?;
-            config.member_id = u64::from_str_radix(&id.member_id, 16)?;
-            config.cluster_id = u64::from_str_radix(&id.cluster_id, 16)?;
+            let (member, cluster) =
+                parse_identity(&raw).with_context(|| format!("reading {}", path.display()))?;
+            config.member_id = member;
+            config.cluster_id = cluster;
             return Ok(());
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -116,6 +116,18 @@ async fn resolve_identity(
     }
     write_identity(dir, config.member_id, config.cluster_id)
         .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The member and cluster ids an identity file records.
+fn parse_identity(raw: &[u8]) -> anyhow::Result<(u64, u64)> {
+    let id: Identity = serde_json::from_slice(raw)?;
+    let hex = |s: &str, what: &str| {
+        u64::from_str_radix(s, 16).with_context(|| format!("{what} {s:?} is not a hex id"))
+    };
+    Ok((
+        hex(&id.member_id, "member_id")?,
+        hex(&id.cluster_id, "cluster_id")?,
+    ))
 }
 
 /// Records a member's and its cluster's ids in its member directory
@@ -768,4 +780,35 @@ fn client_routes(
     let grpc = grpc.layer(crate::metrics::grpc::GrpcMetricsLayer);
     *routes.axum_router_mut() = crate::http::routes(grpc, ctx.clone(), hub.clone());
     routes
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_written_identity_reads_back_and_damage_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        write_identity(dir.path(), 0xabc, 0x123).unwrap();
+        let raw = std::fs::read(dir.path().join(IDENTITY)).unwrap();
+        assert_eq!(parse_identity(&raw).unwrap(), (0xabc, 0x123));
+        let bad = br#"{"member_id": "xyz", "cluster_id": "1"}"#;
+        let e = parse_identity(bad).unwrap_err();
+        assert!(e.to_string().contains("member_id"), "{e}");
+        assert!(parse_identity(&raw[..raw.len() / 2]).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn any_identity_file_never_panics(raw in prop::collection::vec(any::<u8>(), 0..120)) {
+            let _ = parse_identity(&raw);
+        }
+
+        #[test]
+        fn any_id_text_never_panics(member in ".{0,24}", cluster in ".{0,24}") {
+            let raw = serde_json::json!({"member_id": member, "cluster_id": cluster}).to_string();
+            let _ = parse_identity(raw.as_bytes());
+        }
+    }
 }

@@ -413,3 +413,84 @@ fn hold_elections(ctx: &Context, deadline: Instant) {
         ctx.raft().runtime_config().elect(true);
     });
 }
+
+#[cfg(test)]
+mod bad_input_tests {
+    //! Peer messages come off the network: any payload decodes to a
+    //! message or to an error, never a panic or an allocation its length
+    //! prefixes ask for.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    fn decode_all(payload: Vec<u8>) {
+        let msg = RaftMessage {
+            cluster_id: 1,
+            payload,
+        };
+        let _ = decode::<AppendEntriesRequest<TypeConfig>>(&msg);
+        let _ = decode::<VoteRequest<u64>>(&msg);
+        let _ = decode::<InstallSnapshotRequest<TypeConfig>>(&msg);
+    }
+
+    /// A real append with `n` entries, as bytes.
+    fn an_append(n: u64) -> Vec<u8> {
+        let vote = openraft::Vote::new_committed(3, 1);
+        let entries = (1..=n)
+            .map(|i| openraft::Entry::<TypeConfig> {
+                log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(3, 1), i),
+                payload: openraft::EntryPayload::Blank,
+            })
+            .collect();
+        let rpc = AppendEntriesRequest::<TypeConfig> {
+            vote,
+            prev_log_id: None,
+            entries,
+            leader_commit: None,
+        };
+        bincode::serialize(&rpc).unwrap()
+    }
+
+    #[test]
+    fn a_huge_length_prefix_is_an_error() {
+        // No entries: the entry count is the eight bytes before the last
+        // one (`leader_commit`, none). Claim u64::MAX entries instead.
+        let mut raw = an_append(0);
+        let at = raw.len() - 9;
+        raw[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        let msg = RaftMessage {
+            cluster_id: 1,
+            payload: raw,
+        };
+        assert!(decode::<AppendEntriesRequest<TypeConfig>>(&msg).is_err());
+        let whole = RaftMessage {
+            cluster_id: 1,
+            payload: an_append(3),
+        };
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(&whole).unwrap();
+        assert_eq!(rpc.entries.len(), 3);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        #[test]
+        fn any_payload_never_panics(payload in prop::collection::vec(any::<u8>(), 0..300)) {
+            decode_all(payload);
+        }
+
+        #[test]
+        fn a_damaged_append_never_panics(
+            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut raw = an_append(3);
+            for (at, x) in flips {
+                let i = at.index(raw.len());
+                raw[i] = x;
+            }
+            raw.truncate(cut.index(raw.len() + 1));
+            decode_all(raw);
+        }
+    }
+}

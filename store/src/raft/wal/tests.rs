@@ -294,3 +294,77 @@ fn a_rolled_segment_keeps_no_preallocated_zeros() {
     let wal = Wal::open_with(dir.path(), None, 100).unwrap();
     assert_eq!(wal.read(1, 4).unwrap().len(), 3);
 }
+
+mod arbitrary_bytes {
+    //! Segment files are read from disk at every start: whatever bytes
+    //! they hold, opening either succeeds (and reads then work) or fails
+    //! with an error; it never panics.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A valid two-segment log, as bytes per segment file.
+    fn valid_log() -> Vec<(String, Vec<u8>)> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open_with(dir.path(), None, 256).unwrap();
+        wal.append(&records(1..20)).unwrap();
+        wal.sync_handle().unwrap().sync().unwrap();
+        drop(wal);
+        let mut files: Vec<(String, Vec<u8>)> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().into_string().unwrap(),
+                    fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
+    fn open_and_read(files: &[(String, Vec<u8>)]) {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, raw) in files {
+            fs::write(dir.path().join(name), raw).unwrap();
+        }
+        if let Ok(wal) = Wal::open_with(dir.path(), None, 256) {
+            if let Some(last) = wal.last_index() {
+                let _ = wal.read(1, last + 1);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn any_bytes_in_a_segment_never_panic(
+            raw in prop::collection::vec(any::<u8>(), 0..600),
+            first in 0u64..5,
+        ) {
+            open_and_read(&[(segment_name(first), raw)]);
+        }
+
+        #[test]
+        fn flipped_cut_or_grown_segments_never_panic(
+            flips in prop::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 0..6),
+            cut in any::<prop::sample::Index>(),
+            tail in prop::collection::vec(any::<u8>(), 0..40),
+            which in any::<prop::sample::Index>(),
+        ) {
+            let mut files = valid_log();
+            let n = files.len();
+            let file = &mut files[which.index(n)].1;
+            for (at, x) in flips {
+                let i = at.index(file.len());
+                file[i] ^= x;
+            }
+            let keep = cut.index(file.len() + 1);
+            file.truncate(keep);
+            file.extend(tail);
+            open_and_read(&files);
+        }
+    }
+}
