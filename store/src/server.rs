@@ -33,6 +33,7 @@ use crate::config::{Config, Listen};
 use crate::lease::Lessor;
 use crate::mvcc::Mvcc;
 use crate::raft::backend::OpenDb;
+use crate::raft::elections;
 use crate::raft::network::MAX_PEER_MESSAGE;
 use crate::raft::{Backend, LogStore, Member, Network, PeerClients, Raft, StateMachine};
 use crate::tls::{self, client::ClientTls, server::ServerTls};
@@ -269,11 +270,14 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
         backend.clone(),
     );
 
+    // See raft::elections for how etcd's timings map onto openraft's.
+    let (election_min, election_max) =
+        elections::timeouts(config.election_timeout_ms, config.heartbeat_interval_ms);
     let raft_config = openraft::Config {
         cluster_name: "ferrocd".into(),
         heartbeat_interval: config.heartbeat_interval_ms,
-        election_timeout_min: config.election_timeout_ms,
-        election_timeout_max: config.election_timeout_ms * 2,
+        election_timeout_min: election_min,
+        election_timeout_max: election_max,
         // The last chunk of a snapshot is answered once the follower has
         // loaded the whole snapshot, seconds for millions of keys; a timeout
         // would make the leader send it all again.
@@ -351,13 +355,23 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
     } else if fresh {
         info!(member = %format!("{:x}", config.member_id), cluster = %format!("{:x}", config.cluster_id), "joining an existing cluster");
     }
-    let peer_servers = serve_peers(&config, &ctx, &lessor).await?;
     let alone = {
         let m = raft.metrics();
         let m = m.borrow();
         let membership = m.membership_config.membership();
         membership.voter_ids().eq([config.member_id])
     };
+    if !fresh && !alone {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let seed = config.member_id ^ u64::from(now).wrapping_mul(0x9e37_79b9);
+        elections::hold_after_restart(
+            &raft,
+            elections::restart_hold(config.election_timeout_ms, seed),
+        );
+    }
+    let peer_servers = serve_peers(&config, &ctx, &lessor).await?;
     if alone {
         // A lone voter need not wait out an election timeout to lead again.
         if !fresh {
