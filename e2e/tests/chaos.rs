@@ -15,7 +15,7 @@ use ferrocd_e2e::chaos::{
     check_agreement, check_watch, plant_lost_write, plant_stale_read, run, Plan,
 };
 use ferrocd_e2e::diskfault::Disks;
-use ferrocd_e2e::linearizability::{check, Input, Output, State};
+use ferrocd_e2e::linearizability::{check, minimize, Input, Operation, Output, State};
 use ferrocd_e2e::netfault::NetFaults;
 use ferrocd_e2e::{in_ci, require_tool, Kind};
 
@@ -148,6 +148,22 @@ async fn etcd_histories_under_faults_are_linearizable_as_the_control() {
     runs(Kind::Etcd).await;
 }
 
+/// A planted bug's history shrinks to a part at most a quarter its size
+/// that still fails; returns the part's size.
+fn assert_shrinks(planted: &[Operation], start: &State) -> usize {
+    let m = minimize(planted, start).expect("the planted history fails");
+    let part: Vec<Operation> = m.kept.iter().map(|&i| planted[i].clone()).collect();
+    assert!(check(&part, start).is_err(), "the minimised history passes");
+    assert!(
+        part.len() * 4 <= planted.len(),
+        "{} of {} operations left",
+        part.len(),
+        planted.len()
+    );
+    println!("minimised {} operations to {}", planted.len(), part.len());
+    part.len()
+}
+
 /// The checker finds bugs planted in a history recorded from a real run:
 /// a lost acknowledged write, a stale read, a reordered watch event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,11 +184,13 @@ async fn the_checker_finds_bugs_planted_in_a_recorded_history() {
     let start = State::new(1, Default::default());
     let lost = plant_lost_write(&outcome.history).expect("a read that saw a value");
     assert!(check(&lost, &start).is_err(), "a lost write went unnoticed");
+    assert_shrinks(&lost, &start);
     let stale = plant_stale_read(&outcome.history).expect("a read after an overwrite");
     assert!(
         check(&stale, &start).is_err(),
         "a stale read went unnoticed"
     );
+    assert_shrinks(&stale, &start);
     // The recorded watch, with two events of different revisions swapped.
     let mut watch = outcome.watch.clone();
     assert!(check_watch(&outcome.history, &watch).is_empty());

@@ -25,7 +25,7 @@ pub use planted::{plant_lost_write, plant_stale_read};
 pub use watch::{check_agreement, check_watch, Event, WatchLog};
 
 use crate::diskfault::Disks;
-use crate::linearizability::{check, Operation, State, Violation};
+use crate::linearizability::{check, minimize, Operation, State, Violation};
 use crate::netfault::NetFaults;
 use crate::{Cluster, Kind};
 
@@ -133,6 +133,22 @@ impl Outcome {
             for &i in v.longest_prefix.iter().rev().take(10).rev() {
                 s.push_str(&format!("  {:?}\n", self.history[i]));
             }
+            if let Some(m) = minimize(&self.history, &State::new(1, BTreeMap::new())) {
+                s.push_str(&format!(
+                    "MINIMISED: {} of the {} operations fail too ({}; {} checks); ms from the start:\n",
+                    m.kept.len(),
+                    self.history.len(),
+                    if m.with_gaps {
+                        "checked allowing revisions taken by the operations left out"
+                    } else {
+                        "checked as they are"
+                    },
+                    m.checks
+                ));
+                for &i in &m.kept {
+                    s.push_str(&format!("  {}\n", describe(&self.history[i])));
+                }
+            }
         }
         for w in &self.watch_violations {
             s.push_str(&format!("WATCH: {w}\n"));
@@ -141,6 +157,28 @@ impl Outcome {
             s.push_str(&format!("MEMBER: {m}\n"));
         }
         s
+    }
+}
+
+/// One operation on a line: call and return (ms), client, what it
+/// asked and what it got.
+fn describe(op: &Operation) -> String {
+    let ms = |ns: u64| ns as f64 / 1e6;
+    match &op.ret {
+        Some((ret, out)) => format!(
+            "[{:.1}..{:.1}] client {}: {:?} -> {:?}",
+            ms(op.call),
+            ms(*ret),
+            op.client,
+            op.input,
+            out
+        ),
+        None => format!(
+            "[{:.1}..] client {}: {:?} -> unknown",
+            ms(op.call),
+            op.client,
+            op.input
+        ),
     }
 }
 

@@ -13,9 +13,11 @@
 
 use std::collections::HashSet;
 
+mod minimize;
 mod model;
 
-pub use model::{Input, Operation, Output, State};
+pub use minimize::{minimize, Minimized};
+pub use model::{Gaps, Input, Operation, Output, State};
 
 /// Why a history is not linearizable: the operations linearized in the
 /// longest order found, and the operations none of whose placements after
@@ -45,6 +47,22 @@ const NIL: usize = usize::MAX;
 
 /// Checks `history` against a store that starts as `initial`.
 pub fn check(history: &[Operation], initial: &State) -> Result<(), Violation> {
+    search(history, initial, None)
+}
+
+/// Checks `history`, a part of a longer history that `gaps` describes,
+/// allowing the revisions that operations left out took (see
+/// [`State::step_with_gaps`]). More histories pass than with [`check`]:
+/// one that fails here fails there too.
+pub fn check_with_gaps(
+    history: &[Operation],
+    initial: &State,
+    gaps: &Gaps,
+) -> Result<(), Violation> {
+    search(history, initial, Some(gaps))
+}
+
+fn search(history: &[Operation], initial: &State, gaps: Option<&Gaps>) -> Result<(), Violation> {
     let mut entries = entries_in_time_order(history);
     let head_sentinel = entries.len();
     // A sentinel before the first entry makes lifting uniform.
@@ -90,7 +108,11 @@ pub fn check(history: &[Operation], initial: &State) -> Result<(), Violation> {
         let e = entries[entry];
         let op = &history[e.op];
         let output = op.ret.as_ref().map(|(_, out)| out);
-        if let Some(next) = state.step(&op.input, output) {
+        let next = match gaps {
+            None => state.step(&op.input, output),
+            Some(gaps) => state.step_with_gaps(&op.input, output, gaps),
+        };
+        if let Some(next) = next {
             linearized[e.op] = true;
             let key = (bits(&linearized), next.fingerprint());
             if seen.insert(key) {
