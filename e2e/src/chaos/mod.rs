@@ -145,6 +145,7 @@ impl Outcome {
                     },
                     m.checks
                 ));
+                s.push_str(&format!("  from the store {:?}\n", m.start));
                 for &i in &m.kept {
                     s.push_str(&format!("  {}\n", describe(&self.history[i])));
                 }

@@ -13,14 +13,18 @@
 //! 2. the operations up to a point where every answered operation has
 //!    returned before the next one was called (those left out come
 //!    after all of them in any order);
-//! 3. then reads are dropped (gets, failed conditional puts, deletes of
+//! 3. reads are dropped (gets, failed conditional puts, deletes of
 //!    nothing, "lease not found" answers: operations that change
-//!    nothing), delta-debugging style, while the part is still rejected.
+//!    nothing), delta-debugging style, while the part is still rejected;
+//! 4. the operations before a point where every one of them had been
+//!    answered, none with an unknown outcome, replaced by the store they
+//!    leave, when every order of them leaves the same one (so what comes
+//!    after starts from a known state).
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
-use super::{check, check_with_gaps, Gaps, Input, Operation, Output, State};
+use super::{check, check_with_gaps, final_states, Gaps, Input, Operation, Output, State};
 
 /// A shrunk failing history.
 #[derive(Debug, Clone)]
@@ -32,12 +36,18 @@ pub struct Minimized {
     /// between); false when the whole fails only without them, and the
     /// part was checked as is.
     pub with_gaps: bool,
+    /// The store the part starts from: the run's start, or the one the
+    /// operations left out before it leave.
+    pub start: State,
     /// How many checks the shrinking made.
     pub checks: usize,
 }
 
 /// How long shrinking may take; past it, what is left stays.
 const BUDGET: Duration = Duration::from_secs(30);
+
+/// How many points (the latest first) a later start is tried at.
+const MAX_STARTS_TRIED: usize = 40;
 
 /// Shrinks `history`, which the checker rejects from `initial`; `None`
 /// if it does not.
@@ -48,7 +58,7 @@ pub fn minimize(history: &[Operation], initial: &State) -> Option<Minimized> {
     let with_gaps = check_with_gaps(history, initial, &gaps).is_err();
     let mut s = Shrinker {
         history,
-        initial,
+        start: initial.clone(),
         gaps: with_gaps.then_some(gaps),
         checks: 0,
         deadline: Instant::now() + BUDGET,
@@ -56,18 +66,21 @@ pub fn minimize(history: &[Operation], initial: &State) -> Option<Minimized> {
     let mut kept = if with_gaps { s.fewer_keys(&all) } else { all };
     kept = s.shorter(&kept);
     kept = s.without_reads(&kept);
+    kept = s.later_start(&kept);
+    kept = s.without_reads(&kept);
     kept = s.shorter(&kept);
     kept.sort_by_key(|&i| (history[i].call, i));
     Some(Minimized {
         kept,
         with_gaps,
+        start: s.start,
         checks: s.checks,
     })
 }
 
 struct Shrinker<'a> {
     history: &'a [Operation],
-    initial: &'a State,
+    start: State,
     gaps: Option<Gaps>,
     checks: usize,
     deadline: Instant,
@@ -83,8 +96,8 @@ impl Shrinker<'_> {
         self.checks += 1;
         let part: Vec<Operation> = kept.iter().map(|&i| self.history[i].clone()).collect();
         match &self.gaps {
-            Some(gaps) => check_with_gaps(&part, self.initial, gaps).is_err(),
-            None => check(&part, self.initial).is_err(),
+            Some(gaps) => check_with_gaps(&part, &self.start, gaps).is_err(),
+            None => check(&part, &self.start).is_err(),
         }
     }
 
@@ -146,6 +159,46 @@ impl Shrinker<'_> {
             }
         }
         ops.truncate(cuts[hi]);
+        ops
+    }
+
+    /// Replaces the longest prefix it can (in call order, all answered,
+    /// each returned before the rest were called, every order of it
+    /// leaving one state) with the state it leaves, if what is after it
+    /// still fails from there.
+    fn later_start(&mut self, kept: &[usize]) -> Vec<usize> {
+        let h = self.history;
+        let mut ops = kept.to_vec();
+        ops.sort_by_key(|&i| (h[i].call, i));
+        let mut cuts = Vec::new();
+        let mut last_return = 0;
+        for (p, &i) in ops.iter().enumerate() {
+            if p > 0 && last_return < h[i].call {
+                cuts.push(p);
+            }
+            match &h[i].ret {
+                Some((ret, _)) => last_return = last_return.max(*ret),
+                None => break,
+            }
+        }
+        for &p in cuts.iter().rev().take(MAX_STARTS_TRIED) {
+            if Instant::now() > self.deadline {
+                break;
+            }
+            let prefix: Vec<Operation> = ops[..p].iter().map(|&i| h[i].clone()).collect();
+            let Some(states) = final_states(&prefix, &self.start, self.gaps.as_ref(), 1, 1 << 20)
+            else {
+                continue;
+            };
+            let [end] = &states[..] else {
+                continue;
+            };
+            let before = std::mem::replace(&mut self.start, end.clone());
+            if self.fails(&ops[p..]) {
+                return ops[p..].to_vec();
+            }
+            self.start = before;
+        }
         ops
     }
 
@@ -273,7 +326,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stale_read_among_many_operations_shrinks_to_the_writes_of_its_key() {
+    fn a_stale_read_among_many_operations_shrinks_to_the_read_from_the_state_it_missed() {
         // Writes to "a" and "b" alternate, each read after; one read of
         // "b" near the end misses the write of "b" just before it.
         let mut h = Vec::new();
@@ -294,10 +347,10 @@ mod tests {
         assert!(m.with_gaps);
         let part: Vec<Operation> = m.kept.iter().map(|&i| h[i].clone()).collect();
         assert!(check(&part, &start).is_err());
-        // The 50 writes of "b" and the read.
-        assert_eq!(part.len(), 51, "{part:?}");
-        assert!(part.iter().all(|o| key_of(&o.input) == Some("b")));
-        assert_eq!(part.last(), Some(&h[stale]));
+        // The read alone, from the store every write before it leaves
+        // (where "b" is v99).
+        assert_eq!(part, vec![h[stale].clone()]);
+        assert!(format!("{:?}", m.start).contains("v99"), "{:?}", m.start);
     }
 
     #[test]
@@ -307,7 +360,7 @@ mod tests {
     }
 
     #[test]
-    fn reads_are_dropped_but_writes_kept() {
+    fn reads_are_dropped_and_a_known_prefix_becomes_the_start() {
         let h = vec![
             put(0, "a", "1", 0, 2),
             get(1, "a", Some(("1", 2)), 10, 2),
@@ -317,6 +370,8 @@ mod tests {
             get(1, "a", Some(("2", 3)), 50, 3),
         ];
         let m = minimize(&h, &State::new(1, BTreeMap::new())).unwrap();
-        assert_eq!(m.kept, vec![0, 3, 4]);
+        // From the store after the second write.
+        assert_eq!(m.kept, vec![4]);
+        assert!(format!("{:?}", m.start).contains("\"2\""), "{:?}", m.start);
     }
 }
