@@ -6,10 +6,13 @@
 #
 # Membership changes are among the faults too, which the short CI version
 # leaves out: members replaced (removed, data deleted, added back empty),
-# learners added and promoted, members removed for good.
+# learners added and promoted, members removed for good. Slow and full
+# disks are among them in both (each member's data on a loop device of its
+# own; CHAOS_DISK=0 leaves them out).
 # Prints one CHAOS line per kind (runs, faults, operations, watch events,
 # runs with violations) and, for a failing run, its seed, faults and the
-# operations where the linearizability search got stuck.
+# operations where the linearizability search got stuck, with the minimised
+# failing sub-history.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=100 secs=5 seed=""

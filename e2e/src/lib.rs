@@ -6,6 +6,7 @@
 
 pub mod chaos;
 mod cluster;
+pub mod diskfault;
 pub mod etcd35;
 pub mod etcdctl_pair;
 pub mod k8s;
@@ -54,6 +55,8 @@ pub struct Server {
     /// Whether the process was sent SIGSTOP and not SIGCONT since.
     stopped: bool,
     dir: tempfile::TempDir,
+    /// `--data-dir` (in `dir` unless moved by [`Server::set_data_dir`]).
+    data_dir: PathBuf,
     /// The `cgroup.procs` file of the cgroup the process starts in (for
     /// network faults aimed at it, see [`netfault`]).
     cgroup: Option<PathBuf>,
@@ -281,6 +284,7 @@ impl Server {
             child: None,
             stopped: false,
             dir,
+            data_dir,
             cgroup: None,
         }
     }
@@ -315,7 +319,14 @@ impl Server {
 
     /// The data directory.
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data_dir.clone()
+    }
+
+    /// Moves the data directory to `dir` from the next start on (onto a
+    /// file system of its own, for disk faults: [`diskfault`]).
+    pub fn set_data_dir(&mut self, dir: PathBuf) {
+        self.set_flag("--data-dir", &dir.display().to_string());
+        self.data_dir = dir;
     }
 
     /// Starts the process without waiting for it to be ready (members of

@@ -139,7 +139,7 @@ impl Drop for NetFaults {
     }
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

@@ -6,14 +6,16 @@
 //! `CHAOS_RUNS` (runs per kind, default 10), `CHAOS_SECS` (seconds of
 //! faults per run, default 3), `CHAOS_SEED` (the first run's seed,
 //! default: from the clock; printed, so a failure can be replayed) and
-//! `CHAOS_MEMBERSHIP=1` (members replaced too, as after a lost disk).
+//! `CHAOS_MEMBERSHIP=1` (members replaced too, as after a lost disk),
+//! `CHAOS_DISK=0` (no slow or full disks).
 
 use std::time::Duration;
 
 use ferrocd_e2e::chaos::{
     check_agreement, check_watch, plant_lost_write, plant_stale_read, run, Plan,
 };
-use ferrocd_e2e::linearizability::{check, Input, Output, State};
+use ferrocd_e2e::diskfault::Disks;
+use ferrocd_e2e::linearizability::{check, minimize, Input, Operation, Output, State};
 use ferrocd_e2e::netfault::NetFaults;
 use ferrocd_e2e::{in_ci, require_tool, Kind};
 
@@ -37,8 +39,22 @@ fn network_faults() -> bool {
     }
 }
 
+/// Whether slow and full disks can be among the faults: in CI they must
+/// (root, losetup, mkfs.ext4 and blkio are there).
+fn disk_faults() -> bool {
+    match Disks::available() {
+        Ok(()) => true,
+        Err(e) if in_ci() => panic!("disk faults are required in CI: {e}"),
+        Err(e) => {
+            eprintln!("runs without disk faults: {e}");
+            false
+        }
+    }
+}
+
 async fn runs(kind: Kind) {
     let network = network_faults();
+    let disk = env("CHAOS_DISK", 1) == 1 && disk_faults();
     // Replacing members takes seconds per fault (etcd adds a member only
     // once every member has been connected a while): long runs only.
     let membership = env("CHAOS_MEMBERSHIP", 0) == 1;
@@ -67,6 +83,7 @@ async fn runs(kind: Kind) {
             keys: 3,
             duration: Duration::from_secs(secs),
             network,
+            disk,
             membership,
         };
         let outcome = run(plan).await;
@@ -85,7 +102,12 @@ async fn runs(kind: Kind) {
         acknowledged += outcome.acknowledged;
         events += outcome.watch_events;
         progress += outcome.progress_notifications;
-        faults += outcome.faults.iter().filter(|f| f.kind != "none").count();
+        // A restart after a crash is the harness's answer, not a fault.
+        faults += outcome
+            .faults
+            .iter()
+            .filter(|f| f.kind != "none" && f.kind != "crash-restart")
+            .count();
         for f in &outcome.faults {
             *kinds.entry(f.kind).or_default() += 1;
             if f.kind.ends_with("-refused") {
@@ -126,6 +148,30 @@ async fn etcd_histories_under_faults_are_linearizable_as_the_control() {
     runs(Kind::Etcd).await;
 }
 
+/// A planted bug's history shrinks to a part of at most 10 operations
+/// (and a fifth of the whole) that still fails; returns the part's size.
+fn assert_shrinks(planted: &[Operation], start: &State) -> usize {
+    let m = minimize(planted, start).expect("the planted history fails");
+    let part: Vec<Operation> = m.kept.iter().map(|&i| planted[i].clone()).collect();
+    assert!(
+        check(&part, &m.start).is_err(),
+        "the minimised history passes"
+    );
+    assert!(
+        part.len() <= 10 && part.len() * 5 <= planted.len(),
+        "{} of {} operations left",
+        part.len(),
+        planted.len()
+    );
+    println!(
+        "minimised {} operations to {} from the store {:?}: {part:?}",
+        planted.len(),
+        part.len(),
+        m.start
+    );
+    part.len()
+}
+
 /// The checker finds bugs planted in a history recorded from a real run:
 /// a lost acknowledged write, a stale read, a reordered watch event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,6 +184,7 @@ async fn the_checker_finds_bugs_planted_in_a_recorded_history() {
         keys: 2,
         duration: Duration::from_secs(2),
         network: false,
+        disk: false,
         membership: false,
     })
     .await;
@@ -145,11 +192,13 @@ async fn the_checker_finds_bugs_planted_in_a_recorded_history() {
     let start = State::new(1, Default::default());
     let lost = plant_lost_write(&outcome.history).expect("a read that saw a value");
     assert!(check(&lost, &start).is_err(), "a lost write went unnoticed");
+    assert_shrinks(&lost, &start);
     let stale = plant_stale_read(&outcome.history).expect("a read after an overwrite");
     assert!(
         check(&stale, &start).is_err(),
         "a stale read went unnoticed"
     );
+    assert_shrinks(&stale, &start);
     // The recorded watch, with two events of different revisions swapped.
     let mut watch = outcome.watch.clone();
     assert!(check_watch(&outcome.history, &watch).is_empty());

@@ -1,6 +1,8 @@
 //! The faults of a run: members killed (-9) and restarted, frozen and
-//! thawed, partitioned or cut off one way, leadership moved, and (in long
-//! runs) members replaced as after a lost disk.
+//! thawed, partitioned or cut off one way, their disks slowed or filled,
+//! leadership moved, and (in long runs) members replaced as after a lost
+//! disk. A member that exits by itself (on a full disk, say) is restarted
+//! like a killed one.
 
 use std::time::{Duration, Instant};
 
@@ -8,8 +10,40 @@ use ferrocd_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use ferrocd_proto::etcdserverpb::MoveLeaderRequest;
 
 use super::{Fault, Plan, Rng};
+use crate::diskfault::Disks;
 use crate::netfault::NetFaults;
 use crate::Cluster;
+
+/// What can be done to a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Kill,
+    Stop,
+    MoveLeader,
+    Partition,
+    OneWay,
+    SlowDisk,
+    FullDisk,
+    Membership,
+    Nothing,
+}
+
+/// The actions a run draws from: network and disk faults when the run
+/// has them, membership changes in long runs.
+fn menu(network: bool, disk: bool, membership: bool) -> Vec<Action> {
+    let mut menu = vec![Action::Kill, Action::Stop, Action::MoveLeader];
+    if network {
+        menu.extend([Action::Partition, Action::OneWay]);
+    }
+    if disk {
+        menu.extend([Action::SlowDisk, Action::FullDisk]);
+    }
+    menu.push(Action::Nothing);
+    if membership {
+        menu.push(Action::Membership);
+    }
+    menu
+}
 
 /// Replaces member `i` as after a lost disk: removes it through another
 /// member, kills it, deletes its data, adds it back at the same peer URL
@@ -74,6 +108,7 @@ async fn replace(cluster: &mut Cluster, i: usize) -> (&'static str, String, bool
 async fn add_learner(
     cluster: &mut Cluster,
     net: Option<&mut NetFaults>,
+    disks: Option<&mut Disks>,
     gone: &mut Vec<bool>,
 ) -> (&'static str, String) {
     const REFUSED: &str = "learner-refused";
@@ -112,6 +147,12 @@ async fn add_learner(
             .procs_file(&name)
             .unwrap_or_else(|e| panic!("cgroup for {name}: {e}"));
         member.set_cgroup(procs);
+    }
+    if let Some(disks) = disks {
+        let dir = disks
+            .data_dir(&name)
+            .unwrap_or_else(|e| panic!("disk for {name}: {e}"));
+        member.set_data_dir(dir);
     }
     member.launch();
     cluster.members.push(member);
@@ -204,32 +245,58 @@ async fn move_leader(cluster: &Cluster, to: usize) -> String {
     }
 }
 
+/// Restarts every member (not removed) that exited by itself, as a
+/// supervisor would; each restart is recorded as a `crash-restart`.
+fn restart_crashed(cluster: &mut Cluster, gone: &[bool], t0: Instant, faults: &mut Vec<Fault>) {
+    for (i, m) in cluster.members.iter_mut().enumerate() {
+        if gone[i] {
+            continue;
+        }
+        let Some(status) = m.exit_status() else {
+            continue;
+        };
+        let log = m.log();
+        let last = log.lines().last().unwrap_or_default().to_string();
+        m.kill9();
+        m.launch();
+        faults.push(Fault {
+            at_ms: t0.elapsed().as_millis(),
+            kind: "crash-restart",
+            what: format!(
+                "{} had exited ({status}), restarted; its last log line: {last}",
+                m.name
+            ),
+        });
+    }
+}
+
 /// Applies a fault every 400-1000 ms until the run's time is up, then
-/// heals everything.
+/// heals everything and restarts the members that exited.
 pub(super) async fn inject(
     cluster: &mut Cluster,
     plan: &Plan,
     t0: Instant,
     mut net: Option<&mut NetFaults>,
+    mut disks: Option<&mut Disks>,
 ) -> Vec<Fault> {
     let mut rng = Rng(plan.seed ^ 0xfa17);
     let mut faults = Vec::new();
-    let kinds = if net.is_some() { 6 } else { 4 };
-    let kinds = kinds + u64::from(plan.membership);
+    let menu = menu(net.is_some(), disks.is_some(), plan.membership);
     // Members removed and not added back: no more faults aimed at them.
     // Members added during the run are pushed on.
     let mut gone = vec![false; plan.members];
     while t0.elapsed() < plan.duration {
         tokio::time::sleep(Duration::from_millis(400 + rng.below(600))).await;
+        restart_crashed(cluster, &gone, t0, &mut faults);
         let i = rng.below(cluster.members.len() as u64) as usize;
         let name = cluster.members[i].name.clone();
         if gone[i] {
             continue;
         }
         let pause = Duration::from_millis(200 + rng.below(800));
-        let fault = rng.below(kinds);
-        let (kind, what) = match (fault, net.as_deref_mut()) {
-            (k, _) if plan.membership && k == kinds - 1 => {
+        let action = menu[rng.below(menu.len() as u64) as usize];
+        let (kind, what) = match (action, net.as_deref_mut(), disks.as_deref_mut()) {
+            (Action::Membership, _, _) => {
                 let live = gone.iter().filter(|g| !**g).count();
                 match rng.below(3) {
                     0 => {
@@ -238,23 +305,26 @@ pub(super) async fn inject(
                         (kind, what)
                     }
                     _ if live > plan.members => remove_for_good(cluster, i, &mut gone).await,
-                    _ => add_learner(cluster, net.as_deref_mut(), &mut gone).await,
+                    _ => {
+                        let (net, disks) = (net.as_deref_mut(), disks.as_deref_mut());
+                        add_learner(cluster, net, disks, &mut gone).await
+                    }
                 }
             }
-            (0, _) => {
+            (Action::Kill, _, _) => {
                 cluster.members[i].kill9();
                 tokio::time::sleep(pause).await;
                 cluster.members[i].launch();
                 ("kill", format!("kill -9 {name}, restarted after {pause:?}"))
             }
-            (1, _) => {
+            (Action::Stop, _, _) => {
                 cluster.members[i].sigstop();
                 tokio::time::sleep(pause).await;
                 cluster.members[i].sigcont();
                 ("stop", format!("SIGSTOP {name} for {pause:?}"))
             }
-            (2, _) => ("move-leader", move_leader(cluster, i).await),
-            (3, Some(net)) => {
+            (Action::MoveLeader, _, _) => ("move-leader", move_leader(cluster, i).await),
+            (Action::Partition, Some(net), _) => {
                 // Long enough, at times, for the rest to elect a leader.
                 let cut_for = pause * 2;
                 for (j, other) in cluster.members.iter().enumerate() {
@@ -271,7 +341,7 @@ pub(super) async fn inject(
                     format!("{name} partitioned from the rest for {cut_for:?}"),
                 )
             }
-            (4, Some(net)) => {
+            (Action::OneWay, Some(net), _) => {
                 let n = cluster.members.len();
                 let j = (i + 1 + rng.below(n as u64 - 1) as usize) % n;
                 let to = cluster.members[j].name.clone();
@@ -282,6 +352,31 @@ pub(super) async fn inject(
                 (
                     "one-way",
                     format!("{name} -> {to} lost (one way) for {cut_for:?}"),
+                )
+            }
+            (Action::SlowDisk, _, Some(disks)) => {
+                // 1-3 writes a second: an fsync (data, then the
+                // journal's commit) waits about until the end.
+                let (slow_for, iops) = (pause * 2, 1 + rng.below(3) as u32);
+                disks.slow(&name, iops).expect("slow disk");
+                tokio::time::sleep(slow_for).await;
+                disks.heal().expect("heal disk");
+                (
+                    "slow-disk",
+                    format!("{name}'s disk slowed to {iops} writes/s for {slow_for:?}"),
+                )
+            }
+            (Action::FullDisk, _, Some(disks)) => {
+                let full_for = pause * 2;
+                let taken = disks.fill(&name).expect("fill disk");
+                tokio::time::sleep(full_for).await;
+                disks.heal().expect("heal disk");
+                (
+                    "disk-full",
+                    format!(
+                        "{name}'s disk full ({} MiB filled) for {full_for:?}",
+                        taken >> 20
+                    ),
                 )
             }
             _ => ("none", "none".to_string()),
@@ -300,5 +395,31 @@ pub(super) async fn inject(
     if let Some(net) = net {
         net.heal().expect("heal");
     }
+    if let Some(disks) = disks {
+        disks.heal().expect("heal disks");
+    }
+    restart_crashed(cluster, &gone, t0, &mut faults);
     faults
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_and_network_faults_are_drawn_only_when_the_run_has_them() {
+        let bare = menu(false, false, false);
+        assert!(!bare.contains(&Action::SlowDisk) && !bare.contains(&Action::Partition));
+        let all = menu(true, true, true);
+        for a in [
+            Action::Partition,
+            Action::OneWay,
+            Action::SlowDisk,
+            Action::FullDisk,
+            Action::Membership,
+            Action::Nothing,
+        ] {
+            assert!(all.contains(&a), "{a:?}");
+        }
+    }
 }

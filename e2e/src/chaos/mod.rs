@@ -2,7 +2,9 @@
 //! conditional puts through every member of a cluster while members are
 //! killed (-9) and restarted, frozen (SIGSTOP) and thawed, partitioned
 //! from the rest or cut off one way from another ([`crate::netfault`]),
-//! and leadership is moved ([`faults`]). Every operation is recorded with
+//! their disks made slow or full ([`crate::diskfault`]), and leadership
+//! is moved ([`faults`]); members that exit by themselves are restarted
+//! and must come back. Every operation is recorded with
 //! its call and return time ([`workload`]) and the history is checked for
 //! linearizability ([`crate::linearizability`]). Watches of every key, one
 //! from revision 2 and others from revisions chosen during the run, with
@@ -22,7 +24,8 @@ use std::time::{Duration, Instant};
 pub use planted::{plant_lost_write, plant_stale_read};
 pub use watch::{check_agreement, check_watch, Event, WatchLog};
 
-use crate::linearizability::{check, Operation, State, Violation};
+use crate::diskfault::Disks;
+use crate::linearizability::{check, minimize, Operation, State, Violation};
 use crate::netfault::NetFaults;
 use crate::{Cluster, Kind};
 
@@ -45,6 +48,9 @@ pub struct Plan {
     /// Whether partitions and one-way loss are among the faults (needs
     /// root, iptables and cgroup2: [`NetFaults::available`]).
     pub network: bool,
+    /// Whether slow and full disks are among the faults (needs root,
+    /// losetup, mkfs.ext4 and blkio: [`Disks::available`]).
+    pub disk: bool,
     /// Whether membership changes are among the faults: members replaced
     /// as after a lost disk (removed, data lost, added back empty at the
     /// same address), learners added and promoted, members removed for
@@ -56,7 +62,9 @@ pub struct Plan {
 #[derive(Debug, Clone)]
 pub struct Fault {
     pub at_ms: u128,
-    /// `kill`, `stop`, `move-leader`, `partition`, `one-way`, the
+    /// `kill`, `stop`, `move-leader`, `partition`, `one-way`,
+    /// `slow-disk`, `disk-full`, `crash-restart` (a member that had
+    /// exited by itself restarted), the
     /// membership changes `replace`, `learner` (added, then promoted) and
     /// `remove` (for good), each with a `-refused` form when the cluster
     /// would not make the change, or `none`.
@@ -75,6 +83,9 @@ pub struct Outcome {
     pub linearizability: Result<(), Violation>,
     /// Watch guarantees broken, in words.
     pub watch_violations: Vec<String>,
+    /// Members that did not come back after the faults (exited again or
+    /// did not answer), or that panicked, in words.
+    pub member_failures: Vec<String>,
     /// Watch events checked, over every watch.
     pub watch_events: usize,
     /// Progress notifications checked, over every watch.
@@ -88,7 +99,9 @@ pub struct Outcome {
 impl Outcome {
     /// Whether nothing was violated.
     pub fn ok(&self) -> bool {
-        self.linearizability.is_ok() && self.watch_violations.is_empty()
+        self.linearizability.is_ok()
+            && self.watch_violations.is_empty()
+            && self.member_failures.is_empty()
     }
 
     /// A report to replay and debug a failure: the seed, the faults, and
@@ -120,11 +133,53 @@ impl Outcome {
             for &i in v.longest_prefix.iter().rev().take(10).rev() {
                 s.push_str(&format!("  {:?}\n", self.history[i]));
             }
+            if let Some(m) = minimize(&self.history, &State::new(1, BTreeMap::new())) {
+                s.push_str(&format!(
+                    "MINIMISED: {} of the {} operations fail too ({}; {} checks); ms from the start:\n",
+                    m.kept.len(),
+                    self.history.len(),
+                    if m.with_gaps {
+                        "checked allowing revisions taken by the operations left out"
+                    } else {
+                        "checked as they are"
+                    },
+                    m.checks
+                ));
+                s.push_str(&format!("  from the store {:?}\n", m.start));
+                for &i in &m.kept {
+                    s.push_str(&format!("  {}\n", describe(&self.history[i])));
+                }
+            }
         }
         for w in &self.watch_violations {
             s.push_str(&format!("WATCH: {w}\n"));
         }
+        for m in &self.member_failures {
+            s.push_str(&format!("MEMBER: {m}\n"));
+        }
         s
+    }
+}
+
+/// One operation on a line: call and return (ms), client, what it
+/// asked and what it got.
+fn describe(op: &Operation) -> String {
+    let ms = |ns: u64| ns as f64 / 1e6;
+    match &op.ret {
+        Some((ret, out)) => format!(
+            "[{:.1}..{:.1}] client {}: {:?} -> {:?}",
+            ms(op.call),
+            ms(*ret),
+            op.client,
+            op.input,
+            out
+        ),
+        None => format!(
+            "[{:.1}..] client {}: {:?} -> unknown",
+            ms(op.call),
+            op.client,
+            op.input
+        ),
     }
 }
 
@@ -154,7 +209,18 @@ pub async fn run(plan: Plan) -> Outcome {
     let mut net = plan
         .network
         .then(|| NetFaults::new().unwrap_or_else(|e| panic!("network faults: {e}")));
+    let mut disks = plan
+        .disk
+        .then(|| Disks::new().unwrap_or_else(|e| panic!("disk faults: {e}")));
     let mut cluster = Cluster::prepare(plan.kind, plan.members, &[PROGRESS_INTERVAL]);
+    if let Some(disks) = &mut disks {
+        for m in &mut cluster.members {
+            let dir = disks
+                .data_dir(&m.name)
+                .unwrap_or_else(|e| panic!("disk for {}: {e}", m.name));
+            m.set_data_dir(dir);
+        }
+    }
     if let Some(net) = &mut net {
         for m in &mut cluster.members {
             let procs = net
@@ -186,11 +252,12 @@ pub async fn run(plan: Plan) -> Outcome {
         stop.clone(),
     ));
 
-    let faults = faults::inject(&mut cluster, &plan, t0, net.as_mut()).await;
+    let faults = faults::inject(&mut cluster, &plan, t0, net.as_mut(), disks.as_mut()).await;
     stop.store(true, Ordering::SeqCst);
     for c in clients {
         let _ = c.await;
     }
+    let member_failures = came_back(&mut cluster).await;
     let watch = watch.await.unwrap_or_default();
     let revision_watches = revision_watches.await.unwrap_or_default();
     let history = std::mem::take(&mut *history.lock().unwrap());
@@ -208,12 +275,54 @@ pub async fn run(plan: Plan) -> Outcome {
         acknowledged,
         linearizability,
         watch_violations,
+        member_failures,
         watch_events: every_watch().map(|w| w.events.len()).sum(),
         progress_notifications: every_watch().map(|w| w.progress.len()).sum(),
         watch,
         revision_watches,
         history,
     }
+}
+
+/// Every member still in the cluster must run and know a leader within
+/// 15 s of the faults' end (restarted members too: one that cannot
+/// start again after a full disk, say, fails the run), and no ferrocd
+/// member may have panicked.
+async fn came_back(cluster: &mut Cluster) -> Vec<String> {
+    let mut failures = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for m in &mut cluster.members {
+        if m.pid().is_none() {
+            continue; // removed
+        }
+        let tail = |m: &crate::Server| {
+            let log = m.log();
+            let lines: Vec<&str> = log.lines().collect();
+            lines[lines.len().saturating_sub(5)..].join("\n    ")
+        };
+        if m.kind == Kind::Ferrocd && m.log().contains("panicked at") {
+            failures.push(format!("{} panicked:\n    {}", m.name, tail(m)));
+        }
+        loop {
+            if let Some(status) = m.exit_status() {
+                failures.push(format!("{} exited ({status}):\n    {}", m.name, tail(m)));
+                break;
+            }
+            if m.status().await.is_ok_and(|s| s.leader != 0) {
+                break;
+            }
+            if Instant::now() > deadline {
+                failures.push(format!(
+                    "{} knows no leader 15 s after the faults:\n    {}",
+                    m.name,
+                    tail(m)
+                ));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    failures
 }
 
 #[cfg(test)]

@@ -13,9 +13,11 @@
 
 use std::collections::HashSet;
 
+mod minimize;
 mod model;
 
-pub use model::{Input, Operation, Output, State};
+pub use minimize::{minimize, Minimized};
+pub use model::{Gaps, Input, Operation, Output, State};
 
 /// Why a history is not linearizable: the operations linearized in the
 /// longest order found, and the operations none of whose placements after
@@ -45,6 +47,62 @@ const NIL: usize = usize::MAX;
 
 /// Checks `history` against a store that starts as `initial`.
 pub fn check(history: &[Operation], initial: &State) -> Result<(), Violation> {
+    search(history, initial, None)
+}
+
+/// Checks `history`, a part of a longer history that `gaps` describes,
+/// allowing the revisions that operations left out took (see
+/// [`State::step_with_gaps`]). More histories pass than with [`check`]:
+/// one that fails here fails there too.
+pub fn check_with_gaps(
+    history: &[Operation],
+    initial: &State,
+    gaps: &Gaps,
+) -> Result<(), Violation> {
+    search(history, initial, Some(gaps))
+}
+
+/// The states a store that starts as `initial` can be in once every
+/// operation of `history` has taken effect (`gaps` as for
+/// [`check_with_gaps`]): up to `limit + 1` of them, or `None` past
+/// `max_steps` steps of the search.
+pub(super) fn final_states(
+    history: &[Operation],
+    initial: &State,
+    gaps: Option<&Gaps>,
+    limit: usize,
+    max_steps: usize,
+) -> Option<Vec<State>> {
+    let mut finals = Finals {
+        states: Vec::new(),
+        limit,
+        steps_left: max_steps,
+        gave_up: false,
+    };
+    let _ = search_all(history, initial, gaps, Some(&mut finals));
+    (!finals.gave_up).then_some(finals.states)
+}
+
+/// What [`final_states`] collects.
+struct Finals {
+    states: Vec<State>,
+    limit: usize,
+    steps_left: usize,
+    gave_up: bool,
+}
+
+fn search(history: &[Operation], initial: &State, gaps: Option<&Gaps>) -> Result<(), Violation> {
+    search_all(history, initial, gaps, None)
+}
+
+/// The search; with `finals`, it goes on past the first order that
+/// explains every answer, collecting the states orders end in.
+fn search_all(
+    history: &[Operation],
+    initial: &State,
+    gaps: Option<&Gaps>,
+    mut finals: Option<&mut Finals>,
+) -> Result<(), Violation> {
     let mut entries = entries_in_time_order(history);
     let head_sentinel = entries.len();
     // A sentinel before the first entry makes lifting uniform.
@@ -68,7 +126,36 @@ pub fn check(history: &[Operation], initial: &State) -> Result<(), Violation> {
     let mut state = initial.clone();
     let mut entry = entries[head_sentinel].next;
 
-    while entries[head_sentinel].next != NIL {
+    loop {
+        if entries[head_sentinel].next == NIL {
+            let Some(f) = finals.as_deref_mut() else {
+                return Ok(());
+            };
+            if !f.states.contains(&state) {
+                f.states.push(state.clone());
+            }
+            // Other orders may end in other states.
+            if f.states.len() > f.limit
+                || !backtrack(
+                    &mut entries,
+                    &mut stack,
+                    &mut state,
+                    &mut linearized,
+                    &mut order,
+                    &mut entry,
+                )
+            {
+                return Ok(());
+            }
+            continue;
+        }
+        if let Some(f) = finals.as_deref_mut() {
+            if f.steps_left == 0 {
+                f.gave_up = true;
+                return Ok(());
+            }
+            f.steps_left -= 1;
+        }
         // Every candidate was tried, or a return came before its
         // operation was placed: undo the last step.
         if entry == NIL || !entries[entry].is_call {
@@ -90,7 +177,11 @@ pub fn check(history: &[Operation], initial: &State) -> Result<(), Violation> {
         let e = entries[entry];
         let op = &history[e.op];
         let output = op.ret.as_ref().map(|(_, out)| out);
-        if let Some(next) = state.step(&op.input, output) {
+        let next = match gaps {
+            None => state.step(&op.input, output),
+            Some(gaps) => state.step_with_gaps(&op.input, output, gaps),
+        };
+        if let Some(next) = next {
             linearized[e.op] = true;
             let key = (bits(&linearized), next.fingerprint());
             if seen.insert(key) {
@@ -109,7 +200,6 @@ pub fn check(history: &[Operation], initial: &State) -> Result<(), Violation> {
         }
         entry = e.next;
     }
-    Ok(())
 }
 
 fn backtrack(

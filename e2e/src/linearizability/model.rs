@@ -101,6 +101,43 @@ pub struct Operation {
     pub ret: Option<(u64, Output)>,
 }
 
+/// The value `input` writes, if it writes one.
+fn written_value(input: &Input) -> Option<&str> {
+    match input {
+        Input::Put { value, .. } | Input::PutIf { value, .. } | Input::PutLeased { value, .. } => {
+            Some(value)
+        }
+        _ => None,
+    }
+}
+
+/// What a sub-history's check knows of the whole: the mod revision reads
+/// saw each value with (values are unique to their write).
+#[derive(Debug, Default)]
+pub struct Gaps {
+    written: std::collections::HashMap<String, i64>,
+}
+
+impl Gaps {
+    /// Collects what the reads of `history` saw.
+    pub fn of(history: &[Operation]) -> Gaps {
+        let mut written = std::collections::HashMap::new();
+        for op in history {
+            if let Some((
+                _,
+                Output::Get {
+                    value: Some((v, r)),
+                    ..
+                },
+            )) = &op.ret
+            {
+                written.insert(v.clone(), *r);
+            }
+        }
+        Gaps { written }
+    }
+}
+
 /// The store as the model sees it: its revision, every live key's value
 /// and mod revision, and every lease with the keys attached to it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
@@ -137,6 +174,53 @@ impl State {
     fn detach(&mut self, key: &str) {
         for keys in self.leases.values_mut() {
             keys.remove(key);
+        }
+    }
+
+    /// Like [`State::step`], but operations left out of the history may
+    /// have taken revisions between this state and `input` (`gaps`: the
+    /// check of a sub-history, see [`super::minimize`]): the revision
+    /// moves up to what `output` shows, never down; a write whose outcome
+    /// is unknown takes the mod revision a read saw its value with
+    /// (`gaps.written`), if one did.
+    pub(super) fn step_with_gaps(
+        &self,
+        input: &Input,
+        output: Option<&Output>,
+        gaps: &Gaps,
+    ) -> Option<State> {
+        let shown = match output {
+            Some(Output::LeaseNotFound) => None,
+            Some(out) => Some(out.revision() - i64::from(self.bumps(input))),
+            // Placed where a read saw it, when it can be; otherwise (it
+            // never took effect, say) as without gaps.
+            None => written_value(input)
+                .and_then(|v| gaps.written.get(v))
+                .map(|r| r - 1)
+                .filter(|&r| r >= self.revision),
+        };
+        match shown {
+            Some(r) if r < self.revision => None,
+            Some(r) => State {
+                revision: r,
+                ..self.clone()
+            }
+            .step(input, output),
+            None => self.step(input, output),
+        }
+    }
+
+    /// Whether `input` takes a revision from this state.
+    fn bumps(&self, input: &Input) -> bool {
+        match input {
+            Input::Get { .. } | Input::Grant { .. } => false,
+            Input::Put { .. } => true,
+            Input::PutLeased { lease, .. } => self.leases.contains_key(lease),
+            Input::Delete { key } => self.keys.contains_key(key),
+            Input::PutIf { key, expect, .. } => {
+                self.keys.get(key).map_or(0, |(_, rev)| *rev) == *expect
+            }
+            Input::Revoke { lease } => self.leases.get(lease).is_some_and(|k| !k.is_empty()),
         }
     }
 
