@@ -54,9 +54,11 @@ const STATE_FLUSH_MS: u64 = 1000;
 /// includes loading the snapshot).
 const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 60_000;
 
-/// Most log entries in one append to a follower (entries are batches of
-/// client writes, up to 4 MiB each).
-const MAX_PAYLOAD_ENTRIES: u64 = 64;
+/// Most log entries in one append to a follower; the log store also stops
+/// an append at about 256 KiB of entries (entries are batches of client
+/// writes, up to 4 MiB each), so this only bounds a follower catching up
+/// on many small entries.
+const MAX_PAYLOAD_ENTRIES: u64 = 4096;
 
 /// Where a member keeps its identity, written at its first start so that
 /// later starts ignore the `--initial-*` flags, as etcd does.

@@ -25,6 +25,11 @@ const COMMITTED: &[u8] = b"committed";
 /// Reads of at most this many entries, within this many of the newest, are
 /// served from the page cache without leaving the async runtime.
 const NEAR_TAIL: u64 = 64;
+/// Bytes of entries replication puts in one append, as etcd's 1 MiB
+/// `MaxSizePerMsg` bounds its messages (a quarter of it: openraft waits
+/// for each append's answer, within a heartbeat interval, before the
+/// next).
+const APPEND_BYTES: u64 = 256 << 10;
 
 /// The log store. Clones share the same log.
 #[derive(Clone)]
@@ -198,10 +203,38 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => *i,
             Bound::Unbounded => u64::MAX,
         };
+        self.read_entries(start, end, u64::MAX).await
+    }
+
+    /// What replication sends a follower in one append: entries from
+    /// `start` up to about [`APPEND_BYTES`] (at least one), so a follower
+    /// far behind gets many small entries per round trip and never one
+    /// huge message.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+        self.read_entries(start, end, APPEND_BYTES).await
+    }
+}
+
+impl LogStore {
+    /// Entries `start..end`, stopping after the one that reaches
+    /// `max_bytes` of encoded entries.
+    async fn read_entries(
+        &self,
+        start: u64,
+        end: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
         let raw = if self.near_tail(start, end) {
             // Replication of what was just appended: still in the page
             // cache, so read here, without a hand-off to the blocking pool.
-            self.log().wal.read(start, end).map_err(read_error)?
+            self.log()
+                .wal
+                .read_limited(start, end, max_bytes)
+                .map_err(read_error)?
         } else {
             // Disk reads (a follower catching up may need many entries):
             // off the async runtime.
@@ -210,7 +243,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
                 wal.lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .wal
-                    .read(start, end)
+                    .read_limited(start, end, max_bytes)
             })
             .await
             .map_err(read_error)?

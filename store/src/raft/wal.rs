@@ -365,11 +365,23 @@ impl Wal {
 
     /// Reads the payloads of the entries with indexes in `from..to`.
     pub fn read(&self, from: u64, to: u64) -> io::Result<Vec<Vec<u8>>> {
+        self.read_limited(from, to, u64::MAX)
+    }
+
+    /// Reads the payloads of the entries with indexes in `from..to`, but
+    /// stops after the entry that brings them to `max_bytes` (the first
+    /// entry is always read, however large).
+    pub fn read_limited(&self, from: u64, to: u64, max_bytes: u64) -> io::Result<Vec<Vec<u8>>> {
         if from >= to {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
+        let mut bytes = 0u64;
         for (_, loc) in self.index.range(from..to) {
+            if bytes >= max_bytes {
+                break;
+            }
+            bytes += u64::from(loc.len);
             let seg = self
                 .segments
                 .iter()

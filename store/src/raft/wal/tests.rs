@@ -31,6 +31,23 @@ fn appended_entries_read_back_after_reopen() {
 }
 
 #[test]
+fn a_limited_read_stops_at_the_entry_that_reaches_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::open(dir.path(), None).unwrap();
+    // Entries of 7 bytes ("entry 1".."entry 9").
+    wal.append(&records(1..10)).unwrap();
+    assert_eq!(wal.read_limited(1, 10, 14).unwrap().len(), 2);
+    assert_eq!(wal.read_limited(1, 10, 15).unwrap().len(), 3);
+    // The first entry comes whatever the budget; the range still bounds.
+    assert_eq!(
+        wal.read_limited(4, 10, 1).unwrap(),
+        vec![b"entry 4".to_vec()]
+    );
+    assert_eq!(wal.read_limited(4, 6, u64::MAX).unwrap().len(), 2);
+    assert!(wal.read_limited(6, 6, 100).unwrap().is_empty());
+}
+
+#[test]
 fn a_torn_tail_is_cut_off_at_the_last_whole_record() {
     let dir = tempfile::tempdir().unwrap();
     let mut wal = Wal::open(dir.path(), None).unwrap();
