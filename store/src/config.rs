@@ -92,6 +92,17 @@ pub struct Flags {
     )]
     pub initial_cluster_token: String,
 
+    /// Recover from a lost quorum: start from this member's data as the
+    /// only member of its cluster (same member and cluster ids, every
+    /// other member removed); add members back with `member add`. Applied
+    /// once: later starts with the flag still set keep the membership as
+    /// it is then (etcd rewrites it at every start), and a start without
+    /// the flag makes the next one with it force again. Without data, a
+    /// normal start.
+    #[arg(long, env = "ETCD_FORCE_NEW_CLUSTER", default_value_t = false,
+          num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub force_new_cluster: bool,
+
     /// Maximum number of learners in the cluster (MemberAdd refuses more).
     #[arg(
         long,
@@ -215,6 +226,8 @@ pub struct Config {
     pub initial_cluster: Vec<InitialMember>,
     /// `--initial-cluster-state=existing`: join a running cluster.
     pub join_existing: bool,
+    /// `--force-new-cluster`: become the only member (see [`Flags`]).
+    pub force_new_cluster: bool,
     pub max_learners: usize,
     pub strict_reconfig_check: bool,
     pub member_id: u64,
@@ -311,6 +324,7 @@ impl Config {
             listen_peer: net.listen_peer,
             initial_cluster,
             join_existing: f.initial_cluster_state == "existing",
+            force_new_cluster: f.force_new_cluster,
             max_learners: limits.max_learners,
             strict_reconfig_check: f.strict_reconfig_check,
             member_id,
@@ -576,6 +590,7 @@ mod tests {
         .unwrap();
         let c = Config::from_flags(f).unwrap();
         assert!(c.join_existing);
+        assert!(!c.force_new_cluster);
         assert_eq!(c.max_learners, 2);
         assert!(!c.strict_reconfig_check);
         assert!(
@@ -584,6 +599,14 @@ mod tests {
                 .strict_reconfig_check
         );
         assert!(flags(&["--initial-cluster-state=joining"]).is_err());
+        for (args, want) in [
+            (&["--force-new-cluster"][..], true),
+            (&["-force-new-cluster=true"][..], true),
+            (&["--force-new-cluster=false"][..], false),
+        ] {
+            let c = Config::from_flags(flags(args).unwrap()).unwrap();
+            assert_eq!(c.force_new_cluster, want, "{args:?}");
+        }
         assert!(Config::from_flags(flags(&["--max-learners=0"]).unwrap()).is_err());
     }
 

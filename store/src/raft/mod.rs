@@ -10,6 +10,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod backend;
+pub mod force;
 mod log_store;
 pub mod network;
 pub mod peer_failure;
