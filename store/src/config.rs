@@ -103,6 +103,12 @@ pub struct Flags {
           num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub force_new_cluster: bool,
 
+    /// ferrocd's own: act as `--force-new-cluster` when this is the
+    /// member's `--name` (pods sharing one template, one of them chosen by
+    /// an operator); anything else, or empty, has no effect.
+    #[arg(long, env = "FERROCD_FORCE_NEW_CLUSTER_MEMBER")]
+    pub force_new_cluster_member: Option<String>,
+
     /// Maximum number of learners in the cluster (MemberAdd refuses more).
     #[arg(
         long,
@@ -311,6 +317,8 @@ impl Config {
         let quota = Quota::from_flag(f.quota_backend_bytes);
         notes.extend(quota.warning());
         notes.extend(ignored(&f));
+        let force_new_cluster =
+            f.force_new_cluster || f.force_new_cluster_member.as_deref() == Some(f.name.as_str());
         let cluster_id = ids::cluster_id(&initial_cluster.iter().map(|m| m.id).collect::<Vec<_>>());
         Ok(Config {
             data_dir: f
@@ -324,7 +332,7 @@ impl Config {
             listen_peer: net.listen_peer,
             initial_cluster,
             join_existing: f.initial_cluster_state == "existing",
-            force_new_cluster: f.force_new_cluster,
+            force_new_cluster,
             max_learners: limits.max_learners,
             strict_reconfig_check: f.strict_reconfig_check,
             member_id,
@@ -607,6 +615,16 @@ mod tests {
             let c = Config::from_flags(flags(args).unwrap()).unwrap();
             assert_eq!(c.force_new_cluster, want, "{args:?}");
         }
+        let member = |args: &[&str]| {
+            let mut all = vec!["--name=m-1"];
+            all.extend(args);
+            Config::from_flags(flags(&all).unwrap())
+                .unwrap()
+                .force_new_cluster
+        };
+        assert!(member(&["--force-new-cluster-member=m-1"]));
+        assert!(!member(&["--force-new-cluster-member=m-0"]));
+        assert!(!member(&["--force-new-cluster-member="]));
         assert!(Config::from_flags(flags(&["--max-learners=0"]).unwrap()).is_err());
     }
 
