@@ -764,5 +764,6 @@ fn errors_are_labelled_by_their_innermost_cause() {
     assert_eq!(wrapped.metric_label(), "membership");
 }
 
+mod recovery;
 mod tls;
 mod upgrade;
