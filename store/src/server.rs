@@ -33,7 +33,7 @@ use crate::config::{Config, Listen};
 use crate::lease::Lessor;
 use crate::mvcc::Mvcc;
 use crate::raft::backend::OpenDb;
-use crate::raft::force::{self, Forced};
+use crate::raft::force;
 use crate::raft::network::MAX_PEER_MESSAGE;
 use crate::raft::{Backend, LogStore, Member, Network, PeerClients, Raft, StateMachine};
 use crate::tls::{self, client::ClientTls, server::ServerTls};
@@ -258,7 +258,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
         backend.clone(),
     );
     let mut log = log;
-    apply_force_new_cluster(&config, &dir, &mut log, &mut sm).await?;
+    force::at_start(&config, &dir, &mut log, &mut sm).await?;
 
     let raft_config = openraft::Config {
         cluster_name: "ferrocd".into(),
@@ -373,41 +373,6 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
         wal,
         peer_servers,
     })
-}
-
-/// Acts on `--force-new-cluster` before raft starts (see
-/// [`crate::raft::force`]); without the flag, forgets an earlier use of it.
-async fn apply_force_new_cluster(
-    config: &Config,
-    dir: &Path,
-    log: &mut LogStore,
-    sm: &mut StateMachine,
-) -> anyhow::Result<()> {
-    if !config.force_new_cluster {
-        return Ok(force::clear_record(dir)?);
-    }
-    let me = Member {
-        name: config.name.clone(),
-        peer_urls: config.peer_urls.clone(),
-        client_urls: config.advertise_client_urls.clone(),
-    };
-    let member = format!("{:x}", config.member_id);
-    match force::force_new_cluster(dir, log, sm, config.member_id, me).await? {
-        Forced::Empty => info!("--force-new-cluster: no data yet, starting as usual"),
-        Forced::AlreadyAlone => info!(%member, "--force-new-cluster: already the only member"),
-        Forced::AlreadyForced { index } => warn!(
-            %member, index,
-            "--force-new-cluster: applied by an earlier start (membership at this log index); \
-             keeping the membership as it is now. Start once without the flag to make it force again"
-        ),
-        Forced::Rewritten { index, removed } => warn!(
-            %member, index,
-            removed = ?removed.iter().map(|id| format!("{id:x}")).collect::<Vec<_>>(),
-            "--force-new-cluster: this member is now the only member of its cluster; \
-             add members back with member add"
-        ),
-    }
-    Ok(())
 }
 
 /// Makes the self-signed certificates of `--auto-tls`/`--peer-auto-tls`

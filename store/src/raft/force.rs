@@ -24,7 +24,10 @@ use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, RaftLogReader, Vote};
 use serde::{Deserialize, Serialize};
 
+use tracing::{info, warn};
+
 use super::{LogId, LogStore, Member, Membership, StateMachine, StorageError};
+use crate::config::Config;
 
 /// The record of a forced membership, in the member directory.
 const RECORD: &str = "force_new_cluster.json";
@@ -120,6 +123,41 @@ pub async fn force_new_cluster(
         index: log_id.index,
         removed: plan.removed,
     })
+}
+
+/// Acts on `--force-new-cluster` before raft starts (see
+/// [`crate::raft::force`]); without the flag, forgets an earlier use of it.
+pub async fn at_start(
+    config: &Config,
+    dir: &Path,
+    log: &mut LogStore,
+    sm: &mut StateMachine,
+) -> Result<(), ForceError> {
+    if !config.force_new_cluster {
+        return clear_record(dir);
+    }
+    let me = Member {
+        name: config.name.clone(),
+        peer_urls: config.peer_urls.clone(),
+        client_urls: config.advertise_client_urls.clone(),
+    };
+    let member = format!("{:x}", config.member_id);
+    match force_new_cluster(dir, log, sm, config.member_id, me).await? {
+        Forced::Empty => info!("--force-new-cluster: no data yet, starting as usual"),
+        Forced::AlreadyAlone => info!(%member, "--force-new-cluster: already the only member"),
+        Forced::AlreadyForced { index } => warn!(
+            %member, index,
+            "--force-new-cluster: applied by an earlier start (membership at this log index); \
+             keeping the membership as it is now. Start once without the flag to make it force again"
+        ),
+        Forced::Rewritten { index, removed } => warn!(
+            %member, index,
+            removed = ?removed.iter().map(|id| format!("{id:x}")).collect::<Vec<_>>(),
+            "--force-new-cluster: this member is now the only member of its cluster; \
+             add members back with member add"
+        ),
+    }
+    Ok(())
 }
 
 /// Removes the record of an earlier forced membership: a start without the
