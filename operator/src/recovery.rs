@@ -3,8 +3,9 @@
 //! `spec.recovery` to what the reconciler should do (see
 //! `controller::recovery` for the I/O).
 //!
-//! The quorum is lost when fewer voters than a quorum of the voters last
-//! seen know a leader. Without `spec.recovery` that is only reported. With
+//! The quorum counts as lost when no member that answers knows a leader
+//! (one that knows one is proof a leader with a quorum is out there, even
+//! if the operator can reach only that member). Without `spec.recovery` that is only reported. With
 //! `FromSurvivor`, once the grace period has passed, the member with the
 //! highest raft index among those that answer is forced to become the only
 //! member (`--force-new-cluster`); the planner then grows the cluster back
@@ -13,7 +14,7 @@
 use std::time::Duration;
 
 use crate::crd::{RecoveryMode, RecoverySpec};
-use crate::membership::{quorum, EndpointStatus};
+use crate::membership::EndpointStatus;
 
 /// What one member pod answered to `Maintenance.Status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,9 +31,6 @@ pub struct Probe {
 pub struct Situation<'a> {
     /// `spec.recovery`.
     pub recovery: Option<&'a RecoverySpec>,
-    /// Voters in the member list last seen (the store can not list them
-    /// without a quorum).
-    pub voters: usize,
     /// One probe per member pod.
     pub probes: &'a [Probe],
     /// How long the quorum has been reported lost (`None`: it was not).
@@ -44,7 +42,7 @@ pub struct Situation<'a> {
 /// What to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Enough voters know a leader.
+    /// A member knows a leader.
     Healthy,
     /// The quorum is lost and `spec.recovery` is absent: report only.
     ReportOnly { reachable: usize },
@@ -89,11 +87,7 @@ pub fn decide(s: &Situation<'_>) -> Decision {
     }
     let answering: Vec<&EndpointStatus> =
         s.probes.iter().filter_map(|p| p.status.as_ref()).collect();
-    let led = answering
-        .iter()
-        .filter(|st| !st.is_learner && st.leader != 0)
-        .count();
-    if s.voters == 0 || led >= quorum(s.voters) {
+    if answering.iter().any(|st| st.leader != 0) {
         return Decision::Healthy;
     }
     let Some(recovery) = s.recovery else {
@@ -163,7 +157,6 @@ mod tests {
     ) -> Situation<'a> {
         Situation {
             recovery,
-            voters: 3,
             probes,
             lost_for: Some(Duration::from_secs(lost_for)),
             forcing: None,
@@ -223,10 +216,8 @@ mod tests {
             probe(4, None),
         ];
         let spec = from_survivor();
-        let mut s = situation(Some(&spec), &probes, 31);
-        s.voters = 5;
         assert_eq!(
-            decide(&s),
+            decide(&situation(Some(&spec), &probes, 31)),
             Decision::Force {
                 ordinal: 1,
                 raft_index: 12
@@ -269,13 +260,22 @@ mod tests {
     }
 
     #[test]
-    fn a_learner_alone_knowing_a_leader_is_no_quorum() {
+    fn one_reachable_member_that_knows_a_leader_means_the_quorum_is_elsewhere() {
+        // The operator is cut off from two members that, with this one,
+        // still form the cluster: nothing may be deleted.
+        let spec = from_survivor();
+        let probes = [
+            probe(0, None),
+            probe(1, None),
+            probe(2, Some(status(3, 1, 10))),
+        ];
+        assert_eq!(
+            decide(&situation(Some(&spec), &probes, 999)),
+            Decision::Healthy
+        );
         let mut learner = status(4, 1, 10);
         learner.is_learner = true;
-        let probes = [probe(0, None), probe(1, None), probe(3, Some(learner))];
-        assert_eq!(
-            decide(&situation(None, &probes, 0)),
-            Decision::ReportOnly { reachable: 1 }
-        );
+        let probes = [probe(0, None), probe(3, Some(learner))];
+        assert_eq!(decide(&situation(None, &probes, 999)), Decision::Healthy);
     }
 }

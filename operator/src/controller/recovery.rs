@@ -77,7 +77,6 @@ pub(super) async fn step<C: EtcdConnector>(
         Decision::Healthy
     } else {
         let probes = probe(cluster_ref, replicas, etcd).await;
-        let voters = previous.members.iter().filter(|m| !m.is_learner).count();
         let now = Timestamp::now();
         let lost_for = previous
             .conditions
@@ -86,11 +85,6 @@ pub(super) async fn step<C: EtcdConnector>(
             .and_then(|c| now.duration_since(c.last_transition_time.0).try_into().ok());
         recovery::decide(&Situation {
             recovery: cluster.spec.recovery.as_ref(),
-            voters: if voters == 0 {
-                replicas as usize
-            } else {
-                voters
-            },
             probes: &probes,
             lost_for,
             forcing,
@@ -229,13 +223,13 @@ fn conditions(
         Decision::Healthy | Decision::Recovered { .. } => (
             false,
             "QuorumPresent",
-            "a quorum of voters knows a leader".to_string(),
+            "a member knows a leader".to_string(),
         ),
         Decision::ReportOnly { reachable } => (
             true,
             "NoRecoveryConfigured",
             format!(
-                "a majority of voters is unreachable ({reachable} member(s) answer, none with a leader); \
+                "no member knows a leader ({reachable} of the member pods answer); \
                  spec.recovery is not set, so nothing is done automatically: bring members back, \
                  or set spec.recovery.mode: FromSurvivor"
             ),
@@ -244,14 +238,14 @@ fn conditions(
             true,
             "GracePeriod",
             format!(
-                "a majority of voters is unreachable; recovery starts in {}s unless it comes back",
+                "no member knows a leader; recovery starts in {}s unless one does",
                 remaining.as_secs()
             ),
         ),
         Decision::NoSurvivor => (
             true,
             "NoSurvivor",
-            "a majority of voters is unreachable and no member answers: nothing to rebuild from".into(),
+            "no member answers: nothing to rebuild from".into(),
         ),
         Decision::Force { ordinal, .. } | Decision::AwaitSurvivor { ordinal } => (
             true,
