@@ -3,9 +3,12 @@
 //! `spec.recovery` to what the reconciler should do (see
 //! `controller::recovery` for the I/O).
 //!
-//! The quorum counts as lost when no member that answers knows a leader
-//! (one that knows one is proof a leader with a quorum is out there, even
-//! if the operator can reach only that member). Without `spec.recovery` that is only reported. With
+//! The quorum counts as lost when fewer member pods than a quorum of the
+//! voters last seen are Ready (the kubelet's view: it holds even when the
+//! operator can not reach the pods) and fewer voters than a quorum answer
+//! with a leader (the store's view: a member that lost its quorum may still
+//! name itself leader, so one answer is not enough). Both must agree
+//! before anything is deleted. Without `spec.recovery` that is only reported. With
 //! `FromSurvivor`, once the grace period has passed, the member with the
 //! highest raft index among those that answer is forced to become the only
 //! member (`--force-new-cluster`); the planner then grows the cluster back
@@ -14,7 +17,7 @@
 use std::time::Duration;
 
 use crate::crd::{RecoveryMode, RecoverySpec};
-use crate::membership::EndpointStatus;
+use crate::membership::{quorum, EndpointStatus};
 
 /// What one member pod answered to `Maintenance.Status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +34,11 @@ pub struct Probe {
 pub struct Situation<'a> {
     /// `spec.recovery`.
     pub recovery: Option<&'a RecoverySpec>,
+    /// Voters in the member list last seen (the store can not list them
+    /// without a quorum).
+    pub voters: usize,
+    /// Member pods that are Ready.
+    pub ready_pods: usize,
     /// One probe per member pod.
     pub probes: &'a [Probe],
     /// How long the quorum has been reported lost (`None`: it was not).
@@ -42,7 +50,7 @@ pub struct Situation<'a> {
 /// What to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// A member knows a leader.
+    /// Enough member pods are Ready, or enough voters know a leader.
     Healthy,
     /// The quorum is lost and `spec.recovery` is absent: report only.
     ReportOnly { reachable: usize },
@@ -87,7 +95,12 @@ pub fn decide(s: &Situation<'_>) -> Decision {
     }
     let answering: Vec<&EndpointStatus> =
         s.probes.iter().filter_map(|p| p.status.as_ref()).collect();
-    if answering.iter().any(|st| st.leader != 0) {
+    let led = answering
+        .iter()
+        .filter(|st| !st.is_learner && st.leader != 0)
+        .count();
+    let needed = quorum(s.voters);
+    if s.voters == 0 || s.ready_pods >= needed || led >= needed {
         return Decision::Healthy;
     }
     let Some(recovery) = s.recovery else {
@@ -157,6 +170,8 @@ mod tests {
     ) -> Situation<'a> {
         Situation {
             recovery,
+            voters: 3,
+            ready_pods: 0,
             probes,
             lost_for: Some(Duration::from_secs(lost_for)),
             forcing: None,
@@ -260,22 +275,46 @@ mod tests {
     }
 
     #[test]
-    fn one_reachable_member_that_knows_a_leader_means_the_quorum_is_elsewhere() {
-        // The operator is cut off from two members that, with this one,
-        // still form the cluster: nothing may be deleted.
+    fn ready_pods_the_operator_can_not_reach_keep_the_quorum() {
+        // Cut off from two members the kubelet still finds Ready: nothing
+        // may be deleted.
         let spec = from_survivor();
         let probes = [
             probe(0, None),
             probe(1, None),
-            probe(2, Some(status(3, 1, 10))),
+            probe(2, Some(status(3, 0, 10))),
+        ];
+        let mut s = situation(Some(&spec), &probes, 999);
+        s.ready_pods = 2;
+        assert_eq!(decide(&s), Decision::Healthy);
+    }
+
+    #[test]
+    fn a_member_that_still_names_itself_leader_alone_is_no_quorum() {
+        // A leader cut off from its followers keeps naming itself until
+        // it steps down; its pod is not Ready.
+        let spec = from_survivor();
+        let probes = [
+            probe(0, Some(status(1, 1, 10))),
+            probe(1, None),
+            probe(2, None),
         ];
         assert_eq!(
-            decide(&situation(Some(&spec), &probes, 999)),
-            Decision::Healthy
+            decide(&situation(Some(&spec), &probes, 60)),
+            Decision::Force {
+                ordinal: 0,
+                raft_index: 10
+            }
         );
-        let mut learner = status(4, 1, 10);
-        learner.is_learner = true;
-        let probes = [probe(0, None), probe(3, Some(learner))];
+    }
+
+    #[test]
+    fn voters_answering_with_a_leader_keep_the_quorum_whatever_the_readiness() {
+        let probes = [
+            probe(0, Some(status(1, 2, 10))),
+            probe(1, Some(status(2, 2, 10))),
+            probe(2, None),
+        ];
         assert_eq!(decide(&situation(None, &probes, 999)), Decision::Healthy);
     }
 }

@@ -83,8 +83,15 @@ pub(super) async fn step<C: EtcdConnector>(
             .iter()
             .find(|c| c.type_ == QUORUM_LOST && c.status == "True")
             .and_then(|c| now.duration_since(c.last_transition_time.0).try_into().ok());
+        let voters = previous.members.iter().filter(|m| !m.is_learner).count();
         recovery::decide(&Situation {
             recovery: cluster.spec.recovery.as_ref(),
+            voters: if voters == 0 {
+                replicas as usize
+            } else {
+                voters
+            },
+            ready_pods: seen.ready_pods.len(),
             probes: &probes,
             lost_for,
             forcing,
@@ -223,13 +230,14 @@ fn conditions(
         Decision::Healthy | Decision::Recovered { .. } => (
             false,
             "QuorumPresent",
-            "a member knows a leader".to_string(),
+            "a quorum of member pods is Ready, or of voters knows a leader".to_string(),
         ),
         Decision::ReportOnly { reachable } => (
             true,
             "NoRecoveryConfigured",
             format!(
-                "no member knows a leader ({reachable} of the member pods answer); \
+                "fewer member pods than a quorum are Ready and fewer voters than a quorum know a leader \
+                 ({reachable} of the member pods answer); \
                  spec.recovery is not set, so nothing is done automatically: bring members back, \
                  or set spec.recovery.mode: FromSurvivor"
             ),
@@ -238,7 +246,7 @@ fn conditions(
             true,
             "GracePeriod",
             format!(
-                "no member knows a leader; recovery starts in {}s unless one does",
+                "the quorum is lost; recovery starts in {}s unless it comes back",
                 remaining.as_secs()
             ),
         ),
