@@ -19,8 +19,11 @@
 //! (`kube_apiserver/backup.rs`), and `examples/etcdcluster-cert-manager.yaml`
 //! runs on the Certificates it renders, signed by the test in
 //! cert-manager's place (`kube_apiserver/cert_manager.rs`); at the end a
-//! 1-member emptyDir cluster outlives its pod and the clusters are deleted
-//! with and without their PVCs (`kube_apiserver/lifecycle.rs`).
+//! 1-member emptyDir cluster outlives its pod, a cluster with
+//! `spec.recovery` is rebuilt from its survivor after losing two of three
+//! members with their volumes (`kube_apiserver/recovery.rs`), and the
+//! clusters are deleted with and without their PVCs
+//! (`kube_apiserver/lifecycle.rs`).
 
 #[path = "kube_apiserver/backup.rs"]
 mod backup_scenario;
@@ -28,6 +31,8 @@ mod backup_scenario;
 mod cert_manager_scenario;
 #[path = "kube_apiserver/lifecycle.rs"]
 mod lifecycle;
+#[path = "kube_apiserver/recovery.rs"]
+mod recovery_scenario;
 #[path = "kube_apiserver/tls.rs"]
 mod tls_scenario;
 #[path = "kube_apiserver/upgrade.rs"]
@@ -111,13 +116,15 @@ fn kubernetes_on_ferrocd_runs_the_operator_through_volume_and_leader_loss() {
     timings.lap("cert-manager Certificates rendered, Secrets signed outside, cluster served");
     lifecycle::lone_empty_dir_member_survives_its_pod(&node);
     timings.lap("1-member emptyDir cluster outlived its pod");
+    let recovery_outage = recovery_scenario::quorum_loss_is_rebuilt_from_the_survivor(&node);
+    timings.lap("quorum lost (2 of 3 pods and PVCs), rebuilt from the survivor");
     lifecycle::deletion_keeps_or_removes_volumes(&node);
     timings.lap("clusters deleted, PVCs kept or removed per retainOnDelete");
 
     drop(node);
     timings.lap("node down");
     eprintln!(
-        "suite: {:.1?} in all; writes through the client Service failed for {outage:.1?} after the leader pod was deleted, {upgrade_outage:.1?} during the image upgrade\n{}",
+        "suite: {:.1?} in all; writes through the client Service failed for {outage:.1?} after the leader pod was deleted, {upgrade_outage:.1?} during the image upgrade, {recovery_outage:.1?} during the quorum-loss recovery\n{}",
         started.elapsed(),
         timings.report()
     );

@@ -55,6 +55,10 @@ pub const MANAGED_OBJECTS_SELECTOR: &str = "app.kubernetes.io/managed-by=ferrocd
 
 const CONFIG_INITIAL_CLUSTER: &str = "initial-cluster";
 const CONFIG_INITIAL_CLUSTER_STATE: &str = "initial-cluster-state";
+/// Key of the bootstrap ConfigMap naming the one member (pod) to start
+/// with `--force-new-cluster` during a recovery; written by the recovery
+/// step alone, under a field manager of its own.
+pub const CONFIG_FORCE_NEW_CLUSTER_MEMBER: &str = "force-new-cluster-member";
 
 /// Why objects could not be built for a cluster.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -488,6 +492,19 @@ fn ferrocd_container(cluster: &ClusterRef, spec: &EtcdClusterSpec) -> Container 
                 "INITIAL_CLUSTER_STATE",
                 CONFIG_INITIAL_CLUSTER_STATE,
             ),
+            // ferrocd forces a new cluster only in the pod this names.
+            EnvVar {
+                name: "FERROCD_FORCE_NEW_CLUSTER_MEMBER".to_string(),
+                value_from: Some(EnvVarSource {
+                    config_map_key_ref: Some(ConfigMapKeySelector {
+                        name: cluster.config_map_name(),
+                        key: CONFIG_FORCE_NEW_CLUSTER_MEMBER.to_string(),
+                        optional: Some(true),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
         ]),
         ports: Some(vec![
             container_port("client", CLIENT_PORT),

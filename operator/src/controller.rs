@@ -252,6 +252,11 @@ async fn apply<C: EtcdConnector>(cluster: &EtcdCluster, ctx: &Context<C>) -> Res
     let previous_members = cluster.status.as_ref().map_or(&[][..], |s| &s.members[..]);
     let (seen, etcd) = observe(cluster, &cluster_ref, previous_members, ctx).await?;
     let plan = planner::plan(&cluster_ref, &cluster.spec, &seen.planner);
+    let recovery = recovery::step(cluster, &cluster_ref, &seen, etcd.as_ref(), ctx).await?;
+    // While a member is being forced, no membership step and no rollout.
+    let recovering = recovery
+        .as_ref()
+        .is_some_and(|r| r.decision.is_recovering());
     tracing::info!(
         cluster = %cluster.name_any(),
         progress = ?plan.progress,
@@ -263,12 +268,14 @@ async fn apply<C: EtcdConnector>(cluster: &EtcdCluster, ctx: &Context<C>) -> Res
         certificates::record_issued(cluster, certificates, ctx).await;
     }
     let step_result = match (&plan.step, &etcd) {
-        (Some(step), Some(etcd)) => take_step(cluster, &cluster_ref, step, etcd, ctx).await,
+        (Some(step), Some(etcd)) if !recovering => {
+            take_step(cluster, &cluster_ref, step, etcd, ctx).await
+        }
         _ => Ok(()),
     };
     // Pods move to a new revision only between membership changes.
     let rollout = match (&plan.step, &etcd, &seen.store, &plan.progress) {
-        (None, Some(etcd), Some(store), Progress::Stable | Progress::Degraded) => {
+        (None, Some(etcd), Some(store), Progress::Stable | Progress::Degraded) if !recovering => {
             let sts = seen.stateful_set.as_ref();
             Some(upgrade::step(cluster, &cluster_ref, sts, &seen.pods, store, etcd, ctx).await)
         }
@@ -279,10 +286,16 @@ async fn apply<C: EtcdConnector>(cluster: &EtcdCluster, ctx: &Context<C>) -> Res
     let next_rotation = certificates.as_ref().and_then(|c| c.next_rotation);
     certificates::report(cluster, &mut status, certificates);
     upgrade::report(cluster, &cluster_ref, &mut status, outcome);
-    let requeue = match outcome {
+    let mut requeue = match outcome {
         Some(o) if o.rolling() => upgrade::REQUEUE_ROLLING,
         _ => requeue_after(&plan.progress),
     };
+    if let Some(recovery) = recovery {
+        status
+            .conditions
+            .extend(recovery.conditions.iter().cloned());
+        requeue = requeue.min(recovery.requeue().unwrap_or(requeue));
+    }
     patch_status(cluster, &cluster_ref, status, ctx).await?;
     step_result?;
     rollout.transpose()?;
@@ -562,6 +575,7 @@ async fn patch_status<C>(
 
 pub mod backup;
 pub mod certificates;
+mod recovery;
 mod report;
 pub mod restore;
 pub mod schedule;

@@ -14,9 +14,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 mod backup;
+mod recovery;
 mod restore;
 mod tls;
 pub use backup::*;
+pub use recovery::*;
 pub use restore::*;
 pub use tls::*;
 
@@ -153,6 +155,10 @@ pub struct EtcdClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("restore is immutable"))]
     pub restore: Option<RestoreSpec>,
+    /// What the operator may do on its own when a majority of members is
+    /// lost for good. Absent: it only reports `QuorumLost`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoverySpec>,
 }
 
 /// Member storage: a PersistentVolumeClaim per member, or an `emptyDir` for
@@ -401,6 +407,7 @@ impl Default for EtcdClusterSpec {
             tls: None,
             backup: None,
             restore: None,
+            recovery: None,
         }
     }
 }

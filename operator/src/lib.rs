@@ -31,6 +31,7 @@ pub mod membership;
 pub mod metrics;
 pub mod planner;
 pub mod probe;
+pub mod recovery;
 pub mod rollout;
 pub mod status;
 pub mod tls;

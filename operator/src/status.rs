@@ -18,6 +18,10 @@ pub const CERTIFICATES_READY: &str = "CertificatesReady";
 
 /// Condition type: pods are being moved onto a new revision (image, flags).
 pub const UPGRADING: &str = "Upgrading";
+/// Whether a majority of the voters has been unreachable (see `recovery`).
+pub const QUORUM_LOST: &str = "QuorumLost";
+/// Whether a quorum-loss recovery (`spec.recovery`) is under way.
+pub const RECOVERING: &str = "Recovering";
 
 /// Inputs besides the plan's progress.
 #[derive(Debug, Clone, PartialEq)]
@@ -177,6 +181,26 @@ pub fn upgrading(
         previous_conditions,
     };
     condition(UPGRADING, state(status, reason, message), &seen, now)
+}
+
+/// A condition of `type_` with `status`, `reason` and `message`, keeping
+/// the previous transition time while its status is unchanged.
+pub fn condition_of(
+    type_: &str,
+    status: bool,
+    reason: &'static str,
+    message: String,
+    generation: Option<i64>,
+    previous_conditions: &[Condition],
+    now: &Time,
+) -> Condition {
+    let seen = Observation {
+        store_answered: false,
+        generation,
+        previous_phase: None,
+        previous_conditions,
+    };
+    condition(type_, state(status, reason, message), &seen, now)
 }
 
 struct State {

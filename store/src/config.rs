@@ -92,6 +92,23 @@ pub struct Flags {
     )]
     pub initial_cluster_token: String,
 
+    /// Recover from a lost quorum: start from this member's data as the
+    /// only member of its cluster (same member and cluster ids, every
+    /// other member removed); add members back with `member add`. Applied
+    /// once: later starts with the flag still set keep the membership as
+    /// it is then (etcd rewrites it at every start), and a start without
+    /// the flag makes the next one with it force again. Without data, a
+    /// normal start.
+    #[arg(long, env = "ETCD_FORCE_NEW_CLUSTER", default_value_t = false,
+          num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub force_new_cluster: bool,
+
+    /// ferrocd's own: act as `--force-new-cluster` when this is the
+    /// member's `--name` (pods sharing one template, one of them chosen by
+    /// an operator); anything else, or empty, has no effect.
+    #[arg(long, env = "FERROCD_FORCE_NEW_CLUSTER_MEMBER")]
+    pub force_new_cluster_member: Option<String>,
+
     /// Maximum number of learners in the cluster (MemberAdd refuses more).
     #[arg(
         long,
@@ -215,6 +232,8 @@ pub struct Config {
     pub initial_cluster: Vec<InitialMember>,
     /// `--initial-cluster-state=existing`: join a running cluster.
     pub join_existing: bool,
+    /// `--force-new-cluster`: become the only member (see [`Flags`]).
+    pub force_new_cluster: bool,
     pub max_learners: usize,
     pub strict_reconfig_check: bool,
     pub member_id: u64,
@@ -298,6 +317,8 @@ impl Config {
         let quota = Quota::from_flag(f.quota_backend_bytes);
         notes.extend(quota.warning());
         notes.extend(ignored(&f));
+        let force_new_cluster =
+            f.force_new_cluster || f.force_new_cluster_member.as_deref() == Some(f.name.as_str());
         let cluster_id = ids::cluster_id(&initial_cluster.iter().map(|m| m.id).collect::<Vec<_>>());
         Ok(Config {
             data_dir: f
@@ -311,6 +332,7 @@ impl Config {
             listen_peer: net.listen_peer,
             initial_cluster,
             join_existing: f.initial_cluster_state == "existing",
+            force_new_cluster,
             max_learners: limits.max_learners,
             strict_reconfig_check: f.strict_reconfig_check,
             member_id,
@@ -576,6 +598,7 @@ mod tests {
         .unwrap();
         let c = Config::from_flags(f).unwrap();
         assert!(c.join_existing);
+        assert!(!c.force_new_cluster);
         assert_eq!(c.max_learners, 2);
         assert!(!c.strict_reconfig_check);
         assert!(
@@ -584,6 +607,24 @@ mod tests {
                 .strict_reconfig_check
         );
         assert!(flags(&["--initial-cluster-state=joining"]).is_err());
+        for (args, want) in [
+            (&["--force-new-cluster"][..], true),
+            (&["-force-new-cluster=true"][..], true),
+            (&["--force-new-cluster=false"][..], false),
+        ] {
+            let c = Config::from_flags(flags(args).unwrap()).unwrap();
+            assert_eq!(c.force_new_cluster, want, "{args:?}");
+        }
+        let member = |args: &[&str]| {
+            let mut all = vec!["--name=m-1"];
+            all.extend(args);
+            Config::from_flags(flags(&all).unwrap())
+                .unwrap()
+                .force_new_cluster
+        };
+        assert!(member(&["--force-new-cluster-member=m-1"]));
+        assert!(!member(&["--force-new-cluster-member=m-0"]));
+        assert!(!member(&["--force-new-cluster-member="]));
         assert!(Config::from_flags(flags(&["--max-learners=0"]).unwrap()).is_err());
     }
 

@@ -33,8 +33,8 @@ use crate::config::{Config, Listen};
 use crate::lease::Lessor;
 use crate::mvcc::Mvcc;
 use crate::raft::backend::OpenDb;
-use crate::raft::elections;
 use crate::raft::network::MAX_PEER_MESSAGE;
+use crate::raft::{elections, force};
 use crate::raft::{Backend, LogStore, Member, Network, PeerClients, Raft, StateMachine};
 use crate::tls::{self, client::ClientTls, server::ServerTls};
 use crate::watch::WatchHub;
@@ -263,7 +263,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
         .context("reading users and roles")?;
     let alarms = Arc::new(Alarms::new());
     alarms.restore_from(&mvcc).context("reading alarms")?;
-    let sm = StateMachine::new(
+    let mut sm = StateMachine::new(
         mvcc.clone(),
         lessor.clone(),
         auth.clone(),
@@ -271,6 +271,8 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
         hub.clone(),
         backend.clone(),
     );
+    let mut log = log;
+    force::at_start(&config, &dir, &mut log, &mut sm).await?;
 
     // See raft::elections for how etcd's timings map onto openraft's.
     let (election_min, election_max) =

@@ -522,9 +522,22 @@ async fn unreachable_store_keeps_bootstrap_and_pdb_and_reports_members_unhealthy
     }
     let sts = serde_json::to_value(builders::stateful_set(&c, &cluster.spec, 3)).unwrap();
     let mut expectations = observe(Some(sts), vec![], vec![]);
+    // No leader: the recovery step looks for a recovery under way.
+    expectations.push(expect(
+        Method::GET,
+        core("configmaps", "demo-bootstrap"),
+        Reply::NotFound,
+        |_| {},
+    ));
     // Without the member list neither --initial-cluster nor the voter count is known.
     expectations.extend(applies("unused", 0, 3).into_iter().skip(1).take(3));
     expectations.push(status_apply(&cluster, |status| {
+        let lost = condition(status, "QuorumLost");
+        assert_eq!(lost["status"], "True");
+        assert_eq!(
+            lost["reason"], "NoRecoveryConfigured",
+            "only reported: {lost}"
+        );
         assert_eq!(status["phase"], "Failed");
         assert_eq!(status["replicas"], 3);
         assert_eq!(status["readyReplicas"], 0);
@@ -751,5 +764,6 @@ fn errors_are_labelled_by_their_innermost_cause() {
     assert_eq!(wrapped.metric_label(), "membership");
 }
 
+mod recovery;
 mod tls;
 mod upgrade;

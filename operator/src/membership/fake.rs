@@ -204,7 +204,12 @@ impl EtcdApi for FakeEtcd {
             .iter()
             .find(|m| m.started && m.member.client_urls.iter().any(|u| u == endpoint))
             .ok_or_else(|| EtcdError::Unavailable(endpoint.to_string()))?;
-        let leader = leader_of(&members, *self.moved_leader.lock().unwrap()).unwrap_or(0);
+        // Without a quorum no member knows a leader, as in etcd.
+        let leader = if started_voters(&members) >= super::quorum(voters(&members)) {
+            leader_of(&members, *self.moved_leader.lock().unwrap()).unwrap_or(0)
+        } else {
+            0
+        };
         // A learner that has not caught up trails the leader's log.
         let applied = if member.caught_up { 100 } else { 10 };
         Ok(EndpointStatus {

@@ -115,6 +115,21 @@ impl LogStore {
         Ok(())
     }
 
+    /// Appends `entry` after the last one and syncs it, outside raft (for
+    /// `--force-new-cluster`, before raft starts).
+    pub fn append_synced(&self, entry: &Entry<TypeConfig>) -> Result<(), StorageError> {
+        let raw = bincode::serialize(entry).map_err(io_error)?;
+        let mut log = self.log();
+        log.wal
+            .append(&[(entry.log_id.index, raw)])
+            .map_err(io_error)?;
+        if let Some(h) = log.wal.sync_handle() {
+            h.sync().map_err(io_error)?;
+        }
+        log.last = Some(entry.log_id);
+        Ok(())
+    }
+
     fn log(&self) -> MutexGuard<'_, Log> {
         self.wal.lock().unwrap_or_else(|e| e.into_inner())
     }

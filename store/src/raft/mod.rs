@@ -11,6 +11,7 @@
 
 pub mod backend;
 pub mod elections;
+pub mod force;
 mod log_store;
 pub mod network;
 pub mod peer_failure;

@@ -1,0 +1,234 @@
+//! Quorum loss on the real node: a three-member cluster with
+//! `spec.recovery.mode: FromSurvivor` loses two members' pods and volumes
+//! at once; the operator restarts the survivor with `--force-new-cluster`
+//! and grows the cluster back to three through learners, with every
+//! acknowledged key.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ferrocd_e2e::etcdctl;
+use ferrocd_e2e::k8s::{text, wait_for, Node};
+use serde_json::Value;
+
+use super::{IMAGE_REPOSITORY, IMAGE_TAG};
+
+const NAME: &str = "ferrocd-rec";
+const KEYS: usize = 20;
+
+/// Returns how long writes through the client Service failed.
+pub fn quorum_loss_is_rebuilt_from_the_survivor(node: &Node) -> Duration {
+    let manifest = format!(
+        "apiVersion: ferrocd.io/v1alpha1
+kind: EtcdCluster
+metadata:
+  name: {NAME}
+spec:
+  replicas: 3
+  image: {IMAGE_REPOSITORY}:{IMAGE_TAG}
+  storage:
+    size: 256Mi
+  recovery:
+    mode: FromSurvivor
+    gracePeriodSeconds: 10
+"
+    );
+    let apply = node.kubectl_with_input(&["apply", "-f", "-"], Some(&manifest));
+    assert!(apply.status.success(), "kubectl apply: {}", text(&apply));
+    let endpoint = wait_ready(
+        node,
+        "the recovery cluster 3/3 ready",
+        Duration::from_secs(120),
+    );
+    let keys: Vec<String> = (0..KEYS).map(|i| format!("rec/{i:03}")).collect();
+    for key in &keys {
+        let put = etcdctl(&endpoint, &["put", key, "v"], None);
+        assert!(put.status.success(), "put {key}: {}", text(&put));
+    }
+    // The survivor must hold every acknowledged key: all members apply
+    // the last one before the loss.
+    let last = keys.last().unwrap();
+    wait_for(
+        "every member has the last key",
+        Duration::from_secs(30),
+        || {
+            (0..3)
+                .all(|i| {
+                    let got = etcdctl(
+                        &member_endpoint(node, i),
+                        &["get", last, "--consistency=s", "--print-value-only"],
+                        None,
+                    );
+                    text(&got).trim() == "v"
+                })
+                .then_some(())
+        },
+        || describe(node),
+    );
+
+    let writer = Writer::start(endpoint.clone());
+    let lost_at = Instant::now();
+    for i in [1, 2] {
+        node.kubectl_ok(&["delete", "pvc", &format!("data-{NAME}-{i}"), "--wait=false"]);
+    }
+    node.kubectl_ok(&[
+        "delete",
+        "pod",
+        &format!("{NAME}-1"),
+        &format!("{NAME}-2"),
+        "--wait=true",
+    ]);
+    let endpoint = wait_ready(
+        node,
+        "3/3 ready again after the quorum loss",
+        Duration::from_secs(300),
+    );
+    let took = lost_at.elapsed();
+    let outage = writer.stop();
+    for key in &keys {
+        let get = etcdctl(&endpoint, &["get", key, "--print-value-only"], None);
+        assert_eq!(text(&get).trim(), "v", "{key} after the recovery");
+    }
+    let status = status(node);
+    assert_eq!(
+        condition(&status, "QuorumLost")["status"],
+        "False",
+        "{status}"
+    );
+    assert_eq!(
+        condition(&status, "Recovering")["reason"],
+        "Recovered",
+        "{status}"
+    );
+    let events = node.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.name={NAME}"),
+    ]);
+    assert!(events.contains("QuorumRecoveryStarted"), "{events}");
+    assert!(events.contains("QuorumRecovered"), "{events}");
+    eprintln!("quorum loss: 3/3 ready again in {took:.1?}; writes failed for {outage:.1?}");
+    node.kubectl_ok(&[
+        "patch",
+        "etcdcluster",
+        NAME,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"storage":{"retainOnDelete":false}}}"#,
+    ]);
+    node.kubectl_ok(&["delete", "etcdcluster", NAME, "--wait=false"]);
+    outage
+}
+
+/// Waits until the status shows three ready voters and the client Service
+/// answers; its endpoint.
+fn wait_ready(node: &Node, what: &str, limit: Duration) -> String {
+    wait_for(
+        what,
+        limit,
+        || {
+            let s = status(node);
+            let voters = s["members"]
+                .as_array()
+                .map_or(0, |m| m.iter().filter(|m| m["isLearner"] != true).count());
+            if s["readyReplicas"] != 3 || voters != 3 {
+                return None;
+            }
+            let ip = node.kubectl_ok(&["get", "service", NAME, "-o", "jsonpath={.spec.clusterIP}"]);
+            let endpoint = format!("{}:2379", ip.trim());
+            etcdctl(&endpoint, &["put", "rec/probe", "x"], None)
+                .status
+                .success()
+                .then_some(endpoint)
+        },
+        || describe(node),
+    )
+}
+
+fn member_endpoint(node: &Node, ordinal: usize) -> String {
+    let ip = node.kubectl_ok(&[
+        "get",
+        "pod",
+        &format!("{NAME}-{ordinal}"),
+        "-o",
+        "jsonpath={.status.podIP}",
+    ]);
+    format!("{}:2379", ip.trim())
+}
+
+fn status(node: &Node) -> Value {
+    let out = node.kubectl(&["get", "etcdcluster", NAME, "-o", "json"]);
+    serde_json::from_slice::<Value>(&out.stdout).unwrap_or_default()["status"].clone()
+}
+
+fn condition(status: &Value, type_: &str) -> Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == type_))
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn describe(node: &Node) -> String {
+    let get = |args: &[&str]| text(&node.kubectl(args));
+    format!(
+        "--- EtcdCluster ---\n{}\n--- pods, PVCs ---\n{}\n--- events ---\n{}\n--- operator log ---\n{}\n--- member logs ---\n{}",
+        get(&["get", "etcdcluster", NAME, "-o", "yaml"]),
+        get(&["get", "pods,pvc", "-o", "wide"]),
+        get(&["get", "events", "--sort-by=.lastTimestamp"]),
+        get(&["logs", "-n", super::OPERATOR_NAMESPACE, "deployment/ferrocd-operator", "--tail=40"]),
+        (0..3)
+            .map(|i| get(&["logs", &format!("{NAME}-{i}"), "--tail=15"]))
+            .collect::<Vec<_>>()
+            .join("\n---\n"),
+    )
+}
+
+/// Writes a key through the client Service every 200 ms, measuring the
+/// longest stretch without a successful write.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    longest: Arc<Mutex<Duration>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Writer {
+    fn start(endpoint: String) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let longest = Arc::new(Mutex::new(Duration::ZERO));
+        let (s, l) = (stop.clone(), longest.clone());
+        let thread = std::thread::spawn(move || {
+            let mut last_ok = Instant::now();
+            let mut n = 0u64;
+            while !s.load(Ordering::Relaxed) {
+                n += 1;
+                let put = etcdctl(
+                    &endpoint,
+                    &["--command-timeout=2s", "put", "rec/writer", &n.to_string()],
+                    None,
+                );
+                if put.status.success() {
+                    last_ok = Instant::now();
+                } else {
+                    let mut longest = l.lock().unwrap();
+                    *longest = (*longest).max(last_ok.elapsed());
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        Writer {
+            stop,
+            longest,
+            thread,
+        }
+    }
+
+    fn stop(self) -> Duration {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap();
+        let longest = *self.longest.lock().unwrap();
+        longest
+    }
+}

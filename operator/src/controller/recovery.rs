@@ -1,0 +1,299 @@
+//! The recovery step of a reconcile: asks each member pod for its status
+//! when the store shows no leader, lets [`recovery::decide`] choose, and
+//! carries the choice out: names the survivor in the bootstrap ConfigMap
+//! (its pod starts with `--force-new-cluster`, see
+//! `builders::CONFIG_FORCE_NEW_CLUSTER_MEMBER`), restarts it, deletes the
+//! other members' pods and volumes; once the survivor leads alone, clears
+//! the ConfigMap entry and leaves the growing back to the planner.
+//! Reports the `QuorumLost` and `Recovering` conditions and Events.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource};
+use serde_json::json;
+
+use super::{delete_if_present, Context, Error, EtcdConnector, Seen};
+use crate::builders::{ClusterRef, CONFIG_FORCE_NEW_CLUSTER_MEMBER};
+use crate::crd::EtcdCluster;
+use crate::membership::{EtcdApi, STATUS_TIMEOUT};
+use crate::recovery::{self, Decision, Probe, Situation};
+use crate::status::{self, QUORUM_LOST, RECOVERING};
+
+/// Field manager of the ConfigMap entry naming the forced member, apart
+/// from the operator's own so that its applies leave the entry alone.
+const FIELD_MANAGER: &str = "ferrocd-operator-recovery";
+/// Requeue interval while the quorum is lost or a recovery runs.
+pub const REQUEUE_RECOVERING: Duration = Duration::from_secs(5);
+
+/// What the step decided, and the conditions to report.
+pub(super) struct Outcome {
+    pub decision: Decision,
+    pub conditions: Vec<Condition>,
+}
+
+impl Outcome {
+    /// How soon to look again, if sooner than the plan says.
+    pub fn requeue(&self) -> Option<Duration> {
+        // Without the opt-in, or with nothing to rebuild from, nothing
+        // will happen sooner than the plan looks again anyway.
+        let acting = !matches!(
+            self.decision,
+            Decision::Healthy | Decision::ReportOnly { .. } | Decision::NoSurvivor
+        );
+        acting.then_some(REQUEUE_RECOVERING)
+    }
+}
+
+/// Runs the recovery step; `None` when there is nothing to look at (no
+/// StatefulSet, or a cluster that never formed).
+pub(super) async fn step<C: EtcdConnector>(
+    cluster: &EtcdCluster,
+    cluster_ref: &ClusterRef,
+    seen: &Seen,
+    etcd: Option<&C::Api>,
+    ctx: &Context<C>,
+) -> Result<Option<Outcome>, Error> {
+    let previous = cluster.status.clone().unwrap_or_default();
+    let (Some(replicas), Some(etcd), Some(_)) = (
+        seen.planner.stateful_set_replicas,
+        etcd,
+        &previous.cluster_id,
+    ) else {
+        return Ok(None);
+    };
+    let config_maps = Api::<ConfigMap>::namespaced(ctx.client.clone(), cluster_ref.namespace());
+    let forcing = config_maps
+        .get_opt(&cluster_ref.config_map_name())
+        .await?
+        .and_then(|cm| cm.data?.remove(CONFIG_FORCE_NEW_CLUSTER_MEMBER))
+        .and_then(|name| cluster_ref.ordinal_of_member(&name));
+    let led = seen.store.as_ref().and_then(|s| s.leader()).is_some();
+    let decision = if forcing.is_none() && led {
+        Decision::Healthy
+    } else {
+        let probes = probe(cluster_ref, replicas, etcd).await;
+        let now = Timestamp::now();
+        let lost_for = previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == QUORUM_LOST && c.status == "True")
+            .and_then(|c| now.duration_since(c.last_transition_time.0).try_into().ok());
+        let voters = previous.members.iter().filter(|m| !m.is_learner).count();
+        recovery::decide(&Situation {
+            recovery: cluster.spec.recovery.as_ref(),
+            voters: if voters == 0 {
+                replicas as usize
+            } else {
+                voters
+            },
+            ready_pods: seen.ready_pods.len(),
+            probes: &probes,
+            lost_for,
+            forcing,
+        })
+    };
+    act(cluster, cluster_ref, replicas, &decision, ctx).await?;
+    let conditions = conditions(cluster, cluster_ref, &decision, &previous.conditions);
+    Ok(Some(Outcome {
+        decision,
+        conditions,
+    }))
+}
+
+/// Status of every member pod, each asked directly (the client Service
+/// lists only ready pods, and none is ready without a quorum).
+async fn probe(cluster: &ClusterRef, replicas: i32, etcd: &impl EtcdApi) -> Vec<Probe> {
+    futures::future::join_all((0..replicas).map(|ordinal| async move {
+        let url = cluster.client_url(ordinal);
+        let status = tokio::time::timeout(STATUS_TIMEOUT, etcd.status(&url))
+            .await
+            .ok()
+            .and_then(Result::ok);
+        Probe { ordinal, status }
+    }))
+    .await
+}
+
+async fn act<C>(
+    cluster: &EtcdCluster,
+    cluster_ref: &ClusterRef,
+    replicas: i32,
+    decision: &Decision,
+    ctx: &Context<C>,
+) -> Result<(), Error> {
+    let namespace = cluster_ref.namespace();
+    match decision {
+        Decision::Force {
+            ordinal,
+            raft_index,
+        } => {
+            let survivor = cluster_ref.member_name(*ordinal);
+            name_forced_member(cluster_ref, &survivor, ctx).await?;
+            let pods = Api::<Pod>::namespaced(ctx.client.clone(), namespace);
+            let pvcs = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), namespace);
+            // The other members' data would give their pods identities the
+            // new cluster no longer has: they come back empty and join.
+            for other in (0..replicas).filter(|o| o != ordinal) {
+                delete_if_present(&pvcs, &cluster_ref.pvc_name(other)).await?;
+                delete_if_present(&pods, &cluster_ref.member_name(other)).await?;
+            }
+            // Restarted, the survivor reads the ConfigMap entry.
+            delete_if_present(&pods, &survivor).await?;
+            publish(
+                cluster,
+                ctx,
+                EventType::Warning,
+                "QuorumRecoveryStarted",
+                format!(
+                    "quorum lost: restarting {survivor} (raft index {raft_index}, the most data of the reachable members) \
+                     with --force-new-cluster; deleting the other members' pods and volumes"
+                ),
+            )
+            .await;
+        }
+        Decision::Recovered { ordinal } => {
+            name_forced_member(cluster_ref, "", ctx).await?;
+            publish(
+                cluster,
+                ctx,
+                EventType::Normal,
+                "QuorumRecovered",
+                format!(
+                    "{} leads as the only member; growing back through learners",
+                    cluster_ref.member_name(*ordinal)
+                ),
+            )
+            .await;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Writes the ConfigMap entry naming the member to force (empty: none).
+async fn name_forced_member<C>(
+    cluster_ref: &ClusterRef,
+    member: &str,
+    ctx: &Context<C>,
+) -> Result<(), Error> {
+    let api = Api::<ConfigMap>::namespaced(ctx.client.clone(), cluster_ref.namespace());
+    let patch = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": { "name": cluster_ref.config_map_name() },
+        "data": { CONFIG_FORCE_NEW_CLUSTER_MEMBER: member },
+    });
+    api.patch(
+        &cluster_ref.config_map_name(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn publish<C>(
+    cluster: &EtcdCluster,
+    ctx: &Context<C>,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "RecoverQuorum".into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
+        tracing::warn!(%error, "recording event failed");
+    }
+}
+
+/// The `QuorumLost` and `Recovering` conditions for `decision`.
+fn conditions(
+    cluster: &EtcdCluster,
+    cluster_ref: &ClusterRef,
+    decision: &Decision,
+    previous: &[Condition],
+) -> Vec<Condition> {
+    let now = Time(Timestamp::now());
+    let generation = cluster.metadata.generation;
+    let name = |o: &i32| cluster_ref.member_name(*o);
+    let (lost, lost_reason, lost_message) = match decision {
+        Decision::Healthy | Decision::Recovered { .. } => (
+            false,
+            "QuorumPresent",
+            "a quorum of member pods is Ready, or of voters knows a leader".to_string(),
+        ),
+        Decision::ReportOnly { reachable } => (
+            true,
+            "NoRecoveryConfigured",
+            format!(
+                "fewer member pods than a quorum are Ready and fewer voters than a quorum know a leader \
+                 ({reachable} of the member pods answer); \
+                 spec.recovery is not set, so nothing is done automatically: bring members back, \
+                 or set spec.recovery.mode: FromSurvivor"
+            ),
+        ),
+        Decision::Waiting { remaining } => (
+            true,
+            "GracePeriod",
+            format!(
+                "the quorum is lost; recovery starts in {}s unless it comes back",
+                remaining.as_secs()
+            ),
+        ),
+        Decision::NoSurvivor => (
+            true,
+            "NoSurvivor",
+            "no member answers: nothing to rebuild from".into(),
+        ),
+        Decision::Force { ordinal, .. } | Decision::AwaitSurvivor { ordinal } => (
+            true,
+            "Recovering",
+            format!("rebuilding from {}", name(ordinal)),
+        ),
+    };
+    let mut out = vec![status::condition_of(
+        QUORUM_LOST,
+        lost,
+        lost_reason,
+        lost_message,
+        generation,
+        previous,
+        &now,
+    )];
+    let recovering = match decision {
+        Decision::Force { ordinal, .. } | Decision::AwaitSurvivor { ordinal } => Some((
+            true,
+            "ForcingSurvivor",
+            format!(
+                "{} restarts with --force-new-cluster as the only member",
+                name(ordinal)
+            ),
+        )),
+        Decision::Recovered { ordinal } => Some((
+            false,
+            "Recovered",
+            format!(
+                "{} leads as the only member; the cluster grows back through learners",
+                name(ordinal)
+            ),
+        )),
+        _ => None,
+    };
+    match recovering {
+        Some((status, reason, message)) => out.push(status::condition_of(
+            RECOVERING, status, reason, message, generation, previous, &now,
+        )),
+        None => out.extend(previous.iter().filter(|c| c.type_ == RECOVERING).cloned()),
+    }
+    out
+}
