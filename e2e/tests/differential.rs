@@ -218,7 +218,7 @@ impl Endpoint {
 
 /// The processes of one side, running until the comparison ends.
 enum Processes {
-    Single(Server),
+    Single(Box<Server>),
     Cluster(Cluster),
 }
 
@@ -252,7 +252,7 @@ impl Side {
             last: 0,
             sent: vec![0],
             term_shift: 0,
-            processes: Processes::Single(server),
+            processes: Processes::Single(Box::new(server)),
         }
     }
 

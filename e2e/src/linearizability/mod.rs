@@ -19,6 +19,30 @@ mod model;
 pub use minimize::{minimize, Minimized};
 pub use model::{Gaps, Input, Operation, Output, State};
 
+/// How many steps (operations tried at a point of the search) a check may
+/// take before it gives up as inconclusive. Measured on the debug build
+/// of the e2e crate on the 2-core machine: about a minute; the histories
+/// of fault runs take well under a million.
+pub const MAX_STEPS: u64 = 20_000_000;
+
+/// How many (linearized set, state) pairs the search may remember before
+/// it gives up as inconclusive: each takes a bit per operation of the
+/// history and more, so this bounds the check's memory (about 1 GB for a
+/// history of 3000 operations).
+pub const MAX_MEMO: usize = 3_000_000;
+
+/// Why a history was not found linearizable.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CheckError {
+    /// No order explains every answer.
+    #[error("not linearizable: {} operations linearized at most", .0.longest_prefix.len())]
+    NotLinearizable(Violation),
+    /// The search took its whole budget without finding an order or
+    /// ruling every order out: neither a pass nor a proven violation.
+    #[error("linearizability check inconclusive after {steps} steps ({memo} states remembered)")]
+    Inconclusive { steps: u64, memo: usize },
+}
+
 /// Why a history is not linearizable: the operations linearized in the
 /// longest order found, and the operations none of whose placements after
 /// it explains their answers.
@@ -45,9 +69,21 @@ struct Entry {
 
 const NIL: usize = usize::MAX;
 
-/// Checks `history` against a store that starts as `initial`.
-pub fn check(history: &[Operation], initial: &State) -> Result<(), Violation> {
-    search(history, initial, None)
+/// Checks `history` against a store that starts as `initial`, within
+/// [`MAX_STEPS`].
+pub fn check(history: &[Operation], initial: &State) -> Result<(), CheckError> {
+    check_within(history, initial, MAX_STEPS).map(|_| ())
+}
+
+/// Checks `history` against a store that starts as `initial`, giving up
+/// after `max_steps` steps of the search (or [`MAX_MEMO`] states
+/// remembered); how many steps it took.
+pub fn check_within(
+    history: &[Operation],
+    initial: &State,
+    max_steps: u64,
+) -> Result<u64, CheckError> {
+    search_all(history, initial, None, None, max_steps)
 }
 
 /// Checks `history`, a part of a longer history that `gaps` describes,
@@ -58,8 +94,8 @@ pub fn check_with_gaps(
     history: &[Operation],
     initial: &State,
     gaps: &Gaps,
-) -> Result<(), Violation> {
-    search(history, initial, Some(gaps))
+) -> Result<(), CheckError> {
+    search_all(history, initial, Some(gaps), None, MAX_STEPS).map(|_| ())
 }
 
 /// The states a store that starts as `initial` can be in once every
@@ -71,28 +107,22 @@ pub(super) fn final_states(
     initial: &State,
     gaps: Option<&Gaps>,
     limit: usize,
-    max_steps: usize,
+    max_steps: u64,
 ) -> Option<Vec<State>> {
     let mut finals = Finals {
         states: Vec::new(),
         limit,
-        steps_left: max_steps,
-        gave_up: false,
     };
-    let _ = search_all(history, initial, gaps, Some(&mut finals));
-    (!finals.gave_up).then_some(finals.states)
+    match search_all(history, initial, gaps, Some(&mut finals), max_steps) {
+        Err(CheckError::Inconclusive { .. }) => None,
+        _ => Some(finals.states),
+    }
 }
 
 /// What [`final_states`] collects.
 struct Finals {
     states: Vec<State>,
     limit: usize,
-    steps_left: usize,
-    gave_up: bool,
-}
-
-fn search(history: &[Operation], initial: &State, gaps: Option<&Gaps>) -> Result<(), Violation> {
-    search_all(history, initial, gaps, None)
 }
 
 /// The search; with `finals`, it goes on past the first order that
@@ -102,7 +132,8 @@ fn search_all(
     initial: &State,
     gaps: Option<&Gaps>,
     mut finals: Option<&mut Finals>,
-) -> Result<(), Violation> {
+    max_steps: u64,
+) -> Result<u64, CheckError> {
     let mut entries = entries_in_time_order(history);
     let head_sentinel = entries.len();
     // A sentinel before the first entry makes lifting uniform.
@@ -125,11 +156,12 @@ fn search_all(
     let mut stack: Vec<(usize, State)> = Vec::new();
     let mut state = initial.clone();
     let mut entry = entries[head_sentinel].next;
+    let mut steps = 0u64;
 
     loop {
         if entries[head_sentinel].next == NIL {
             let Some(f) = finals.as_deref_mut() else {
-                return Ok(());
+                return Ok(steps);
             };
             if !f.states.contains(&state) {
                 f.states.push(state.clone());
@@ -145,17 +177,17 @@ fn search_all(
                     &mut entry,
                 )
             {
-                return Ok(());
+                return Ok(steps);
             }
             continue;
         }
-        if let Some(f) = finals.as_deref_mut() {
-            if f.steps_left == 0 {
-                f.gave_up = true;
-                return Ok(());
-            }
-            f.steps_left -= 1;
+        if steps == max_steps || seen.len() >= MAX_MEMO {
+            return Err(CheckError::Inconclusive {
+                steps,
+                memo: seen.len(),
+            });
         }
+        steps += 1;
         // Every candidate was tried, or a return came before its
         // operation was placed: undo the last step.
         if entry == NIL || !entries[entry].is_call {
@@ -167,10 +199,10 @@ fn search_all(
                 &mut order,
                 &mut entry,
             ) {
-                return Err(Violation {
+                return Err(CheckError::NotLinearizable(Violation {
                     longest_prefix: longest,
                     stuck: stuck_at_longest,
-                });
+                }));
             }
             continue;
         }
@@ -344,6 +376,11 @@ mod tests {
         State::new(1, BTreeMap::new())
     }
 
+    /// Whether the check proves `h` is not linearizable from [`start`].
+    fn violated(h: &[Operation]) -> bool {
+        matches!(check(h, &start()), Err(CheckError::NotLinearizable(_)))
+    }
+
     #[test]
     fn concurrent_writes_and_reads_in_some_order_pass() {
         let h = vec![
@@ -362,7 +399,9 @@ mod tests {
             op(0, put("a", "1"), 0, Some((5, Output::Put { revision: 2 }))),
             op(1, get("a"), 6, Some((7, seen(None, 1)))),
         ];
-        let v = check(&h, &start()).unwrap_err();
+        let Err(CheckError::NotLinearizable(v)) = check(&h, &start()) else {
+            panic!("the stale read passed");
+        };
         assert_eq!(v.longest_prefix, vec![0]);
         assert_eq!(v.stuck, vec![1]);
     }
@@ -375,7 +414,7 @@ mod tests {
             // Revision 3 is there, but the write of "a" is not.
             op(1, get("a"), 9, Some((10, seen(None, 3)))),
         ];
-        assert!(check(&h, &start()).is_err());
+        assert!(violated(&h));
     }
 
     #[test]
@@ -396,7 +435,7 @@ mod tests {
             op(1, get("a"), 5, Some((6, seen(Some(("1", 2)), 2)))),
             op(1, get("a"), 7, Some((8, seen(None, 1)))),
         ];
-        assert!(check(&flicker, &start()).is_err());
+        assert!(violated(&flicker));
     }
 
     #[test]
@@ -406,7 +445,7 @@ mod tests {
             op(0, put("a", "1"), 0, Some((2, Output::Put { revision: 3 }))),
             op(0, put("a", "2"), 3, Some((4, Output::Put { revision: 2 }))),
         ];
-        assert!(check(&h, &start()).is_err());
+        assert!(violated(&h));
     }
 
     #[test]
@@ -433,7 +472,7 @@ mod tests {
         let ok = vec![create(0, 0, 10, true, 2), create(0, 1, 11, false, 2)];
         assert!(check(&ok, &start()).is_ok());
         let both_won = vec![create(0, 0, 10, true, 2), create(0, 1, 11, true, 3)];
-        assert!(check(&both_won, &start()).is_err());
+        assert!(violated(&both_won));
     }
 
     #[test]
@@ -475,7 +514,54 @@ mod tests {
                 revision: 2,
             },
         ));
-        assert!(check(&wrong, &start()).is_err());
+        assert!(violated(&wrong));
+    }
+
+    /// Writes whose outcome is unknown and that change nothing where
+    /// they may be placed (deletes of a key never written), among 300
+    /// acknowledged writes: each may take effect anywhere or never.
+    fn unknown_noops_among_writes(unknown: usize) -> Vec<Operation> {
+        let mut h: Vec<Operation> = (0..unknown)
+            .map(|i| {
+                op(
+                    9,
+                    Input::Delete {
+                        key: format!("never-written-{i}"),
+                    },
+                    i as u64,
+                    None,
+                )
+            })
+            .collect();
+        for n in 0..300u64 {
+            h.push(op(
+                0,
+                put("a", &n.to_string()),
+                1000 + n * 10,
+                Some((
+                    1005 + n * 10,
+                    Output::Put {
+                        revision: 2 + n as i64,
+                    },
+                )),
+            ));
+        }
+        // A lost write at the end: the search must rule out every order.
+        h.push(op(1, get("a"), 9000, Some((9001, seen(None, 301)))));
+        h
+    }
+
+    #[test]
+    fn a_check_out_of_steps_is_inconclusive_not_a_pass() {
+        let h = unknown_noops_among_writes(12);
+        let t = std::time::Instant::now();
+        let steps = 1_000_000;
+        let checked = check_within(&h, &start(), steps);
+        println!("{steps} steps in {:?}", t.elapsed());
+        assert!(
+            matches!(checked, Err(CheckError::Inconclusive { steps: s, .. }) if s == steps),
+            "{checked:?}"
+        );
     }
 
     #[test]

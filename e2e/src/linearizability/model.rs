@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 
 /// What a client asked.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Input {
     Get {
         key: String,
@@ -45,7 +45,7 @@ pub enum Input {
 }
 
 /// What the store answered.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Output {
     /// The value and mod revision of the key (`None` if absent), and the
     /// header revision.
@@ -92,7 +92,7 @@ impl Output {
 }
 
 /// One operation of a history. Times are any monotonic clock's (ns).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Operation {
     pub client: usize,
     pub input: Input,
