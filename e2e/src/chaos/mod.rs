@@ -35,6 +35,10 @@ use crate::{Cluster, Kind};
 /// them (`--experimental-watch-progress-notify-interval`, on both kinds).
 const PROGRESS_INTERVAL: &str = "--experimental-watch-progress-notify-interval=300ms";
 
+/// A history whose check takes more steps than this is saved, though it
+/// passed.
+const SAVE_ABOVE_STEPS: u64 = 200_000;
+
 /// How many watches start during a run from chosen revisions.
 const REVISION_WATCHES: usize = 3;
 
@@ -318,22 +322,29 @@ pub async fn run(plan: Plan) -> Outcome {
         describe_faults(&faults)
     );
     let t = Instant::now();
-    let linearizability =
-        check_within(&history, &State::new(1, BTreeMap::new()), MAX_STEPS).map(|steps| {
-            let _ = writeln!(
-                std::io::stderr(),
-                "{:?} seed {}: linearizable, checked in {steps} steps, {:.1} s",
-                plan.kind,
-                plan.seed,
-                t.elapsed().as_secs_f64()
-            );
-        });
-    let history_file = match &linearizability {
-        Ok(()) => None,
-        Err(_) => save_history(&plan, &history)
+    let checked = check_within(&history, &State::new(1, BTreeMap::new()), MAX_STEPS);
+    // Histories that do not pass, and those that took a long search (to
+    // time the checker on), are saved.
+    let history_file = match &checked {
+        Ok(steps) if *steps < SAVE_ABOVE_STEPS => None,
+        _ => save_history(&plan, &history)
             .inspect_err(|e| eprintln!("history not saved: {e}"))
             .ok(),
     };
+    if let Ok(steps) = &checked {
+        let _ = writeln!(
+            std::io::stderr(),
+            "{:?} seed {}: linearizable, checked in {steps} steps, {:.1} s{}",
+            plan.kind,
+            plan.seed,
+            t.elapsed().as_secs_f64(),
+            history_file
+                .as_ref()
+                .map(|p| format!(" (saved to {})", p.display()))
+                .unwrap_or_default()
+        );
+    }
+    let linearizability = checked.map(|_| ());
     let mut watch_violations = check_watch(&history, &watch);
     for log in &revision_watches {
         watch_violations.extend(check_watch(&history, log));
