@@ -7,7 +7,9 @@
 //! faults per run, default 3), `CHAOS_SEED` (the first run's seed,
 //! default: from the clock; printed, so a failure can be replayed) and
 //! `CHAOS_MEMBERSHIP=1` (members replaced too, as after a lost disk),
-//! `CHAOS_DISK=0` (no slow or full disks).
+//! `CHAOS_DISK=0` (no slow or full disks), `CHAOS_SAVE=1` (every history
+//! saved as JSON in the temp dir, not only those that fail or take a long
+//! check; `check_a_saved_history` checks one again).
 
 use std::time::Duration;
 

@@ -324,9 +324,9 @@ pub async fn run(plan: Plan) -> Outcome {
     let t = Instant::now();
     let checked = check_within(&history, &State::new(1, BTreeMap::new()), MAX_STEPS);
     // Histories that do not pass, and those that took a long search (to
-    // time the checker on), are saved.
+    // time the checker on), are saved; all with CHAOS_SAVE set.
     let history_file = match &checked {
-        Ok(steps) if *steps < SAVE_ABOVE_STEPS => None,
+        Ok(steps) if *steps < SAVE_ABOVE_STEPS && std::env::var_os("CHAOS_SAVE").is_none() => None,
         _ => save_history(&plan, &history)
             .inspect_err(|e| eprintln!("history not saved: {e}"))
             .ok(),
