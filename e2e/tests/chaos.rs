@@ -7,15 +7,17 @@
 //! faults per run, default 3), `CHAOS_SEED` (the first run's seed,
 //! default: from the clock; printed, so a failure can be replayed) and
 //! `CHAOS_MEMBERSHIP=1` (members replaced too, as after a lost disk),
-//! `CHAOS_DISK=0` (no slow or full disks).
+//! `CHAOS_DISK=0` (no slow or full disks), `CHAOS_SAVE=1` (every history
+//! saved as JSON in the temp dir, not only those that fail or take a long
+//! check; `check_a_saved_history` checks one again).
 
 use std::time::Duration;
 
 use ferrocd_e2e::chaos::{
-    check_agreement, check_watch, plant_lost_write, plant_stale_read, run, Plan,
+    check_agreement, check_watch, load_history, plant_lost_write, plant_stale_read, run, Plan,
 };
 use ferrocd_e2e::diskfault::Disks;
-use ferrocd_e2e::linearizability::{check, minimize, Input, Operation, Output, State};
+use ferrocd_e2e::linearizability::{check, minimize, CheckError, Input, Operation, Output, State};
 use ferrocd_e2e::netfault::NetFaults;
 use ferrocd_e2e::{in_ci, require_tool, Kind};
 
@@ -148,15 +150,43 @@ async fn etcd_histories_under_faults_are_linearizable_as_the_control() {
     runs(Kind::Etcd).await;
 }
 
+/// Whether the checker proves `history` is not linearizable from `start`.
+fn violated(history: &[Operation], start: &State) -> bool {
+    match check(history, start) {
+        Ok(()) => false,
+        Err(CheckError::NotLinearizable(_)) => true,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Checks the history a failing run saved (`CHAOS_HISTORY=<file>`, the
+/// path its report gives), without a cluster: to time the check or debug
+/// the checker.
+#[test]
+#[ignore = "needs CHAOS_HISTORY=<a saved history>"]
+fn check_a_saved_history() {
+    let path = std::env::var("CHAOS_HISTORY").expect("CHAOS_HISTORY=<a saved history>");
+    let history = load_history(std::path::Path::new(&path)).expect("a saved history");
+    let unknown = history.iter().filter(|o| o.ret.is_none()).count();
+    let t = std::time::Instant::now();
+    let checked = check(&history, &State::new(1, Default::default()));
+    println!(
+        "{} operations ({unknown} with unknown outcome) checked in {:?}: {checked:?}",
+        history.len(),
+        t.elapsed()
+    );
+    if let Err(CheckError::NotLinearizable(_)) = checked {
+        let m = minimize(&history, &State::new(1, Default::default()));
+        println!("minimised: {m:?}");
+    }
+}
+
 /// A planted bug's history shrinks to a part of at most 10 operations
 /// (and a fifth of the whole) that still fails; returns the part's size.
 fn assert_shrinks(planted: &[Operation], start: &State) -> usize {
     let m = minimize(planted, start).expect("the planted history fails");
     let part: Vec<Operation> = m.kept.iter().map(|&i| planted[i].clone()).collect();
-    assert!(
-        check(&part, &m.start).is_err(),
-        "the minimised history passes"
-    );
+    assert!(violated(&part, &m.start), "the minimised history passes");
     assert!(
         part.len() <= 10 && part.len() * 5 <= planted.len(),
         "{} of {} operations left",
@@ -191,13 +221,10 @@ async fn the_checker_finds_bugs_planted_in_a_recorded_history() {
     assert!(outcome.ok(), "{}", outcome.report());
     let start = State::new(1, Default::default());
     let lost = plant_lost_write(&outcome.history).expect("a read that saw a value");
-    assert!(check(&lost, &start).is_err(), "a lost write went unnoticed");
+    assert!(violated(&lost, &start), "a lost write went unnoticed");
     assert_shrinks(&lost, &start);
     let stale = plant_stale_read(&outcome.history).expect("a read after an overwrite");
-    assert!(
-        check(&stale, &start).is_err(),
-        "a stale read went unnoticed"
-    );
+    assert!(violated(&stale, &start), "a stale read went unnoticed");
     assert_shrinks(&stale, &start);
     // The recorded watch, with two events of different revisions swapped.
     let mut watch = outcome.watch.clone();

@@ -17,6 +17,8 @@ mod watch;
 mod workload;
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,13 +27,17 @@ pub use planted::{plant_lost_write, plant_stale_read};
 pub use watch::{check_agreement, check_watch, Event, WatchLog};
 
 use crate::diskfault::Disks;
-use crate::linearizability::{check, minimize, Operation, State, Violation};
+use crate::linearizability::{check_within, minimize, CheckError, Operation, State, MAX_STEPS};
 use crate::netfault::NetFaults;
 use crate::{Cluster, Kind};
 
 /// How often members send progress notifications to watches that ask for
 /// them (`--experimental-watch-progress-notify-interval`, on both kinds).
 const PROGRESS_INTERVAL: &str = "--experimental-watch-progress-notify-interval=300ms";
+
+/// A history whose check takes more steps than this is saved, though it
+/// passed.
+const SAVE_ABOVE_STEPS: u64 = 200_000;
 
 /// How many watches start during a run from chosen revisions.
 const REVISION_WATCHES: usize = 3;
@@ -80,7 +86,10 @@ pub struct Outcome {
     pub history: Vec<Operation>,
     /// Acknowledged operations (with an answer).
     pub acknowledged: usize,
-    pub linearizability: Result<(), Violation>,
+    pub linearizability: Result<(), CheckError>,
+    /// Where the history was saved (JSON) when its check did not pass,
+    /// to check it again without the cluster ([`load_history`]).
+    pub history_file: Option<PathBuf>,
     /// Watch guarantees broken, in words.
     pub watch_violations: Vec<String>,
     /// Members that did not come back after the faults (exited again or
@@ -108,7 +117,7 @@ impl Outcome {
     /// the operations around the point where the search got stuck.
     pub fn report(&self) -> String {
         let mut s = format!(
-            "{:?} seed {} ({} members, {} clients, {} keys, {:?}): {} operations, {} acknowledged, {} watch events, {} progress notifications\nfaults: {:?}\n",
+            "{:?} seed {} ({} members, {} clients, {} keys, {:?}): {} operations, {} acknowledged, {} with unknown outcome, {} watch events, {} progress notifications\nfaults: {}\n",
             self.plan.kind,
             self.plan.seed,
             self.plan.members,
@@ -117,11 +126,22 @@ impl Outcome {
             self.plan.duration,
             self.history.len(),
             self.acknowledged,
+            self.history.len() - self.acknowledged,
             self.watch_events,
             self.progress_notifications,
-            self.faults
+            describe_faults(&self.faults)
         );
-        if let Err(v) = &self.linearizability {
+        if let Some(path) = &self.history_file {
+            s.push_str(&format!("history saved to {}\n", path.display()));
+        }
+        if let Err(CheckError::Inconclusive { steps, memo }) = &self.linearizability {
+            s.push_str(&format!(
+                "LINEARIZABILITY CHECK INCONCLUSIVE after {steps} steps ({memo} states remembered): neither an order that explains every answer nor a proof that none does ({} operations, {} with unknown outcome)\n",
+                self.history.len(),
+                self.history.len() - self.acknowledged,
+            ));
+        }
+        if let Err(CheckError::NotLinearizable(v)) = &self.linearizability {
             s.push_str(&format!(
                 "NOT LINEARIZABLE: {} operations linearized; none of these could come next:\n",
                 v.longest_prefix.len()
@@ -159,6 +179,33 @@ impl Outcome {
         }
         s
     }
+}
+
+/// The faults of a run on one line: when (ms), what.
+fn describe_faults(faults: &[Fault]) -> String {
+    let each: Vec<String> = faults
+        .iter()
+        .map(|f| format!("{} {} ({})", f.at_ms, f.kind, f.what))
+        .collect();
+    each.join("; ")
+}
+
+/// Saves `history` as JSON where [`load_history`] reads it.
+fn save_history(plan: &Plan, history: &[Operation]) -> std::io::Result<PathBuf> {
+    let path = std::env::temp_dir().join(format!(
+        "chaos-{}-{}.json",
+        format!("{:?}", plan.kind).to_lowercase(),
+        plan.seed
+    ));
+    let json = serde_json::to_vec(history).map_err(std::io::Error::other)?;
+    std::fs::write(&path, json)?;
+    Ok(path)
+}
+
+/// A history [`run`] saved.
+pub fn load_history(path: &std::path::Path) -> std::io::Result<Vec<Operation>> {
+    let json = std::fs::read(path)?;
+    serde_json::from_slice(&json).map_err(std::io::Error::other)
 }
 
 /// One operation on a line: call and return (ms), client, what it
@@ -262,7 +309,42 @@ pub async fn run(plan: Plan) -> Outcome {
     let revision_watches = revision_watches.await.unwrap_or_default();
     let history = std::mem::take(&mut *history.lock().unwrap());
     let acknowledged = history.iter().filter(|o| o.ret.is_some()).count();
-    let linearizability = check(&history, &State::new(1, BTreeMap::new()));
+    // Said before the check, on stderr as it is (not captured by the test
+    // harness), so a check that takes long can be replayed.
+    let _ = writeln!(
+        std::io::stderr(),
+        "{:?} seed {} ({} members): checking {} operations ({} with unknown outcome); faults: {}",
+        plan.kind,
+        plan.seed,
+        plan.members,
+        history.len(),
+        history.len() - acknowledged,
+        describe_faults(&faults)
+    );
+    let t = Instant::now();
+    let checked = check_within(&history, &State::new(1, BTreeMap::new()), MAX_STEPS);
+    // Histories that do not pass, and those that took a long search (to
+    // time the checker on), are saved; all with CHAOS_SAVE set.
+    let history_file = match &checked {
+        Ok(steps) if *steps < SAVE_ABOVE_STEPS && std::env::var_os("CHAOS_SAVE").is_none() => None,
+        _ => save_history(&plan, &history)
+            .inspect_err(|e| eprintln!("history not saved: {e}"))
+            .ok(),
+    };
+    if let Ok(steps) = &checked {
+        let _ = writeln!(
+            std::io::stderr(),
+            "{:?} seed {}: linearizable, checked in {steps} steps, {:.1} s{}",
+            plan.kind,
+            plan.seed,
+            t.elapsed().as_secs_f64(),
+            history_file
+                .as_ref()
+                .map(|p| format!(" (saved to {})", p.display()))
+                .unwrap_or_default()
+        );
+    }
+    let linearizability = checked.map(|_| ());
     let mut watch_violations = check_watch(&history, &watch);
     for log in &revision_watches {
         watch_violations.extend(check_watch(&history, log));
@@ -274,6 +356,7 @@ pub async fn run(plan: Plan) -> Outcome {
         faults,
         acknowledged,
         linearizability,
+        history_file,
         watch_violations,
         member_failures,
         watch_events: every_watch().map(|w| w.events.len()).sum(),

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 
 /// What a client asked.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Input {
     Get {
         key: String,
@@ -45,7 +45,7 @@ pub enum Input {
 }
 
 /// What the store answered.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Output {
     /// The value and mod revision of the key (`None` if absent), and the
     /// header revision.
@@ -92,7 +92,7 @@ impl Output {
 }
 
 /// One operation of a history. Times are any monotonic clock's (ns).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Operation {
     pub client: usize,
     pub input: Input,
@@ -135,6 +135,11 @@ impl Gaps {
             }
         }
         Gaps { written }
+    }
+
+    /// The values reads saw.
+    pub(super) fn values(&self) -> impl Iterator<Item = &str> {
+        self.written.keys().map(String::as_str)
     }
 }
 
@@ -227,6 +232,15 @@ impl State {
     /// Applies `input`; `Some(next state)` if `output` (when known) is what
     /// etcd answers from this state.
     pub(super) fn step(&self, input: &Input, output: Option<&Output>) -> Option<State> {
+        let (next, answer) = self.apply(input);
+        match output {
+            Some(seen) if *seen != answer => None,
+            _ => Some(next),
+        }
+    }
+
+    /// Applies `input`: the state after it and etcd's answer.
+    pub(super) fn apply(&self, input: &Input) -> (State, Output) {
         let mut next = self.clone();
         let answer = match input {
             Input::Get { key } => Output::Get {
@@ -297,10 +311,18 @@ impl State {
                 }
             },
         };
-        match output {
-            Some(seen) if *seen != answer => None,
-            _ => Some(next),
-        }
+        (next, answer)
+    }
+
+    /// Whether `other` has the same revision and keys (its leases may
+    /// differ).
+    pub(super) fn same_keys(&self, other: &State) -> bool {
+        self.revision == other.revision && self.keys == other.keys
+    }
+
+    /// The store's revision.
+    pub(super) fn revision(&self) -> i64 {
+        self.revision
     }
 
     pub(super) fn fingerprint(&self) -> u64 {
