@@ -3,7 +3,8 @@
 //! mounted file) into a scratch directory, checks its SHA-256 against the
 //! recorded one, reads it with `ferrocd snapshot status -w json` (bbolt's
 //! consistency check, the store's revision and key count) and compares
-//! the revision with the recorded one, then runs `ferrocd snapshot
+//! the revision with the recorded one (see [`revision_matches`] for why
+//! only a newer one is certain to be wrong), then runs `ferrocd snapshot
 //! restore` into the scratch directory, which decodes every change, lease
 //! and auth record. The scratch directory is removed whatever happens.
 //! The [`VerifyOutcome`] is the container's termination message.
@@ -60,7 +61,7 @@ pub enum VerifyError {
     #[error("ferrocd snapshot status printed no readable status: {0}")]
     StatusOutput(#[source] serde_json::Error),
     /// The snapshot holds another revision than the backup recorded.
-    #[error("snapshot holds revision {snapshot}, the backup recorded revision {recorded}")]
+    #[error("snapshot holds changes up to revision {snapshot}, after the backup's recorded revision {recorded}")]
     RevisionMismatch {
         /// Recorded revision.
         recorded: i64,
@@ -241,7 +242,7 @@ async fn verify_in(args: &VerifyArgs, scratch: &Path) -> Result<VerifyReport, Ve
     }
     let status: SnapshotStatus =
         serde_json::from_slice(output.stdout.trim_ascii()).map_err(VerifyError::StatusOutput)?;
-    if status.revision != args.revision {
+    if !revision_matches(status.revision, args.revision) {
         return Err(VerifyError::RevisionMismatch {
             recorded: args.revision,
             snapshot: status.revision,
@@ -267,6 +268,17 @@ async fn verify_in(args: &VerifyArgs, scratch: &Path) -> Result<VerifyReport, Ve
         total_keys: status.total_key,
         hash: status.hash,
     })
+}
+
+/// Whether a snapshot whose newest change is at `snapshot` (what
+/// `snapshot status` reads from the `key` bucket) can be the backup
+/// recorded at store revision `recorded`. Equal in general; lower when the
+/// newest changes are gone: an empty store (revision 1, no change) or
+/// deleted keys whose tombstones a compaction at the head removed. Never
+/// higher: a snapshot holding changes after the recorded revision is
+/// another backup.
+pub fn revision_matches(snapshot: i64, recorded: i64) -> bool {
+    snapshot <= recorded
 }
 
 async fn ferrocd(
@@ -297,6 +309,15 @@ mod tests {
         .unwrap();
         assert_eq!(status.revision, 21);
         assert_eq!(status.total_key, 31);
+    }
+
+    #[test]
+    fn only_a_snapshot_newer_than_recorded_is_a_revision_mismatch() {
+        assert!(revision_matches(42, 42));
+        // An empty store, or tombstones compacted at the head.
+        assert!(revision_matches(0, 1));
+        assert!(revision_matches(2, 3));
+        assert!(!revision_matches(43, 42));
     }
 
     #[test]

@@ -229,7 +229,9 @@ async fn verified_job_sets_verified_true_with_an_event() {
 async fn failed_verification_sets_verified_false_records_a_warning_and_counts_it() {
     let outcome = VerifyOutcome::Failed {
         reason: "RevisionMismatch".into(),
-        message: "snapshot holds revision 40, the backup recorded revision 42".into(),
+        message:
+            "snapshot holds changes up to revision 44, after the backup's recorded revision 42"
+                .into(),
     };
     let (job, pods) = finished(false, &outcome);
     let mut expectations = observe_job(Some(job), Some(pods));
@@ -239,7 +241,7 @@ async fn failed_verification_sets_verified_false_records_a_warning_and_counts_it
         assert_eq!(c["status"], "False");
         assert_eq!(c["reason"], "RevisionMismatch");
         assert!(
-            c["message"].as_str().unwrap().contains("revision 40"),
+            c["message"].as_str().unwrap().contains("revision 44"),
             "{c}"
         );
         assert_eq!(status["phase"], "Succeeded");
