@@ -12,6 +12,8 @@
 //! * [`prune`]: retention applied to the destination by the Job.
 //! * [`restore`]: `ferrocd-operator restore`, the members' init step of `spec.restore`.
 //! * [`restore_pod`]: that init container, built for the StatefulSet.
+//! * [`verify`]: `ferrocd-operator verify-backup`, restoring a stored backup into scratch.
+//! * [`verify_job`]: the Job that runs it for a succeeded `EtcdBackup`.
 //! * [`cli`]: the `backup` subcommand's flags.
 
 pub mod checksum;
@@ -23,6 +25,8 @@ pub mod restore_pod;
 pub mod s3;
 pub mod schedule;
 pub mod sink;
+pub mod verify;
+pub mod verify_job;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

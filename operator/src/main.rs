@@ -68,6 +68,9 @@ enum Tool {
     /// Restore a member's empty data directory from a snapshot; the init
     /// step of members of a cluster with spec.restore.
     Restore(Box<ferrocd_operator::backup::restore::RestoreArgs>),
+    /// Check that a stored backup is the one recorded and restores; the
+    /// verify Job of spec.backup.verify.
+    VerifyBackup(Box<ferrocd_operator::backup::verify::VerifyArgs>),
 }
 
 #[derive(Clone)]
@@ -81,6 +84,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let args = Args::parse();
     if let Some(Tool::Backup(backup)) = &args.command {
         std::process::exit(ferrocd_operator::backup::cli::run(backup).await);
+    }
+    if let Some(Tool::VerifyBackup(verify)) = &args.command {
+        std::process::exit(ferrocd_operator::backup::verify::run(verify).await);
     }
     if let Some(Tool::Restore(restore)) = &args.command {
         std::process::exit(ferrocd_operator::backup::restore::run(restore).await);

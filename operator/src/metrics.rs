@@ -19,6 +19,7 @@ pub struct Metrics {
     member_steps: IntCounterVec,
     backup_last_success: GaugeVec,
     backup_failures: IntCounterVec,
+    backup_verify_failures: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -76,6 +77,14 @@ impl Metrics {
             &["namespace", "cluster"],
         )
         .expect("valid metric");
+        let backup_verify_failures = IntCounterVec::new(
+            Opts::new(
+                "ferrocd_operator_backup_verify_failures_total",
+                "Backups whose verification failed, by cluster",
+            ),
+            &["namespace", "cluster"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(reconciliations.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(failures.clone()),
@@ -83,6 +92,7 @@ impl Metrics {
             Box::new(member_steps.clone()),
             Box::new(backup_last_success.clone()),
             Box::new(backup_failures.clone()),
+            Box::new(backup_verify_failures.clone()),
         ] {
             registry
                 .register(collector)
@@ -96,6 +106,7 @@ impl Metrics {
             member_steps,
             backup_last_success,
             backup_failures,
+            backup_verify_failures,
         }
     }
 
@@ -138,6 +149,13 @@ impl Metrics {
                 .with_label_values(&[namespace, cluster])
                 .inc();
         }
+    }
+
+    /// Counts a backup of `namespace/cluster` whose verification failed.
+    pub fn backup_verify_failed(&self, namespace: &str, cluster: &str) {
+        self.backup_verify_failures
+            .with_label_values(&[namespace, cluster])
+            .inc();
     }
 
     /// All metrics in the Prometheus text format.

@@ -88,57 +88,19 @@ impl BackupJob<'_> {
             args: Some(args),
             env: (!env.is_empty()).then_some(env),
             volume_mounts: (!mounts.is_empty()).then_some(mounts),
-            termination_message_path: Some(TERMINATION_LOG.into()),
-            termination_message_policy: Some("FallbackToLogsOnError".into()),
-            security_context: Some(SecurityContext {
-                allow_privilege_escalation: Some(false),
-                read_only_root_filesystem: Some(true),
-                capabilities: Some(Capabilities {
-                    drop: Some(vec!["ALL".into()]),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
             ..Default::default()
         };
-        Job {
-            metadata: ObjectMeta {
+        tool_job(
+            ObjectMeta {
                 name: Some(name),
                 namespace: Some(self.cluster.namespace().to_string()),
-                labels: Some(labels.clone()),
+                labels: Some(labels),
                 owner_references: Some(vec![self.owner.clone()]),
                 ..Default::default()
             },
-            spec: Some(JobSpec {
-                backoff_limit: Some(BACKOFF_LIMIT),
-                active_deadline_seconds: Some(DEADLINE_SECONDS),
-                template: PodTemplateSpec {
-                    metadata: Some(ObjectMeta {
-                        labels: Some(labels),
-                        ..Default::default()
-                    }),
-                    spec: Some(PodSpec {
-                        restart_policy: Some("Never".into()),
-                        containers: vec![container],
-                        volumes: (!volumes.is_empty()).then_some(volumes),
-                        security_context: Some(PodSecurityContext {
-                            run_as_non_root: Some(true),
-                            run_as_user: Some(MEMBER_UID),
-                            run_as_group: Some(MEMBER_UID),
-                            fs_group: Some(MEMBER_UID),
-                            seccomp_profile: Some(SeccompProfile {
-                                type_: "RuntimeDefault".into(),
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
-                },
-                ..Default::default()
-            }),
-            status: None,
-        }
+            container,
+            volumes,
+        )
     }
 
     /// Arguments, environment, volumes and mounts of the container.
@@ -219,7 +181,60 @@ impl BackupJob<'_> {
     }
 }
 
-fn secret_env(var: &str, secret: &str, key: &str) -> EnvVar {
+/// A Job running `container` (a `ferrocd-operator` subcommand) once, as
+/// the members run: non-root, read-only root, no capabilities, its
+/// outcome in the termination message. `metadata`'s labels go on the pod too.
+pub(crate) fn tool_job(metadata: ObjectMeta, container: Container, volumes: Vec<Volume>) -> Job {
+    let container = Container {
+        termination_message_path: Some(TERMINATION_LOG.into()),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..container
+    };
+    let labels = metadata.labels.clone();
+    Job {
+        metadata,
+        spec: Some(JobSpec {
+            backoff_limit: Some(BACKOFF_LIMIT),
+            active_deadline_seconds: Some(DEADLINE_SECONDS),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels,
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    containers: vec![container],
+                    volumes: (!volumes.is_empty()).then_some(volumes),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(MEMBER_UID),
+                        run_as_group: Some(MEMBER_UID),
+                        fs_group: Some(MEMBER_UID),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+pub(crate) fn secret_env(var: &str, secret: &str, key: &str) -> EnvVar {
     EnvVar {
         name: var.into(),
         value_from: Some(EnvVarSource {

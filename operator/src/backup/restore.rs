@@ -159,7 +159,7 @@ async fn restore_into(args: &RestoreArgs, scratch: &Path) -> Result<RestoreOutco
         .await
         .map_err(io(scratch))?;
     let snapshot = scratch.join("snapshot.db");
-    let sha256 = fetch(args, &snapshot).await?;
+    let sha256 = fetch(args.file.as_deref(), &args.s3, &snapshot).await?;
     if let Some(expected) = &args.sha256 {
         if !expected.eq_ignore_ascii_case(&sha256) {
             return Err(RestoreError::ChecksumMismatch {
@@ -206,15 +206,16 @@ async fn restore_into(args: &RestoreArgs, scratch: &Path) -> Result<RestoreOutco
     Ok(RestoreOutcome::Restored { sha256 })
 }
 
-/// Copies the snapshot to `to`, returning its SHA-256.
-async fn fetch(args: &RestoreArgs, to: &Path) -> Result<String, RestoreError> {
+/// Copies the snapshot (`file`, or else the object of `s3`) to `to`,
+/// returning its SHA-256.
+pub async fn fetch(file: Option<&Path>, s3: &S3Args, to: &Path) -> Result<String, RestoreError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| RestoreError::File { path, source }
     };
     let mut out = tokio::fs::File::create(to).await.map_err(io(to))?;
     let mut digest = Context::new(&SHA256);
-    match &args.file {
+    match file {
         Some(file) => {
             let mut input = tokio::fs::File::open(file).await.map_err(io(file))?;
             let mut buffer = vec![0; 1 << 20];
@@ -228,8 +229,8 @@ async fn fetch(args: &RestoreArgs, to: &Path) -> Result<String, RestoreError> {
             }
         }
         None => {
-            let client = S3Client::new(&args.s3.config())?;
-            let mut body = client.download(args.s3.key()).await?;
+            let client = S3Client::new(&s3.config())?;
+            let mut body = client.download(s3.key()).await?;
             // A stalled download fails instead of hanging the member's start.
             let stall = std::time::Duration::from_secs(60);
             while let Some(frame) =

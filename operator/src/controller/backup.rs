@@ -58,6 +58,9 @@ pub enum Verdict {
 pub async fn reconcile<C>(backup: Arc<EtcdBackup>, ctx: Arc<Context<C>>) -> Result<Action, Error> {
     let previous = backup.status.clone().unwrap_or_default();
     if previous.phase.is_some_and(BackupPhase::is_final) {
+        if verify::wanted(&backup.spec, &previous) {
+            return verify::reconcile(&backup, &ctx, previous).await;
+        }
         return Ok(Action::await_change());
     }
     let namespace = backup
@@ -170,6 +173,46 @@ pub fn error_policy<C>(backup: Arc<EtcdBackup>, error: &Error, ctx: Arc<Context<
 /// the pod that succeeded, or of the last one that failed once the Job
 /// gave up.
 pub fn judge(job: &Job, pods: &[Pod]) -> Verdict {
+    match ended(job, pods) {
+        Ended::Running => Verdict::Running,
+        Ended::Succeeded(message) => match message.map(|m| serde_json::from_str::<Outcome>(&m)) {
+            Some(Ok(Outcome::Succeeded(report))) => Verdict::Succeeded(report),
+            _ => Verdict::Failed {
+                reason: "NoReport".into(),
+                message: "the backup Job succeeded but left no readable report".into(),
+            },
+        },
+        Ended::Failed { last, condition } => {
+            match last.as_deref().map(serde_json::from_str::<Outcome>) {
+                Some(Ok(Outcome::Failed { reason, message })) => {
+                    Verdict::Failed { reason, message }
+                }
+                _ => Verdict::Failed {
+                    reason: condition.reason.unwrap_or_else(|| "JobFailed".into()),
+                    message: last
+                        .or(condition.message)
+                        .unwrap_or_else(|| "the backup Job failed".into()),
+                },
+            }
+        }
+    }
+}
+
+/// Where a Job of a `ferrocd-operator` subcommand is.
+pub(crate) enum Ended {
+    /// Not finished.
+    Running,
+    /// Succeeded, with the termination message of the pod that did.
+    Succeeded(Option<String>),
+    /// Gave up, with the last failed pod's termination message.
+    Failed {
+        last: Option<String>,
+        condition: k8s_openapi::api::batch::v1::JobCondition,
+    },
+}
+
+/// Whether `job` ended and what its pods said.
+pub(crate) fn ended(job: &Job, pods: &[Pod]) -> Ended {
     let status = job.status.clone().unwrap_or_default();
     let condition = |type_: &str| {
         status
@@ -188,27 +231,15 @@ pub fn judge(job: &Job, pods: &[Pod]) -> Verdict {
         finished.last().and_then(|pod| termination_message(pod))
     };
     if status.succeeded.unwrap_or(0) > 0 || condition("Complete").is_some() {
-        return match message_of("Succeeded").map(|m| serde_json::from_str::<Outcome>(&m)) {
-            Some(Ok(Outcome::Succeeded(report))) => Verdict::Succeeded(report),
-            _ => Verdict::Failed {
-                reason: "NoReport".into(),
-                message: "the backup Job succeeded but left no readable report".into(),
-            },
-        };
+        return Ended::Succeeded(message_of("Succeeded"));
     }
     if let Some(failed) = condition("Failed") {
-        let last = message_of("Failed");
-        return match last.as_deref().map(serde_json::from_str::<Outcome>) {
-            Some(Ok(Outcome::Failed { reason, message })) => Verdict::Failed { reason, message },
-            _ => Verdict::Failed {
-                reason: failed.reason.unwrap_or_else(|| "JobFailed".into()),
-                message: last
-                    .or(failed.message)
-                    .unwrap_or_else(|| "the backup Job failed".into()),
-            },
+        return Ended::Failed {
+            last: message_of("Failed"),
+            condition: failed,
         };
     }
-    Verdict::Running
+    Ended::Running
 }
 
 /// Why a backup pod can not start, e.g. a missing credentials Secret
@@ -304,7 +335,7 @@ fn report_location(base: &EtcdBackupStatus, report: &BackupReport) -> String {
     }
 }
 
-async fn publish<C>(
+pub(crate) async fn publish<C>(
     ctx: &Context<C>,
     backup: &EtcdBackup,
     type_: EventType,
@@ -323,7 +354,7 @@ async fn publish<C>(
     }
 }
 
-async fn patch_status(
+pub(crate) async fn patch_status(
     client: &Client,
     backup: &EtcdBackup,
     status: &EtcdBackupStatus,
@@ -343,6 +374,8 @@ async fn patch_status(
     .await?;
     Ok(())
 }
+
+mod verify;
 
 #[cfg(test)]
 mod tests;

@@ -106,6 +106,7 @@ pub async fn reconcile<C>(
                 cluster_name: name.clone(),
                 destination: spec.destination.clone(),
                 retention: Some(spec.retention.clone()),
+                verify: spec.verify,
             },
         );
         backup.metadata.namespace = Some(namespace.clone());

@@ -764,6 +764,7 @@ fn errors_are_labelled_by_their_innermost_cause() {
     assert_eq!(wrapped.metric_label(), "membership");
 }
 
+mod backup_verify;
 mod recovery;
 mod tls;
 mod upgrade;

@@ -48,6 +48,11 @@ pub struct EtcdBackupSpec {
     /// destination. Set by `spec.backup` of the cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<Retention>,
+    /// After the backup succeeds, run a Job that fetches it, checks its
+    /// SHA-256 and revision and restores it into a scratch directory;
+    /// the result is the `Verified` condition. Set by `spec.backup.verify`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verify: bool,
 }
 
 /// Scheduled backups of a cluster: `spec.backup` of an `EtcdCluster`.
@@ -66,6 +71,12 @@ pub struct BackupSchedule {
     /// Stop taking backups without forgetting the schedule.
     #[serde(default)]
     pub suspend: bool,
+    /// Verify every successful backup (opt-in): a Job fetches it, checks
+    /// its SHA-256 and revision and restores it into a scratch directory;
+    /// the `EtcdBackup` gets a `Verified` condition, a failure an Event
+    /// and `ferrocd_operator_backup_verify_failures_total`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verify: bool,
 }
 
 /// Which snapshots of a schedule are kept; the newest is always kept.
@@ -225,7 +236,8 @@ pub struct EtcdBackupStatus {
     /// Why the backup failed, or what it waits for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// `Complete` and `Failed`, following the Job's.
+    /// `Complete` and `Failed`, following the Job's; `Verified` (Unknown
+    /// while the verify Job runs, then True or False) when `spec.verify`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
