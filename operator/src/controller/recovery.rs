@@ -287,6 +287,15 @@ fn conditions(
                 name(ordinal)
             ),
         )),
+        // No member is being forced and the store leads with a quorum,
+        // but the condition still says a recovery runs: the reconcile
+        // that cleared the forced member did not get to write its status
+        // (a later step failed). The recovery is over all the same.
+        Decision::Healthy if is_true(previous, RECOVERING) => Some((
+            false,
+            "Recovered",
+            "the cluster has its quorum again and no member is being forced".to_string(),
+        )),
         _ => None,
     };
     match recovering {
@@ -296,4 +305,58 @@ fn conditions(
         None => out.extend(previous.iter().filter(|c| c.type_ == RECOVERING).cloned()),
     }
     out
+}
+
+fn is_true(conditions: &[Condition], type_: &str) -> bool {
+    conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster() -> (EtcdCluster, ClusterRef) {
+        let cluster: EtcdCluster = serde_json::from_value(json!({
+            "apiVersion": "ferrocd.io/v1alpha1",
+            "kind": "EtcdCluster",
+            "metadata": { "name": "c", "namespace": "ns", "uid": "u-1", "generation": 2 },
+            "spec": { "replicas": 3 }
+        }))
+        .unwrap();
+        let cluster_ref = ClusterRef::new(&cluster).unwrap();
+        (cluster, cluster_ref)
+    }
+
+    fn find<'a>(conditions: &'a [Condition], type_: &str) -> &'a Condition {
+        conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn a_recovery_whose_end_was_not_recorded_ends_at_the_next_look() {
+        let (cluster, cluster_ref) = cluster();
+        let forcing = conditions(
+            &cluster,
+            &cluster_ref,
+            &Decision::AwaitSurvivor { ordinal: 0 },
+            &[],
+        );
+        assert_eq!(find(&forcing, RECOVERING).reason, "ForcingSurvivor");
+        // The reconcile that saw the survivor lead alone cleared the
+        // forced member but its status was never written: the next one
+        // finds the store healthy and the old condition.
+        let next = conditions(&cluster, &cluster_ref, &Decision::Healthy, &forcing);
+        let recovering = find(&next, RECOVERING);
+        assert_eq!(
+            (recovering.status.as_str(), recovering.reason.as_str()),
+            ("False", "Recovered")
+        );
+        assert_eq!(find(&next, QUORUM_LOST).status, "False");
+        // Healthy with no recovery behind it: the condition stays as it was.
+        let later = conditions(&cluster, &cluster_ref, &Decision::Healthy, &next);
+        assert_eq!(find(&later, RECOVERING), recovering);
+        let never = conditions(&cluster, &cluster_ref, &Decision::Healthy, &[]);
+        assert!(never.iter().all(|c| c.type_ != RECOVERING));
+    }
 }
