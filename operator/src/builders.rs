@@ -21,6 +21,9 @@ use kube::{Resource, ResourceExt};
 use crate::backup::restore_pod;
 use crate::crd::{EtcdCluster, EtcdClusterSpec, DEFAULT_STORAGE_SIZE};
 use crate::tls;
+use crate::tls::enable::{
+    EnablePhase, Listener, PHASE_ANNOTATION, SIDE_CLIENT_PORT, SIDE_PEER_PORT,
+};
 
 mod tls_pod;
 use tls_pod::{secret_volume, tcp_probe, tls_args, tls_mounts, tls_readiness_probe};
@@ -88,7 +91,8 @@ pub struct ClusterRef {
     name: String,
     namespace: String,
     owner: OwnerReference,
-    tls: bool,
+    /// Where turning TLS on stands: what pods listen on and advertise.
+    phase: EnablePhase,
 }
 
 impl ClusterRef {
@@ -104,17 +108,51 @@ impl ClusterRef {
             name: cluster.name_any(),
             namespace,
             owner,
-            tls: cluster.spec.tls.is_some(),
+            phase: if cluster.spec.tls.is_some() {
+                EnablePhase::Tls
+            } else {
+                EnablePhase::Plain
+            },
         })
     }
 
-    /// `https` for a TLS cluster, `http` otherwise.
+    /// The same cluster in `phase` of turning TLS on (see [`tls::enable`]).
+    pub fn with_phase(mut self, phase: EnablePhase) -> Self {
+        self.phase = phase;
+        self
+    }
+
+    /// Where turning TLS on stands: `Tls` for a cluster created with TLS,
+    /// `Plain` for one without.
+    pub fn phase(&self) -> EnablePhase {
+        self.phase
+    }
+
+    /// Scheme of the peer URL members advertise.
     pub fn scheme(&self) -> &'static str {
-        if self.tls {
-            "https"
-        } else {
-            "http"
+        scheme(self.phase.advertised_peer())
+    }
+
+    /// Peer URLs member `ordinal` may have in the member list now: the
+    /// phase's, and while a `MemberUpdate` moves them, the one before.
+    pub fn known_peer_urls(&self, ordinal: i32) -> Vec<String> {
+        let mut urls = vec![self.peer_url(ordinal)];
+        if let Some(before) = self.phase.previous() {
+            let url = self.url(before.advertised_peer(), ordinal);
+            if !urls.contains(&url) {
+                urls.push(url);
+            }
         }
+        urls
+    }
+
+    fn url(&self, listener: Listener, ordinal: i32) -> String {
+        format!(
+            "{}://{}:{}",
+            scheme(listener),
+            self.member_host(ordinal),
+            listener.port
+        )
     }
 
     /// Name of the cluster (and of its StatefulSet and client Service).
@@ -149,30 +187,30 @@ impl ClusterRef {
 
     /// Peer URL member `ordinal` advertises.
     pub fn peer_url(&self, ordinal: i32) -> String {
-        format!(
-            "{}://{}:{PEER_PORT}",
-            self.scheme(),
-            self.member_host(ordinal)
-        )
+        self.url(self.phase.advertised_peer(), ordinal)
     }
 
-    /// Client URL member `ordinal` advertises.
+    /// Client URL of member `ordinal` the operator talks to.
     pub fn client_url(&self, ordinal: i32) -> String {
+        self.url(self.phase.operator_client(), ordinal)
+    }
+
+    /// Address of the client Service the operator talks to, what
+    /// `status.clientEndpoint` reports.
+    pub fn client_endpoint(&self) -> String {
+        let listener = self.phase.operator_client();
         format!(
-            "{}://{}:{CLIENT_PORT}",
-            self.scheme(),
-            self.member_host(ordinal)
+            "{}://{}.{}.svc:{}",
+            scheme(listener),
+            self.name,
+            self.namespace,
+            listener.port
         )
     }
 
-    /// Address of the client Service, what `status.clientEndpoint` reports.
-    pub fn client_endpoint(&self) -> String {
-        format!(
-            "{}://{}.{}.svc:{CLIENT_PORT}",
-            self.scheme(),
-            self.name,
-            self.namespace
-        )
+    /// Whether the operator talks TLS to the members now.
+    pub fn operator_tls(&self) -> bool {
+        self.phase.operator_client().tls
     }
 
     /// `--initial-cluster` value for members `0..members`.
@@ -251,6 +289,14 @@ impl ClusterRef {
     }
 }
 
+fn scheme(listener: Listener) -> &'static str {
+    if listener.tls {
+        "https"
+    } else {
+        "http"
+    }
+}
+
 /// Headless Service giving every member a DNS name, published before the
 /// member is ready: members must find each other to become ready at all.
 pub fn peer_service(cluster: &ClusterRef) -> Service {
@@ -276,7 +322,7 @@ pub fn client_service(cluster: &ClusterRef) -> Service {
         metadata: cluster.metadata(cluster.name.clone()),
         spec: Some(ServiceSpec {
             selector: Some(cluster.selector_labels()),
-            ports: Some(vec![service_port("client", CLIENT_PORT)]),
+            ports: Some(client_ports(cluster, service_port)),
             ..Default::default()
         }),
         ..Default::default()
@@ -326,7 +372,11 @@ pub fn stateful_set(cluster: &ClusterRef, spec: &EtcdClusterSpec, replicas: i32)
         ),
         None => (Vec::new(), Some(vec![volume_claim_template(spec)])),
     };
-    if let Some(tls_spec) = &spec.tls {
+    if let Some(tls_spec) = spec
+        .tls
+        .as_ref()
+        .filter(|_| cluster.phase.template().peer_certificates)
+    {
         let secrets = tls::secret_names(cluster, tls_spec);
         volumes.push(secret_volume(SERVER_TLS_VOLUME, secrets.server));
         volumes.push(secret_volume(PEER_TLS_VOLUME, secrets.peer));
@@ -342,8 +392,15 @@ pub fn stateful_set(cluster: &ClusterRef, spec: &EtcdClusterSpec, replicas: i32)
     let pod_template = spec.pod_template.clone().unwrap_or_default();
     let mut pod_labels = pod_template.labels;
     pod_labels.extend(cluster.labels());
+    let mut metadata = cluster.metadata(cluster.name.clone());
+    if spec.tls.is_some() {
+        metadata.annotations = Some(BTreeMap::from([(
+            PHASE_ANNOTATION.to_string(),
+            cluster.phase.name().to_string(),
+        )]));
+    }
     StatefulSet {
-        metadata: cluster.metadata(cluster.name.clone()),
+        metadata,
         spec: Some(StatefulSetSpec {
             replicas: Some(replicas),
             service_name: Some(cluster.peer_service_name()),
@@ -431,14 +488,27 @@ fn ferrocd_container(cluster: &ClusterRef, spec: &EtcdClusterSpec) -> Container 
         cluster.peer_service_name(),
         cluster.namespace
     );
-    let scheme = cluster.scheme();
+    let template = cluster.phase.template();
+    let urls = |listeners: &[Listener], host: &str| {
+        listeners
+            .iter()
+            .map(|l| format!("{}://{host}:{}", scheme(*l), l.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     let mut args = vec![
         "--name=$(POD_NAME)".to_string(),
         format!("--data-dir={DATA_DIR}"),
-        format!("--listen-client-urls={scheme}://0.0.0.0:{CLIENT_PORT}"),
-        format!("--advertise-client-urls={scheme}://{peer_host}:{CLIENT_PORT}"),
-        format!("--listen-peer-urls={scheme}://0.0.0.0:{PEER_PORT}"),
-        format!("--initial-advertise-peer-urls={scheme}://{peer_host}:{PEER_PORT}"),
+        format!("--listen-client-urls={}", urls(&template.client, "0.0.0.0")),
+        format!(
+            "--advertise-client-urls={}",
+            urls(&template.client, &peer_host)
+        ),
+        format!("--listen-peer-urls={}", urls(&template.peer, "0.0.0.0")),
+        format!(
+            "--initial-advertise-peer-urls={}",
+            urls(&[cluster.phase.advertised_peer()], &peer_host)
+        ),
         "--initial-cluster=$(INITIAL_CLUSTER)".to_string(),
         "--initial-cluster-state=$(INITIAL_CLUSTER_STATE)".to_string(),
         format!(
@@ -446,7 +516,8 @@ fn ferrocd_container(cluster: &ClusterRef, spec: &EtcdClusterSpec) -> Container 
             cluster.initial_cluster_token()
         ),
     ];
-    if spec.tls.is_some() {
+    let with_tls = spec.tls.is_some() && template.peer_certificates;
+    if with_tls {
         args.extend(tls_args());
     }
     // BTreeMap order keeps the template, and so the rollout, stable.
@@ -456,14 +527,19 @@ fn ferrocd_container(cluster: &ClusterRef, spec: &EtcdClusterSpec) -> Container 
         mount_path: DATA_DIR.to_string(),
         ..Default::default()
     }];
-    let (readiness_probe, liveness_probe) = match &spec.tls {
-        Some(_) => {
-            volume_mounts.extend(tls_mounts());
-            (tls_readiness_probe(), tcp_probe(10, 6))
-        }
+    if with_tls {
+        volume_mounts.extend(tls_mounts());
+    }
+    let client_port_tls = template
+        .client
+        .iter()
+        .any(|l| l.port == CLIENT_PORT && l.tls);
+    let (readiness_probe, liveness_probe) = if client_port_tls {
+        (tls_readiness_probe(), tcp_probe(10, 6))
+    } else {
         // Generous liveness: a member replaying its log or receiving a
         // snapshot must not be killed for being slow.
-        None => (http_probe("/readyz", 5, 3), http_probe("/livez", 10, 6)),
+        (http_probe("/readyz", 5, 3), http_probe("/livez", 10, 6))
     };
     Container {
         name: "ferrocd".to_string(),
@@ -489,10 +565,13 @@ fn ferrocd_container(cluster: &ClusterRef, spec: &EtcdClusterSpec) -> Container 
                 CONFIG_INITIAL_CLUSTER_STATE,
             ),
         ]),
-        ports: Some(vec![
-            container_port("client", CLIENT_PORT),
-            container_port("peer", PEER_PORT),
-        ]),
+        ports: Some(
+            [
+                client_ports(cluster, container_port),
+                peer_ports(cluster, container_port),
+            ]
+            .concat(),
+        ),
         readiness_probe: Some(readiness_probe),
         liveness_probe: Some(liveness_probe),
         resources: spec.resources.clone(),
@@ -551,6 +630,37 @@ fn http_probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe 
         failure_threshold: Some(failure_threshold),
         ..Default::default()
     }
+}
+
+/// The client ports of the phase's template: 2379, and the TLS side port
+/// while TLS is being turned on.
+fn client_ports<T>(cluster: &ClusterRef, port: fn(&str, i32) -> T) -> Vec<T> {
+    let mut ports = vec![port("client", CLIENT_PORT)];
+    if cluster
+        .phase
+        .template()
+        .client
+        .iter()
+        .any(|l| l.port == SIDE_CLIENT_PORT)
+    {
+        ports.push(port("client-tls", SIDE_CLIENT_PORT));
+    }
+    ports
+}
+
+/// The peer ports of the phase's template, likewise.
+fn peer_ports<T>(cluster: &ClusterRef, port: fn(&str, i32) -> T) -> Vec<T> {
+    let mut ports = vec![port("peer", PEER_PORT)];
+    if cluster
+        .phase
+        .template()
+        .peer
+        .iter()
+        .any(|l| l.port == SIDE_PEER_PORT)
+    {
+        ports.push(port("peer-tls", SIDE_PEER_PORT));
+    }
+    ports
 }
 
 fn service_port(name: &str, port: i32) -> ServicePort {

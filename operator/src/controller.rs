@@ -30,7 +30,8 @@ use crate::manifest::{self, PdbChange};
 use crate::membership::{self, EtcdApi, EtcdError, MemberStep, StoreView};
 use crate::metrics::Metrics;
 use crate::planner::{self, Observed, Plan, Progress};
-use crate::tls::CertSecret;
+use crate::tls::enable::EnablePhase;
+use crate::tls::{self, CertSecret};
 use crate::volumes::{self, PvcUids};
 
 /// Finalizer the operator puts on every `EtcdCluster`.
@@ -241,6 +242,8 @@ struct Seen {
     store: Option<StoreView>,
     stateful_set: Option<StatefulSet>,
     pods: Vec<Pod>,
+    /// Where turning TLS on stands, from the StatefulSet.
+    phase: EnablePhase,
 }
 
 async fn apply<C: EtcdConnector>(cluster: &EtcdCluster, ctx: &Context<C>) -> Result<Action, Error> {
@@ -251,6 +254,7 @@ async fn apply<C: EtcdConnector>(cluster: &EtcdCluster, ctx: &Context<C>) -> Res
     let cluster = resolved.as_ref();
     let previous_members = cluster.status.as_ref().map_or(&[][..], |s| &s.members[..]);
     let (seen, etcd) = observe(cluster, &cluster_ref, previous_members, ctx).await?;
+    let cluster_ref = cluster_ref.with_phase(seen.phase);
     let plan = planner::plan(&cluster_ref, &cluster.spec, &seen.planner);
     tracing::info!(
         cluster = %cluster.name_any(),
@@ -275,17 +279,38 @@ async fn apply<C: EtcdConnector>(cluster: &EtcdCluster, ctx: &Context<C>) -> Res
         _ => None,
     };
     let outcome = rollout.as_ref().and_then(|r| r.as_ref().ok());
+    let transition = match (&etcd, &seen.store, &rollout) {
+        (Some(etcd), Some(store), None | Some(Ok(_))) if certificates.is_some() => {
+            let ready = seen.ready_pods.len();
+            enable_tls::step(
+                cluster,
+                &cluster_ref,
+                &plan,
+                ready,
+                store,
+                outcome,
+                etcd,
+                ctx,
+            )
+            .await
+        }
+        _ => Ok(None),
+    };
     let mut status = build_status(cluster, &cluster_ref, &plan, &seen);
     let next_rotation = certificates.as_ref().and_then(|c| c.next_rotation);
     certificates::report(cluster, &mut status, certificates);
     upgrade::report(cluster, &cluster_ref, &mut status, outcome);
+    let moving = transition.as_ref().ok().and_then(Option::as_ref);
+    enable_tls::report(cluster, &cluster_ref, &mut status, moving);
     let requeue = match outcome {
+        _ if moving.is_some() => upgrade::REQUEUE_ROLLING,
         Some(o) if o.rolling() => upgrade::REQUEUE_ROLLING,
         _ => requeue_after(&plan.progress),
     };
     patch_status(cluster, &cluster_ref, status, ctx).await?;
     step_result?;
     rollout.transpose()?;
+    transition?;
     Ok(Action::requeue(certificates::requeue_with_rotation(
         requeue,
         next_rotation,
@@ -326,6 +351,18 @@ async fn observe<C: EtcdConnector>(
         .iter()
         .filter_map(|pvc| Some((cluster.ordinal_of_pvc(&pvc.name_any())?, pvc.uid()?)))
         .collect();
+    let phase = tls::enable::observed(
+        resource.spec.tls.is_some(),
+        stateful_set.as_ref().map(|sts| {
+            (
+                sts.annotations()
+                    .get(tls::enable::PHASE_ANNOTATION)
+                    .map(String::as_str),
+                has_peer_certificates(sts),
+            )
+        }),
+    );
+    let cluster = &cluster.clone().with_phase(phase);
     let stateful_set_replicas = stateful_set.as_ref().map(|sts| {
         sts.spec
             .as_ref()
@@ -336,6 +373,7 @@ async fn observe<C: EtcdConnector>(
     // Before the StatefulSet exists there is no store to ask; a TLS store
     // not before the operator has its client certificate.
     let client_tls = match &resource.spec.tls {
+        Some(_) if !cluster.operator_tls() => Some(None),
         Some(tls) if stateful_set_replicas.is_some() => {
             certificates::operator_client(&ctx.client, cluster, tls)
                 .await?
@@ -349,7 +387,10 @@ async fn observe<C: EtcdConnector>(
             .etcd
             .connect(&cluster.client_endpoint(), client_tls.as_ref())
             .map_err(Error::StoreClient)?;
-        let store = tokio::time::timeout(STORE_TIMEOUT, membership::observe_store(&etcd))
+        let observe = membership::observe_store_at(&etcd, membership::STATUS_TIMEOUT, |member| {
+            upgrade::client_url(cluster, member)
+        });
+        let store = tokio::time::timeout(STORE_TIMEOUT, observe)
             .await
             .ok()
             .flatten();
@@ -376,8 +417,25 @@ async fn observe<C: EtcdConnector>(
         store,
         stateful_set,
         pods: pods.items,
+        phase,
     };
     Ok((seen, etcd))
+}
+
+/// Whether the StatefulSet's members have the peer certificate flags.
+fn has_peer_certificates(stateful_set: &StatefulSet) -> bool {
+    stateful_set
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.template.spec.as_ref())
+        .is_some_and(|pod| {
+            pod.containers.iter().any(|c| {
+                c.args
+                    .iter()
+                    .flatten()
+                    .any(|a| a.starts_with("--peer-cert-file"))
+            })
+        })
 }
 
 fn is_ready(pod: &Pod) -> bool {
@@ -562,6 +620,7 @@ async fn patch_status<C>(
 
 pub mod backup;
 pub mod certificates;
+pub mod enable_tls;
 mod report;
 pub mod restore;
 pub mod schedule;

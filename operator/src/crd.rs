@@ -109,8 +109,8 @@ pub const KNOWN_OPTIONS: &[&str] = &[
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("has(self.tls) == has(oldSelf.tls)")
-        .message("tls can not be switched on or off after creation")
+    validation = Rule::new("has(self.tls) || !has(oldSelf.tls)")
+        .message("tls can not be switched off after creation")
 )]
 pub struct EtcdClusterSpec {
     /// Number of voting members (1 to 9; odd numbers tolerate the most failures per member).
@@ -143,7 +143,9 @@ pub struct EtcdClusterSpec {
     /// When true the operator observes and reports but changes nothing.
     #[serde(default)]
     pub paused: bool,
-    /// Mutual TLS on the client and peer ports. Absent: plain HTTP.
+    /// Mutual TLS on the client and peer ports. Absent: plain HTTP. Setting
+    /// it on a running cluster turns TLS on one member at a time without
+    /// losing quorum (condition `EnablingTLS`); it can not be removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
     /// Scheduled backups to S3 or a PVC.

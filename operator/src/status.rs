@@ -18,6 +18,8 @@ pub const CERTIFICATES_READY: &str = "CertificatesReady";
 
 /// Condition type: pods are being moved onto a new revision (image, flags).
 pub const UPGRADING: &str = "Upgrading";
+/// Condition type: TLS is being turned on for a running cluster.
+pub const ENABLING_TLS: &str = "EnablingTLS";
 
 /// Inputs besides the plan's progress.
 #[derive(Debug, Clone, PartialEq)]
@@ -170,13 +172,35 @@ pub fn upgrading(
     previous_conditions: &[Condition],
     now: &Time,
 ) -> Condition {
+    of_type(
+        UPGRADING,
+        status,
+        reason,
+        message,
+        generation,
+        previous_conditions,
+        now,
+    )
+}
+
+/// A condition of `type_` with `status`, `reason` and `message`, whose
+/// `lastTransitionTime` moves only when `status` changes.
+pub fn of_type(
+    type_: &'static str,
+    status: bool,
+    reason: &'static str,
+    message: String,
+    generation: Option<i64>,
+    previous_conditions: &[Condition],
+    now: &Time,
+) -> Condition {
     let seen = Observation {
         store_answered: false,
         generation,
         previous_phase: None,
         previous_conditions,
     };
-    condition(UPGRADING, state(status, reason, message), &seen, now)
+    condition(type_, state(status, reason, message), &seen, now)
 }
 
 struct State {
