@@ -213,10 +213,13 @@ impl ClusterRef {
         self.phase.operator_client().tls
     }
 
-    /// `--initial-cluster` value for members `0..members`.
+    /// `--initial-cluster` value for members `0..members`: with the peer
+    /// URLs the pod template advertises, which a phase that only moves
+    /// the URLs in the member list keeps from the phase before.
     pub fn initial_cluster(&self, members: i32) -> String {
+        let advertised = self.phase.template_phase().advertised_peer();
         (0..members)
-            .map(|i| format!("{}={}", self.member_name(i), self.peer_url(i)))
+            .map(|i| format!("{}={}", self.member_name(i), self.url(advertised, i)))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -507,7 +510,10 @@ fn ferrocd_container(cluster: &ClusterRef, spec: &EtcdClusterSpec) -> Container 
         format!("--listen-peer-urls={}", urls(&template.peer, "0.0.0.0")),
         format!(
             "--initial-advertise-peer-urls={}",
-            urls(&[cluster.phase.advertised_peer()], &peer_host)
+            urls(
+                &[cluster.phase.template_phase().advertised_peer()],
+                &peer_host
+            )
         ),
         "--initial-cluster=$(INITIAL_CLUSTER)".to_string(),
         "--initial-cluster-state=$(INITIAL_CLUSTER_STATE)".to_string(),

@@ -485,6 +485,19 @@ fn tls_asked_for_on_a_plain_cluster_changes_no_pod_until_the_dual_phase() {
         );
     }
     assert!(dual_args.iter().any(|a| a.starts_with("--peer-cert-file")));
+    let peer_tls = stateful_set(&cluster.clone().with_phase(EnablePhase::PeerTls), spec, 3);
+    assert_eq!(
+        peer_tls.spec.as_ref().unwrap().template,
+        dual.spec.as_ref().unwrap().template,
+        "moving peer URLs restarts no pod"
+    );
+    let swap = cluster.clone().with_phase(EnablePhase::Swap);
+    let home = cluster.clone().with_phase(EnablePhase::Home);
+    assert_eq!(
+        stateful_set(&home, spec, 3).spec.unwrap().template,
+        stateful_set(&swap, spec, 3).spec.unwrap().template
+    );
+    assert_eq!(home.initial_cluster(1), swap.initial_cluster(1));
     assert_eq!(
         dual.metadata.annotations.as_ref().unwrap()[PHASE_ANNOTATION],
         "Dual"

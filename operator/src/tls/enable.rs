@@ -169,6 +169,17 @@ impl EnablePhase {
         }
     }
 
+    /// The phase whose pod template (and bootstrap ConfigMap) this one
+    /// keeps: phases that only move peer URLs restart no pod, and a pod
+    /// that restarts anyway must find its flags as they were.
+    pub fn template_phase(self) -> EnablePhase {
+        match self {
+            EnablePhase::PeerTls => EnablePhase::Dual,
+            EnablePhase::Home => EnablePhase::Swap,
+            other => other,
+        }
+    }
+
     /// The peer URL members advertise in this phase.
     pub fn advertised_peer(self) -> Listener {
         use EnablePhase::*;
