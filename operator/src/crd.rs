@@ -15,9 +15,11 @@ use serde::{Deserialize, Serialize};
 
 mod backup;
 mod restore;
+mod rollout;
 mod tls;
 pub use backup::*;
 pub use restore::*;
+pub use rollout::*;
 pub use tls::*;
 
 /// API group of the custom resource.
@@ -148,6 +150,9 @@ pub struct EtcdClusterSpec {
     /// losing quorum (condition `EnablingTLS`); it can not be removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
+    /// Bounds of rolling restarts (image or flag changes, turning TLS on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutSpec>,
     /// Scheduled backups to S3 or a PVC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupSchedule>,
@@ -355,6 +360,9 @@ pub enum SpecError {
     /// `spec.tls` can not be acted on.
     #[error(transparent)]
     Tls(#[from] TlsSpecError),
+    /// `spec.rollout` can not be acted on.
+    #[error(transparent)]
+    Rollout(#[from] RolloutSpecError),
 }
 
 impl EtcdClusterSpec {
@@ -380,7 +388,13 @@ impl EtcdClusterSpec {
         if let Some(tls) = &self.tls {
             tls.validate()?;
         }
+        self.rollout_bounds()?;
         Ok(())
+    }
+
+    /// The rolling restart's bounds, defaults applied.
+    pub fn rollout_bounds(&self) -> Result<crate::rollout::Bounds, RolloutSpecError> {
+        self.rollout.clone().unwrap_or_default().bounds()
     }
 
     /// The image to run: `spec.image`, or the ferrocd image of this operator's version.
@@ -401,6 +415,7 @@ impl Default for EtcdClusterSpec {
             pod_disruption_budget: PodDisruptionBudgetSpec::default(),
             paused: false,
             tls: None,
+            rollout: None,
             backup: None,
             restore: None,
         }

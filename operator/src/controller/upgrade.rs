@@ -74,7 +74,11 @@ pub async fn step<C: EtcdConnector>(
             sts.status.as_ref().and_then(|s| s.observed_generation) == sts.metadata.generation
         });
     let outcome = Outcome {
-        rollout: rollout::plan(&members, observed),
+        rollout: rollout::plan_within(
+            &members,
+            observed,
+            &cluster.spec.rollout_bounds().unwrap_or_default(),
+        ),
         progress: rollout::progress(&members),
         revision,
     };

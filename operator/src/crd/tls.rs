@@ -24,7 +24,7 @@ pub const ROTATE_ANNOTATION: &str = "ferrocd.io/rotate-certificates";
 
 /// Pattern of a duration as Go and Kubernetes write it, restricted to
 /// hours, minutes and seconds: `2160h`, `1h30m`, `90s`.
-const DURATION_PATTERN: &str = "^([0-9]+(h|m|s))+$";
+pub(crate) const DURATION_PATTERN: &str = "^([0-9]+(h|m|s))+$";
 
 /// Mutual TLS for clients and peers. Exactly one of `auto`, `secretRefs`
 /// and `issuerRef`; TLS can be switched on for a running cluster, but not
