@@ -301,9 +301,11 @@ async fn apply<C: EtcdConnector>(cluster: &EtcdCluster, ctx: &Context<C>) -> Res
     certificates::report(cluster, &mut status, certificates);
     upgrade::report(cluster, &cluster_ref, &mut status, outcome);
     let moving = transition.as_ref().ok().and_then(Option::as_ref);
-    enable_tls::report(cluster, &cluster_ref, &mut status, moving);
+    enable_tls::report(cluster, &mut status, moving);
     let requeue = match outcome {
-        _ if moving.is_some() => upgrade::REQUEUE_ROLLING,
+        _ if moving.is_some_and(|t| *t != enable_tls::Transition::Enabled) => {
+            upgrade::REQUEUE_ROLLING
+        }
         Some(o) if o.rolling() => upgrade::REQUEUE_ROLLING,
         _ => requeue_after(&plan.progress),
     };

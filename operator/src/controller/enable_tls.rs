@@ -27,6 +27,8 @@ pub enum Transition {
     UpdatedPeerUrl(EnablePhase, String),
     /// The cluster moved on to this phase.
     Advanced(EnablePhase),
+    /// Every member runs the TLS-only template and is ready.
+    Enabled,
 }
 
 /// The next thing to do in the cluster's phase.
@@ -104,7 +106,8 @@ pub async fn step<C: EtcdConnector>(
     ctx: &Context<C>,
 ) -> Result<Option<Transition>, Error> {
     let phase = cluster_ref.phase();
-    if phase == EnablePhase::Tls || cluster.spec.tls.is_none() {
+    let finishing = phase == EnablePhase::Tls && enabling(cluster);
+    if cluster.spec.tls.is_none() || (phase == EnablePhase::Tls && !finishing) {
         return Ok(None);
     }
     if plan.step.is_some() || plan.progress != Progress::Stable {
@@ -113,6 +116,15 @@ pub async fn step<C: EtcdConnector>(
     }
     let rolled = rollout.is_some_and(|o| o.rollout == Rollout::UpToDate)
         && ready_pods == store.members.len();
+    if finishing {
+        return Ok(Some(match rolled {
+            true => Transition::Enabled,
+            false => Transition::Waiting(
+                phase,
+                "every member to restart without the TLS side ports".into(),
+            ),
+        }));
+    }
     let members: Vec<(u64, Vec<String>)> = store
         .members
         .iter()
@@ -171,21 +183,25 @@ pub async fn step<C: EtcdConnector>(
     }
 }
 
+/// Whether the `EnablingTLS` condition says TLS is being turned on.
+fn enabling(cluster: &EtcdCluster) -> bool {
+    cluster.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == status::ENABLING_TLS && c.status == "True")
+    })
+}
+
 /// Writes the `EnablingTLS` condition: true while TLS is being turned on,
-/// false once members serve TLS alone (only for a cluster that went
-/// through it; one created with TLS never gets the condition).
+/// false once every member runs TLS alone and is ready (only for a
+/// cluster that went through it; one created with TLS never gets it).
+/// Without a transition the previous condition stays.
 pub fn report(
     cluster: &EtcdCluster,
-    cluster_ref: &ClusterRef,
     status: &mut EtcdClusterStatus,
     transition: Option<&Transition>,
 ) {
     let previous = cluster.status.clone().unwrap_or_default();
-    let had = previous
-        .conditions
-        .iter()
-        .any(|c| c.type_ == status::ENABLING_TLS);
-    let phase = cluster_ref.phase();
     let (state, reason, message) = match transition {
         Some(Transition::Waiting(phase, why)) => (
             true,
@@ -197,18 +213,12 @@ pub fn report(
             phase.name(),
             format!("phase {}: {note}", phase.name()),
         ),
-        Some(Transition::Advanced(EnablePhase::Tls)) => (
-            false,
-            "Enabled",
-            "members serve TLS alone and the operator talks to them with its client certificate"
-                .to_string(),
-        ),
         Some(Transition::Advanced(after)) => (
             true,
             after.name(),
             format!("moved on to phase {}", after.name()),
         ),
-        None if phase == EnablePhase::Tls && had => (
+        Some(Transition::Enabled) => (
             false,
             "Enabled",
             "members serve TLS alone and the operator talks to them with its client certificate"
