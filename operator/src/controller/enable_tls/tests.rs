@@ -66,3 +66,32 @@ fn the_last_phase_has_nothing_left_to_do() {
     let done = cluster(EnablePhase::Tls);
     assert_eq!(next(&done, true, &list), Next::Done);
 }
+
+fn condition(status: &EtcdClusterStatus) -> Option<(String, String)> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == status::ENABLING_TLS)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+#[test]
+fn the_condition_is_true_through_the_phases_and_false_once_enabled() {
+    let mut resource = EtcdCluster::new("demo", Default::default());
+    let mut status = EtcdClusterStatus::default();
+    report(&resource, &mut status, None);
+    assert_eq!(condition(&status), None, "a cluster created with TLS");
+
+    let waiting = Transition::Waiting(EnablePhase::Swap, "pods".into());
+    report(&resource, &mut status, Some(&waiting));
+    assert_eq!(condition(&status), Some(("True".into(), "Swap".into())));
+
+    resource.status = Some(status);
+    let mut kept = EtcdClusterStatus::default();
+    report(&resource, &mut kept, None);
+    assert_eq!(condition(&kept), Some(("True".into(), "Swap".into())));
+
+    let mut done = EtcdClusterStatus::default();
+    report(&resource, &mut done, Some(&Transition::Enabled));
+    assert_eq!(condition(&done), Some(("False".into(), "Enabled".into())));
+}
