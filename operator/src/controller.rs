@@ -5,13 +5,13 @@
 //! applies the objects with server-side apply, deletes PVCs of members that
 //! are gone, takes at most one membership step and writes the status.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -24,15 +24,13 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::builders::{BuildError, ClusterRef, FIELD_MANAGER};
-use crate::crd::{EtcdCluster, EtcdClusterStatus, MemberStatus};
+use crate::crd::{EtcdCluster, EtcdClusterStatus};
 use crate::grpc::GrpcEtcd;
 use crate::manifest::{self, PdbChange};
-use crate::membership::{self, EtcdApi, EtcdError, MemberStep, StoreView};
+use crate::membership::{self, EtcdApi, EtcdError, MemberStep};
 use crate::metrics::Metrics;
-use crate::planner::{self, Observed, Plan, Progress};
-use crate::tls::enable::EnablePhase;
-use crate::tls::{self, CertSecret};
-use crate::volumes::{self, PvcUids};
+use crate::planner::{self, Plan, Progress};
+use crate::tls::CertSecret;
 
 /// Finalizer the operator puts on every `EtcdCluster`.
 pub const FINALIZER: &str = "etcdclusters.ferrocd.io/finalizer";
@@ -234,18 +232,6 @@ pub fn requeue_after(progress: &Progress) -> Duration {
     }
 }
 
-/// What observe found, beyond what the planner takes.
-struct Seen {
-    planner: Observed,
-    ready_pods: BTreeSet<String>,
-    pvc_uids: PvcUids,
-    store: Option<StoreView>,
-    stateful_set: Option<StatefulSet>,
-    pods: Vec<Pod>,
-    /// Where turning TLS on stands, from the StatefulSet.
-    phase: EnablePhase,
-}
-
 async fn apply<C: EtcdConnector>(cluster: &EtcdCluster, ctx: &Context<C>) -> Result<Action, Error> {
     let cluster_ref = ClusterRef::new(cluster)?;
     let Some(resolved) = restore::resolve(cluster, &cluster_ref, ctx).await? else {
@@ -318,137 +304,6 @@ async fn apply<C: EtcdConnector>(cluster: &EtcdCluster, ctx: &Context<C>) -> Res
         next_rotation,
         Timestamp::now(),
     )))
-}
-
-async fn observe<C: EtcdConnector>(
-    resource: &EtcdCluster,
-    cluster: &ClusterRef,
-    previous_members: &[MemberStatus],
-    ctx: &Context<C>,
-) -> Result<(Seen, Option<C::Api>), Error> {
-    let namespace = cluster.namespace();
-    let selector = ListParams::default().labels(&cluster.label_selector());
-    let stateful_set = Api::<StatefulSet>::namespaced(ctx.client.clone(), namespace)
-        .get_opt(cluster.name())
-        .await?;
-    let pods = Api::<Pod>::namespaced(ctx.client.clone(), namespace)
-        .list(&selector)
-        .await?;
-    let pvc_list = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), namespace)
-        .list(&selector)
-        .await?;
-    let ready_pods = pods
-        .items
-        .iter()
-        .filter(|pod| cluster.ordinal_of_member(&pod.name_any()).is_some() && is_ready(pod))
-        .map(|pod| pod.name_any())
-        .collect();
-    let pvcs: BTreeSet<i32> = pvc_list
-        .items
-        .iter()
-        .filter_map(|pvc| cluster.ordinal_of_pvc(&pvc.name_any()))
-        .collect();
-    let pvc_uids: PvcUids = pvc_list
-        .items
-        .iter()
-        .filter_map(|pvc| Some((cluster.ordinal_of_pvc(&pvc.name_any())?, pvc.uid()?)))
-        .collect();
-    let phase = tls::enable::observed(
-        resource.spec.tls.is_some(),
-        stateful_set.as_ref().map(|sts| {
-            (
-                sts.annotations()
-                    .get(tls::enable::PHASE_ANNOTATION)
-                    .map(String::as_str),
-                has_peer_certificates(sts),
-            )
-        }),
-    );
-    let cluster = &cluster.clone().with_phase(phase);
-    let stateful_set_replicas = stateful_set.as_ref().map(|sts| {
-        sts.spec
-            .as_ref()
-            .and_then(|spec| spec.replicas)
-            // The API server defaults replicas to 1.
-            .unwrap_or(1)
-    });
-    // Before the StatefulSet exists there is no store to ask; a TLS store
-    // not before the operator has its client certificate.
-    let client_tls = match &resource.spec.tls {
-        Some(_) if !cluster.operator_tls() => Some(None),
-        Some(tls) if stateful_set_replicas.is_some() => {
-            certificates::operator_client(&ctx.client, cluster, tls)
-                .await?
-                .map(Some)
-        }
-        Some(_) => None,
-        None => Some(None),
-    };
-    let (store, etcd) = if let (Some(_), Some(client_tls)) = (stateful_set_replicas, client_tls) {
-        let etcd = ctx
-            .etcd
-            .connect(&cluster.client_endpoint(), client_tls.as_ref())
-            .map_err(Error::StoreClient)?;
-        let observe = membership::observe_store_at(&etcd, membership::STATUS_TIMEOUT, |member| {
-            upgrade::client_url(cluster, member)
-        });
-        let store = tokio::time::timeout(STORE_TIMEOUT, observe)
-            .await
-            .ok()
-            .flatten();
-        (store, Some(etcd))
-    } else {
-        (None, None)
-    };
-    let replaced_pvcs = store.as_ref().map_or_else(BTreeSet::new, |store| {
-        volumes::replaced(
-            &volumes::recorded(previous_members),
-            &member_volumes(cluster, store),
-            &pvc_uids,
-        )
-    });
-    let seen = Seen {
-        planner: Observed {
-            stateful_set_replicas,
-            pvcs,
-            replaced_pvcs,
-            members: store.as_ref().map(StoreView::observed),
-        },
-        ready_pods,
-        pvc_uids,
-        store,
-        stateful_set,
-        pods: pods.items,
-        phase,
-    };
-    Ok((seen, etcd))
-}
-
-/// Whether the StatefulSet's members have the peer certificate flags.
-fn has_peer_certificates(stateful_set: &StatefulSet) -> bool {
-    stateful_set
-        .spec
-        .as_ref()
-        .and_then(|spec| spec.template.spec.as_ref())
-        .is_some_and(|pod| {
-            pod.containers.iter().any(|c| {
-                c.args
-                    .iter()
-                    .flatten()
-                    .any(|a| a.starts_with("--peer-cert-file"))
-            })
-        })
-}
-
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|conditions| {
-            conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        })
 }
 
 /// Applies the planned objects in order, with the certificates of a TLS
@@ -623,12 +478,14 @@ async fn patch_status<C>(
 pub mod backup;
 pub mod certificates;
 pub mod enable_tls;
+mod observe;
 mod report;
 pub mod restore;
 pub mod schedule;
 pub mod upgrade;
 
-use report::{build_status, member_volumes};
+use observe::{is_ready, observe, Seen};
+use report::build_status;
 
 #[cfg(test)]
 mod tests;

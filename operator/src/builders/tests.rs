@@ -1,5 +1,6 @@
 use super::*;
 use crate::crd::EtcdCluster;
+use crate::tls::enable::EnablePhase;
 
 fn stored_cluster(spec_yaml: &str) -> EtcdCluster {
     let mut cluster = EtcdCluster::new(
