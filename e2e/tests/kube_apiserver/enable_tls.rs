@@ -136,6 +136,14 @@ pub fn plain_cluster_turns_tls_on_under_writes(node: &Node) -> Duration {
         "--wait=true",
         "--timeout=60s",
     ]);
+    // Its volumes are kept by default; later scenarios count PVCs.
+    node.kubectl_ok(&[
+        "delete",
+        "pvc",
+        "-l",
+        &format!("app.kubernetes.io/instance={NAME}"),
+        "--wait=false",
+    ]);
     report.longest_outage
 }
 
