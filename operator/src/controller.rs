@@ -266,7 +266,11 @@ async fn apply<C: EtcdConnector>(cluster: &EtcdCluster, ctx: &Context<C>) -> Res
     };
     let outcome = rollout.as_ref().and_then(|r| r.as_ref().ok());
     let transition = match (&etcd, &seen.store, &rollout) {
-        (Some(etcd), Some(store), None | Some(Ok(_))) if certificates.is_some() => {
+        // Pods of the next phase mount the certificate Secrets: no phase
+        // moves on while they are missing or not current.
+        (Some(etcd), Some(store), None | Some(Ok(_)))
+            if certificates.as_ref().is_some_and(|c| c.problem.is_none()) =>
+        {
             let ready = seen.ready_pods.len();
             enable_tls::step(
                 cluster,
