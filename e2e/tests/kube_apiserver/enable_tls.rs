@@ -1,7 +1,7 @@
 //! Turning TLS on for a running cluster: a 3-member plain-text
 //! `EtcdCluster` gets `spec.tls.auto` while a writer puts keys through the
 //! client Service (in plain text, and with the client Secret once the
-//! operator has issued it). The cluster must end 3/3 ready serving mutual
+//! operator has issued it, on the TLS side port 2381 or on 2379). The cluster must end 3/3 ready serving mutual
 //! TLS alone, with every key kept, and writes may fail only briefly.
 
 use std::process::Command;
@@ -49,7 +49,11 @@ pub fn plain_cluster_turns_tls_on_under_writes(node: &Node) -> Duration {
         format!("--cert={}", files.path().join("tls.crt").display()),
         format!("--key={}", files.path().join("tls.key").display()),
     ];
-    let writer = Writer::start(plain.clone(), format!("https://{ip}:2379"), flags.clone());
+    // A TLS client may use the side port while TLS comes on: it speaks TLS
+    // on every pod from the first roll on, where 2379 is plain on some pods
+    // and TLS on others while the main ports switch.
+    let secure_endpoints = format!("https://{ip}:2381,https://{ip}:2379");
+    let writer = Writer::start(plain.clone(), secure_endpoints, flags.clone());
     std::thread::sleep(Duration::from_secs(2));
     let started = Instant::now();
     node.kubectl_ok(&[
