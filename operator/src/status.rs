@@ -22,6 +22,8 @@ pub const UPGRADING: &str = "Upgrading";
 pub const QUORUM_LOST: &str = "QuorumLost";
 /// Whether a quorum-loss recovery (`spec.recovery`) is under way.
 pub const RECOVERING: &str = "Recovering";
+/// Condition type: TLS is being turned on for a running cluster.
+pub const ENABLING_TLS: &str = "EnablingTLS";
 
 /// Inputs besides the plan's progress.
 #[derive(Debug, Clone, PartialEq)]
@@ -174,13 +176,35 @@ pub fn upgrading(
     previous_conditions: &[Condition],
     now: &Time,
 ) -> Condition {
+    of_type(
+        UPGRADING,
+        status,
+        reason,
+        message,
+        generation,
+        previous_conditions,
+        now,
+    )
+}
+
+/// A condition of `type_` with `status`, `reason` and `message`, whose
+/// `lastTransitionTime` moves only when `status` changes.
+pub fn of_type(
+    type_: &'static str,
+    status: bool,
+    reason: &'static str,
+    message: String,
+    generation: Option<i64>,
+    previous_conditions: &[Condition],
+    now: &Time,
+) -> Condition {
     let seen = Observation {
         store_answered: false,
         generation,
         previous_phase: None,
         previous_conditions,
     };
-    condition(UPGRADING, state(status, reason, message), &seen, now)
+    condition(type_, state(status, reason, message), &seen, now)
 }
 
 /// A condition of `type_` with `status`, `reason` and `message`, keeping
