@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::snapshots::ok;
+use crate::snapshots::{ok, restore_args};
 use crate::{in_ci, Kind, Server};
 
 /// The directory holding etcd 3.5's binaries; `None` (after a message)
@@ -50,24 +50,8 @@ pub fn etcdutl(dir: &Path, args: &[&str]) -> String {
 /// data directory, which is then started.
 pub async fn restore_into(dir: &Path, snapshot: &Path) -> Server {
     let mut etcd = prepare(dir, &[]);
-    let data_dir = etcd.data_dir();
-    let cluster = format!("default={}", etcd.peer_url);
-    etcdutl(
-        dir,
-        &[
-            "snapshot",
-            "restore",
-            snapshot.to_str().unwrap(),
-            "--name",
-            "default",
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-            "--initial-cluster",
-            &cluster,
-            "--initial-advertise-peer-urls",
-            &etcd.peer_url,
-        ],
-    );
+    let args = restore_args(snapshot, &etcd);
+    etcdutl(dir, &args.iter().map(String::as_str).collect::<Vec<_>>());
     etcd.launch();
     etcd.wait_ready().await;
     etcd

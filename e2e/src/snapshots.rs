@@ -140,13 +140,12 @@ pub fn ferrocd_tool(args: &[&str]) -> String {
     ok(out, &format!("ferrocd {args:?}"))
 }
 
-/// `etcdctl snapshot restore` of `snapshot` into a new etcd's data
-/// directory, which is then started.
-pub async fn restore_into_etcd(snapshot: &Path) -> Server {
-    let mut etcd = Server::prepare_https(Kind::Etcd, None, &[]);
-    let data_dir = etcd.data_dir();
-    let cluster = format!("default={}", etcd.peer_url);
-    etcdctl_offline(&[
+/// The arguments of `snapshot restore` (etcdctl's, etcdutl's and
+/// ferrocd's alike) that make `snapshot` the data directory of `server`, a
+/// single member named `default` not started yet.
+pub fn restore_args(snapshot: &Path, server: &Server) -> Vec<String> {
+    let data_dir = server.data_dir();
+    [
         "snapshot",
         "restore",
         snapshot.to_str().unwrap(),
@@ -155,10 +154,20 @@ pub async fn restore_into_etcd(snapshot: &Path) -> Server {
         "--data-dir",
         data_dir.to_str().unwrap(),
         "--initial-cluster",
-        &cluster,
+        &format!("default={}", server.peer_url),
         "--initial-advertise-peer-urls",
-        &etcd.peer_url,
-    ]);
+        &server.peer_url,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// `etcdctl snapshot restore` of `snapshot` into a new etcd's data
+/// directory, which is then started.
+pub async fn restore_into_etcd(snapshot: &Path) -> Server {
+    let mut etcd = Server::prepare_https(Kind::Etcd, None, &[]);
+    let args = restore_args(snapshot, &etcd);
+    etcdctl_offline(&args.iter().map(String::as_str).collect::<Vec<_>>());
     etcd.launch();
     etcd.wait_ready().await;
     etcd

@@ -68,21 +68,8 @@ async fn snapshots_move_both_ways_between_etcd_35_and_ferrocd() {
 
     // Into ferrocd.
     let mut ferrocd = Server::prepare_https(Kind::Ferrocd, None, &[]);
-    let data_dir = ferrocd.data_dir();
-    let cluster = format!("default={}", ferrocd.peer_url);
-    ferrocd_tool(&[
-        "snapshot",
-        "restore",
-        from_etcd.to_str().unwrap(),
-        "--name",
-        "default",
-        "--data-dir",
-        data_dir.to_str().unwrap(),
-        "--initial-cluster",
-        &cluster,
-        "--initial-advertise-peer-urls",
-        &ferrocd.peer_url,
-    ]);
+    let args = restore_args(&from_etcd, &ferrocd);
+    ferrocd_tool(&args.iter().map(String::as_str).collect::<Vec<_>>());
     ferrocd.launch();
     ferrocd.wait_ready().await;
     same_history(&etcd, &ferrocd, revision);
