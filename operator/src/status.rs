@@ -176,7 +176,7 @@ pub fn upgrading(
     previous_conditions: &[Condition],
     now: &Time,
 ) -> Condition {
-    of_type(
+    condition_of(
         UPGRADING,
         status,
         reason,
@@ -185,26 +185,6 @@ pub fn upgrading(
         previous_conditions,
         now,
     )
-}
-
-/// A condition of `type_` with `status`, `reason` and `message`, whose
-/// `lastTransitionTime` moves only when `status` changes.
-pub fn of_type(
-    type_: &'static str,
-    status: bool,
-    reason: &'static str,
-    message: String,
-    generation: Option<i64>,
-    previous_conditions: &[Condition],
-    now: &Time,
-) -> Condition {
-    let seen = Observation {
-        store_answered: false,
-        generation,
-        previous_phase: None,
-        previous_conditions,
-    };
-    condition(type_, state(status, reason, message), &seen, now)
 }
 
 /// A condition of `type_` with `status`, `reason` and `message`, keeping

@@ -132,39 +132,15 @@ impl BackupJob<'_> {
             args.push(format!("--tls-dir={CLIENT_TLS_MOUNT}"));
         }
         let file = file_name(self.backup_name);
-        if let Some(s3) = &self.destination.s3 {
-            args.extend([
-                format!("--s3-endpoint={}", s3.endpoint),
-                format!("--s3-bucket={}", s3.bucket),
-                format!("--s3-key={}", s3.key(&file)),
-                format!("--s3-region={}", s3.region_or_default()),
-                format!("--s3-path-style={}", s3.force_path_style),
-            ]);
-            for (var, key) in [
-                ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY_ID),
-                ("AWS_SECRET_ACCESS_KEY", S3_SECRET_ACCESS_KEY),
-            ] {
-                env.push(secret_env(var, &s3.credentials_secret, key));
-            }
-        } else if let Some(pvc) = &self.destination.pvc {
-            volumes.push(Volume {
-                name: "backup".into(),
-                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                    claim_name: pvc.claim_name.clone(),
-                    read_only: Some(false),
-                }),
-                ..Default::default()
-            });
-            mounts.push(VolumeMount {
-                name: "backup".into(),
-                mount_path: BACKUP_MOUNT.into(),
-                ..Default::default()
-            });
-            args.push(format!(
-                "--file={BACKUP_MOUNT}/{}",
-                pvc.relative_path(&file)
-            ));
-        }
+        wire_destination(
+            self.destination,
+            &file,
+            false,
+            &mut args,
+            &mut env,
+            &mut volumes,
+            &mut mounts,
+        );
         if let Some(retention) = self.retention {
             args.push(format!("--retain-cluster={}", self.cluster.name()));
             args.push(format!(
@@ -178,6 +154,51 @@ impl BackupJob<'_> {
             }
         }
         (args, env, volumes, mounts)
+    }
+}
+
+/// How a Job reaches the stored file `file` at `destination`: the S3 flags
+/// with the credentials Secret as environment, or the PVC mounted (read
+/// only when `read_only`) and `--file` on it.
+pub(crate) fn wire_destination(
+    destination: &BackupDestination,
+    file: &str,
+    read_only: bool,
+    args: &mut Vec<String>,
+    env: &mut Vec<EnvVar>,
+    volumes: &mut Vec<Volume>,
+    mounts: &mut Vec<VolumeMount>,
+) {
+    if let Some(s3) = &destination.s3 {
+        args.extend([
+            format!("--s3-endpoint={}", s3.endpoint),
+            format!("--s3-bucket={}", s3.bucket),
+            format!("--s3-key={}", s3.key(file)),
+            format!("--s3-region={}", s3.region_or_default()),
+            format!("--s3-path-style={}", s3.force_path_style),
+        ]);
+        for (var, key) in [
+            ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY_ID),
+            ("AWS_SECRET_ACCESS_KEY", S3_SECRET_ACCESS_KEY),
+        ] {
+            env.push(secret_env(var, &s3.credentials_secret, key));
+        }
+    } else if let Some(pvc) = &destination.pvc {
+        volumes.push(Volume {
+            name: "backup".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: pvc.claim_name.clone(),
+                read_only: Some(read_only),
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "backup".into(),
+            mount_path: BACKUP_MOUNT.into(),
+            read_only: read_only.then_some(true),
+            ..Default::default()
+        });
+        args.push(format!("--file={BACKUP_MOUNT}/{}", pvc.relative_path(file)));
     }
 }
 

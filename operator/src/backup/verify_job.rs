@@ -7,14 +7,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, PersistentVolumeClaimVolumeSource, Volume, VolumeMount,
-};
+use k8s_openapi::api::core::v1::{Container, EmptyDirVolumeSource, Volume, VolumeMount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-use super::job::{file_name, secret_env, tool_job, BACKUP_LABEL, BACKUP_MOUNT, TERMINATION_LOG};
+use super::job::{file_name, tool_job, wire_destination, BACKUP_LABEL, TERMINATION_LOG};
 use crate::builders::{FIELD_MANAGER, MANAGED_BY_LABEL};
-use crate::crd::{BackupDestination, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY};
+use crate::crd::BackupDestination;
 
 /// `app.kubernetes.io/component` of verify Jobs and their pods.
 pub const VERIFY_COMPONENT: &str = "backup-verify";
@@ -79,40 +77,15 @@ impl VerifyJob<'_> {
             ..Default::default()
         }];
         let file = file_name(self.backup_name);
-        if let Some(s3) = &self.destination.s3 {
-            args.extend([
-                format!("--s3-endpoint={}", s3.endpoint),
-                format!("--s3-bucket={}", s3.bucket),
-                format!("--s3-key={}", s3.key(&file)),
-                format!("--s3-region={}", s3.region_or_default()),
-                format!("--s3-path-style={}", s3.force_path_style),
-            ]);
-            for (var, key) in [
-                ("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY_ID),
-                ("AWS_SECRET_ACCESS_KEY", S3_SECRET_ACCESS_KEY),
-            ] {
-                env.push(secret_env(var, &s3.credentials_secret, key));
-            }
-        } else if let Some(pvc) = &self.destination.pvc {
-            volumes.push(Volume {
-                name: "backup".into(),
-                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                    claim_name: pvc.claim_name.clone(),
-                    read_only: Some(true),
-                }),
-                ..Default::default()
-            });
-            mounts.push(VolumeMount {
-                name: "backup".into(),
-                mount_path: BACKUP_MOUNT.into(),
-                read_only: Some(true),
-                ..Default::default()
-            });
-            args.push(format!(
-                "--file={BACKUP_MOUNT}/{}",
-                pvc.relative_path(&file)
-            ));
-        }
+        wire_destination(
+            self.destination,
+            &file,
+            true,
+            &mut args,
+            &mut env,
+            &mut volumes,
+            &mut mounts,
+        );
         let container = Container {
             name: "verify".into(),
             image: Some(self.image.clone()),
@@ -139,6 +112,7 @@ impl VerifyJob<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backup::job::BACKUP_MOUNT;
 
     fn job(destination: &str) -> Job {
         let destination: BackupDestination = serde_yaml::from_str(destination).unwrap();

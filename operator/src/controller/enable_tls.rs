@@ -235,7 +235,7 @@ pub fn report(
             return;
         }
     };
-    status.conditions.push(status::of_type(
+    status.conditions.push(status::condition_of(
         status::ENABLING_TLS,
         state,
         reason,
