@@ -24,24 +24,6 @@ pub const FAILED_RESTARTS: i32 = 2;
 /// rollout stops.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// The bounds of a rollout: `spec.rollout`, the constants above by default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Bounds {
-    /// How long a pod on the new revision may take to become ready.
-    pub ready_timeout: Duration,
-    /// Entries a member may trail the leader and count as caught up.
-    pub max_lag: u64,
-}
-
-impl Default for Bounds {
-    fn default() -> Self {
-        Bounds {
-            ready_timeout: READY_TIMEOUT,
-            max_lag: MAX_LAG,
-        }
-    }
-}
-
 /// A member pod as observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodState {
@@ -85,7 +67,7 @@ impl RolloutMember {
     }
 
     /// Why it can not take part in a restart now, if it can not.
-    fn unfit(&self, bounds: &Bounds) -> Option<Unfit> {
+    fn unfit(&self) -> Option<Unfit> {
         let Some(pod) = &self.pod else {
             return Some(Unfit::NoPod);
         };
@@ -97,7 +79,7 @@ impl RolloutMember {
         }
         match self.lag {
             None => Some(Unfit::Unhealthy),
-            Some(lag) if lag > bounds.max_lag => Some(Unfit::Lagging(lag)),
+            Some(lag) if lag > MAX_LAG => Some(Unfit::Lagging(lag)),
             Some(_) if self.is_learner => Some(Unfit::Learner),
             Some(_) => None,
         }
@@ -184,30 +166,21 @@ pub fn progress(members: &[RolloutMember]) -> (usize, usize) {
     (updated, with_pod)
 }
 
-/// The next rollout step for `members` within the default [`Bounds`].
-/// `revision_observed`: the StatefulSet controller has observed the
-/// StatefulSet's latest generation.
+/// The next rollout step for `members`. `revision_observed`: the
+/// StatefulSet controller has observed the StatefulSet's latest generation.
 pub fn plan(members: &[RolloutMember], revision_observed: bool) -> Rollout {
-    plan_within(members, revision_observed, &Bounds::default())
-}
-
-/// [`plan`] within `bounds`.
-pub fn plan_within(members: &[RolloutMember], revision_observed: bool, bounds: &Bounds) -> Rollout {
     if !revision_observed {
         return Rollout::Observing;
     }
     if !members.iter().any(RolloutMember::outdated) {
         return Rollout::UpToDate;
     }
-    if let Some((ordinal, failure)) = members
-        .iter()
-        .find_map(|m| Some((m.ordinal, failed(m, bounds)?)))
-    {
+    if let Some((ordinal, failure)) = members.iter().find_map(|m| Some((m.ordinal, failed(m)?))) {
         return Rollout::Failed(ordinal, failure);
     }
     let unfit: Vec<(&RolloutMember, Unfit)> = members
         .iter()
-        .filter_map(|m| Some((m, m.unfit(bounds)?)))
+        .filter_map(|m| Some((m, m.unfit()?)))
         .collect();
     match unfit.as_slice() {
         [] => {}
@@ -243,7 +216,7 @@ pub fn plan_within(members: &[RolloutMember], revision_observed: bool, bounds: &
 }
 
 /// Whether `member`'s pod runs the new revision and has failed on it.
-fn failed(member: &RolloutMember, bounds: &Bounds) -> Option<Failure> {
+fn failed(member: &RolloutMember) -> Option<Failure> {
     let pod = member
         .pod
         .as_ref()
@@ -251,7 +224,7 @@ fn failed(member: &RolloutMember, bounds: &Bounds) -> Option<Failure> {
     if pod.restarts >= FAILED_RESTARTS && !pod.ready {
         return Some(Failure::CrashLooping(pod.restarts));
     }
-    if !pod.ready && pod.age > bounds.ready_timeout {
+    if !pod.ready && pod.age > READY_TIMEOUT {
         return Some(Failure::NotReadyInTime(pod.age));
     }
     None

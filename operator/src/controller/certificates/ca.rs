@@ -12,9 +12,7 @@ use super::{problem, trust_check, Problem};
 use crate::builders::ClusterRef;
 use crate::controller::{server_side_apply, Error};
 use crate::crd::EtcdCluster;
-use crate::tls::ca_rotation::{
-    self, CaPhase, CaSecret, CaStep, ROTATE_CA_ANNOTATION, ROTATION_DEADLINE,
-};
+use crate::tls::ca_rotation::{self, CaPhase, CaSecret, CaStep, ROTATE_CA_ANNOTATION};
 use crate::tls::pki::{self, Ca};
 use crate::tls::{self, CertKind};
 
@@ -46,13 +44,11 @@ pub(super) async fn begin_ca_rotation(
         Ok(next) => next,
         Err(error) => return Ok(Err(problem("IssueFailed", error))),
     };
-    let begun = stored
-        .begin(
-            next.cert_pem().to_string(),
-            next.key_pem().to_string(),
-            annotation.cloned(),
-        )
-        .entered(now);
+    let begun = stored.begin(
+        next.cert_pem().to_string(),
+        next.key_pem().to_string(),
+        annotation.cloned(),
+    );
     store_ca(client, cluster_ref, &begun).await?;
     tracing::info!(cluster = %cluster_ref.name(), "CA rotation: new CA trusted beside the old one");
     Ok(Ok(begun))
@@ -60,8 +56,6 @@ pub(super) async fn begin_ca_rotation(
 
 /// Trust -> Reissue and Reissue -> Stable, once the leaf Secrets are
 /// current and every member passed the phase's check (see [`trust_check`]).
-/// A phase whose members have not caught up within [`ROTATION_DEADLINE`]
-/// comes back with a `RotationStalled` problem.
 pub(super) async fn advance_ca_rotation(
     client: &Client,
     cluster_ref: &ClusterRef,
@@ -69,21 +63,11 @@ pub(super) async fn advance_ca_rotation(
     ca: &Ca,
     leaves_current: bool,
     now: Timestamp,
-) -> Result<(CaSecret, Option<Problem>), Error> {
+) -> Result<CaSecret, Error> {
     let phase = stored.phase();
     if phase == CaPhase::Stable || !leaves_current {
-        return Ok((stored, None));
+        return Ok(stored);
     }
-    // A rotation begun by an operator that did not record its start is
-    // timed from now.
-    let stored = match stored.since {
-        Some(_) => stored,
-        None => {
-            let timed = stored.entered(now);
-            store_ca(client, cluster_ref, &timed).await?;
-            timed
-        }
-    };
     // Trust: members must accept the new CA's clients, whatever they serve.
     // Reissue: members must serve the new CA's certificates and accept its
     // clients, checked trusting the new CA alone.
@@ -99,40 +83,24 @@ pub(super) async fn advance_ca_rotation(
     let request =
         CertKind::OperatorClient.request(cluster_ref, &Default::default(), CHECK_VALIDITY);
     let Some(identity) = signer.and_then(|signer| signer.issue(&request, now).ok()) else {
-        return Ok((stored, None));
+        return Ok(stored);
     };
-    let (caught_up, stall) = match trust_check::members_accept(
-        client,
-        cluster_ref,
-        &trust,
-        &identity,
-    )
-    .await
+    let caught_up = match trust_check::members_accept(client, cluster_ref, &trust, &identity).await
     {
-        Ok(()) => (true, None),
+        Ok(()) => true,
         Err(reason) => {
             tracing::info!(cluster = %cluster_ref.name(), ?phase, %reason, "CA rotation waits for the members");
-            let stall = ca_rotation::stalled(stored.since, now, ROTATION_DEADLINE).map(|waited| {
-                    problem(
-                        super::STALLED,
-                        format!(
-                            "CA rotation phase {phase:?} has waited {}s (deadline {}s) for the members: {reason}",
-                            waited.as_secs(),
-                            ROTATION_DEADLINE.as_secs()
-                        ),
-                    )
-                });
-            (false, stall)
+            false
         }
     };
     let next = match ca_rotation::step(phase, false, caught_up, leaves_current) {
-        CaStep::HandOver => stored.hand_over().entered(now),
+        CaStep::HandOver => stored.hand_over(),
         CaStep::Finish => stored.finish(),
-        CaStep::Keep | CaStep::Begin => return Ok((stored, stall)),
+        CaStep::Keep | CaStep::Begin => return Ok(stored),
     };
     store_ca(client, cluster_ref, &next).await?;
     tracing::info!(cluster = %cluster_ref.name(), from = ?phase, to = ?next.phase(), "CA rotation advanced");
-    Ok((next, None))
+    Ok(next)
 }
 
 async fn store_ca(
