@@ -23,12 +23,20 @@
 //! `spec.recovery` is rebuilt from its survivor after losing two of three
 //! members with their volumes (`kube_apiserver/recovery.rs`), and the
 //! clusters are deleted with and without their PVCs
-//! (`kube_apiserver/lifecycle.rs`).
+//! (`kube_apiserver/lifecycle.rs`). A plain-text cluster gets `spec.tls`
+//! and turns TLS on under writes (`kube_apiserver/enable_tls.rs`).
+//!
+//! `FERROCD_E2E_SCENARIOS` (comma-separated: `volume`, `leader`, `upgrade`,
+//! `operator_restart`, `tls`, `enable_tls`, `backup`, `cert_manager`,
+//! `lifecycle`, `recovery`) runs only those scenarios after the install;
+//! unset, all run.
 
 #[path = "kube_apiserver/backup.rs"]
 mod backup_scenario;
 #[path = "kube_apiserver/cert_manager.rs"]
 mod cert_manager_scenario;
+#[path = "kube_apiserver/enable_tls.rs"]
+mod enable_tls_scenario;
 #[path = "kube_apiserver/lifecycle.rs"]
 mod lifecycle;
 #[path = "kube_apiserver/recovery.rs"]
@@ -99,35 +107,68 @@ fn kubernetes_on_ferrocd_runs_the_operator_through_volume_and_leader_loss() {
     timings.lap("chart installed, EtcdCluster 3/3 ready");
     let keys = cluster.write_keys("before", KEYS);
 
-    cluster.lost_volume_is_repaired(&keys);
-    timings.lap("lost volume repaired");
-    let outage = cluster.leader_pod_loss_is_ridden_out(&keys);
-    timings.lap("leader pod lost and back");
-    let upgrade_outage =
-        upgrade_scenario::image_upgrade_under_writes_and_a_broken_image_stops(&cluster, &keys);
-    timings.lap("image upgraded under writes; broken image stopped and rolled back");
-    lifecycle::operator_restarted_mid_scale_up_completes_it(&cluster);
-    timings.lap("operator pod deleted mid scale-up, the new one finished it");
-    tls_scenario::tls_cluster_serves_mutual_tls_and_rotates_under_writes(&node);
-    timings.lap("TLS cluster up, certificates rotated under writes");
-    backup_scenario::backups_to_s3_and_a_pvc_restore_into_new_clusters(&node, &keys);
-    timings.lap("backups to S3 and a PVC, restored into new clusters");
-    cert_manager_scenario::issuer_ref_certificates_signed_outside_serve_the_cluster(&node);
-    timings.lap("cert-manager Certificates rendered, Secrets signed outside, cluster served");
-    lifecycle::lone_empty_dir_member_survives_its_pod(&node);
-    timings.lap("1-member emptyDir cluster outlived its pod");
-    let recovery_outage = recovery_scenario::quorum_loss_is_rebuilt_from_the_survivor(&node);
-    timings.lap("quorum lost (2 of 3 pods and PVCs), rebuilt from the survivor");
-    lifecycle::deletion_keeps_or_removes_volumes(&node);
-    timings.lap("clusters deleted, PVCs kept or removed per retainOnDelete");
+    let (mut outage, mut upgrade_outage, mut enable_outage, mut recovery_outage) =
+        Default::default();
+    if wanted("volume") {
+        cluster.lost_volume_is_repaired(&keys);
+        timings.lap("lost volume repaired");
+    }
+    if wanted("leader") {
+        outage = cluster.leader_pod_loss_is_ridden_out(&keys);
+        timings.lap("leader pod lost and back");
+    }
+    if wanted("upgrade") {
+        upgrade_outage =
+            upgrade_scenario::image_upgrade_under_writes_and_a_broken_image_stops(&cluster, &keys);
+        timings.lap("image upgraded under writes; broken image stopped and rolled back");
+    }
+    if wanted("operator_restart") {
+        lifecycle::operator_restarted_mid_scale_up_completes_it(&cluster);
+        timings.lap("operator pod deleted mid scale-up, the new one finished it");
+    }
+    if wanted("tls") {
+        tls_scenario::tls_cluster_serves_mutual_tls_and_rotates_under_writes(&node);
+        timings.lap("TLS cluster up, certificates rotated under writes");
+    }
+    if wanted("enable_tls") {
+        enable_outage = enable_tls_scenario::plain_cluster_turns_tls_on_under_writes(&node);
+        timings.lap("plain-text cluster turned TLS on under writes");
+    }
+    if wanted("backup") {
+        backup_scenario::backups_to_s3_and_a_pvc_restore_into_new_clusters(&node, &keys);
+        timings.lap("backups to S3 and a PVC, restored into new clusters");
+    }
+    if wanted("cert_manager") {
+        cert_manager_scenario::issuer_ref_certificates_signed_outside_serve_the_cluster(&node);
+        timings.lap("cert-manager Certificates rendered, Secrets signed outside, cluster served");
+    }
+    if wanted("lifecycle") {
+        lifecycle::lone_empty_dir_member_survives_its_pod(&node);
+        timings.lap("1-member emptyDir cluster outlived its pod");
+    }
+    if wanted("recovery") {
+        recovery_outage = recovery_scenario::quorum_loss_is_rebuilt_from_the_survivor(&node);
+        timings.lap("quorum lost (2 of 3 pods and PVCs), rebuilt from the survivor");
+    }
+    if wanted("lifecycle") {
+        lifecycle::deletion_keeps_or_removes_volumes(&node);
+        timings.lap("clusters deleted, PVCs kept or removed per retainOnDelete");
+    }
 
     drop(node);
     timings.lap("node down");
     eprintln!(
-        "suite: {:.1?} in all; writes through the client Service failed for {outage:.1?} after the leader pod was deleted, {upgrade_outage:.1?} during the image upgrade, {recovery_outage:.1?} during the quorum-loss recovery\n{}",
+        "suite: {:.1?} in all; writes through the client Service failed for {outage:.1?} after the leader pod was deleted, {upgrade_outage:.1?} during the image upgrade, {enable_outage:.1?} while TLS came on, {recovery_outage:.1?} during the quorum-loss recovery\n{}",
         started.elapsed(),
         timings.report()
     );
+}
+
+/// Whether the scenario named `name` runs: `FERROCD_E2E_SCENARIOS` unset,
+/// or listing it.
+fn wanted(name: &str) -> bool {
+    std::env::var("FERROCD_E2E_SCENARIOS")
+        .map_or(true, |list| list.split(',').any(|s| s.trim() == name))
 }
 
 /// Time spent in each phase of the suite, printed at the end.

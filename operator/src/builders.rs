@@ -14,15 +14,18 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::{Resource, ResourceExt};
 
 use crate::backup::restore_pod;
-use crate::crd::{EtcdCluster, EtcdClusterSpec, DEFAULT_STORAGE_SIZE};
+use crate::crd::{EtcdClusterSpec, DEFAULT_STORAGE_SIZE};
 use crate::tls;
+use crate::tls::enable::{Listener, PHASE_ANNOTATION, SIDE_CLIENT_PORT, SIDE_PEER_PORT};
 
+mod cluster_ref;
 mod tls_pod;
+use cluster_ref::scheme;
+pub use cluster_ref::ClusterRef;
 use tls_pod::{secret_volume, tcp_probe, tls_args, tls_mounts, tls_readiness_probe};
 pub use tls_pod::{PEER_TLS_DIR, PROBE_BINARY, SERVER_TLS_DIR};
 use tls_pod::{PEER_TLS_VOLUME, SERVER_TLS_VOLUME};
@@ -86,175 +89,6 @@ impl InitialClusterState {
     }
 }
 
-/// Identity of one `EtcdCluster`: its names, DNS names and owner reference.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClusterRef {
-    name: String,
-    namespace: String,
-    owner: OwnerReference,
-    tls: bool,
-}
-
-impl ClusterRef {
-    /// Takes the identity of a stored `EtcdCluster`.
-    pub fn new(cluster: &EtcdCluster) -> Result<Self, BuildError> {
-        let namespace = cluster
-            .namespace()
-            .ok_or(BuildError::MissingMetadata("namespace"))?;
-        let owner = cluster
-            .controller_owner_ref(&())
-            .ok_or(BuildError::MissingMetadata("uid"))?;
-        Ok(Self {
-            name: cluster.name_any(),
-            namespace,
-            owner,
-            tls: cluster.spec.tls.is_some(),
-        })
-    }
-
-    /// `https` for a TLS cluster, `http` otherwise.
-    pub fn scheme(&self) -> &'static str {
-        if self.tls {
-            "https"
-        } else {
-            "http"
-        }
-    }
-
-    /// Name of the cluster (and of its StatefulSet and client Service).
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Namespace of the cluster and all its objects.
-    pub fn namespace(&self) -> &str {
-        &self.namespace
-    }
-
-    /// Name of the headless Service that gives members stable DNS names.
-    pub fn peer_service_name(&self) -> String {
-        format!("{}-peer", self.name)
-    }
-
-    /// Name of the ConfigMap holding `--initial-cluster` and `--initial-cluster-state`.
-    pub fn config_map_name(&self) -> String {
-        format!("{}-bootstrap", self.name)
-    }
-
-    /// Name of member `ordinal`: the StatefulSet's pod name.
-    pub fn member_name(&self, ordinal: i32) -> String {
-        format!("{}-{ordinal}", self.name)
-    }
-
-    /// Name of member `ordinal`'s PVC as the StatefulSet controller creates it.
-    pub fn pvc_name(&self, ordinal: i32) -> String {
-        format!("{DATA_VOLUME}-{}", self.member_name(ordinal))
-    }
-
-    /// Peer URL member `ordinal` advertises.
-    pub fn peer_url(&self, ordinal: i32) -> String {
-        format!(
-            "{}://{}:{PEER_PORT}",
-            self.scheme(),
-            self.member_host(ordinal)
-        )
-    }
-
-    /// Client URL member `ordinal` advertises.
-    pub fn client_url(&self, ordinal: i32) -> String {
-        format!(
-            "{}://{}:{CLIENT_PORT}",
-            self.scheme(),
-            self.member_host(ordinal)
-        )
-    }
-
-    /// Address of the client Service, what `status.clientEndpoint` reports.
-    pub fn client_endpoint(&self) -> String {
-        format!(
-            "{}://{}.{}.svc:{CLIENT_PORT}",
-            self.scheme(),
-            self.name,
-            self.namespace
-        )
-    }
-
-    /// `--initial-cluster` value for members `0..members`.
-    pub fn initial_cluster(&self, members: i32) -> String {
-        (0..members)
-            .map(|i| format!("{}={}", self.member_name(i), self.peer_url(i)))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    /// `--initial-cluster-token`: unique per namespace and name, so two
-    /// clusters never accept each other's members.
-    pub fn initial_cluster_token(&self) -> String {
-        format!("{}-{}", self.namespace, self.name)
-    }
-
-    /// Label selector matching the cluster's pods and, since the
-    /// StatefulSet controller copies its selector onto claims, their PVCs.
-    pub fn label_selector(&self) -> String {
-        self.selector_labels()
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    /// Ordinal of the member pod named `name`, if it is one of this cluster's.
-    pub fn ordinal_of_member(&self, name: &str) -> Option<i32> {
-        let ordinal: i32 = name
-            .strip_prefix(&format!("{}-", self.name))?
-            .parse()
-            .ok()?;
-        (ordinal >= 0 && self.member_name(ordinal) == name).then_some(ordinal)
-    }
-
-    /// Ordinal of the member PVC named `name`, if it is one of this cluster's.
-    pub fn ordinal_of_pvc(&self, name: &str) -> Option<i32> {
-        self.ordinal_of_member(name.strip_prefix(&format!("{DATA_VOLUME}-"))?)
-    }
-
-    fn member_host(&self, ordinal: i32) -> String {
-        format!(
-            "{}.{}.{}.svc",
-            self.member_name(ordinal),
-            self.peer_service_name(),
-            self.namespace
-        )
-    }
-
-    fn selector_labels(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([
-            (NAME_LABEL.to_string(), "ferrocd".to_string()),
-            (INSTANCE_LABEL.to_string(), self.name.clone()),
-        ])
-    }
-
-    fn labels(&self) -> BTreeMap<String, String> {
-        let mut labels = self.selector_labels();
-        labels.insert(MANAGED_BY_LABEL.to_string(), FIELD_MANAGER.to_string());
-        labels
-    }
-
-    /// Metadata of a child object named `name`: the cluster's labels and owner.
-    pub fn object_metadata(&self, name: String) -> ObjectMeta {
-        self.metadata(name)
-    }
-
-    fn metadata(&self, name: String) -> ObjectMeta {
-        ObjectMeta {
-            name: Some(name),
-            namespace: Some(self.namespace.clone()),
-            labels: Some(self.labels()),
-            owner_references: Some(vec![self.owner.clone()]),
-            ..Default::default()
-        }
-    }
-}
-
 /// Headless Service giving every member a DNS name, published before the
 /// member is ready: members must find each other to become ready at all.
 pub fn peer_service(cluster: &ClusterRef) -> Service {
@@ -280,7 +114,7 @@ pub fn client_service(cluster: &ClusterRef) -> Service {
         metadata: cluster.metadata(cluster.name.clone()),
         spec: Some(ServiceSpec {
             selector: Some(cluster.selector_labels()),
-            ports: Some(vec![service_port("client", CLIENT_PORT)]),
+            ports: Some(client_ports(cluster, service_port)),
             ..Default::default()
         }),
         ..Default::default()
@@ -330,7 +164,11 @@ pub fn stateful_set(cluster: &ClusterRef, spec: &EtcdClusterSpec, replicas: i32)
         ),
         None => (Vec::new(), Some(vec![volume_claim_template(spec)])),
     };
-    if let Some(tls_spec) = &spec.tls {
+    if let Some(tls_spec) = spec
+        .tls
+        .as_ref()
+        .filter(|_| cluster.phase.template().peer_certificates)
+    {
         let secrets = tls::secret_names(cluster, tls_spec);
         volumes.push(secret_volume(SERVER_TLS_VOLUME, secrets.server));
         volumes.push(secret_volume(PEER_TLS_VOLUME, secrets.peer));
@@ -346,8 +184,15 @@ pub fn stateful_set(cluster: &ClusterRef, spec: &EtcdClusterSpec, replicas: i32)
     let pod_template = spec.pod_template.clone().unwrap_or_default();
     let mut pod_labels = pod_template.labels;
     pod_labels.extend(cluster.labels());
+    let mut metadata = cluster.metadata(cluster.name.clone());
+    if spec.tls.is_some() {
+        metadata.annotations = Some(BTreeMap::from([(
+            PHASE_ANNOTATION.to_string(),
+            cluster.phase.name().to_string(),
+        )]));
+    }
     StatefulSet {
-        metadata: cluster.metadata(cluster.name.clone()),
+        metadata,
         spec: Some(StatefulSetSpec {
             replicas: Some(replicas),
             service_name: Some(cluster.peer_service_name()),
@@ -435,14 +280,30 @@ fn ferrocd_container(cluster: &ClusterRef, spec: &EtcdClusterSpec) -> Container 
         cluster.peer_service_name(),
         cluster.namespace
     );
-    let scheme = cluster.scheme();
+    let template = cluster.phase.template();
+    let urls = |listeners: &[Listener], host: &str| {
+        listeners
+            .iter()
+            .map(|l| format!("{}://{host}:{}", scheme(*l), l.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     let mut args = vec![
         "--name=$(POD_NAME)".to_string(),
         format!("--data-dir={DATA_DIR}"),
-        format!("--listen-client-urls={scheme}://0.0.0.0:{CLIENT_PORT}"),
-        format!("--advertise-client-urls={scheme}://{peer_host}:{CLIENT_PORT}"),
-        format!("--listen-peer-urls={scheme}://0.0.0.0:{PEER_PORT}"),
-        format!("--initial-advertise-peer-urls={scheme}://{peer_host}:{PEER_PORT}"),
+        format!("--listen-client-urls={}", urls(&template.client, "0.0.0.0")),
+        format!(
+            "--advertise-client-urls={}",
+            urls(&template.client, &peer_host)
+        ),
+        format!("--listen-peer-urls={}", urls(&template.peer, "0.0.0.0")),
+        format!(
+            "--initial-advertise-peer-urls={}",
+            urls(
+                &[cluster.phase.template_phase().advertised_peer()],
+                &peer_host
+            )
+        ),
         "--initial-cluster=$(INITIAL_CLUSTER)".to_string(),
         "--initial-cluster-state=$(INITIAL_CLUSTER_STATE)".to_string(),
         format!(
@@ -450,7 +311,8 @@ fn ferrocd_container(cluster: &ClusterRef, spec: &EtcdClusterSpec) -> Container 
             cluster.initial_cluster_token()
         ),
     ];
-    if spec.tls.is_some() {
+    let with_tls = spec.tls.is_some() && template.peer_certificates;
+    if with_tls {
         args.extend(tls_args());
     }
     // BTreeMap order keeps the template, and so the rollout, stable.
@@ -460,14 +322,19 @@ fn ferrocd_container(cluster: &ClusterRef, spec: &EtcdClusterSpec) -> Container 
         mount_path: DATA_DIR.to_string(),
         ..Default::default()
     }];
-    let (readiness_probe, liveness_probe) = match &spec.tls {
-        Some(_) => {
-            volume_mounts.extend(tls_mounts());
-            (tls_readiness_probe(), tcp_probe(10, 6))
-        }
+    if with_tls {
+        volume_mounts.extend(tls_mounts());
+    }
+    let client_port_tls = template
+        .client
+        .iter()
+        .any(|l| l.port == CLIENT_PORT && l.tls);
+    let (readiness_probe, liveness_probe) = if client_port_tls {
+        (tls_readiness_probe(), tcp_probe(10, 6))
+    } else {
         // Generous liveness: a member replaying its log or receiving a
         // snapshot must not be killed for being slow.
-        None => (http_probe("/readyz", 5, 3), http_probe("/livez", 10, 6)),
+        (http_probe("/readyz", 5, 3), http_probe("/livez", 10, 6))
     };
     Container {
         name: "ferrocd".to_string(),
@@ -506,10 +373,13 @@ fn ferrocd_container(cluster: &ClusterRef, spec: &EtcdClusterSpec) -> Container 
                 ..Default::default()
             },
         ]),
-        ports: Some(vec![
-            container_port("client", CLIENT_PORT),
-            container_port("peer", PEER_PORT),
-        ]),
+        ports: Some(
+            [
+                client_ports(cluster, container_port),
+                peer_ports(cluster, container_port),
+            ]
+            .concat(),
+        ),
         readiness_probe: Some(readiness_probe),
         liveness_probe: Some(liveness_probe),
         resources: spec.resources.clone(),
@@ -568,6 +438,37 @@ fn http_probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe 
         failure_threshold: Some(failure_threshold),
         ..Default::default()
     }
+}
+
+/// The client ports of the phase's template: 2379, and the TLS side port
+/// while TLS is being turned on.
+fn client_ports<T>(cluster: &ClusterRef, port: fn(&str, i32) -> T) -> Vec<T> {
+    let mut ports = vec![port("client", CLIENT_PORT)];
+    if cluster
+        .phase
+        .template()
+        .client
+        .iter()
+        .any(|l| l.port == SIDE_CLIENT_PORT)
+    {
+        ports.push(port("client-tls", SIDE_CLIENT_PORT));
+    }
+    ports
+}
+
+/// The peer ports of the phase's template, likewise.
+fn peer_ports<T>(cluster: &ClusterRef, port: fn(&str, i32) -> T) -> Vec<T> {
+    let mut ports = vec![port("peer", PEER_PORT)];
+    if cluster
+        .phase
+        .template()
+        .peer
+        .iter()
+        .any(|l| l.port == SIDE_PEER_PORT)
+    {
+        ports.push(port("peer-tls", SIDE_PEER_PORT));
+    }
+    ports
 }
 
 fn service_port(name: &str, port: i32) -> ServicePort {

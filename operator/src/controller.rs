@@ -5,13 +5,13 @@
 //! applies the objects with server-side apply, deletes PVCs of members that
 //! are gone, takes at most one membership step and writes the status.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -24,14 +24,13 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::builders::{BuildError, ClusterRef, FIELD_MANAGER};
-use crate::crd::{EtcdCluster, EtcdClusterStatus, MemberStatus};
+use crate::crd::{EtcdCluster, EtcdClusterStatus};
 use crate::grpc::GrpcEtcd;
 use crate::manifest::{self, PdbChange};
-use crate::membership::{self, EtcdApi, EtcdError, MemberStep, StoreView};
+use crate::membership::{self, EtcdApi, EtcdError, MemberStep};
 use crate::metrics::Metrics;
-use crate::planner::{self, Observed, Plan, Progress};
+use crate::planner::{self, Plan, Progress};
 use crate::tls::CertSecret;
-use crate::volumes::{self, PvcUids};
 
 /// Finalizer the operator puts on every `EtcdCluster`.
 pub const FINALIZER: &str = "etcdclusters.ferrocd.io/finalizer";
@@ -233,16 +232,6 @@ pub fn requeue_after(progress: &Progress) -> Duration {
     }
 }
 
-/// What observe found, beyond what the planner takes.
-struct Seen {
-    planner: Observed,
-    ready_pods: BTreeSet<String>,
-    pvc_uids: PvcUids,
-    store: Option<StoreView>,
-    stateful_set: Option<StatefulSet>,
-    pods: Vec<Pod>,
-}
-
 async fn apply<C: EtcdConnector>(cluster: &EtcdCluster, ctx: &Context<C>) -> Result<Action, Error> {
     let cluster_ref = ClusterRef::new(cluster)?;
     let Some(resolved) = restore::resolve(cluster, &cluster_ref, ctx).await? else {
@@ -251,6 +240,7 @@ async fn apply<C: EtcdConnector>(cluster: &EtcdCluster, ctx: &Context<C>) -> Res
     let cluster = resolved.as_ref();
     let previous_members = cluster.status.as_ref().map_or(&[][..], |s| &s.members[..]);
     let (seen, etcd) = observe(cluster, &cluster_ref, previous_members, ctx).await?;
+    let cluster_ref = cluster_ref.with_phase(seen.phase);
     let plan = planner::plan(&cluster_ref, &cluster.spec, &seen.planner);
     let recovery = recovery::step(cluster, &cluster_ref, &seen, etcd.as_ref(), ctx).await?;
     // While a member is being forced, no membership step and no rollout.
@@ -282,11 +272,37 @@ async fn apply<C: EtcdConnector>(cluster: &EtcdCluster, ctx: &Context<C>) -> Res
         _ => None,
     };
     let outcome = rollout.as_ref().and_then(|r| r.as_ref().ok());
+    let transition = match (&etcd, &seen.store, &rollout) {
+        // Pods of the next phase mount the certificate Secrets: no phase
+        // moves on while they are missing or not current.
+        (Some(etcd), Some(store), None | Some(Ok(_)))
+            if certificates.as_ref().is_some_and(|c| c.problem.is_none()) =>
+        {
+            let ready = seen.ready_pods.len();
+            enable_tls::step(
+                cluster,
+                &cluster_ref,
+                &plan,
+                ready,
+                store,
+                outcome,
+                etcd,
+                ctx,
+            )
+            .await
+        }
+        _ => Ok(None),
+    };
     let mut status = build_status(cluster, &cluster_ref, &plan, &seen);
     let next_rotation = certificates.as_ref().and_then(|c| c.next_rotation);
     certificates::report(cluster, &mut status, certificates);
     upgrade::report(cluster, &cluster_ref, &mut status, outcome);
+    let moving = transition.as_ref().ok().and_then(Option::as_ref);
+    enable_tls::report(cluster, &mut status, moving);
     let mut requeue = match outcome {
+        _ if moving.is_some_and(|t| *t != enable_tls::Transition::Enabled) => {
+            upgrade::REQUEUE_ROLLING
+        }
         Some(o) if o.rolling() => upgrade::REQUEUE_ROLLING,
         _ => requeue_after(&plan.progress),
     };
@@ -299,109 +315,12 @@ async fn apply<C: EtcdConnector>(cluster: &EtcdCluster, ctx: &Context<C>) -> Res
     patch_status(cluster, &cluster_ref, status, ctx).await?;
     step_result?;
     rollout.transpose()?;
+    transition?;
     Ok(Action::requeue(certificates::requeue_with_rotation(
         requeue,
         next_rotation,
         Timestamp::now(),
     )))
-}
-
-async fn observe<C: EtcdConnector>(
-    resource: &EtcdCluster,
-    cluster: &ClusterRef,
-    previous_members: &[MemberStatus],
-    ctx: &Context<C>,
-) -> Result<(Seen, Option<C::Api>), Error> {
-    let namespace = cluster.namespace();
-    let selector = ListParams::default().labels(&cluster.label_selector());
-    let stateful_set = Api::<StatefulSet>::namespaced(ctx.client.clone(), namespace)
-        .get_opt(cluster.name())
-        .await?;
-    let pods = Api::<Pod>::namespaced(ctx.client.clone(), namespace)
-        .list(&selector)
-        .await?;
-    let pvc_list = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), namespace)
-        .list(&selector)
-        .await?;
-    let ready_pods = pods
-        .items
-        .iter()
-        .filter(|pod| cluster.ordinal_of_member(&pod.name_any()).is_some() && is_ready(pod))
-        .map(|pod| pod.name_any())
-        .collect();
-    let pvcs: BTreeSet<i32> = pvc_list
-        .items
-        .iter()
-        .filter_map(|pvc| cluster.ordinal_of_pvc(&pvc.name_any()))
-        .collect();
-    let pvc_uids: PvcUids = pvc_list
-        .items
-        .iter()
-        .filter_map(|pvc| Some((cluster.ordinal_of_pvc(&pvc.name_any())?, pvc.uid()?)))
-        .collect();
-    let stateful_set_replicas = stateful_set.as_ref().map(|sts| {
-        sts.spec
-            .as_ref()
-            .and_then(|spec| spec.replicas)
-            // The API server defaults replicas to 1.
-            .unwrap_or(1)
-    });
-    // Before the StatefulSet exists there is no store to ask; a TLS store
-    // not before the operator has its client certificate.
-    let client_tls = match &resource.spec.tls {
-        Some(tls) if stateful_set_replicas.is_some() => {
-            certificates::operator_client(&ctx.client, cluster, tls)
-                .await?
-                .map(Some)
-        }
-        Some(_) => None,
-        None => Some(None),
-    };
-    let (store, etcd) = if let (Some(_), Some(client_tls)) = (stateful_set_replicas, client_tls) {
-        let etcd = ctx
-            .etcd
-            .connect(&cluster.client_endpoint(), client_tls.as_ref())
-            .map_err(Error::StoreClient)?;
-        let store = tokio::time::timeout(STORE_TIMEOUT, membership::observe_store(&etcd))
-            .await
-            .ok()
-            .flatten();
-        (store, Some(etcd))
-    } else {
-        (None, None)
-    };
-    let replaced_pvcs = store.as_ref().map_or_else(BTreeSet::new, |store| {
-        volumes::replaced(
-            &volumes::recorded(previous_members),
-            &member_volumes(cluster, store),
-            &pvc_uids,
-        )
-    });
-    let seen = Seen {
-        planner: Observed {
-            stateful_set_replicas,
-            pvcs,
-            replaced_pvcs,
-            members: store.as_ref().map(StoreView::observed),
-        },
-        ready_pods,
-        pvc_uids,
-        store,
-        stateful_set,
-        pods: pods.items,
-    };
-    Ok((seen, etcd))
-}
-
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|conditions| {
-            conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        })
 }
 
 /// Applies the planned objects in order, with the certificates of a TLS
@@ -575,13 +494,16 @@ async fn patch_status<C>(
 
 pub mod backup;
 pub mod certificates;
+pub mod enable_tls;
+mod observe;
 mod recovery;
 mod report;
 pub mod restore;
 pub mod schedule;
 pub mod upgrade;
 
-use report::{build_status, member_volumes};
+use observe::{is_ready, observe, Seen};
+use report::build_status;
 
 #[cfg(test)]
 mod tests;

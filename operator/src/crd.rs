@@ -16,10 +16,12 @@ use serde::{Deserialize, Serialize};
 mod backup;
 mod recovery;
 mod restore;
+mod rollout;
 mod tls;
 pub use backup::*;
 pub use recovery::*;
 pub use restore::*;
+pub use rollout::*;
 pub use tls::*;
 
 /// API group of the custom resource.
@@ -111,8 +113,8 @@ pub const KNOWN_OPTIONS: &[&str] = &[
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("has(self.tls) == has(oldSelf.tls)")
-        .message("tls can not be switched on or off after creation")
+    validation = Rule::new("has(self.tls) || !has(oldSelf.tls)")
+        .message("tls can not be switched off after creation")
 )]
 pub struct EtcdClusterSpec {
     /// Number of voting members (1 to 9; odd numbers tolerate the most failures per member).
@@ -145,9 +147,14 @@ pub struct EtcdClusterSpec {
     /// When true the operator observes and reports but changes nothing.
     #[serde(default)]
     pub paused: bool,
-    /// Mutual TLS on the client and peer ports. Absent: plain HTTP.
+    /// Mutual TLS on the client and peer ports. Absent: plain HTTP. Setting
+    /// it on a running cluster turns TLS on one member at a time without
+    /// losing quorum (condition `EnablingTLS`); it can not be removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
+    /// Bounds of rolling restarts (image or flag changes, turning TLS on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutSpec>,
     /// Scheduled backups to S3 or a PVC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupSchedule>,
@@ -359,6 +366,9 @@ pub enum SpecError {
     /// `spec.tls` can not be acted on.
     #[error(transparent)]
     Tls(#[from] TlsSpecError),
+    /// `spec.rollout` can not be acted on.
+    #[error(transparent)]
+    Rollout(#[from] RolloutSpecError),
 }
 
 impl EtcdClusterSpec {
@@ -384,7 +394,13 @@ impl EtcdClusterSpec {
         if let Some(tls) = &self.tls {
             tls.validate()?;
         }
+        self.rollout_bounds()?;
         Ok(())
+    }
+
+    /// The rolling restart's bounds, defaults applied.
+    pub fn rollout_bounds(&self) -> Result<crate::rollout::Bounds, RolloutSpecError> {
+        self.rollout.clone().unwrap_or_default().bounds()
     }
 
     /// The image to run: `spec.image`, or the ferrocd image of this operator's version.
@@ -405,6 +421,7 @@ impl Default for EtcdClusterSpec {
             pod_disruption_budget: PodDisruptionBudgetSpec::default(),
             paused: false,
             tls: None,
+            rollout: None,
             backup: None,
             restore: None,
             recovery: None,

@@ -7,7 +7,7 @@ use ferrocd_proto::etcdserverpb::cluster_client::ClusterClient;
 use ferrocd_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use ferrocd_proto::etcdserverpb::{
     self as pb, MemberAddRequest, MemberListRequest, MemberPromoteRequest, MemberRemoveRequest,
-    MoveLeaderRequest, StatusRequest,
+    MemberUpdateRequest, MoveLeaderRequest, StatusRequest,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
@@ -109,6 +109,18 @@ impl EtcdApi for GrpcEtcd {
         self.cluster
             .clone()
             .member_promote(MemberPromoteRequest { id })
+            .await
+            .map(drop)
+            .map_err(from_status)
+    }
+
+    async fn member_update(&self, id: u64, peer_urls: Vec<String>) -> Result<(), EtcdError> {
+        self.cluster
+            .clone()
+            .member_update(MemberUpdateRequest {
+                id,
+                peer_ur_ls: peer_urls,
+            })
             .await
             .map(drop)
             .map_err(from_status)

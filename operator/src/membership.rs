@@ -121,6 +121,12 @@ pub trait EtcdApi: Send + Sync {
     fn member_remove(&self, id: u64) -> impl Future<Output = Result<(), EtcdError>> + Send;
     /// Turns learner `id` into a voter.
     fn member_promote(&self, id: u64) -> impl Future<Output = Result<(), EtcdError>> + Send;
+    /// Replaces member `id`'s peer URLs (etcd's `MemberUpdate`).
+    fn member_update(
+        &self,
+        id: u64,
+        peer_urls: Vec<String>,
+    ) -> impl Future<Output = Result<(), EtcdError>> + Send;
     /// Status of the member serving `endpoint` (a client URL).
     fn status(
         &self,
@@ -224,12 +230,23 @@ pub async fn observe_store(api: &impl EtcdApi) -> Option<StoreView> {
 
 /// [`observe_store`] with `timeout` for each member's status.
 pub async fn observe_store_within(api: &impl EtcdApi, timeout: Duration) -> Option<StoreView> {
+    observe_store_at(api, timeout, |member| member.client_urls.first().cloned()).await
+}
+
+/// [`observe_store_within`], asking each member's status at
+/// `endpoint(member)` (`None`: do not ask): the operator chooses the URL
+/// while TLS is being turned on, when members advertise several.
+pub async fn observe_store_at(
+    api: &impl EtcdApi,
+    timeout: Duration,
+    endpoint: impl Fn(&Member) -> Option<String>,
+) -> Option<StoreView> {
     let list = api.member_list().await.ok()?;
     // All members at once, each bounded: one that never answers must not
     // hold up the others, nor the reconcile.
     let statuses = futures::future::join_all(list.members.iter().map(|member| async {
-        let endpoint = member.client_urls.first()?;
-        tokio::time::timeout(timeout, api.status(endpoint))
+        let endpoint = endpoint(member)?;
+        tokio::time::timeout(timeout, api.status(&endpoint))
             .await
             .ok()?
             .ok()
@@ -267,6 +284,14 @@ impl<T: EtcdApi> EtcdApi for std::sync::Arc<T> {
 
     fn member_promote(&self, id: u64) -> impl Future<Output = Result<(), EtcdError>> + Send {
         (**self).member_promote(id)
+    }
+
+    fn member_update(
+        &self,
+        id: u64,
+        peer_urls: Vec<String>,
+    ) -> impl Future<Output = Result<(), EtcdError>> + Send {
+        (**self).member_update(id, peer_urls)
     }
 
     fn status(
@@ -485,6 +510,9 @@ mod tests {
         }
         async fn member_promote(&self, id: u64) -> Result<(), EtcdError> {
             self.fake.member_promote(id).await
+        }
+        async fn member_update(&self, id: u64, urls: Vec<String>) -> Result<(), EtcdError> {
+            self.fake.member_update(id, urls).await
         }
         async fn status(&self, endpoint: &str) -> Result<EndpointStatus, EtcdError> {
             if endpoint == self.silent {

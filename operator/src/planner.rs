@@ -321,10 +321,15 @@ impl<'a> Membership<'a> {
 /// Parsed from the peer URL, not the member name: etcd lists members that
 /// have not started yet with an empty name.
 pub(crate) fn ordinal_of(cluster: &ClusterRef, peer_url: &str) -> Option<i32> {
-    let rest = peer_url.strip_prefix(&format!("{}://{}-", cluster.scheme(), cluster.name()))?;
+    let (_, rest) = peer_url.split_once("://")?;
+    let rest = rest.strip_prefix(&format!("{}-", cluster.name()))?;
     let digits = rest.split('.').next()?;
     let ordinal: i32 = digits.parse().ok()?;
-    (cluster.peer_url(ordinal) == peer_url).then_some(ordinal)
+    cluster
+        .known_peer_urls(ordinal)
+        .iter()
+        .any(|url| url == peer_url)
+        .then_some(ordinal)
 }
 
 #[cfg(test)]

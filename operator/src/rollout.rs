@@ -24,6 +24,24 @@ pub const FAILED_RESTARTS: i32 = 2;
 /// rollout stops.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// The bounds of a rollout: `spec.rollout`, the constants above by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// How long a pod on the new revision may take to become ready.
+    pub ready_timeout: Duration,
+    /// Entries a member may trail the leader and count as caught up.
+    pub max_lag: u64,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds {
+            ready_timeout: READY_TIMEOUT,
+            max_lag: MAX_LAG,
+        }
+    }
+}
+
 /// A member pod as observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodState {
@@ -67,7 +85,7 @@ impl RolloutMember {
     }
 
     /// Why it can not take part in a restart now, if it can not.
-    fn unfit(&self) -> Option<Unfit> {
+    fn unfit(&self, bounds: &Bounds) -> Option<Unfit> {
         let Some(pod) = &self.pod else {
             return Some(Unfit::NoPod);
         };
@@ -79,7 +97,7 @@ impl RolloutMember {
         }
         match self.lag {
             None => Some(Unfit::Unhealthy),
-            Some(lag) if lag > MAX_LAG => Some(Unfit::Lagging(lag)),
+            Some(lag) if lag > bounds.max_lag => Some(Unfit::Lagging(lag)),
             Some(_) if self.is_learner => Some(Unfit::Learner),
             Some(_) => None,
         }
@@ -166,21 +184,30 @@ pub fn progress(members: &[RolloutMember]) -> (usize, usize) {
     (updated, with_pod)
 }
 
-/// The next rollout step for `members`. `revision_observed`: the
-/// StatefulSet controller has observed the StatefulSet's latest generation.
+/// The next rollout step for `members` within the default [`Bounds`].
+/// `revision_observed`: the StatefulSet controller has observed the
+/// StatefulSet's latest generation.
 pub fn plan(members: &[RolloutMember], revision_observed: bool) -> Rollout {
+    plan_within(members, revision_observed, &Bounds::default())
+}
+
+/// [`plan`] within `bounds`.
+pub fn plan_within(members: &[RolloutMember], revision_observed: bool, bounds: &Bounds) -> Rollout {
     if !revision_observed {
         return Rollout::Observing;
     }
     if !members.iter().any(RolloutMember::outdated) {
         return Rollout::UpToDate;
     }
-    if let Some((ordinal, failure)) = members.iter().find_map(|m| Some((m.ordinal, failed(m)?))) {
+    if let Some((ordinal, failure)) = members
+        .iter()
+        .find_map(|m| Some((m.ordinal, failed(m, bounds)?)))
+    {
         return Rollout::Failed(ordinal, failure);
     }
     let unfit: Vec<(&RolloutMember, Unfit)> = members
         .iter()
-        .filter_map(|m| Some((m, m.unfit()?)))
+        .filter_map(|m| Some((m, m.unfit(bounds)?)))
         .collect();
     match unfit.as_slice() {
         [] => {}
@@ -216,7 +243,7 @@ pub fn plan(members: &[RolloutMember], revision_observed: bool) -> Rollout {
 }
 
 /// Whether `member`'s pod runs the new revision and has failed on it.
-fn failed(member: &RolloutMember) -> Option<Failure> {
+fn failed(member: &RolloutMember, bounds: &Bounds) -> Option<Failure> {
     let pod = member
         .pod
         .as_ref()
@@ -224,7 +251,7 @@ fn failed(member: &RolloutMember) -> Option<Failure> {
     if pod.restarts >= FAILED_RESTARTS && !pod.ready {
         return Some(Failure::CrashLooping(pod.restarts));
     }
-    if !pod.ready && pod.age > READY_TIMEOUT {
+    if !pod.ready && pod.age > bounds.ready_timeout {
         return Some(Failure::NotReadyInTime(pod.age));
     }
     None

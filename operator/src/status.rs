@@ -22,6 +22,8 @@ pub const UPGRADING: &str = "Upgrading";
 pub const QUORUM_LOST: &str = "QuorumLost";
 /// Whether a quorum-loss recovery (`spec.recovery`) is under way.
 pub const RECOVERING: &str = "Recovering";
+/// Condition type: TLS is being turned on for a running cluster.
+pub const ENABLING_TLS: &str = "EnablingTLS";
 
 /// Inputs besides the plan's progress.
 #[derive(Debug, Clone, PartialEq)]

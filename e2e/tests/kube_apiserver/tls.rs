@@ -539,7 +539,7 @@ impl<'a> TlsCluster<'a> {
     }
 }
 
-fn decode_base64(encoded: &str) -> Vec<u8> {
+pub(super) fn decode_base64(encoded: &str) -> Vec<u8> {
     let mut child = Command::new("base64")
         .arg("-d")
         .stdin(std::process::Stdio::piped())

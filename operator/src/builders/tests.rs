@@ -1,5 +1,6 @@
 use super::*;
 use crate::crd::EtcdCluster;
+use crate::tls::enable::EnablePhase;
 
 fn stored_cluster(spec_yaml: &str) -> EtcdCluster {
     let mut cluster = EtcdCluster::new(
@@ -458,4 +459,58 @@ fn plain_cluster_has_no_tls_flags_or_volumes() {
     assert!(!args(&sts).iter().any(|a| a.contains("cert")));
     let pod = sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
     assert_eq!(pod.volumes, None);
+}
+
+#[test]
+fn tls_asked_for_on_a_plain_cluster_changes_no_pod_until_the_dual_phase() {
+    let plain = stateful_set(&cluster_ref(), &EtcdClusterSpec::default(), 3);
+    let resource = stored_cluster(TLS_AUTO);
+    let spec = &resource.spec;
+    let cluster = ClusterRef::new(&resource).unwrap();
+    let asked = stateful_set(&cluster.clone().with_phase(EnablePhase::Plain), spec, 3);
+    assert_eq!(
+        asked.spec.as_ref().unwrap().template,
+        plain.spec.as_ref().unwrap().template,
+        "the Plain phase keeps the plain template"
+    );
+    let dual = stateful_set(&cluster.clone().with_phase(EnablePhase::Dual), spec, 3);
+    let dual_args = args(&dual);
+    for wanted in [
+        "--listen-peer-urls=http://0.0.0.0:2380,https://0.0.0.0:2382",
+        "--listen-client-urls=http://0.0.0.0:2379,https://0.0.0.0:2381",
+        "--initial-advertise-peer-urls=http://$(POD_NAME).demo-peer.prod.svc:2380",
+    ] {
+        assert!(
+            dual_args.iter().any(|a| a == wanted),
+            "{wanted}: {dual_args:?}"
+        );
+    }
+    assert!(dual_args.iter().any(|a| a.starts_with("--peer-cert-file")));
+    let peer_tls = stateful_set(&cluster.clone().with_phase(EnablePhase::PeerTls), spec, 3);
+    assert_eq!(
+        peer_tls.spec.as_ref().unwrap().template,
+        dual.spec.as_ref().unwrap().template,
+        "moving peer URLs restarts no pod"
+    );
+    let swap = cluster.clone().with_phase(EnablePhase::Swap);
+    let home = cluster.clone().with_phase(EnablePhase::Home);
+    assert_eq!(
+        stateful_set(&home, spec, 3).spec.unwrap().template,
+        stateful_set(&swap, spec, 3).spec.unwrap().template
+    );
+    assert_eq!(home.initial_cluster(1), swap.initial_cluster(1));
+    assert_eq!(
+        dual.metadata.annotations.as_ref().unwrap()[PHASE_ANNOTATION],
+        "Dual"
+    );
+    let service = client_service(&cluster.with_phase(EnablePhase::Swap));
+    let ports: Vec<i32> = service
+        .spec
+        .unwrap()
+        .ports
+        .unwrap()
+        .iter()
+        .map(|p| p.port)
+        .collect();
+    assert_eq!(ports, [CLIENT_PORT, SIDE_CLIENT_PORT]);
 }

@@ -42,6 +42,9 @@ mod trust_check;
 
 use ca::{advance_ca_rotation, begin_ca_rotation, load_or_create_ca};
 
+/// Reason of a CA rotation whose members did not catch up in time.
+pub const STALLED: &str = "RotationStalled";
+
 /// What went wrong with the certificates, for the `CertificatesReady` condition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -238,7 +241,11 @@ async fn ensure_auto(
         nudge_members(client, cluster_ref, &out.status, &stored.bundle).await?;
     }
     let leaves_current = out.issued.is_empty();
-    let stored = advance_ca_rotation(client, cluster_ref, stored, &ca, leaves_current, now).await?;
+    let (stored, stalled) =
+        advance_ca_rotation(client, cluster_ref, stored, &ca, leaves_current, now).await?;
+    if let Some(stalled) = stalled {
+        out.problem.get_or_insert(stalled);
+    }
     out.status.last_ca_rotation_request = stored.request.clone();
     let phase = stored.phase();
     if phase != CaPhase::Stable {
@@ -436,7 +443,19 @@ pub(super) async fn record_issued<C>(
             secondary: None,
         });
     }
-    if let Some(problem) = &certificates.problem {
+    // A stalled rotation is reported once, when it stalls, not at every look.
+    let already = |reason: &str| {
+        cluster.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == status::CERTIFICATES_READY && c.status == "False" && c.reason == reason
+            })
+        })
+    };
+    if let Some(problem) = certificates
+        .problem
+        .as_ref()
+        .filter(|p| !(p.reason == STALLED && already(STALLED)))
+    {
         events.push(Event {
             type_: EventType::Warning,
             reason: problem.reason.into(),

@@ -74,7 +74,11 @@ pub async fn step<C: EtcdConnector>(
             sts.status.as_ref().and_then(|s| s.observed_generation) == sts.metadata.generation
         });
     let outcome = Outcome {
-        rollout: rollout::plan(&members, observed),
+        rollout: rollout::plan_within(
+            &members,
+            observed,
+            &cluster.spec.rollout_bounds().unwrap_or_default(),
+        ),
         progress: rollout::progress(&members),
         revision,
     };
@@ -106,7 +110,7 @@ pub async fn step<C: EtcdConnector>(
             let from_name = cluster_ref.member_name(*from);
             let to_name = cluster_ref.member_name(*to_ordinal);
             let note = format!("moving leadership from {from_name} to {to_name}, which runs revision {revision}, before restarting {from_name}");
-            let result = match leader_client_url(store) {
+            let result = match leader_client_url(cluster_ref, store) {
                 Some(url) => super::with_timeout(etcd.move_leader(&url, *to)).await,
                 None => Err(crate::membership::EtcdError::NotLeader),
             };
@@ -314,18 +318,31 @@ fn pod_state(pod: &Pod, revision: Option<&str>, now: Timestamp) -> PodState {
     }
 }
 
-/// The first client URL of the member that leads.
-fn leader_client_url(store: &StoreView) -> Option<String> {
+/// The client URL of the member that leads, as the operator talks to it.
+fn leader_client_url(cluster: &ClusterRef, store: &StoreView) -> Option<String> {
     let leader = store.leader()?;
     store
         .members
         .iter()
         .find(|(m, _)| m.id == leader)
-        .and_then(|(m, _)| m.client_urls.first().cloned())
+        .and_then(|(m, _)| client_url(cluster, m))
+}
+
+/// The client URL the operator asks `member` at: the one of the phase
+/// for a member it named, the first advertised one otherwise.
+pub fn client_url(cluster: &ClusterRef, member: &crate::membership::Member) -> Option<String> {
+    match member
+        .peer_urls
+        .first()
+        .and_then(|u| planner::ordinal_of(cluster, u))
+    {
+        Some(ordinal) => Some(cluster.client_url(ordinal)),
+        None => member.client_urls.first().cloned(),
+    }
 }
 
 /// Events are a courtesy: failing to record one fails nothing.
-async fn publish<C>(
+pub(super) async fn publish<C>(
     cluster: &EtcdCluster,
     ctx: &Context<C>,
     type_: EventType,

@@ -24,11 +24,12 @@ pub const ROTATE_ANNOTATION: &str = "ferrocd.io/rotate-certificates";
 
 /// Pattern of a duration as Go and Kubernetes write it, restricted to
 /// hours, minutes and seconds: `2160h`, `1h30m`, `90s`.
-const DURATION_PATTERN: &str = "^([0-9]+(h|m|s))+$";
+pub(crate) const DURATION_PATTERN: &str = "^([0-9]+(h|m|s))+$";
 
 /// Mutual TLS for clients and peers. Exactly one of `auto`, `secretRefs`
-/// and `issuerRef`; TLS can not be switched on, off or between them after
-/// creation (members would stop trusting each other mid-rollout).
+/// and `issuerRef`; TLS can be switched on for a running cluster, but not
+/// off, nor between them (members would stop trusting each other
+/// mid-rollout).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(

@@ -165,6 +165,25 @@ impl EtcdApi for FakeEtcd {
         Ok(member)
     }
 
+    async fn member_update(&self, id: u64, peer_urls: Vec<String>) -> Result<(), EtcdError> {
+        if !self.has_quorum() {
+            return Err(EtcdError::Unavailable("no leader".into()));
+        }
+        let mut members = self.members.lock().unwrap();
+        if members
+            .iter()
+            .any(|m| m.member.id != id && m.member.peer_urls.iter().any(|u| peer_urls.contains(u)))
+        {
+            return Err(EtcdError::PeerUrlExists);
+        }
+        let member = members
+            .iter_mut()
+            .find(|m| m.member.id == id)
+            .ok_or(EtcdError::MemberNotFound)?;
+        member.member.peer_urls = peer_urls;
+        Ok(())
+    }
+
     async fn member_remove(&self, id: u64) -> Result<(), EtcdError> {
         let mut members = self.members.lock().unwrap();
         let index = members

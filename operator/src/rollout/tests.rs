@@ -226,7 +226,9 @@ fn every_rollout_ends_updated_with_one_restart_at_a_time_and_the_leader_last() {
                         !member.is_leader || n == 1,
                         "{n} members: leader {ordinal} restarted"
                     );
-                    assert!(members.iter().all(|m| m.unfit().is_none()));
+                    assert!(members
+                        .iter()
+                        .all(|m| m.unfit(&Bounds::default()).is_none()));
                     restarts.push(ordinal);
                     members[ordinal as usize].pod = Some(pod(true));
                 }
@@ -247,4 +249,28 @@ fn every_rollout_ends_updated_with_one_restart_at_a_time_and_the_leader_last() {
         assert_eq!(sorted, (0..n).collect::<Vec<_>>(), "each member once");
         assert_eq!(restarts.last(), Some(&0), "the first leader goes last");
     }
+}
+
+#[test]
+fn bounds_from_the_spec_replace_the_default_lag_and_ready_timeout() {
+    let mut members = cluster(3);
+    members[2].lag = Some(200);
+    let strict = Bounds {
+        ready_timeout: Duration::from_secs(30),
+        max_lag: 100,
+    };
+    assert_eq!(plan(&members, true), Rollout::Restart(2));
+    assert_eq!(
+        plan_within(&members, true, &strict),
+        Rollout::Waiting(2, Unfit::Lagging(200))
+    );
+    let slow = with_pod(updated(cluster(3), &[2]), 2, |p| {
+        p.ready = false;
+        p.age = Duration::from_secs(60);
+    });
+    assert_eq!(
+        plan_within(&slow, true, &strict),
+        Rollout::Failed(2, Failure::NotReadyInTime(Duration::from_secs(60)))
+    );
+    assert_eq!(plan(&slow, true), Rollout::Waiting(2, Unfit::NotReady));
 }

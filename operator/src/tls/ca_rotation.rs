@@ -45,6 +45,12 @@ pub const NEXT_CRT: &str = "next.crt";
 pub const NEXT_KEY: &str = "next.key";
 /// CA Secret key of the last honoured `ferrocd.io/rotate-ca` value.
 pub const REQUEST: &str = "rotation-request";
+/// CA Secret key of when the current rotation phase began (RFC 3339).
+pub const PHASE_SINCE: &str = "phase-since";
+/// How long the members may take to catch up with a rotation phase before
+/// the rotation counts as stalled: the kubelet refreshes mounted Secrets
+/// within a minute or two, so this is well past a healthy rotation.
+pub const ROTATION_DEADLINE: Duration = Duration::from_secs(10 * 60);
 
 /// Where a CA rotation stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +76,8 @@ pub struct CaSecret {
     pub next: Option<(String, String)>,
     /// The last honoured rotation request.
     pub request: Option<String>,
+    /// When the current phase (Trust or Reissue) began.
+    pub since: Option<Timestamp>,
 }
 
 impl std::fmt::Debug for CaSecret {
@@ -108,6 +116,14 @@ pub fn step(phase: CaPhase, wanted: bool, members_caught_up: bool, leaves_curren
     }
 }
 
+/// How long a rotation phase that began at `since` has waited for the
+/// members, when that is more than `deadline`; `None` while within it (or
+/// when the start is unknown).
+pub fn stalled(since: Option<Timestamp>, now: Timestamp, deadline: Duration) -> Option<Duration> {
+    let waited = now.as_second() - since?.as_second();
+    (waited > deadline.as_secs() as i64).then(|| Duration::from_secs(waited as u64))
+}
+
 /// Whether a new CA is wanted: a new annotation value, or less than
 /// [`CA_ROTATE_BEFORE`] left on the CA described by `ca`.
 pub fn wanted(
@@ -130,6 +146,7 @@ impl CaSecret {
             key_pem,
             next: None,
             request: None,
+            since: None,
         }
     }
 
@@ -145,6 +162,7 @@ impl CaSecret {
             bundle: stored.ca_pem,
             next,
             request: text(REQUEST),
+            since: text(PHASE_SINCE).and_then(|t| t.parse().ok()),
         })
     }
 
@@ -162,6 +180,9 @@ impl CaSecret {
         }
         if let Some(request) = &self.request {
             data.insert(REQUEST.to_string(), bytes(request));
+        }
+        if let Some(since) = self.since.filter(|_| self.phase() != CaPhase::Stable) {
+            data.insert(PHASE_SINCE.to_string(), bytes(&since.to_string()));
         }
         let mut secret = super::secret(
             cluster,
@@ -197,6 +218,14 @@ impl CaSecret {
         }
     }
 
+    /// The same Secret with its phase begun at `now`.
+    pub fn entered(self, now: Timestamp) -> CaSecret {
+        CaSecret {
+            since: Some(now),
+            ..self
+        }
+    }
+
     /// Trust -> Reissue: the new CA issues, both stay trusted.
     pub fn hand_over(&self) -> CaSecret {
         let Some((cert_pem, key_pem)) = self.next.clone() else {
@@ -208,6 +237,7 @@ impl CaSecret {
             key_pem,
             next: None,
             request: self.request.clone(),
+            since: self.since,
         }
     }
 
@@ -215,6 +245,7 @@ impl CaSecret {
     pub fn finish(&self) -> CaSecret {
         CaSecret {
             bundle: self.cert_pem.clone(),
+            since: None,
             ..self.clone()
         }
     }

@@ -1,7 +1,7 @@
 //! Turning TLS on for a running plain-text cluster, one member at a time,
 //! without losing quorum: the phases, what members listen on and advertise
-//! in each, and when to move on. Pure; not yet wired into the reconciler
-//! (today `spec.tls` is fixed at creation).
+//! in each, and when to move on. Pure; the reconciler's side is
+//! `controller::enable_tls`.
 //!
 //! # Design
 //!
@@ -45,6 +45,10 @@ use crate::builders::{CLIENT_PORT, PEER_PORT};
 pub const SIDE_PEER_PORT: i32 = 2382;
 /// Client port that carries TLS while 2379 is still plain (and back).
 pub const SIDE_CLIENT_PORT: i32 = 2381;
+
+/// Annotation on the StatefulSet (not its pod template, so it rolls no
+/// pod) recording the phase its template was rendered for.
+pub const PHASE_ANNOTATION: &str = "ferrocd.io/tls-phase";
 
 /// Where turning TLS on stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -113,6 +117,30 @@ impl EnablePhase {
         EnablePhase::Tls,
     ];
 
+    /// The phase's name, as the annotation and the condition write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            EnablePhase::Plain => "Plain",
+            EnablePhase::Dual => "Dual",
+            EnablePhase::PeerTls => "PeerTls",
+            EnablePhase::Swap => "Swap",
+            EnablePhase::Home => "Home",
+            EnablePhase::Tls => "Tls",
+        }
+    }
+
+    /// The phase named `name`.
+    pub fn parse(name: &str) -> Option<EnablePhase> {
+        EnablePhase::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// The phase before this one.
+    pub fn previous(self) -> Option<EnablePhase> {
+        EnablePhase::ALL
+            .into_iter()
+            .find(|p| p.next() == Some(self))
+    }
+
     /// The phase after this one.
     pub fn next(self) -> Option<EnablePhase> {
         let at = EnablePhase::ALL.iter().position(|p| *p == self)?;
@@ -138,6 +166,17 @@ impl EnablePhase {
             peer,
             client,
             peer_certificates: self != Plain,
+        }
+    }
+
+    /// The phase whose pod template (and bootstrap ConfigMap) this one
+    /// keeps: phases that only move peer URLs restart no pod, and a pod
+    /// that restarts anyway must find its flags as they were.
+    pub fn template_phase(self) -> EnablePhase {
+        match self {
+            EnablePhase::PeerTls => EnablePhase::Dual,
+            EnablePhase::Home => EnablePhase::Swap,
+            other => other,
         }
     }
 
@@ -169,6 +208,27 @@ impl EnablePhase {
             PeerTls | Home => Wait::Advertised,
             Tls => Wait::Done,
         }
+    }
+}
+
+/// The phase a cluster is in: with `spec.tls` unset, `Plain`; otherwise
+/// what the StatefulSet's annotation says, or, on a StatefulSet without
+/// one, `Tls` when its template has the peer certificate flags (a cluster
+/// created with TLS) and `Plain` when not (TLS was just asked for). A
+/// cluster not created yet starts on `Tls`.
+pub fn observed(tls_wanted: bool, stateful_set: Option<(Option<&str>, bool)>) -> EnablePhase {
+    if !tls_wanted {
+        return EnablePhase::Plain;
+    }
+    match stateful_set {
+        None => EnablePhase::Tls,
+        Some((annotation, has_peer_certificates)) => annotation
+            .and_then(EnablePhase::parse)
+            .unwrap_or(if has_peer_certificates {
+                EnablePhase::Tls
+            } else {
+                EnablePhase::Plain
+            }),
     }
 }
 

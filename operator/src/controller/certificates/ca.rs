@@ -12,7 +12,9 @@ use super::{problem, trust_check, Problem};
 use crate::builders::ClusterRef;
 use crate::controller::{server_side_apply, Error};
 use crate::crd::EtcdCluster;
-use crate::tls::ca_rotation::{self, CaPhase, CaSecret, CaStep, ROTATE_CA_ANNOTATION};
+use crate::tls::ca_rotation::{
+    self, CaPhase, CaSecret, CaStep, ROTATE_CA_ANNOTATION, ROTATION_DEADLINE,
+};
 use crate::tls::pki::{self, Ca};
 use crate::tls::{self, CertKind};
 
@@ -44,11 +46,13 @@ pub(super) async fn begin_ca_rotation(
         Ok(next) => next,
         Err(error) => return Ok(Err(problem("IssueFailed", error))),
     };
-    let begun = stored.begin(
-        next.cert_pem().to_string(),
-        next.key_pem().to_string(),
-        annotation.cloned(),
-    );
+    let begun = stored
+        .begin(
+            next.cert_pem().to_string(),
+            next.key_pem().to_string(),
+            annotation.cloned(),
+        )
+        .entered(now);
     store_ca(client, cluster_ref, &begun).await?;
     tracing::info!(cluster = %cluster_ref.name(), "CA rotation: new CA trusted beside the old one");
     Ok(Ok(begun))
@@ -56,6 +60,8 @@ pub(super) async fn begin_ca_rotation(
 
 /// Trust -> Reissue and Reissue -> Stable, once the leaf Secrets are
 /// current and every member passed the phase's check (see [`trust_check`]).
+/// A phase whose members have not caught up within [`ROTATION_DEADLINE`]
+/// comes back with a `RotationStalled` problem.
 pub(super) async fn advance_ca_rotation(
     client: &Client,
     cluster_ref: &ClusterRef,
@@ -63,11 +69,21 @@ pub(super) async fn advance_ca_rotation(
     ca: &Ca,
     leaves_current: bool,
     now: Timestamp,
-) -> Result<CaSecret, Error> {
+) -> Result<(CaSecret, Option<Problem>), Error> {
     let phase = stored.phase();
     if phase == CaPhase::Stable || !leaves_current {
-        return Ok(stored);
+        return Ok((stored, None));
     }
+    // A rotation begun by an operator that did not record its start is
+    // timed from now.
+    let stored = match stored.since {
+        Some(_) => stored,
+        None => {
+            let timed = stored.entered(now);
+            store_ca(client, cluster_ref, &timed).await?;
+            timed
+        }
+    };
     // Trust: members must accept the new CA's clients, whatever they serve.
     // Reissue: members must serve the new CA's certificates and accept its
     // clients, checked trusting the new CA alone.
@@ -83,24 +99,40 @@ pub(super) async fn advance_ca_rotation(
     let request =
         CertKind::OperatorClient.request(cluster_ref, &Default::default(), CHECK_VALIDITY);
     let Some(identity) = signer.and_then(|signer| signer.issue(&request, now).ok()) else {
-        return Ok(stored);
+        return Ok((stored, None));
     };
-    let caught_up = match trust_check::members_accept(client, cluster_ref, &trust, &identity).await
+    let (caught_up, stall) = match trust_check::members_accept(
+        client,
+        cluster_ref,
+        &trust,
+        &identity,
+    )
+    .await
     {
-        Ok(()) => true,
+        Ok(()) => (true, None),
         Err(reason) => {
             tracing::info!(cluster = %cluster_ref.name(), ?phase, %reason, "CA rotation waits for the members");
-            false
+            let stall = ca_rotation::stalled(stored.since, now, ROTATION_DEADLINE).map(|waited| {
+                    problem(
+                        super::STALLED,
+                        format!(
+                            "CA rotation phase {phase:?} has waited {}s (deadline {}s) for the members: {reason}",
+                            waited.as_secs(),
+                            ROTATION_DEADLINE.as_secs()
+                        ),
+                    )
+                });
+            (false, stall)
         }
     };
     let next = match ca_rotation::step(phase, false, caught_up, leaves_current) {
-        CaStep::HandOver => stored.hand_over(),
+        CaStep::HandOver => stored.hand_over().entered(now),
         CaStep::Finish => stored.finish(),
-        CaStep::Keep | CaStep::Begin => return Ok(stored),
+        CaStep::Keep | CaStep::Begin => return Ok((stored, stall)),
     };
     store_ca(client, cluster_ref, &next).await?;
     tracing::info!(cluster = %cluster_ref.name(), from = ?phase, to = ?next.phase(), "CA rotation advanced");
-    Ok(next)
+    Ok((next, None))
 }
 
 async fn store_ca(

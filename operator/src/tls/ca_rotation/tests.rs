@@ -150,3 +150,36 @@ fn a_new_annotation_or_a_ca_near_expiry_wants_a_rotation() {
         None
     ));
 }
+
+#[test]
+fn a_phase_that_outlives_the_deadline_is_stalled() {
+    let began = now();
+    let at = |minutes: i64| Timestamp::from_second(began.as_second() + minutes * 60).unwrap();
+    assert_eq!(stalled(Some(began), at(9), ROTATION_DEADLINE), None);
+    assert_eq!(
+        stalled(Some(began), at(11), ROTATION_DEADLINE),
+        Some(Duration::from_secs(11 * 60))
+    );
+    assert_eq!(
+        stalled(None, at(60), ROTATION_DEADLINE),
+        None,
+        "unknown start"
+    );
+}
+
+#[test]
+fn the_start_of_a_phase_is_kept_in_the_secret_until_the_rotation_ends() {
+    let old = Ca::generate("ca", now()).unwrap();
+    let new = Ca::generate("ca", now()).unwrap();
+    let cluster = cluster();
+    let round_trip =
+        |ca: &CaSecret| CaSecret::read(&ca.secret(&cluster, "demo-ca".into())).unwrap();
+    let trust = stable(&old)
+        .begin(new.cert_pem().to_string(), new.key_pem().to_string(), None)
+        .entered(now());
+    assert_eq!(round_trip(&trust).since, Some(now()));
+    let later = Timestamp::from_second(now().as_second() + 60).unwrap();
+    let reissue_phase = round_trip(&trust.hand_over().entered(later));
+    assert_eq!(reissue_phase.since, Some(later));
+    assert_eq!(round_trip(&reissue_phase.finish()).since, None);
+}

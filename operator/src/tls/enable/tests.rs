@@ -5,10 +5,7 @@ fn serves(listeners: &[Listener], wanted: Listener) -> bool {
 }
 
 fn previous(phase: EnablePhase) -> Option<EnablePhase> {
-    EnablePhase::ALL
-        .iter()
-        .copied()
-        .find(|p| p.next() == Some(phase))
+    phase.previous()
 }
 
 #[test]
@@ -102,4 +99,25 @@ fn each_phase_waits_for_its_own_signal_and_none_is_skipped() {
         seen.push(phase);
     }
     assert_eq!(seen, EnablePhase::ALL);
+}
+
+#[test]
+fn the_phase_comes_from_the_annotation_or_the_template() {
+    use EnablePhase::*;
+    assert_eq!(observed(false, Some((Some("Swap"), true))), Plain);
+    assert_eq!(observed(true, None), Tls, "created with TLS");
+    assert_eq!(
+        observed(true, Some((None, true))),
+        Tls,
+        "an older TLS cluster"
+    );
+    assert_eq!(
+        observed(true, Some((None, false))),
+        Plain,
+        "TLS just asked for"
+    );
+    assert_eq!(observed(true, Some((Some("PeerTls"), true))), PeerTls);
+    for phase in EnablePhase::ALL {
+        assert_eq!(EnablePhase::parse(phase.name()), Some(phase));
+    }
 }
