@@ -140,16 +140,7 @@ impl Shrinker<'_> {
         let h = self.history;
         let mut ops = kept.to_vec();
         ops.sort_by_key(|&i| (h[i].call, i));
-        let mut cuts = Vec::new();
-        let mut last_return = 0;
-        for (p, &i) in ops.iter().enumerate() {
-            if p > 0 && last_return < h[i].call {
-                cuts.push(p);
-            }
-            if let Some((ret, _)) = &h[i].ret {
-                last_return = last_return.max(*ret);
-            }
-        }
+        let mut cuts = cut_points(h, &ops, false);
         cuts.push(ops.len());
         // Rejected prefixes stay rejected when longer: the first is found
         // by bisection.
@@ -174,17 +165,7 @@ impl Shrinker<'_> {
         let h = self.history;
         let mut ops = kept.to_vec();
         ops.sort_by_key(|&i| (h[i].call, i));
-        let mut cuts = Vec::new();
-        let mut last_return = 0;
-        for (p, &i) in ops.iter().enumerate() {
-            if p > 0 && last_return < h[i].call {
-                cuts.push(p);
-            }
-            match &h[i].ret {
-                Some((ret, _)) => last_return = last_return.max(*ret),
-                None => break,
-            }
-        }
+        let cuts = cut_points(h, &ops, true);
         for &p in cuts.iter().rev().take(MAX_STARTS_TRIED) {
             if Instant::now() > self.deadline {
                 break;
@@ -300,6 +281,27 @@ fn changes_nothing(op: &Operation) -> bool {
                 Some((_, Output::Delete { deleted: 0, .. }))
             )
     )
+}
+
+/// The positions in `ops` (indices into `h`, in call order) where every
+/// operation before the position returned before the one at it was
+/// called: the places a history can be cut without splitting overlapping
+/// operations. With `answered_only`, the list ends at the first operation
+/// that never returned.
+fn cut_points(h: &[Operation], ops: &[usize], answered_only: bool) -> Vec<usize> {
+    let mut cuts = Vec::new();
+    let mut last_return = 0;
+    for (p, &i) in ops.iter().enumerate() {
+        if p > 0 && last_return < h[i].call {
+            cuts.push(p);
+        }
+        match &h[i].ret {
+            Some((ret, _)) => last_return = last_return.max(*ret),
+            None if answered_only => break,
+            None => {}
+        }
+    }
+    cuts
 }
 
 #[cfg(test)]

@@ -130,10 +130,26 @@ pub async fn run(args: &BackupArgs) -> i32 {
             Err(error) => eprintln!("retention: {error}"),
         }
     }
-    let outcome = Outcome::of(&result);
-    let json = serde_json::to_string(&outcome).expect("an outcome always serializes");
+    report(
+        &Outcome::of(&result),
+        args.termination_log.as_deref(),
+        &result,
+        "backup",
+    )
+}
+
+/// The end every backup subcommand shares: prints `outcome` as JSON on
+/// stdout, writes it to `termination_log` (the container's termination
+/// message) and turns `result` into the exit code, 0 only on success.
+pub(crate) fn report<T, E: std::fmt::Display>(
+    outcome: &impl serde::Serialize,
+    termination_log: Option<&std::path::Path>,
+    result: &Result<T, E>,
+    what: &str,
+) -> i32 {
+    let json = serde_json::to_string(outcome).expect("an outcome always serializes");
     println!("{json}");
-    if let Some(path) = &args.termination_log {
+    if let Some(path) = termination_log {
         if let Err(error) = std::fs::write(path, &json) {
             eprintln!("writing {}: {error}", path.display());
         }
@@ -141,7 +157,7 @@ pub async fn run(args: &BackupArgs) -> i32 {
     match result {
         Ok(_) => 0,
         Err(error) => {
-            eprintln!("backup failed: {error}");
+            eprintln!("{what} failed: {error}");
             1
         }
     }

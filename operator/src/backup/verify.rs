@@ -184,21 +184,12 @@ pub struct VerifyArgs {
 pub async fn run(args: &VerifyArgs) -> i32 {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let result = verify(args).await;
-    let json =
-        serde_json::to_string(&VerifyOutcome::of(&result)).expect("an outcome always serializes");
-    println!("{json}");
-    if let Some(path) = &args.termination_log {
-        if let Err(error) = std::fs::write(path, &json) {
-            eprintln!("writing {}: {error}", path.display());
-        }
-    }
-    match result {
-        Ok(_) => 0,
-        Err(error) => {
-            eprintln!("backup verification failed: {error}");
-            1
-        }
-    }
+    super::cli::report(
+        &VerifyOutcome::of(&result),
+        args.termination_log.as_deref(),
+        &result,
+        "backup verification",
+    )
 }
 
 /// Verifies the backup `args` name; see the module's documentation.
