@@ -13,6 +13,7 @@
 //! * [`restore`]: `ferrocd-operator restore`, the members' init step of `spec.restore`.
 //! * [`restore_pod`]: that init container, built for the StatefulSet.
 //! * [`verify`]: `ferrocd-operator verify-backup`, restoring a stored backup into scratch.
+//! * [`restored`]: the member it starts there to ask HashKV.
 //! * [`verify_job`]: the Job that runs it for a succeeded `EtcdBackup`.
 //! * [`cli`]: the `backup` subcommand's flags.
 
@@ -22,6 +23,7 @@ pub mod job;
 pub mod prune;
 pub mod restore;
 pub mod restore_pod;
+pub mod restored;
 pub mod s3;
 pub mod schedule;
 pub mod sink;
@@ -32,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ferrocd_proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use ferrocd_proto::etcdserverpb::SnapshotRequest;
+use ferrocd_proto::etcdserverpb::{HashKvRequest, SnapshotRequest};
 use serde::{Deserialize, Serialize};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
@@ -45,6 +47,8 @@ use sink::Sink;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for the next piece of the snapshot stream.
 const CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait for the HashKV taken after the snapshot (a whole-store scan).
+const HASH_KV_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Why a backup failed.
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +137,22 @@ pub struct BackupReport {
     /// Older snapshots of the schedule the retention deleted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pruned: Vec<String>,
+    /// The member's HashKV at `revision`, asked right after the snapshot
+    /// (on the same connection, so of the same member). None when it did
+    /// not answer, e.g. a compaction past `revision` came first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_kv: Option<HashKvRecord>,
+}
+
+/// What HashKV answered for a backup's revision: what a store restored
+/// from the backup must answer too, once compacted to the same revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HashKvRecord {
+    /// The hash of every kept key and value up to the revision.
+    pub hash: u32,
+    /// The member's compacted revision when it hashed.
+    pub compact_revision: i64,
 }
 
 /// The termination message of a backup container.
@@ -226,6 +246,7 @@ pub async fn take(request: &BackupRequest) -> Result<BackupReport, BackupError> 
             return Err(error);
         }
     };
+    let hash_kv = hash_kv_at(&mut client, revision).await;
     let location = sink.finish().await?;
     Ok(BackupReport {
         size: sum.size,
@@ -234,7 +255,38 @@ pub async fn take(request: &BackupRequest) -> Result<BackupReport, BackupError> 
         location,
         duration_seconds: started.elapsed().as_secs_f64(),
         pruned: Vec::new(),
+        hash_kv,
     })
+}
+
+/// The member's HashKV at `revision`. A backup without it is still a
+/// backup (verification then skips the comparison), so a failure is only
+/// reported on stderr.
+async fn hash_kv_at(
+    client: &mut MaintenanceClient<tonic::transport::Channel>,
+    revision: i64,
+) -> Option<HashKvRecord> {
+    if revision <= 0 {
+        return None;
+    }
+    let asked = client.hash_kv(HashKvRequest { revision });
+    match tokio::time::timeout(HASH_KV_TIMEOUT, asked).await {
+        Ok(Ok(answer)) => {
+            let answer = answer.into_inner();
+            Some(HashKvRecord {
+                hash: answer.hash,
+                compact_revision: answer.compact_revision,
+            })
+        }
+        Ok(Err(status)) => {
+            eprintln!("HashKV at revision {revision}: {status}; the backup records none");
+            None
+        }
+        Err(_) => {
+            eprintln!("HashKV at revision {revision}: no answer within {HASH_KV_TIMEOUT:?}; the backup records none");
+            None
+        }
+    }
 }
 
 async fn connect(
@@ -292,10 +344,15 @@ mod tests {
             location: "s3://b/k.db".into(),
             duration_seconds: 0.5,
             pruned: Vec::new(),
+            hash_kv: Some(HashKvRecord {
+                hash: 7,
+                compact_revision: 3,
+            }),
         });
         let json = serde_json::to_string(&outcome).unwrap();
         assert!(json.contains("\"outcome\":\"succeeded\""), "{json}");
         assert!(json.contains("\"durationSeconds\":0.5"), "{json}");
+        assert!(json.contains("\"compactRevision\":3"), "{json}");
         assert_eq!(serde_json::from_str::<Outcome>(&json).unwrap(), outcome);
     }
 

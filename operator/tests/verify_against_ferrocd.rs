@@ -1,7 +1,9 @@
 //! `ferrocd-operator verify-backup` against a real `ferrocd` backed up to a
 //! real S3 server (`s3s-fs`) and to a file: a good backup verifies; a
-//! corrupted object, a wrong recorded SHA-256 and a wrong recorded
-//! revision each fail with their own reason, and no scratch is left.
+//! corrupted object, a wrong recorded SHA-256, revision or HashKV each
+//! fail with their own reason, and no scratch is left. The restored store
+//! is started and must hash as the cluster did, also when the cluster
+//! compacted between the snapshot and its HashKV.
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +14,9 @@ use ferrocd_operator::backup::checksum::hex;
 use ferrocd_operator::backup::cli::S3Args;
 use ferrocd_operator::backup::s3::{S3Client, S3Config, DEFAULT_PART_SIZE};
 use ferrocd_operator::backup::verify::{verify, VerifyArgs, VerifyError, VerifyOutcome};
-use ferrocd_operator::backup::{take, BackupReport, BackupRequest, Target};
+use ferrocd_operator::backup::{take, BackupReport, BackupRequest, HashKvRecord, Target};
+use ferrocd_proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use ferrocd_proto::etcdserverpb::HashKvRequest;
 
 const BUCKET: &str = "verify";
 
@@ -41,6 +45,8 @@ fn args(s3: &S3Server, key: &str, report: &BackupReport, scratch: &Path) -> Veri
         },
         sha256: report.sha256.clone(),
         revision: report.revision,
+        hash_kv: report.hash_kv.map(|h| h.hash),
+        hash_kv_compact_revision: report.hash_kv.map(|h| h.compact_revision),
         scratch_dir: scratch.to_path_buf(),
         ferrocd_bin: ferrocd_bin(),
         termination_log: None,
@@ -67,6 +73,10 @@ async fn s3_backup_verifies_and_each_mismatch_fails_with_its_own_reason() {
     let source = Server::ferrocd(&[]).await;
     for i in 0..20 {
         etcdctl(&source, &["put", &format!("k/{i:02}"), &format!("v{i}")]);
+    }
+    // Second versions, for a compaction to remove the first ones.
+    for i in 0..10 {
+        etcdctl(&source, &["put", &format!("k/{i:02}"), &format!("w{i}")]);
     }
     let config = config(&s3);
     S3Client::new(&config)
@@ -95,7 +105,53 @@ async fn s3_backup_verifies_and_each_mismatch_fails_with_its_own_reason() {
     assert_eq!(verified.revision, report.revision);
     // 20 keys in the `key` bucket, plus the other buckets' records.
     assert!(verified.total_keys >= 20, "{verified:?}");
+    let recorded = report.hash_kv.expect("the backup records HashKV");
+    assert_eq!(verified.hash_kv, Some(recorded.hash));
+    assert!(verified.hash_kv_compared, "{verified:?}");
     assert!(!scratch.exists(), "scratch left behind");
+
+    // The recorded HashKV is not the restored store's.
+    let mut wrong_hash = report.clone();
+    wrong_hash.hash_kv = Some(HashKvRecord {
+        hash: recorded.hash.wrapping_add(1),
+        ..recorded
+    });
+    let error = verify(&args(&s3, "demo/good.db", &wrong_hash, &scratch))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, VerifyError::HashKvMismatch { restored, recorded: r, revision, .. }
+            if restored == recorded.hash && r == recorded.hash.wrapping_add(1)
+                && revision == report.revision),
+        "{error:?}"
+    );
+    assert_eq!(error.reason(), "HashKVMismatch");
+
+    // The member compacted between the snapshot and its HashKV: the
+    // restored store, compacted to the same revision, hashes the same.
+    let compact_to = report.revision - 5;
+    etcdctl(&source, &["compact", &compact_to.to_string()]);
+    let mut maintenance = MaintenanceClient::connect(source.client_url.clone())
+        .await
+        .unwrap();
+    let after = maintenance
+        .hash_kv(HashKvRequest {
+            revision: report.revision,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(after.compact_revision, compact_to);
+    assert_ne!(after.hash, recorded.hash, "a compaction changes the hash");
+    let mut compacted_later = report.clone();
+    compacted_later.hash_kv = Some(HashKvRecord {
+        hash: after.hash,
+        compact_revision: compact_to,
+    });
+    let verified = verify(&args(&s3, "demo/good.db", &compacted_later, &scratch))
+        .await
+        .unwrap();
+    assert_eq!(verified.hash_kv, Some(after.hash), "{verified:?}");
 
     // The recorded checksum is not the stored file's.
     let mut wrong_sha = report.clone();
@@ -251,11 +307,15 @@ async fn backups_of_an_empty_or_compacted_store_verify() {
             },
             sha256: report.sha256.clone(),
             revision: report.revision,
+            hash_kv: report.hash_kv.map(|h| h.hash),
+            hash_kv_compact_revision: report.hash_kv.map(|h| h.compact_revision),
             scratch_dir: dir.path().join("scratch"),
             ferrocd_bin: ferrocd_bin(),
             termination_log: None,
         };
         let verified = verify(&args).await.unwrap();
         assert!(verified.revision <= report.revision, "{verified:?}");
+        assert!(report.hash_kv.is_some(), "{report:?}");
+        assert!(verified.hash_kv_compared, "{verified:?}");
     }
 }

@@ -6,7 +6,9 @@
 //! from them (`spec.restore.backupName`) and from an etcd 3.4 snapshot
 //! (`etcdctl snapshot save` of a real etcd, as an S3 object) with every
 //! key present, and a restore whose checksum does not match leaves its
-//! cluster with the `Restored=False` condition.
+//! cluster with the `Restored=False` condition. The S3 backup is verified
+//! (`spec.verify`): restored into scratch by a Job whose member must
+//! answer the HashKV the backup recorded.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -63,6 +65,7 @@ kind: EtcdBackup
 metadata: {{name: to-s3}}
 spec:
   clusterName: {CLUSTER}
+  verify: true
   destination:
     s3: {{endpoint: "{endpoint}", bucket: {BUCKET}, prefix: e2e/, credentialsSecret: s3-credentials}}
 ---
@@ -182,6 +185,30 @@ spec: {{image: "{image}", replicas: 1, storage: {{emptyDir: {{}}}}, restore: {ba
         || scenario.describe(),
     );
     assert!(message.contains("sha256"), "{message}");
+
+    // The verify Job restored `to-s3` into scratch, started a member on it
+    // and compared its HashKV with the one the backup recorded.
+    assert!(to_s3["hashKV"].as_i64().is_some(), "{to_s3}");
+    let verified = wait_for(
+        "to-s3 is verified",
+        Duration::from_secs(120),
+        || {
+            let backup = scenario.get("etcdbackup", "to-s3")?;
+            let conditions = backup["status"]["conditions"].as_array()?.clone();
+            let verified = conditions.into_iter().find(|c| c["type"] == "Verified")?;
+            match verified["status"].as_str() {
+                Some("True") => Some(verified),
+                Some("False") => panic!("to-s3 failed verification: {verified}"),
+                _ => None,
+            }
+        },
+        || scenario.describe(),
+    );
+    let message = verified["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("serves HashKV {}, the cluster's", to_s3["hashKV"])),
+        "{verified}"
+    );
 
     let scheduled = scenario.scheduled_success(CLUSTER);
     let name = scheduled["lastSuccessfulBackup"].as_str().unwrap();

@@ -6,7 +6,10 @@
 //! the revision with the recorded one (see [`revision_matches`] for why
 //! only a newer one is certain to be wrong), then runs `ferrocd snapshot
 //! restore` into the scratch directory, which decodes every change, lease
-//! and auth record. The scratch directory is removed whatever happens.
+//! and auth record, and starts a member on it ([`super::restored`]): it
+//! must lead and answer HashKV at the backup's revision, equal to the
+//! HashKV the backup recorded when it recorded one. The scratch directory
+//! is removed whatever happens.
 //! The [`VerifyOutcome`] is the container's termination message.
 
 use std::path::{Path, PathBuf};
@@ -16,6 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use super::cli::S3Args;
 use super::restore::{fetch, RestoreError};
+use super::restored::{Ports, RestoredHash, RestoredMember};
+use super::HashKvRecord;
 
 /// Why a backup did not verify.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +81,30 @@ pub enum VerifyError {
         /// Its standard error.
         output: String,
     },
+    /// The member started on the restored directory did not serve.
+    #[error(
+        "the member started on the restored backup failed: {what}; its log ends with: {log_tail}"
+    )]
+    RestoredMember {
+        /// What it did not do.
+        what: String,
+        /// The last lines of its log.
+        log_tail: String,
+    },
+    /// The restored store hashes differently from the backed-up one.
+    #[error("restored store's HashKV at revision {revision} is {restored} (compacted at {restored_compact_revision}), the cluster's was {recorded} (compacted at {recorded_compact_revision})")]
+    HashKvMismatch {
+        /// The revision hashed.
+        revision: i64,
+        /// The cluster's hash when the backup was taken.
+        recorded: u32,
+        /// Its compacted revision then.
+        recorded_compact_revision: i64,
+        /// The restored store's hash.
+        restored: u32,
+        /// Its compacted revision.
+        restored_compact_revision: i64,
+    },
 }
 
 impl VerifyError {
@@ -88,6 +117,8 @@ impl VerifyError {
             Self::Status { .. } | Self::StatusOutput(_) => "SnapshotUnreadable",
             Self::RevisionMismatch { .. } => "RevisionMismatch",
             Self::Restore { .. } => "RestoreFailed",
+            Self::RestoredMember { .. } => "RestoredMemberFailed",
+            Self::HashKvMismatch { .. } => "HashKVMismatch",
         }
     }
 }
@@ -119,6 +150,29 @@ pub struct VerifyReport {
     pub total_keys: u64,
     /// `snapshot status`'s hash of its contents.
     pub hash: u32,
+    /// HashKV of the member started on the restored store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_kv: Option<u32>,
+    /// Whether it was compared with (and equal to) one the backup recorded.
+    #[serde(default)]
+    pub hash_kv_compared: bool,
+}
+
+impl VerifyReport {
+    /// One line for the `Verified` condition and its Event.
+    pub fn summary(&self) -> String {
+        let restores = format!(
+            "sha256 {} matches, revision {} with {} keys restores",
+            self.sha256, self.revision, self.total_keys
+        );
+        match (self.hash_kv, self.hash_kv_compared) {
+            (Some(hash), true) => format!("{restores} and serves HashKV {hash}, the cluster's"),
+            (Some(hash), false) => {
+                format!("{restores} and serves (HashKV {hash}; the backup recorded none)")
+            }
+            (None, _) => restores,
+        }
+    }
 }
 
 /// The termination message of a verify container.
@@ -168,6 +222,12 @@ pub struct VerifyArgs {
     /// Revision the backup recorded.
     #[arg(long)]
     pub revision: i64,
+    /// HashKV the backup recorded at that revision.
+    #[arg(long, requires = "hash_kv_compact_revision")]
+    pub hash_kv: Option<u32>,
+    /// The compacted revision recorded with `--hash-kv`.
+    #[arg(long, requires = "hash_kv")]
+    pub hash_kv_compact_revision: Option<i64>,
     /// Scratch directory, created and removed (it must not exist).
     #[arg(long, default_value = "/tmp/ferrocd-verify")]
     pub scratch_dir: PathBuf,
@@ -240,11 +300,16 @@ async fn verify_in(args: &VerifyArgs, scratch: &Path) -> Result<VerifyReport, Ve
         });
     }
     let restored = scratch.join("data");
+    let ports = Ports::free().map_err(|source| VerifyError::Scratch {
+        path: scratch.to_path_buf(),
+        source,
+    })?;
     let output = ferrocd(args, |c| {
         c.arg("snapshot")
             .arg("restore")
             .arg(&snapshot)
-            .arg(format!("--data-dir={}", restored.display()));
+            .arg(format!("--data-dir={}", restored.display()))
+            .args(ports.restore_flags());
     })
     .await?;
     if !output.status.success() {
@@ -253,12 +318,49 @@ async fn verify_in(args: &VerifyArgs, scratch: &Path) -> Result<VerifyReport, Ve
             output: stderr(&output),
         });
     }
+    let recorded = args.recorded_hash_kv();
+    let log = scratch.join("member.log");
+    let mut member = RestoredMember::start(&args.ferrocd_bin, &restored, ports, &log)?;
+    let hashed = member
+        .hash_kv(args.revision, recorded.map(|r| r.compact_revision))
+        .await;
+    member.stop().await;
+    let hashed = hashed?;
+    if let Some(recorded) = recorded {
+        if !hash_kv_matches(&recorded, &hashed) {
+            return Err(VerifyError::HashKvMismatch {
+                revision: hashed.revision,
+                recorded: recorded.hash,
+                recorded_compact_revision: recorded.compact_revision,
+                restored: hashed.hash,
+                restored_compact_revision: hashed.compact_revision,
+            });
+        }
+    }
     Ok(VerifyReport {
         sha256,
         revision: status.revision,
         total_keys: status.total_key,
         hash: status.hash,
+        hash_kv: Some(hashed.hash),
+        hash_kv_compared: recorded.is_some(),
     })
+}
+
+impl VerifyArgs {
+    /// The HashKV the backup recorded, if any.
+    pub fn recorded_hash_kv(&self) -> Option<HashKvRecord> {
+        Some(HashKvRecord {
+            hash: self.hash_kv?,
+            compact_revision: self.hash_kv_compact_revision?,
+        })
+    }
+}
+
+/// Whether the restored store hashed as the cluster did: the same hash
+/// over the same kept history (compacted at the same revision).
+pub fn hash_kv_matches(recorded: &HashKvRecord, restored: &RestoredHash) -> bool {
+    recorded.hash == restored.hash && recorded.compact_revision == restored.compact_revision
 }
 
 /// Whether a snapshot whose newest change is at `snapshot` (what

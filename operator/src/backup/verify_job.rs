@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{Container, EmptyDirVolumeSource, Volume, Volume
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use super::job::{file_name, tool_job, wire_destination, BACKUP_LABEL, TERMINATION_LOG};
+use super::HashKvRecord;
 use crate::builders::{FIELD_MANAGER, MANAGED_BY_LABEL};
 use crate::crd::BackupDestination;
 
@@ -35,6 +36,8 @@ pub struct VerifyJob<'a> {
     pub sha256: &'a str,
     /// Revision the backup recorded.
     pub revision: i64,
+    /// HashKV the backup recorded.
+    pub hash_kv: Option<HashKvRecord>,
 }
 
 /// Name of the verify Job of backup `backup_name`.
@@ -65,6 +68,13 @@ impl VerifyJob<'_> {
             format!("--scratch-dir={SCRATCH_MOUNT}/verify"),
             format!("--termination-log={TERMINATION_LOG}"),
         ];
+        if let Some(recorded) = self.hash_kv {
+            args.push(format!("--hash-kv={}", recorded.hash));
+            args.push(format!(
+                "--hash-kv-compact-revision={}",
+                recorded.compact_revision
+            ));
+        }
         let mut env = Vec::new();
         let mut volumes = vec![Volume {
             name: "scratch".into(),
@@ -131,6 +141,10 @@ mod tests {
             destination: &destination,
             sha256: &"ab".repeat(32),
             revision: 42,
+            hash_kv: Some(HashKvRecord {
+                hash: 3_044_323_718,
+                compact_revision: 40,
+            }),
         }
         .build()
     }
@@ -161,6 +175,8 @@ mod tests {
             "verify-backup".to_string(),
             format!("--sha256={}", "ab".repeat(32)),
             "--revision=42".to_string(),
+            "--hash-kv=3044323718".to_string(),
+            "--hash-kv-compact-revision=40".to_string(),
             "--s3-key=etcd/demo-20260101-000000.db".to_string(),
             "--s3-bucket=b".to_string(),
             "--scratch-dir=/scratch/verify".to_string(),

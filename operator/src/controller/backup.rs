@@ -306,6 +306,8 @@ pub fn next_status(
             size: i64::try_from(report.size).ok(),
             revision: Some(report.revision),
             sha256: Some(report.sha256.clone()),
+            hash_kv: report.hash_kv.map(|h| i64::from(h.hash)),
+            hash_kv_compact_revision: report.hash_kv.map(|h| h.compact_revision),
             location: Some(report_location(&base, report)),
             completion_time: Some(now.clone()),
             duration: Some(format!("{:.3}s", report.duration_seconds)),

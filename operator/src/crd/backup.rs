@@ -221,6 +221,17 @@ pub struct EtcdBackupStatus {
     /// SHA-256 of the whole snapshot file, in lower-case hex (what `sha256sum` prints).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// The member's HashKV at `revision`, asked right after the snapshot;
+    /// verification compares the restored store's with it.
+    #[serde(default, rename = "hashKV", skip_serializing_if = "Option::is_none")]
+    pub hash_kv: Option<i64>,
+    /// The member's compacted revision when it answered `hashKV`.
+    #[serde(
+        default,
+        rename = "hashKVCompactRevision",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub hash_kv_compact_revision: Option<i64>,
     /// `s3://bucket/key` or `pvc://claim/path`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,

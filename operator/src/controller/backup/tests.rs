@@ -4,6 +4,7 @@ use k8s_openapi::api::core::v1::{
 };
 
 use super::*;
+use crate::backup::HashKvRecord;
 use crate::crd::EtcdBackupSpec;
 
 fn backup() -> EtcdBackup {
@@ -68,6 +69,10 @@ fn report() -> BackupReport {
         location: "/backup/demo/nightly.db".into(),
         duration_seconds: 1.5,
         pruned: Vec::new(),
+        hash_kv: Some(HashKvRecord {
+            hash: 3_044_323_718,
+            compact_revision: 40,
+        }),
     }
 }
 
@@ -131,6 +136,8 @@ fn success_status_carries_the_report_and_the_pvc_location() {
     assert_eq!(status.size, Some(24608));
     assert_eq!(status.revision, Some(42));
     assert_eq!(status.sha256, Some("0f".repeat(32)));
+    assert_eq!(status.hash_kv, Some(3_044_323_718));
+    assert_eq!(status.hash_kv_compact_revision, Some(40));
     assert_eq!(
         status.location.as_deref(),
         Some("pvc://backups/demo/nightly.db")

@@ -16,6 +16,7 @@ use kube::{Api, Resource, ResourceExt};
 use super::{ended, patch_status, publish, Ended, REQUEUE_RUNNING};
 use crate::backup::verify::{VerifyOutcome, VerifyReport};
 use crate::backup::verify_job::{self, VerifyJob};
+use crate::backup::HashKvRecord;
 use crate::builders::BuildError;
 use crate::controller::{Context, Error};
 use crate::crd::{
@@ -91,6 +92,7 @@ pub async fn reconcile<C>(
             destination: &backup.spec.destination,
             sha256: &sha256,
             revision,
+            hash_kv: recorded_hash_kv(&previous),
         }
         .build();
         match jobs.create(&PostParams::default(), &built).await {
@@ -128,6 +130,14 @@ pub async fn reconcile<C>(
         return Ok(Action::requeue(REQUEUE_RUNNING));
     }
     finish(backup, ctx, previous, &verdict, now).await
+}
+
+/// The HashKV the backup recorded, if it recorded a well-formed one.
+fn recorded_hash_kv(status: &EtcdBackupStatus) -> Option<HashKvRecord> {
+    Some(HashKvRecord {
+        hash: u32::try_from(status.hash_kv?).ok()?,
+        compact_revision: status.hash_kv_compact_revision?,
+    })
 }
 
 async fn finish<C>(
@@ -203,14 +213,7 @@ pub fn verified_condition(
             "Verifying".to_string(),
             "the verify Job runs".to_string(),
         ),
-        VerifyVerdict::Verified(report) => (
-            "True",
-            "Verified".to_string(),
-            format!(
-                "sha256 {} matches, revision {} with {} keys restores",
-                report.sha256, report.revision, report.total_keys
-            ),
-        ),
+        VerifyVerdict::Verified(report) => ("True", "Verified".to_string(), report.summary()),
         VerifyVerdict::Failed { reason, message } => ("False", reason.clone(), message.clone()),
     };
     Condition {

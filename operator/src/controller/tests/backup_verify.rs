@@ -34,6 +34,8 @@ fn succeeded_backup(conditions: Vec<(&str, &str)>) -> EtcdBackup {
         phase: Some(BackupPhase::Succeeded),
         revision: Some(42),
         sha256: Some("ab".repeat(32)),
+        hash_kv: Some(3_044_323_718),
+        hash_kv_compact_revision: Some(40),
         conditions: conditions
             .into_iter()
             .map(
@@ -176,6 +178,14 @@ async fn succeeded_backup_with_verify_gets_its_verify_job_and_an_unknown_conditi
         );
         assert!(args.contains(&"--revision=42".to_string()), "{args:?}");
         assert!(
+            args.contains(&"--hash-kv=3044323718".to_string()),
+            "{args:?}"
+        );
+        assert!(
+            args.contains(&"--hash-kv-compact-revision=40".to_string()),
+            "{args:?}"
+        );
+        assert!(
             args.contains(&"--s3-key=demo-20260101-000000.db".to_string()),
             "{args:?}"
         );
@@ -200,6 +210,8 @@ async fn verified_job_sets_verified_true_with_an_event() {
         revision: 42,
         total_keys: 31,
         hash: 7,
+        hash_kv: Some(3_044_323_718),
+        hash_kv_compared: true,
     };
     let (job, pods) = finished(true, &VerifyOutcome::Verified(report));
     let mut expectations = observe_job(Some(job), Some(pods));
@@ -209,6 +221,13 @@ async fn verified_job_sets_verified_true_with_an_event() {
         assert_eq!(c["status"], "True");
         assert!(
             c["message"].as_str().unwrap().contains("revision 42"),
+            "{c}"
+        );
+        assert!(
+            c["message"]
+                .as_str()
+                .unwrap()
+                .contains("serves HashKV 3044323718, the cluster's"),
             "{c}"
         );
         let complete = condition(status, "Complete");
