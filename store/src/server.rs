@@ -460,8 +460,11 @@ async fn serve_peers(
 }
 
 /// Publishes this member's name and client URLs in the cluster's
-/// membership (what `member list` shows), retrying until it is recorded.
-async fn publish(ctx: Context, mut stop: watch::Receiver<bool>) {
+/// membership (what `member list` shows), retrying until it is recorded,
+/// then says so on `published`: as etcd, a member serves clients only
+/// once its attributes are in the membership (its client listeners are
+/// bound from the start, so early connections wait in the backlog).
+async fn publish(ctx: Context, mut stop: watch::Receiver<bool>, published: watch::Sender<bool>) {
     let config = ctx.config().clone();
     let me = EtcdMember {
         id: config.member_id,
@@ -472,7 +475,17 @@ async fn publish(ctx: Context, mut stop: watch::Receiver<bool>) {
     };
     loop {
         match api::change_members(&ctx, Change::Publish(me.clone())).await {
-            Ok(_) => return,
+            Ok(_) => {
+                info!(
+                    name = %me.name,
+                    member = %format!("{:x}", me.id),
+                    "published member attributes; ready to serve client requests"
+                );
+                let _ = published.send(true);
+                // Held until the stop: a dropped sender would read as a stop.
+                let _ = stop.wait_for(|s| *s).await;
+                return;
+            }
             Err(e) => info!("publishing member attributes: {}", e.message()),
         }
         tokio::select! {
@@ -580,7 +593,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         lessor.clone(),
         stop_rx.clone(),
     ));
-    tokio::spawn(publish(ctx.clone(), stop_rx.clone()));
+    let (published_tx, published_rx) = watch::channel(false);
+    tokio::spawn(publish(ctx.clone(), stop_rx.clone(), published_tx));
     if let Some(mode) = config.auto_compaction {
         tokio::spawn(api::compactor::run(ctx.clone(), mode, stop_rx.clone()));
     }
@@ -602,7 +616,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let listener = TcpListener::bind(listen.addr)
             .await
             .with_context(|| format!("listening for client traffic on {}", listen.addr))?;
-        info!(addr = %listen.addr, tls = listen.tls, "serving client requests");
+        info!(addr = %listen.addr, tls = listen.tls, "listening for client requests");
         let routes = client_routes(
             &ctx,
             &hub,
@@ -613,24 +627,29 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        // etcdctl may name the endpoint as a URL in `:authority`, which
-        // the HTTP/2 server would refuse: client connections are repaired.
-        servers.push(match (&client_tls, listen.tls) {
-            (Some(tls), true) => tokio::spawn(serve(
-                "client",
-                routes,
-                tls.clone()
-                    .incoming(listener)
-                    .map(|c| c.map(authority::Connection::new)),
-                stopped,
-            )),
-            _ => tokio::spawn(serve(
-                "client",
-                routes,
-                plain(listener).map(|c| c.map(authority::Connection::new)),
-                stopped,
-            )),
-        });
+        let mut published = published_rx.clone();
+        let tls = client_tls.clone().filter(|_| listen.tls);
+        servers.push(tokio::spawn(async move {
+            // Ends (never serving) when the member stops unpublished.
+            if published.wait_for(|p| *p).await.is_err() {
+                return;
+            }
+            // etcdctl may name the endpoint as a URL in `:authority`,
+            // which the HTTP/2 server would refuse: client connections
+            // are repaired.
+            match tls {
+                Some(tls) => {
+                    let incoming = tls
+                        .incoming(listener)
+                        .map(|c| c.map(authority::Connection::new));
+                    serve("client", routes, incoming, stopped).await
+                }
+                None => {
+                    let incoming = plain(listener).map(|c| c.map(authority::Connection::new));
+                    serve("client", routes, incoming, stopped).await
+                }
+            }
+        }));
     }
     for listen in &config.listen_metrics {
         let listener = TcpListener::bind(listen.addr)
@@ -655,7 +674,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         name = %config.name,
         member = %format!("{:x}", config.member_id),
         cluster = %format!("{:x}", config.cluster_id),
-        "ready to serve client requests"
+        "started; serving clients once the member's attributes are published"
     );
 
     let mut failure = None;
