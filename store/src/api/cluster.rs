@@ -109,7 +109,7 @@ pub async fn run(ctx: &Context, change: Change) -> Result<MemberChangeResponse, 
                 retry = true;
                 tokio::time::sleep(IN_PROGRESS_PAUSE).await;
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(peer::forward_failure(e)),
         }
     }
 }

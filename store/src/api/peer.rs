@@ -22,7 +22,7 @@ use super::{cluster, corrupt_check, lease, Context, EtcdError};
 use crate::lease::Lessor;
 use crate::metrics;
 use crate::raft::network::{PeerError, CLUSTER_ID_METADATA, REMOVED};
-use crate::raft::peer_failure::Refusal;
+use crate::raft::peer_failure::{PeerFailure, Refusal};
 use crate::raft::TypeConfig;
 
 /// The peer service.
@@ -111,6 +111,19 @@ pub fn status(e: PeerError) -> Status {
     match e {
         PeerError::Status { status, .. } => status,
         other => Refusal::NotSent.mark(Status::unavailable(other.to_string())),
+    }
+}
+
+/// What a client is told when a request it sent through this member
+/// failed on its way to the leader with `e`: the leader's own answer, or
+/// a refusal, as it is; a call lost on the way (the leader died, the
+/// connection broke) as etcd's "request timed out", since the request
+/// may have taken effect, as after etcd's own timeout. Never the
+/// transport's text, which no etcd client knows.
+pub fn forward_failure(e: Status) -> Status {
+    match PeerFailure::of(&e) {
+        PeerFailure::Ambiguous => EtcdError::Timeout.into(),
+        _ => e,
     }
 }
 
@@ -412,6 +425,47 @@ fn hold_elections(ctx: &Context, deadline: Instant) {
         let _ = tokio::time::timeout_at(deadline.into(), moved).await;
         ctx.raft().runtime_config().elect(true);
     });
+}
+
+#[cfg(test)]
+mod forward_failure_tests {
+    use super::*;
+
+    /// A peer that takes the connection and the request, then hangs up:
+    /// the call is lost on the way, and the client hears etcd's timeout.
+    #[tokio::test]
+    async fn a_call_lost_on_the_way_is_a_timeout_for_the_client() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            drop(socket);
+        });
+        let peers = crate::raft::PeerClients::new(1, None);
+        let mut client = peers.client(&format!("http://127.0.0.1:{port}")).unwrap();
+        let err = client
+            .read_index(ReadIndexRequest { cluster_id: 1 })
+            .await
+            .unwrap_err();
+        assert_eq!(PeerFailure::of(&err), PeerFailure::Ambiguous, "{err:?}");
+        let told = forward_failure(err);
+        assert_eq!(told.code(), tonic::Code::Unavailable);
+        assert_eq!(told.message(), "etcdserver: request timed out");
+    }
+
+    #[test]
+    fn answers_and_refusals_pass_through() {
+        let answer = Status::resource_exhausted("etcdserver: mvcc: database space exceeded");
+        assert_eq!(
+            forward_failure(answer).message(),
+            "etcdserver: mvcc: database space exceeded"
+        );
+        let refused = refusal(Refusal::NotLeader);
+        assert_eq!(forward_failure(refused).message(), "etcdserver: not leader");
+    }
 }
 
 #[cfg(test)]

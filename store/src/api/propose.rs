@@ -255,7 +255,7 @@ async fn forward(route: &Route, batch: InternalBatch) -> Result<Vec<Response>, S
                     Err(e) if e.code() == tonic::Code::DeadlineExceeded => {
                         return Err(EtcdError::Timeout.into())
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => return Err(peer::forward_failure(e)),
                 }
             }
         }
