@@ -220,10 +220,10 @@ async fn the_checker_finds_bugs_planted_in_a_recorded_history() {
     .await;
     assert!(outcome.ok(), "{}", outcome.report());
     let start = State::new(1, Default::default());
-    let lost = plant_lost_write(&outcome.history).expect("a read that saw a value");
+    let lost = plant_lost_write(&outcome.history).expect("a plantable read that saw a value");
     assert!(violated(&lost, &start), "a lost write went unnoticed");
     assert_shrinks(&lost, &start);
-    let stale = plant_stale_read(&outcome.history).expect("a read after an overwrite");
+    let stale = plant_stale_read(&outcome.history).expect("a plantable read after an overwrite");
     assert!(violated(&stale, &start), "a stale read went unnoticed");
     assert_shrinks(&stale, &start);
     // The recorded watch, with two events of different revisions swapped.

@@ -16,10 +16,12 @@
 //! 3. reads are dropped (gets, failed conditional puts, deletes of
 //!    nothing, "lease not found" answers: operations that change
 //!    nothing), delta-debugging style, while the part is still rejected;
-//! 4. the operations before a point where every one of them had been
-//!    answered, none with an unknown outcome, replaced by the store they
-//!    leave, when every order of them leaves the same one (so what comes
-//!    after starts from a known state).
+//! 4. the operations before a point where every answered one of them had
+//!    returned, replaced by the store they leave, when every order of them
+//!    leaves the same one (so what comes after starts from a known
+//!    state); those of unknown outcome among them are kept, when taking
+//!    effect before the point would change nothing (a conditional put
+//!    whose compare fails there, say).
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
@@ -140,7 +142,7 @@ impl Shrinker<'_> {
         let h = self.history;
         let mut ops = kept.to_vec();
         ops.sort_by_key(|&i| (h[i].call, i));
-        let mut cuts = cut_points(h, &ops, false);
+        let mut cuts = cut_points(h, &ops);
         cuts.push(ops.len());
         // Rejected prefixes stay rejected when longer: the first is found
         // by bisection.
@@ -157,34 +159,54 @@ impl Shrinker<'_> {
         ops
     }
 
-    /// Replaces the longest prefix it can (in call order, all answered,
-    /// each returned before the rest were called, every order of it
+    /// Replaces the longest prefix it can (in call order, each answered
+    /// operation returned before the rest were called, every order of it
     /// leaving one state) with the state it leaves, if what is after it
-    /// still fails from there.
+    /// still fails from there. Operations of unknown outcome called before
+    /// the cut are carried over into the rest (they may still take effect
+    /// there, or never), which is sound only when taking effect inside the
+    /// prefix would change nothing: every order of the prefix with them
+    /// must leave the same one state as without them.
     fn later_start(&mut self, kept: &[usize]) -> Vec<usize> {
         let h = self.history;
         let mut ops = kept.to_vec();
         ops.sort_by_key(|&i| (h[i].call, i));
-        let cuts = cut_points(h, &ops, true);
+        let cuts = cut_points(h, &ops);
         for &p in cuts.iter().rev().take(MAX_STARTS_TRIED) {
             if Instant::now() > self.deadline {
                 break;
             }
-            let prefix: Vec<Operation> = ops[..p].iter().map(|&i| h[i].clone()).collect();
-            let Some(states) = final_states(&prefix, &self.start, self.gaps.as_ref(), 1, 1 << 20)
-            else {
+            let (answered, carried): (Vec<usize>, Vec<usize>) =
+                ops[..p].iter().partition(|&&i| h[i].ret.is_some());
+            let Some(end) = self.only_end(&answered) else {
                 continue;
             };
-            let [end] = &states[..] else {
+            if !carried.is_empty() && self.only_end(&ops[..p]).as_ref() != Some(&end) {
                 continue;
-            };
-            let before = std::mem::replace(&mut self.start, end.clone());
-            if self.fails(&ops[p..]) {
-                return ops[p..].to_vec();
+            }
+            let rest: Vec<usize> = carried
+                .into_iter()
+                .chain(ops[p..].iter().copied())
+                .collect();
+            let before = std::mem::replace(&mut self.start, end);
+            if self.fails(&rest) {
+                return rest;
             }
             self.start = before;
         }
         ops
+    }
+
+    /// The one state every order of `part` leaves from the current start
+    /// (operations of unknown outcome taking effect somewhere); None when
+    /// orders differ or the search gives up.
+    fn only_end(&self, part: &[usize]) -> Option<State> {
+        let part: Vec<Operation> = part.iter().map(|&i| self.history[i].clone()).collect();
+        let states = final_states(&part, &self.start, self.gaps.as_ref(), 1, 1 << 20)?;
+        let [end] = &states[..] else {
+            return None;
+        };
+        Some(end.clone())
     }
 
     /// Drops reads while the part still fails: chunks of them first, then
@@ -284,21 +306,19 @@ fn changes_nothing(op: &Operation) -> bool {
 }
 
 /// The positions in `ops` (indices into `h`, in call order) where every
-/// operation before the position returned before the one at it was
-/// called: the places a history can be cut without splitting overlapping
-/// operations. With `answered_only`, the list ends at the first operation
-/// that never returned.
-fn cut_points(h: &[Operation], ops: &[usize], answered_only: bool) -> Vec<usize> {
+/// answered operation before the position returned before the one at it
+/// was called: the places a history can be cut without splitting
+/// overlapping operations (one of unknown outcome never returns, so it
+/// overlaps everything after its call; the callers deal with it).
+fn cut_points(h: &[Operation], ops: &[usize]) -> Vec<usize> {
     let mut cuts = Vec::new();
     let mut last_return = 0;
     for (p, &i) in ops.iter().enumerate() {
         if p > 0 && last_return < h[i].call {
             cuts.push(p);
         }
-        match &h[i].ret {
-            Some((ret, _)) => last_return = last_return.max(*ret),
-            None if answered_only => break,
-            None => {}
+        if let Some((ret, _)) = &h[i].ret {
+            last_return = last_return.max(*ret);
         }
     }
     cuts
@@ -366,6 +386,44 @@ mod tests {
         // (where "b" is v99).
         assert_eq!(part, vec![h[stale].clone()]);
         assert!(format!("{:?}", m.start).contains("v99"), "{:?}", m.start);
+    }
+
+    #[test]
+    fn an_early_operation_of_unknown_outcome_that_changes_nothing_does_not_stop_a_later_start() {
+        // A conditional put that never returned, called first, whose
+        // compare fails in every state the history passes through.
+        let mut h = vec![Operation {
+            client: 2,
+            input: Input::PutIf {
+                key: "a".into(),
+                expect: 999,
+                value: "never".into(),
+            },
+            call: 1,
+            ret: None,
+        }];
+        let mut rev = 1;
+        for n in 0..40u64 {
+            rev += 1;
+            let v = format!("v{n}");
+            h.push(put(0, "a", &v, 10 + n * 100, rev));
+            h.push(get(1, "a", Some((&v, rev)), 10 + n * 100 + 50, rev));
+        }
+        // The last read misses the last write.
+        let lost = h.len() - 1;
+        h[lost] = get(1, "a", None, h[lost].call, rev);
+        let start = State::new(1, BTreeMap::new());
+        let m = minimize(&h, &start).expect("the history fails");
+        let part: Vec<Operation> = m.kept.iter().map(|&i| h[i].clone()).collect();
+        assert!(
+            m.kept.len() <= 3 && m.kept.contains(&lost),
+            "{} operations left: {part:?}",
+            m.kept.len()
+        );
+        assert!(matches!(
+            check(&part, &m.start),
+            Err(CheckError::NotLinearizable(_))
+        ));
     }
 
     #[test]
