@@ -229,12 +229,14 @@ impl Writer {
                 };
                 let ok = put(&[], &plain) || put(&client.etcdctl_flags(), &tls);
                 let now = Instant::now();
+                // The longest time without an acknowledgement, whether
+                // the puts in it failed or were slow to answer.
+                longest = longest.max(now - last_ok);
                 if ok {
                     acknowledged.push(key);
                     last_ok = now;
                 } else {
                     failed += 1;
-                    longest = longest.max(now - last_ok);
                 }
                 std::thread::sleep(Duration::from_millis(30));
             }
@@ -320,12 +322,14 @@ async fn tls_comes_on_member_by_member_while_writes_go_on() {
     std::thread::sleep(Duration::from_millis(500));
     let (acknowledged, outage, failed) = writer.stop();
     eprintln!(
-        "TLS turned on in {:.1?}: {} writes acknowledged, {failed} attempts failed, longest outage {outage:.1?}",
+        "TLS turned on in {:.1?}: {} writes acknowledged, {failed} attempts failed, longest time without an acknowledgement {outage:.1?}",
         started.elapsed(),
         acknowledged.len()
     );
-    assert!(outage < MAX_OUTAGE, "writes failed for {outage:?} in a row");
-    assert!(acknowledged.len() > 20, "the writer wrote {acknowledged:?}");
+    assert!(outage < MAX_OUTAGE, "no write acknowledged for {outage:?}");
+    // The outage bound is what shows the writes went on; how many fit in
+    // depends on how fast etcdctl starts on a loaded machine.
+    assert!(acknowledged.len() >= 5, "the writer wrote {acknowledged:?}");
 
     let secure_main = ports
         .iter()
