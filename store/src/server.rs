@@ -599,6 +599,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         tokio::spawn(api::compactor::run(ctx.clone(), mode, stop_rx.clone()));
     }
     tokio::spawn(api::sweep_tokens(ctx.clone(), stop_rx.clone()));
+    tokio::spawn(api::liveness::ping_members(ctx.clone(), stop_rx.clone()));
     tokio::spawn(api::watch_space(ctx.clone(), stop_rx.clone()));
     if let Some(every) = config.corrupt_check_interval {
         tokio::spawn(api::corrupt_check::monitor(

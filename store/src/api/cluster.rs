@@ -211,7 +211,7 @@ async fn try_apply(
                 .unwrap_or(0);
             // etcd's rule: the URLs and the time of the request.
             if strict && !r.is_learner {
-                may_add_voter(ctx, &membership).await?;
+                may_add_voter(ctx, &membership)?;
             }
             let id = crate::ids::member_id(&urls, &now.to_string());
             if membership.get_node(&id).is_some() {
@@ -233,7 +233,7 @@ async fn try_apply(
             find(r.id)?;
             let ids = BTreeSet::from([r.id]);
             if strict && !learners.contains(&r.id) {
-                may_remove_voter(ctx, &membership, r.id).await?;
+                may_remove_voter(ctx, &membership, r.id)?;
             }
             if learners.contains(&r.id) {
                 (r.id, ChangeMembers::RemoveNodes(ids), true)
@@ -269,7 +269,7 @@ async fn try_apply(
                 return Err(EtcdError::LearnerNotReady.into());
             }
             if strict {
-                may_add_voter(ctx, &membership).await?;
+                may_add_voter(ctx, &membership)?;
             }
             (
                 r.id,
@@ -346,39 +346,39 @@ fn tell_removed(ctx: &Context, before: &Membership, id: u64) {
             member_id: id,
             from: me,
         });
-        req.set_timeout(PROBE_TIMEOUT);
+        req.set_timeout(TELL_REMOVED_TIMEOUT);
         let _ = client.removed(req).await;
     });
 }
 
-/// How long a voter may take to answer the reachability probe.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a removed member may take to take note.
+const TELL_REMOVED_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// The voters that answer this member now (itself included).
-async fn reachable_voters(ctx: &Context, membership: &Membership) -> BTreeSet<u64> {
+/// etcd's `HealthInterval`: a voter counts as up for a reconfiguration
+/// once this member has been connected to it without a break this long.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The voters connected to this member for [`HEALTH_INTERVAL`] (itself
+/// included): etcd's `numConnectedSince`.
+fn connected_voters(ctx: &Context, membership: &Membership) -> BTreeSet<u64> {
     let me = ctx.config().member_id;
-    let probes = membership.voter_ids().map(|id| {
-        let node = membership.get_node(&id).cloned();
-        async move {
-            if id == me {
-                return Some(id);
-            }
-            let mut client = ctx.peers().member(&node?).ok()?;
-            let mut req = Request::new(ferrocd_proto::ferrocdpb::ClusterInfoRequest {});
-            req.set_timeout(PROBE_TIMEOUT);
-            client.cluster_info(req).await.ok().map(|_| id)
-        }
-    });
-    futures::future::join_all(probes)
-        .await
-        .into_iter()
-        .flatten()
+    let now = Instant::now();
+    let liveness = ctx.peers().liveness();
+    membership
+        .voter_ids()
+        .filter(|&id| {
+            id == me
+                || liveness
+                    .connected_since(id, now)
+                    .is_some_and(|since| now.saturating_duration_since(since) >= HEALTH_INTERVAL)
+        })
         .collect()
 }
 
-/// etcd's strict reconfiguration check for a new voter: every voter must be
-/// up, and the started ones must make a quorum of the larger cluster.
-async fn may_add_voter(ctx: &Context, membership: &Membership) -> Result<(), Retry> {
+/// etcd's strict reconfiguration check for a new voter: the started
+/// voters must make a quorum of the larger cluster, and this member must
+/// have been connected to every voter for [`HEALTH_INTERVAL`].
+fn may_add_voter(ctx: &Context, membership: &Membership) -> Result<(), Retry> {
     let voters: Vec<u64> = membership.voter_ids().collect();
     let started = voters
         .iter()
@@ -389,23 +389,31 @@ async fn may_add_voter(ctx: &Context, membership: &Membership) -> Result<(), Ret
     if started < quorum && !(started == 1 && voters.len() == 1) {
         return Err(EtcdError::MemberNotEnoughStarted.into());
     }
-    if reachable_voters(ctx, membership).await.len() < voters.len() {
+    if connected_voters(ctx, membership).len() < voters.len() {
         return Err(EtcdError::Unhealthy.into());
     }
     Ok(())
 }
 
 /// etcd's strict reconfiguration check for removing voter `id`: a member
-/// that is down can always go; otherwise the voters left that are up must
+/// this one is not connected to is down and can always go; otherwise the
+/// voters left that have been connected for [`HEALTH_INTERVAL`] must
 /// still make a quorum.
-async fn may_remove_voter(ctx: &Context, membership: &Membership, id: u64) -> Result<(), Retry> {
-    let reachable = reachable_voters(ctx, membership).await;
-    if !reachable.contains(&id) {
+fn may_remove_voter(ctx: &Context, membership: &Membership, id: u64) -> Result<(), Retry> {
+    let me = ctx.config().member_id;
+    let down = id != me
+        && ctx
+            .peers()
+            .liveness()
+            .connected_since(id, Instant::now())
+            .is_none();
+    if down {
         return Ok(());
     }
+    let active = connected_voters(ctx, membership).len();
     let voters = membership.voter_ids().count();
     let quorum_after = (voters - 1) / 2 + 1;
-    if reachable.len() - 1 < quorum_after {
+    if active.saturating_sub(1) < quorum_after {
         return Err(EtcdError::Unhealthy.into());
     }
     Ok(())

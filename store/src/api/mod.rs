@@ -10,6 +10,7 @@ pub mod corrupt_check;
 pub mod errors;
 mod kv;
 mod lease;
+pub mod liveness;
 mod maintenance;
 mod peer;
 mod propose;

@@ -349,6 +349,19 @@ impl Peer for PeerService {
         }))
     }
 
+    async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
+        let r = request.into_inner();
+        self.check(r.cluster_id)?;
+        // Asking shows the asker runs, too.
+        if self.ctx.is_member(r.from) {
+            self.ctx
+                .peers()
+                .liveness()
+                .record_ok(r.from, Instant::now());
+        }
+        Ok(Response::new(PingResponse {}))
+    }
+
     async fn hash_kv(
         &self,
         request: Request<PeerHashKvRequest>,

@@ -12,6 +12,7 @@
 pub mod backend;
 pub mod elections;
 pub mod force;
+pub mod liveness;
 mod log_store;
 pub mod network;
 pub mod peer_failure;

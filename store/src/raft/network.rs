@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
+use super::liveness::Liveness;
 use super::peer_failure::{PeerFailure, Refusal};
 use super::{Member, TypeConfig};
 use crate::tls::client::ClientTls;
@@ -49,6 +50,10 @@ pub const MAX_PEER_MESSAGE: usize = 256 << 20;
 /// How long a connection attempt to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// How long a peer may go unheard and still count as connected: three
+/// liveness pings (one a second), besides raft's own messages.
+pub const LIVENESS_STALE: Duration = Duration::from_secs(3);
+
 /// Connections to peers, one per peer URL, shared by raft replication and
 /// request forwarding.
 pub struct PeerClients {
@@ -58,6 +63,8 @@ pub struct PeerClients {
     /// Set when the leader says this member was removed from the cluster.
     removed: tokio::sync::watch::Sender<bool>,
     channels: Mutex<HashMap<String, PeerClient<Channel>>>,
+    /// How long this member has been connected to each other one.
+    liveness: Liveness,
 }
 
 /// Why a peer could not be asked.
@@ -82,7 +89,13 @@ impl PeerClients {
             tls,
             removed: tokio::sync::watch::Sender::new(false),
             channels: Mutex::new(HashMap::new()),
+            liveness: Liveness::new(LIVENESS_STALE),
         })
+    }
+
+    /// How long this member has been connected to each other one.
+    pub fn liveness(&self) -> &Liveness {
+        &self.liveness
     }
 
     /// The cluster messages are sent in the name of.
@@ -278,6 +291,22 @@ impl Peer {
     /// heartbeat, or the failure (of a heartbeat too).
     fn count(&self, sent: Sent, answer: &Result<tonic::Response<RaftMessage>, tonic::Status>) {
         let m = &self.metrics;
+        let liveness = self.peers.liveness();
+        match answer {
+            Ok(_) => liveness.record_ok(self.target, Instant::now()),
+            Err(status) => match PeerFailure::of(status) {
+                // The peer answered, if with an error or a refusal.
+                PeerFailure::Answered
+                | PeerFailure::Refused(Refusal::NotLeader)
+                | PeerFailure::Refused(Refusal::NoLeader)
+                | PeerFailure::Refused(Refusal::Removed) => {
+                    liveness.record_ok(self.target, Instant::now())
+                }
+                PeerFailure::Unreachable
+                | PeerFailure::Ambiguous
+                | PeerFailure::Refused(Refusal::NotSent) => liveness.record_failure(self.target),
+            },
+        }
         match answer {
             Ok(resp) => {
                 m.sent_bytes.inc_by(sent.bytes);

@@ -1,0 +1,112 @@
+//! How long this member has been connected to each other member without a
+//! break: etcd's `ActiveSince`, which its strict reconfiguration checks
+//! use (a voter counts as up only once connected for 5 s). Fed by every
+//! call to a peer (raft messages, and the pings each member sends every
+//! other each second) and by the pings a peer sends here. A member not
+//! heard from within [`Liveness::stale_after`] counts as disconnected.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// When a connection to a member started, and when it last showed life.
+#[derive(Debug, Clone, Copy)]
+struct Activity {
+    since: Instant,
+    last_ok: Instant,
+}
+
+/// The connections of this member to the others.
+#[derive(Debug)]
+pub struct Liveness {
+    stale_after: Duration,
+    members: Mutex<HashMap<u64, Activity>>,
+}
+
+impl Liveness {
+    /// Members not heard from for `stale_after` count as disconnected.
+    pub fn new(stale_after: Duration) -> Self {
+        Liveness {
+            stale_after,
+            members: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How long a member may be silent and still count as connected.
+    pub fn stale_after(&self) -> Duration {
+        self.stale_after
+    }
+
+    /// `member` answered (or asked) at `now`.
+    pub fn record_ok(&self, member: u64, now: Instant) {
+        let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        let stale_after = self.stale_after;
+        members
+            .entry(member)
+            .and_modify(|a| {
+                if now.saturating_duration_since(a.last_ok) > stale_after {
+                    a.since = now;
+                }
+                a.last_ok = a.last_ok.max(now);
+            })
+            .or_insert(Activity {
+                since: now,
+                last_ok: now,
+            });
+    }
+
+    /// A call to `member` failed without an answer: the connection broke.
+    pub fn record_failure(&self, member: u64) {
+        let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        members.remove(&member);
+    }
+
+    /// Since when `member` has been connected without a break, as of
+    /// `now`; None when it is not connected.
+    pub fn connected_since(&self, member: u64, now: Instant) -> Option<Instant> {
+        let members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        let a = members.get(&member)?;
+        (now.saturating_duration_since(a.last_ok) <= self.stale_after).then_some(a.since)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_is_connected_from_its_first_answer_until_a_failure_or_silence() {
+        let l = Liveness::new(Duration::from_secs(3));
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(l.connected_since(7, t0), None);
+        l.record_ok(7, at(0));
+        l.record_ok(7, at(2));
+        l.record_ok(7, at(4));
+        assert_eq!(l.connected_since(7, at(6)), Some(at(0)));
+        // Silent for longer than 3 s: not connected, and a new answer
+        // starts a new connection.
+        assert_eq!(l.connected_since(7, at(8)), None);
+        l.record_ok(7, at(8));
+        assert_eq!(l.connected_since(7, at(9)), Some(at(8)));
+        // A failed call breaks it at once.
+        l.record_failure(7);
+        assert_eq!(l.connected_since(7, at(9)), None);
+        l.record_ok(7, at(10));
+        assert_eq!(l.connected_since(7, at(10)), Some(at(10)));
+        // Other members are apart.
+        assert_eq!(l.connected_since(8, at(10)), None);
+    }
+
+    #[test]
+    fn answers_recorded_out_of_order_do_not_move_the_last_one_back() {
+        let l = Liveness::new(Duration::from_secs(3));
+        let t0 = Instant::now();
+        l.record_ok(1, t0 + Duration::from_secs(5));
+        l.record_ok(1, t0 + Duration::from_secs(1));
+        assert_eq!(
+            l.connected_since(1, t0 + Duration::from_secs(7)),
+            Some(t0 + Duration::from_secs(5))
+        );
+    }
+}
