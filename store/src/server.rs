@@ -29,6 +29,7 @@ use crate::alarm::Alarms;
 use crate::api::{self, Context};
 use crate::auth::AuthStore;
 use crate::authority;
+use crate::coalesce::Coalesced;
 use crate::config::{Config, Listen};
 use crate::lease::Lessor;
 use crate::mvcc::Mvcc;
@@ -615,19 +616,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         };
         // etcdctl may name the endpoint as a URL in `:authority`, which
         // the HTTP/2 server would refuse: client connections are repaired.
+        // Their writes are gathered (see `coalesce`).
         servers.push(match (&client_tls, listen.tls) {
             (Some(tls), true) => tokio::spawn(serve(
                 "client",
                 routes,
                 tls.clone()
                     .incoming(listener)
-                    .map(|c| c.map(authority::Connection::new)),
+                    .map(|c| c.map(|c| Coalesced::new(authority::Connection::new(c)))),
                 stopped,
             )),
             _ => tokio::spawn(serve(
                 "client",
                 routes,
-                plain(listener).map(|c| c.map(authority::Connection::new)),
+                plain(listener).map(|c| c.map(|c| Coalesced::new(authority::Connection::new(c)))),
                 stopped,
             )),
         });
