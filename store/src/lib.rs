@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod authority;
 pub mod bbolt;
+pub mod coalesce;
 pub mod config;
 pub mod corrupt;
 pub mod etcd_snapshot;

@@ -29,6 +29,7 @@ use crate::alarm::Alarms;
 use crate::api::{self, Context};
 use crate::auth::AuthStore;
 use crate::authority;
+use crate::coalesce::Coalesced;
 use crate::config::{Config, Listen};
 use crate::lease::Lessor;
 use crate::mvcc::Mvcc;
@@ -637,16 +638,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             }
             // etcdctl may name the endpoint as a URL in `:authority`,
             // which the HTTP/2 server would refuse: client connections
-            // are repaired.
+            // are repaired. Their writes are gathered (see `coalesce`).
             match tls {
                 Some(tls) => {
                     let incoming = tls
                         .incoming(listener)
-                        .map(|c| c.map(authority::Connection::new));
+                        .map(|c| c.map(|c| Coalesced::new(authority::Connection::new(c))));
                     serve("client", routes, incoming, stopped).await
                 }
                 None => {
-                    let incoming = plain(listener).map(|c| c.map(authority::Connection::new));
+                    let incoming = plain(listener)
+                        .map(|c| c.map(|c| Coalesced::new(authority::Connection::new(c))));
                     serve("client", routes, incoming, stopped).await
                 }
             }
