@@ -19,10 +19,13 @@ use serde_json::json;
 
 use super::{delete_if_present, Context, Error, EtcdConnector, Seen};
 use crate::builders::{ClusterRef, CONFIG_FORCE_NEW_CLUSTER_MEMBER};
-use crate::crd::EtcdCluster;
+use crate::crd::{EtcdCluster, RecoveryMode};
 use crate::membership::{EtcdApi, STATUS_TIMEOUT};
 use crate::recovery::{self, Decision, Probe, Situation};
 use crate::status::{self, QUORUM_LOST, RECOVERING};
+
+mod rebuild;
+pub(super) use rebuild::with_source;
 
 /// Field manager of the ConfigMap entry naming the forced member, apart
 /// from the operator's own so that its applies leave the entry alone.
@@ -43,14 +46,17 @@ impl Outcome {
         // will happen sooner than the plan looks again anyway.
         let acting = !matches!(
             self.decision,
-            Decision::Healthy | Decision::ReportOnly { .. } | Decision::NoSurvivor
+            Decision::Healthy
+                | Decision::ReportOnly { .. }
+                | Decision::NoSurvivor
+                | Decision::NoUsableBackup { .. }
         );
         acting.then_some(REQUEUE_RECOVERING)
     }
 }
 
 /// Runs the recovery step; `None` when there is nothing to look at (no
-/// StatefulSet, or a cluster that never formed).
+/// StatefulSet, or a cluster that never formed, and no rebuild under way).
 pub(super) async fn step<C: EtcdConnector>(
     cluster: &EtcdCluster,
     cluster_ref: &ClusterRef,
@@ -59,6 +65,31 @@ pub(super) async fn step<C: EtcdConnector>(
     ctx: &Context<C>,
 ) -> Result<Option<Outcome>, Error> {
     let previous = cluster.status.clone().unwrap_or_default();
+    if let Some(record) = rebuild::record(cluster) {
+        // The old cluster may be gone: voters are the ones it comes back with.
+        let replicas = cluster.spec.replicas;
+        let probes = match etcd {
+            Some(etcd) => probe(cluster_ref, replicas, etcd).await,
+            None => Vec::new(),
+        };
+        let decision = recovery::decide(&Situation {
+            recovery: cluster.spec.recovery.as_ref(),
+            voters: replicas as usize,
+            ready_pods: seen.ready_pods.len(),
+            probes: &probes,
+            lost_for: None,
+            forcing: None,
+            backups: &[],
+            verify_required: false,
+            rebuild: Some(rebuild::observed(record, cluster_ref, seen)),
+        });
+        rebuild::act(cluster, cluster_ref, seen, &decision, &[], ctx).await?;
+        let conditions = conditions(cluster, cluster_ref, &decision, &previous.conditions);
+        return Ok(Some(Outcome {
+            decision,
+            conditions,
+        }));
+    }
     let (Some(replicas), Some(etcd), Some(_)) = (
         seen.planner.stateful_set_replicas,
         etcd,
@@ -73,6 +104,7 @@ pub(super) async fn step<C: EtcdConnector>(
         .and_then(|cm| cm.data?.remove(CONFIG_FORCE_NEW_CLUSTER_MEMBER))
         .and_then(|name| cluster_ref.ordinal_of_member(&name));
     let led = seen.store.as_ref().and_then(|s| s.leader()).is_some();
+    let mut backups = (Vec::new(), Vec::new());
     let decision = if forcing.is_none() && led {
         Decision::Healthy
     } else {
@@ -84,6 +116,14 @@ pub(super) async fn step<C: EtcdConnector>(
             .find(|c| c.type_ == QUORUM_LOST && c.status == "True")
             .and_then(|c| now.duration_since(c.last_transition_time.0).try_into().ok());
         let voters = previous.members.iter().filter(|m| !m.is_learner).count();
+        let from_backup = cluster
+            .spec
+            .recovery
+            .as_ref()
+            .is_some_and(|r| r.mode == RecoveryMode::FromLatestBackup);
+        if from_backup {
+            backups = rebuild::backups(cluster, cluster_ref, ctx).await?;
+        }
         recovery::decide(&Situation {
             recovery: cluster.spec.recovery.as_ref(),
             voters: if voters == 0 {
@@ -95,9 +135,30 @@ pub(super) async fn step<C: EtcdConnector>(
             probes: &probes,
             lost_for,
             forcing,
+            backups: &backups.1,
+            verify_required: cluster.spec.backup.as_ref().is_some_and(|b| b.verify),
+            rebuild: None,
         })
     };
     act(cluster, cluster_ref, replicas, &decision, ctx).await?;
+    rebuild::act(cluster, cluster_ref, seen, &decision, &backups.0, ctx).await?;
+    if let Decision::NoUsableBackup { reason } = &decision {
+        // Once per spell without a backup, not at every look.
+        let reported = previous
+            .conditions
+            .iter()
+            .any(|c| c.type_ == RECOVERING && c.reason == "NoUsableBackup");
+        if !reported {
+            publish(
+                cluster,
+                ctx,
+                EventType::Warning,
+                "NoUsableBackup",
+                format!("quorum lost and spec.recovery.mode is FromLatestBackup, but {reason}: nothing is deleted"),
+            )
+            .await;
+        }
+    }
     let conditions = conditions(cluster, cluster_ref, &decision, &previous.conditions);
     Ok(Some(Outcome {
         decision,
@@ -227,7 +288,10 @@ fn conditions(
     let generation = cluster.metadata.generation;
     let name = |o: &i32| cluster_ref.member_name(*o);
     let (lost, lost_reason, lost_message) = match decision {
-        Decision::Healthy | Decision::Recovered { .. } => (
+        Decision::Healthy
+        | Decision::Recovered { .. }
+        | Decision::RestoredFromBackup { .. }
+        | Decision::RebuildAbandoned { .. } => (
             false,
             "QuorumPresent",
             "a quorum of member pods is Ready, or of voters knows a leader".to_string(),
@@ -239,7 +303,7 @@ fn conditions(
                 "fewer member pods than a quorum are Ready and fewer voters than a quorum know a leader \
                  ({reachable} of the member pods answer); \
                  spec.recovery is not set, so nothing is done automatically: bring members back, \
-                 or set spec.recovery.mode: FromSurvivor"
+                 or set spec.recovery.mode: FromSurvivor or FromLatestBackup"
             ),
         ),
         Decision::Waiting { remaining } => (
@@ -255,10 +319,23 @@ fn conditions(
             "NoSurvivor",
             "no member answers: nothing to rebuild from".into(),
         ),
+        Decision::NoUsableBackup { reason } => (
+            true,
+            "NoUsableBackup",
+            format!("no backup to rebuild from: {reason}"),
+        ),
         Decision::Force { ordinal, .. } | Decision::AwaitSurvivor { ordinal } => (
             true,
             "Recovering",
             format!("rebuilding from {}", name(ordinal)),
+        ),
+        Decision::RebuildFromBackup { .. }
+        | Decision::ClearingMembers { .. }
+        | Decision::BootstrapFromBackup { .. }
+        | Decision::AwaitRestore { .. } => (
+            true,
+            "Recovering",
+            format!("rebuilding from EtcdBackup {}", backup_of(decision)),
         ),
     };
     let mut out = vec![status::condition_of(
@@ -287,6 +364,40 @@ fn conditions(
                 name(ordinal)
             ),
         )),
+        Decision::NoUsableBackup { reason } => Some((
+            false,
+            "NoUsableBackup",
+            format!("{reason}; nothing was deleted, looking again later"),
+        )),
+        Decision::RebuildFromBackup { .. }
+        | Decision::ClearingMembers { .. }
+        | Decision::BootstrapFromBackup { .. }
+        | Decision::AwaitRestore { .. } => {
+            let step = match decision {
+                Decision::RebuildFromBackup { .. } | Decision::ClearingMembers { .. } => {
+                    "deleting every member pod and volume"
+                }
+                _ => "the members bootstrap from it",
+            };
+            Some((
+                true,
+                "RestoringFromBackup",
+                format!("rebuilding from EtcdBackup {}: {step}", backup_of(decision)),
+            ))
+        }
+        Decision::RestoredFromBackup { backup, revision } => Some((
+            false,
+            "Recovered",
+            format!(
+                "rebuilt from EtcdBackup {backup} at revision {}; writes made after it are lost",
+                revision.map_or_else(|| "unknown".into(), |r| r.to_string())
+            ),
+        )),
+        Decision::RebuildAbandoned { backup } => Some((
+            false,
+            "QuorumReturned",
+            format!("the quorum came back before any member was deleted; EtcdBackup {backup} was not used"),
+        )),
         // No member is being forced and the store leads with a quorum,
         // but the condition still says a recovery runs: the reconcile
         // that cleared the forced member did not get to write its status
@@ -305,6 +416,19 @@ fn conditions(
         None => out.extend(previous.iter().filter(|c| c.type_ == RECOVERING).cloned()),
     }
     out
+}
+
+/// The backup a rebuild decision names.
+fn backup_of(decision: &Decision) -> &str {
+    match decision {
+        Decision::RebuildFromBackup { backup } => &backup.name,
+        Decision::ClearingMembers { backup, .. }
+        | Decision::BootstrapFromBackup { backup }
+        | Decision::AwaitRestore { backup }
+        | Decision::RestoredFromBackup { backup, .. }
+        | Decision::RebuildAbandoned { backup } => backup,
+        _ => "",
+    }
 }
 
 fn is_true(conditions: &[Condition], type_: &str) -> bool {
