@@ -1,8 +1,9 @@
 //! Quorum loss rebuilt from a backup on the real node: a three-member
 //! cluster with `spec.recovery.mode: FromLatestBackup` is backed up to a
 //! PVC (`EtcdBackup`), gets more writes, then loses every member pod and
-//! every member PVC at once. The operator rebuilds it from the backup:
-//! 3/3 again with every key of the backup and none written after it.
+//! every member PVC at once. The operator rebuilds it from the backup, its
+//! own pod deleted once the rebuild is recorded: 3/3 again with every key
+//! of the backup and none written after it.
 
 use std::time::{Duration, Instant};
 
@@ -93,13 +94,24 @@ spec:
     let mut delete_pods = vec!["delete", "pod", "--wait=true"];
     delete_pods.extend(pods.iter().map(String::as_str));
     node.kubectl_ok(&delete_pods);
+    // The operator's pod is deleted once the rebuild is recorded: the
+    // next operator must carry on with the same backup.
+    let mut milestones = Milestones::starting_at(lost_at);
     let endpoint = wait_ready(
         node,
         "3/3 ready again, rebuilt from the backup",
         Duration::from_secs(300),
-        |status| status["recovery"]["lastRebuild"]["backupName"] == BACKUP,
+        |status| {
+            milestones.observe(node, status);
+            status["recovery"]["lastRebuild"]["backupName"] == BACKUP
+        },
     );
     let took = lost_at.elapsed();
+    milestones.lap("3/3 ready, writes taken");
+    eprintln!(
+        "rebuild from {BACKUP}, counted from the loss:\n{}",
+        milestones.report()
+    );
 
     for key in &before {
         let get = etcdctl(&endpoint, &["get", key, "--print-value-only"], None);
@@ -150,6 +162,10 @@ spec:
     ]);
     assert!(events.contains("QuorumRecoveryStarted"), "{events}");
     assert!(events.contains("QuorumRecovered"), "{events}");
+    assert!(
+        milestones.operator_restarted,
+        "the operator was restarted mid-rebuild"
+    );
     eprintln!(
         "quorum loss (all pods and PVCs): rebuilt from {BACKUP} (revision {backup_revision}), 3/3 ready again in {took:.1?}"
     );
@@ -166,6 +182,64 @@ spec:
     took
 }
 
+/// When each step of the rebuild was first seen in the status, counted
+/// from the loss; deletes the operator's pod once the rebuild is recorded.
+struct Milestones {
+    start: Instant,
+    seen: Vec<(String, Duration)>,
+    operator_restarted: bool,
+}
+
+impl Milestones {
+    fn starting_at(start: Instant) -> Milestones {
+        Milestones {
+            start,
+            seen: Vec::new(),
+            operator_restarted: false,
+        }
+    }
+
+    fn lap(&mut self, what: &str) {
+        if self.seen.iter().all(|(w, _)| w != what) {
+            self.seen.push((what.to_string(), self.start.elapsed()));
+        }
+    }
+
+    fn observe(&mut self, node: &Node, status: &Value) {
+        let lost = condition(status, "QuorumLost");
+        if lost["status"] == "True" {
+            self.lap(&format!("QuorumLost=True ({})", lost["reason"]));
+        }
+        if let Some(phase) = status["recovery"]["rebuild"]["phase"].as_str() {
+            self.lap(&format!("rebuild recorded, phase {phase}"));
+            if !self.operator_restarted {
+                node.kubectl_ok(&[
+                    "delete",
+                    "pod",
+                    "-n",
+                    super::OPERATOR_NAMESPACE,
+                    "-l",
+                    "app.kubernetes.io/name=ferrocd-operator",
+                    "--wait=false",
+                ]);
+                self.operator_restarted = true;
+                self.lap("operator pod deleted");
+            }
+        }
+        if status["recovery"]["lastRebuild"]["phase"] == "Restored" {
+            self.lap("rebuild done (lastRebuild)");
+        }
+    }
+
+    fn report(&self) -> String {
+        self.seen
+            .iter()
+            .map(|(what, at)| format!("  {:>6.1}s  {what}", at.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
 fn apply(node: &Node, manifest: &str) {
     let out = node.kubectl_with_input(&["apply", "-f", "-"], Some(manifest));
     assert!(out.status.success(), "kubectl apply: {}", text(&out));
@@ -173,16 +247,23 @@ fn apply(node: &Node, manifest: &str) {
 
 /// Waits until the status shows three ready voters, `also` holds and the
 /// client Service takes a write; its endpoint.
-fn wait_ready(node: &Node, what: &str, limit: Duration, also: impl Fn(&Value) -> bool) -> String {
+fn wait_ready(
+    node: &Node,
+    what: &str,
+    limit: Duration,
+    mut also: impl FnMut(&Value) -> bool,
+) -> String {
     wait_for(
         what,
         limit,
         || {
             let s = status(node);
+            // Asked first: it also watches the steps on the way.
+            let also_holds = also(&s);
             let voters = s["members"]
                 .as_array()
                 .map_or(0, |m| m.iter().filter(|m| m["isLearner"] != true).count());
-            if s["readyReplicas"] != 3 || voters != 3 || !also(&s) {
+            if s["readyReplicas"] != 3 || voters != 3 || !also_holds {
                 return None;
             }
             let ip = node.kubectl_ok(&["get", "service", NAME, "-o", "jsonpath={.spec.clusterIP}"]);

@@ -19,7 +19,7 @@ use serde_json::json;
 
 use super::{delete_if_present, Context, Error, EtcdConnector, Seen};
 use crate::builders::{ClusterRef, CONFIG_FORCE_NEW_CLUSTER_MEMBER};
-use crate::crd::{EtcdCluster, RecoveryMode};
+use crate::crd::{BackupRebuild, EtcdCluster, RecoveryMode};
 use crate::membership::{EtcdApi, STATUS_TIMEOUT};
 use crate::recovery::{self, Decision, Probe, Situation};
 use crate::status::{self, QUORUM_LOST, RECOVERING};
@@ -66,29 +66,8 @@ pub(super) async fn step<C: EtcdConnector>(
 ) -> Result<Option<Outcome>, Error> {
     let previous = cluster.status.clone().unwrap_or_default();
     if let Some(record) = rebuild::record(cluster) {
-        // The old cluster may be gone: voters are the ones it comes back with.
-        let replicas = cluster.spec.replicas;
-        let probes = match etcd {
-            Some(etcd) => probe(cluster_ref, replicas, etcd).await,
-            None => Vec::new(),
-        };
-        let decision = recovery::decide(&Situation {
-            recovery: cluster.spec.recovery.as_ref(),
-            voters: replicas as usize,
-            ready_pods: seen.ready_pods.len(),
-            probes: &probes,
-            lost_for: None,
-            forcing: None,
-            backups: &[],
-            verify_required: false,
-            rebuild: Some(rebuild::observed(record, cluster_ref, seen)),
-        });
-        rebuild::act(cluster, cluster_ref, seen, &decision, &[], ctx).await?;
-        let conditions = conditions(cluster, cluster_ref, &decision, &previous.conditions);
-        return Ok(Some(Outcome {
-            decision,
-            conditions,
-        }));
+        let outcome = rebuild_step(cluster, cluster_ref, record, seen, etcd, ctx).await?;
+        return Ok(Some(outcome));
     }
     let (Some(replicas), Some(etcd), Some(_)) = (
         seen.planner.stateful_set_replicas,
@@ -164,6 +143,47 @@ pub(super) async fn step<C: EtcdConnector>(
         decision,
         conditions,
     }))
+}
+
+/// The recovery step while a rebuild from a backup is under way.
+async fn rebuild_step<C: EtcdConnector>(
+    cluster: &EtcdCluster,
+    cluster_ref: &ClusterRef,
+    record: &BackupRebuild,
+    seen: &Seen,
+    etcd: Option<&C::Api>,
+    ctx: &Context<C>,
+) -> Result<Outcome, Error> {
+    let previous = cluster
+        .status
+        .as_ref()
+        .map_or(&[][..], |s| &s.conditions[..]);
+    // The old cluster may be gone: voters are the ones it comes back with.
+    let replicas = cluster.spec.replicas;
+    let probes = match etcd {
+        Some(etcd) => probe(cluster_ref, replicas, etcd).await,
+        None => Vec::new(),
+    };
+    let decision = recovery::decide(&Situation {
+        recovery: cluster.spec.recovery.as_ref(),
+        voters: replicas as usize,
+        ready_pods: seen.ready_pods.len(),
+        probes: &probes,
+        lost_for: None,
+        forcing: None,
+        backups: &[],
+        verify_required: false,
+        rebuild: Some(rebuild::observed(record, cluster_ref, seen)),
+    });
+    rebuild::act(cluster, cluster_ref, seen, &decision, &[], ctx).await?;
+    let mut conditions = conditions(cluster, cluster_ref, &decision, previous);
+    if matches!(decision, Decision::AwaitRestore { .. }) {
+        rebuild::report_restore_failure(cluster, seen, &mut conditions, previous, ctx).await;
+    }
+    Ok(Outcome {
+        decision,
+        conditions,
+    })
 }
 
 /// Status of every member pod, each asked directly (the client Service
@@ -400,12 +420,20 @@ fn conditions(
         )),
         // No member is being forced and the store leads with a quorum,
         // but the condition still says a recovery runs: the reconcile
-        // that cleared the forced member did not get to write its status
-        // (a later step failed). The recovery is over all the same.
+        // that cleared the forced member (or the rebuild record) did not
+        // get to write its status (a later step failed), or this look
+        // read the object before that write. The recovery is over all the same.
         Decision::Healthy if is_true(previous, RECOVERING) => Some((
             false,
             "Recovered",
-            "the cluster has its quorum again and no member is being forced".to_string(),
+            match last_rebuild(cluster) {
+                Some(last) => format!(
+                    "rebuilt from EtcdBackup {} at revision {}; writes made after it are lost",
+                    last.backup_name,
+                    last.revision.map_or_else(|| "unknown".into(), |r| r.to_string())
+                ),
+                None => "the cluster has its quorum again and no member is being forced".to_string(),
+            },
         )),
         _ => None,
     };
@@ -416,6 +444,20 @@ fn conditions(
         None => out.extend(previous.iter().filter(|c| c.type_ == RECOVERING).cloned()),
     }
     out
+}
+
+/// The rebuild that ended last, if the recovery that just ended was one:
+/// its condition still says it restores from a backup.
+fn last_rebuild(cluster: &EtcdCluster) -> Option<&BackupRebuild> {
+    let status = cluster.status.as_ref()?;
+    let rebuilding = status.conditions.iter().any(|c| {
+        c.type_ == RECOVERING
+            && c.status == "True"
+            && matches!(c.reason.as_str(), "RestoringFromBackup" | "RestoreFailed")
+    });
+    rebuilding
+        .then_some(status.recovery.as_ref()?.last_rebuild.as_ref())
+        .flatten()
 }
 
 /// The backup a rebuild decision names.
@@ -482,5 +524,43 @@ mod tests {
         assert_eq!(find(&later, RECOVERING), recovering);
         let never = conditions(&cluster, &cluster_ref, &Decision::Healthy, &[]);
         assert!(never.iter().all(|c| c.type_ != RECOVERING));
+    }
+
+    #[test]
+    fn a_rebuild_whose_end_was_read_late_still_names_its_backup() {
+        let (mut cluster, cluster_ref) = cluster();
+        let restoring = conditions(
+            &cluster,
+            &cluster_ref,
+            &Decision::AwaitRestore {
+                backup: "nightly".into(),
+            },
+            &[],
+        );
+        // The record was already cleared into lastRebuild, but the
+        // Recovering condition read is still the one of the rebuild.
+        cluster.status = Some(crate::crd::EtcdClusterStatus {
+            conditions: restoring.clone(),
+            recovery: Some(
+                serde_json::from_value(json!({"lastRebuild": {
+                    "backupName": "nightly", "revision": 7, "phase": "Restored",
+                    "startedAt": "2026-01-01T00:00:00Z",
+                    "source": {"pvc": {"claimName": "b", "path": "x.db"}},
+                }}))
+                .unwrap(),
+            ),
+            ..Default::default()
+        });
+        let next = conditions(&cluster, &cluster_ref, &Decision::Healthy, &restoring);
+        let recovering = find(&next, RECOVERING);
+        assert_eq!(
+            (recovering.status.as_str(), recovering.reason.as_str()),
+            ("False", "Recovered")
+        );
+        assert!(
+            recovering.message.contains("nightly at revision 7"),
+            "{}",
+            recovering.message
+        );
     }
 }

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::events::EventType;
@@ -21,12 +21,15 @@ use super::{publish, Context, Error, Seen};
 use crate::builders::ClusterRef;
 use crate::controller::backup::VERIFIED;
 use crate::controller::delete_if_present;
-use crate::controller::restore::from_backup;
+use crate::controller::restore::{from_backup, restore_failure};
 use crate::crd::{
     BackupPhase, BackupRebuild, EtcdBackup, EtcdCluster, RebuildPhase, RecoveryStatus, RestoreSpec,
 };
 use crate::recovery::{BackupCandidate, Decision, Rebuild};
+use crate::status::RECOVERING;
 
+/// Reason of `Recovering=True` while a member's restore fails.
+const RESTORE_FAILED: &str = "RestoreFailed";
 /// Field manager of `status.recovery`.
 pub const REBUILD_MANAGER: &str = "ferrocd-operator-rebuild";
 
@@ -232,6 +235,39 @@ pub async fn act<C>(
         _ => {}
     }
     Ok(())
+}
+
+/// Turns the `Recovering` condition's reason into `RestoreFailed` when a
+/// member's restore failed, with a Warning Event the first time: the
+/// rebuild would otherwise wait without saying why.
+pub async fn report_restore_failure<C>(
+    cluster: &EtcdCluster,
+    seen: &Seen,
+    conditions: &mut [Condition],
+    previous: &[Condition],
+    ctx: &Context<C>,
+) {
+    let Some(failure) = restore_failure(&seen.pods) else {
+        return;
+    };
+    let Some(recovering) = conditions.iter_mut().find(|c| c.type_ == RECOVERING) else {
+        return;
+    };
+    recovering.reason = RESTORE_FAILED.into();
+    recovering.message = format!("{}; restoring failed: {failure}", recovering.message);
+    let reported = previous
+        .iter()
+        .any(|c| c.type_ == RECOVERING && c.reason == RESTORE_FAILED);
+    if !reported {
+        publish(
+            cluster,
+            ctx,
+            EventType::Warning,
+            RESTORE_FAILED,
+            format!("rebuilding from a backup: {failure}"),
+        )
+        .await;
+    }
 }
 
 fn revision(revision: Option<i64>) -> String {

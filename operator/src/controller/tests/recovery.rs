@@ -428,3 +428,36 @@ fn recovery_source_spec(cluster: &EtcdCluster) -> EtcdClusterSpec {
         .map(|r| r.source.clone());
     spec
 }
+
+#[tokio::test]
+async fn a_member_whose_restore_fails_is_reported_while_the_rebuild_waits() {
+    let (mut cluster, c, fake) = lost_quorum_with_backups();
+    rebuilding(&mut cluster, "Restoring");
+    fake.stop(&c.peer_url(0));
+    let restored = recovery_source_spec(&cluster);
+    let sts = serde_json::to_value(builders::stateful_set(&c, &restored, 3)).unwrap();
+    let mut failed = pod(c.member_name(1));
+    failed["status"] = json!({"initContainerStatuses": [{
+        "name": "restore", "image": "i", "imageID": "", "ready": false, "restartCount": 2,
+        "lastState": {"terminated": {"exitCode": 1, "message": "snapshot sha256 is b, expected a"}},
+    }]});
+    let mut expectations = observe(
+        Some(sts),
+        vec![pod(c.member_name(0)), failed, pod(c.member_name(2))],
+        (0..3).map(|i| pvc(c.pvc_name(i))).collect(),
+    );
+    expectations.push(event("RestoreFailed", |note| {
+        assert!(note.contains("demo-1: snapshot sha256 is b"), "{note}");
+    }));
+    expectations.extend(applies("unused", 0, 3).into_iter().skip(1).take(3));
+    expectations.push(status_apply(&cluster, |status| {
+        let recovering = condition(status, "Recovering");
+        assert_eq!(recovering["status"], "True");
+        assert_eq!(recovering["reason"], "RestoreFailed");
+        assert!(recovering["message"].as_str().unwrap().contains("recent"));
+    }));
+    let action = run(cluster, fake, expectations)
+        .await
+        .expect("reconcile succeeds");
+    assert_eq!(action, Action::requeue(REQUEUE_RECOVERING));
+}
