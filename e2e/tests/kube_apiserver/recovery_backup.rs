@@ -188,6 +188,9 @@ struct Milestones {
     start: Instant,
     seen: Vec<(String, Duration)>,
     operator_restarted: bool,
+    /// The Lease holder when the operator's pod was deleted.
+    holder: String,
+    took_over: bool,
 }
 
 impl Milestones {
@@ -196,7 +199,20 @@ impl Milestones {
             start,
             seen: Vec::new(),
             operator_restarted: false,
+            holder: String::new(),
+            took_over: false,
         }
+    }
+
+    /// Whether the last step seen is the deletion.
+    fn deleting(&self) -> bool {
+        self.seen
+            .iter()
+            .any(|(what, _)| what.ends_with("phase Deleting"))
+            && self
+                .seen
+                .iter()
+                .all(|(what, _)| !what.ends_with("phase Restoring"))
     }
 
     fn lap(&mut self, what: &str) {
@@ -213,6 +229,7 @@ impl Milestones {
         if let Some(phase) = status["recovery"]["rebuild"]["phase"].as_str() {
             self.lap(&format!("rebuild recorded, phase {phase}"));
             if !self.operator_restarted {
+                self.holder = lease_holder(node);
                 node.kubectl_ok(&[
                     "delete",
                     "pod",
@@ -226,6 +243,29 @@ impl Milestones {
                 self.lap("operator pod deleted");
             }
         }
+        if self.operator_restarted && !self.took_over {
+            let holder = lease_holder(node);
+            if !holder.is_empty() && holder != self.holder {
+                self.took_over = true;
+                self.lap("another operator holds the Lease");
+            }
+        }
+        if self.deleting() {
+            let left = node.kubectl_ok(&[
+                "get",
+                "pods,pvc",
+                "-l",
+                &format!("app.kubernetes.io/instance={NAME}"),
+                "-o",
+                "name",
+            ]);
+            let count = |kind: &str| left.lines().filter(|l| l.starts_with(kind)).count();
+            self.lap(&format!(
+                "{} member pods and {} PVCs left",
+                count("pod/"),
+                count("persistentvolumeclaim/")
+            ));
+        }
         if status["recovery"]["lastRebuild"]["phase"] == "Restored" {
             self.lap("rebuild done (lastRebuild)");
         }
@@ -238,6 +278,19 @@ impl Milestones {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+fn lease_holder(node: &Node) -> String {
+    let out = node.kubectl(&[
+        "get",
+        "lease",
+        "-n",
+        super::OPERATOR_NAMESPACE,
+        "ferrocd-operator",
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 fn apply(node: &Node, manifest: &str) {

@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -30,6 +30,8 @@ use crate::status::RECOVERING;
 
 /// Reason of `Recovering=True` while a member's restore fails.
 const RESTORE_FAILED: &str = "RestoreFailed";
+/// Grace period of the member pods deleted for a rebuild.
+const WIPE_GRACE_SECONDS: u32 = 5;
 /// Field manager of `status.recovery`.
 pub const REBUILD_MANAGER: &str = "ferrocd-operator-rebuild";
 
@@ -291,12 +293,22 @@ async fn delete_members<C>(
         delete_if_present(&sets, cluster_ref.name()).await?;
     }
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), namespace);
+    // Their data is thrown away: no need to wait out the pods' grace
+    // period, but the processes must still be gone before the pods are.
+    let params = DeleteParams {
+        grace_period_seconds: Some(WIPE_GRACE_SECONDS),
+        ..Default::default()
+    };
     for pod in &seen.pods {
         let name = pod.name_any();
         if cluster_ref.ordinal_of_member(&name).is_some()
             && pod.metadata.deletion_timestamp.is_none()
         {
-            delete_if_present(&pods, &name).await?;
+            match pods.delete(&name, &params).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.is_not_found() => {}
+                Err(error) => return Err(error.into()),
+            }
         }
     }
     let pvcs = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), namespace);

@@ -243,7 +243,12 @@ async fn past_the_grace_period_the_newest_backup_is_recorded_and_every_member_de
         "/apis/apps/v1/namespaces/{NS}/statefulsets/{NAME}"
     )));
     for i in 0..3 {
-        expectations.push(delete(core("pods", &c.member_name(i))));
+        expectations.push(expect(
+            Method::DELETE,
+            core("pods", &c.member_name(i)),
+            Reply::NotFound,
+            |seen| assert_eq!(seen.body["gracePeriodSeconds"], 5, "{}", seen.body),
+        ));
     }
     for i in 0..3 {
         expectations.push(delete(core("persistentvolumeclaims", &c.pvc_name(i))));
