@@ -29,9 +29,9 @@
 //! `FERROCD_E2E_SCENARIOS` (comma-separated: `volume`, `leader`, `upgrade`,
 //! `operator_restart`, `tls`, `enable_tls`, `backup`, `cert_manager`,
 //! `lifecycle`, `recovery`, `recovery_backup`) runs only those scenarios
-//! after the install; unset, all run but `recovery_backup` (a cluster
-//! rebuilt from an `EtcdBackup` after losing every pod and PVC,
-//! `kube_apiserver/recovery_backup.rs`), which runs only when named.
+//! after the install; unset, all run. `recovery_backup`
+//! (`kube_apiserver/recovery_backup.rs`, about 65 s) rebuilds a cluster
+//! that lost every pod and PVC from its `EtcdBackup`.
 
 #[path = "kube_apiserver/backup.rs"]
 mod backup_scenario;
@@ -154,7 +154,7 @@ fn kubernetes_on_ferrocd_runs_the_operator_through_volume_and_leader_loss() {
         recovery_outage = recovery_scenario::quorum_loss_is_rebuilt_from_the_survivor(&node);
         timings.lap("quorum lost (2 of 3 pods and PVCs), rebuilt from the survivor");
     }
-    if named("recovery_backup") {
+    if wanted("recovery_backup") {
         let took = recovery_backup_scenario::quorum_loss_is_rebuilt_from_the_latest_backup(&node);
         timings.lap(&format!(
             "quorum lost (all pods and PVCs), rebuilt from the latest backup in {took:.1?}"
@@ -179,13 +179,6 @@ fn kubernetes_on_ferrocd_runs_the_operator_through_volume_and_leader_loss() {
 fn wanted(name: &str) -> bool {
     std::env::var("FERROCD_E2E_SCENARIOS")
         .map_or(true, |list| list.split(',').any(|s| s.trim() == name))
-}
-
-/// Whether the opt-in scenario `name` runs: only when
-/// `FERROCD_E2E_SCENARIOS` lists it (it costs more than CI's budget).
-fn named(name: &str) -> bool {
-    std::env::var("FERROCD_E2E_SCENARIOS")
-        .is_ok_and(|list| list.split(',').any(|s| s.trim() == name))
 }
 
 /// Time spent in each phase of the suite, printed at the end.

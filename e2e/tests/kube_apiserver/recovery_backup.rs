@@ -179,6 +179,7 @@ spec:
     ]);
     node.kubectl_ok(&["delete", "etcdcluster", NAME, "--wait=false"]);
     node.kubectl_ok(&["delete", "etcdbackup", BACKUP, "--wait=false"]);
+    node.kubectl_ok(&["delete", "pvc", CLAIM, "--wait=false"]);
     took
 }
 
@@ -251,20 +252,16 @@ impl Milestones {
             }
         }
         if self.deleting() {
+            // Each pod with its grace period and phase, then the PVCs.
             let left = node.kubectl_ok(&[
                 "get",
                 "pods,pvc",
                 "-l",
                 &format!("app.kubernetes.io/instance={NAME}"),
                 "-o",
-                "name",
+                "jsonpath={range .items[*]}{.kind}/{.metadata.name}:{.metadata.deletionGracePeriodSeconds}:{.status.phase} {end}",
             ]);
-            let count = |kind: &str| left.lines().filter(|l| l.starts_with(kind)).count();
-            self.lap(&format!(
-                "{} member pods and {} PVCs left",
-                count("pod/"),
-                count("persistentvolumeclaim/")
-            ));
+            self.lap(&format!("left: [{}]", left.trim()));
         }
         if status["recovery"]["lastRebuild"]["phase"] == "Restored" {
             self.lap("rebuild done (lastRebuild)");

@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -276,8 +276,8 @@ fn revision(revision: Option<i64>) -> String {
     revision.map_or_else(|| "unknown".into(), |r| r.to_string())
 }
 
-/// Deletes the StatefulSet first (so it brings no pod back), then every
-/// member pod not already going, then every member PVC.
+/// Deletes the StatefulSet first (so it brings no pod back) but not its
+/// pods, then every member pod not already going, then every member PVC.
 async fn delete_members<C>(
     cluster_ref: &ClusterRef,
     seen: &Seen,
@@ -289,8 +289,15 @@ async fn delete_members<C>(
         .as_ref()
         .is_some_and(|sts| sts.metadata.deletion_timestamp.is_none())
     {
+        // Its pods are left to the deletions below: deleted by the
+        // garbage collector they would get their full grace period, which
+        // a kubelet that already started stopping them does not shorten.
         let sets = Api::<StatefulSet>::namespaced(ctx.client.clone(), namespace);
-        delete_if_present(&sets, cluster_ref.name()).await?;
+        let orphan = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Orphan),
+            ..Default::default()
+        };
+        delete_ignoring_absent(&sets, cluster_ref.name(), &orphan).await?;
     }
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), namespace);
     // Their data is thrown away: no need to wait out the pods' grace
@@ -304,11 +311,7 @@ async fn delete_members<C>(
         if cluster_ref.ordinal_of_member(&name).is_some()
             && pod.metadata.deletion_timestamp.is_none()
         {
-            match pods.delete(&name, &params).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(status)) if status.is_not_found() => {}
-                Err(error) => return Err(error.into()),
-            }
+            delete_ignoring_absent(&pods, &name, &params).await?;
         }
     }
     let pvcs = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), namespace);
@@ -316,6 +319,21 @@ async fn delete_members<C>(
         delete_if_present(&pvcs, &cluster_ref.pvc_name(ordinal)).await?;
     }
     Ok(())
+}
+
+async fn delete_ignoring_absent<K>(
+    api: &Api<K>,
+    name: &str,
+    params: &DeleteParams,
+) -> Result<(), Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+        Err(error) => Err(error.into()),
+    }
 }
 
 async fn patch_status<C>(

@@ -239,9 +239,12 @@ async fn past_the_grace_period_the_newest_backup_is_recorded_and_every_member_de
         assert!(note.contains("recent") && note.contains("after that backup are lost"));
     }));
     // The StatefulSet first, so it brings no pod back onto a going volume.
-    expectations.push(delete(format!(
-        "/apis/apps/v1/namespaces/{NS}/statefulsets/{NAME}"
-    )));
+    expectations.push(expect(
+        Method::DELETE,
+        format!("/apis/apps/v1/namespaces/{NS}/statefulsets/{NAME}"),
+        Reply::NotFound,
+        |seen| assert_eq!(seen.body["propagationPolicy"], "Orphan", "{}", seen.body),
+    ));
     for i in 0..3 {
         expectations.push(expect(
             Method::DELETE,
