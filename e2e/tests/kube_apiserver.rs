@@ -28,8 +28,10 @@
 //!
 //! `FERROCD_E2E_SCENARIOS` (comma-separated: `volume`, `leader`, `upgrade`,
 //! `operator_restart`, `tls`, `enable_tls`, `backup`, `cert_manager`,
-//! `lifecycle`, `recovery`) runs only those scenarios after the install;
-//! unset, all run.
+//! `lifecycle`, `recovery`, `recovery_backup`) runs only those scenarios
+//! after the install; unset, all run. `recovery_backup`
+//! (`kube_apiserver/recovery_backup.rs`, about 65 s) rebuilds a cluster
+//! that lost every pod and PVC from its `EtcdBackup`.
 
 #[path = "kube_apiserver/backup.rs"]
 mod backup_scenario;
@@ -39,6 +41,8 @@ mod cert_manager_scenario;
 mod enable_tls_scenario;
 #[path = "kube_apiserver/lifecycle.rs"]
 mod lifecycle;
+#[path = "kube_apiserver/recovery_backup.rs"]
+mod recovery_backup_scenario;
 #[path = "kube_apiserver/recovery.rs"]
 mod recovery_scenario;
 #[path = "kube_apiserver/tls.rs"]
@@ -149,6 +153,12 @@ fn kubernetes_on_ferrocd_runs_the_operator_through_volume_and_leader_loss() {
     if wanted("recovery") {
         recovery_outage = recovery_scenario::quorum_loss_is_rebuilt_from_the_survivor(&node);
         timings.lap("quorum lost (2 of 3 pods and PVCs), rebuilt from the survivor");
+    }
+    if wanted("recovery_backup") {
+        let took = recovery_backup_scenario::quorum_loss_is_rebuilt_from_the_latest_backup(&node);
+        timings.lap(&format!(
+            "quorum lost (all pods and PVCs), rebuilt from the latest backup in {took:.1?}"
+        ));
     }
     if wanted("lifecycle") {
         lifecycle::deletion_keeps_or_removes_volumes(&node);

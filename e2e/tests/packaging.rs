@@ -244,10 +244,13 @@ fn reconcile_grants() -> BTreeSet<Grant> {
             &["get", "list", "watch", "patch", "update"],
         ),
         ("ferrocd.io", &["etcdclusters/status"], &["get", "patch"]),
+        // The StatefulSet is deleted to rebuild a cluster from a backup.
         (
             "apps",
             &["statefulsets"],
-            &["get", "list", "watch", "patch", "create", "update"],
+            &[
+                "get", "list", "watch", "patch", "create", "update", "delete",
+            ],
         ),
         (
             "",

@@ -237,12 +237,20 @@ async fn apply<C: EtcdConnector>(cluster: &EtcdCluster, ctx: &Context<C>) -> Res
     let Some(resolved) = restore::resolve(cluster, &cluster_ref, ctx).await? else {
         return Ok(Action::requeue(REQUEUE_WAITING));
     };
+    let resolved = recovery::with_source(resolved);
     let cluster = resolved.as_ref();
     let previous_members = cluster.status.as_ref().map_or(&[][..], |s| &s.members[..]);
     let (seen, etcd) = observe(cluster, &cluster_ref, previous_members, ctx).await?;
     let cluster_ref = cluster_ref.with_phase(seen.phase);
-    let plan = planner::plan(&cluster_ref, &cluster.spec, &seen.planner);
+    let mut plan = planner::plan(&cluster_ref, &cluster.spec, &seen.planner);
     let recovery = recovery::step(cluster, &cluster_ref, &seen, etcd.as_ref(), ctx).await?;
+    if recovery
+        .as_ref()
+        .is_some_and(|r| r.decision.holds_objects())
+    {
+        plan.objects = None;
+        plan.delete_pvcs.clear();
+    }
     // While a member is being forced, no membership step and no rollout.
     let recovering = recovery
         .as_ref()

@@ -302,6 +302,9 @@ pub struct EtcdClusterStatus {
     /// With `spec.restore`: the resolved source and how restoring went.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreStatus>,
+    /// With `spec.recovery.mode: FromLatestBackup`: the rebuild under way and the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoveryStatus>,
 }
 
 /// One entry of the store's member list.

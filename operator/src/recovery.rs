@@ -12,12 +12,16 @@
 //! `FromSurvivor`, once the grace period has passed, the member with the
 //! highest raft index among those that answer is forced to become the only
 //! member (`--force-new-cluster`); the planner then grows the cluster back
-//! through learners.
+//! through learners. With `FromLatestBackup` every member is deleted and
+//! the cluster bootstraps from the newest usable backup ([`rebuild`]).
 
 use std::time::Duration;
 
 use crate::crd::{RecoveryMode, RecoverySpec};
 use crate::membership::{quorum, EndpointStatus};
+
+pub mod rebuild;
+pub use rebuild::{BackupCandidate, Rebuild};
 
 /// What one member pod answered to `Maintenance.Status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +49,12 @@ pub struct Situation<'a> {
     pub lost_for: Option<Duration>,
     /// The pod a recovery already under way forces (from the ConfigMap).
     pub forcing: Option<i32>,
+    /// The cluster's `EtcdBackup`s (listed only for `FromLatestBackup`).
+    pub backups: &'a [BackupCandidate],
+    /// `spec.backup.verify`: only a verified backup may be used.
+    pub verify_required: bool,
+    /// A rebuild from a backup under way (`voters` is then `spec.replicas`).
+    pub rebuild: Option<Rebuild<'a>>,
 }
 
 /// What to do.
@@ -66,6 +76,24 @@ pub enum Decision {
     /// The forced member leads alone: the recovery's part is done (the
     /// ConfigMap entry goes; the planner grows the cluster back).
     Recovered { ordinal: i32 },
+    /// `FromLatestBackup` past the grace period, but no backup is usable
+    /// (the reason): nothing is deleted, the next look tries again.
+    NoUsableBackup { reason: String },
+    /// Start a rebuild from this backup: record it, delete every member.
+    RebuildFromBackup { backup: BackupCandidate },
+    /// The StatefulSet, member pods or PVCs (`left` of them) are still going.
+    ClearingMembers { backup: String, left: usize },
+    /// All gone: the members bootstrap from the backup.
+    BootstrapFromBackup { backup: String },
+    /// The rebuilt members have no leader with a quorum yet.
+    AwaitRestore { backup: String },
+    /// The rebuilt cluster has a leader: the record is cleared.
+    RestoredFromBackup {
+        backup: String,
+        revision: Option<i64>,
+    },
+    /// The quorum came back before anything was deleted: the record goes.
+    RebuildAbandoned { backup: String },
 }
 
 impl Decision {
@@ -73,13 +101,39 @@ impl Decision {
     pub fn is_recovering(&self) -> bool {
         matches!(
             self,
-            Decision::Force { .. } | Decision::AwaitSurvivor { .. }
+            Decision::Force { .. }
+                | Decision::AwaitSurvivor { .. }
+                | Decision::RebuildFromBackup { .. }
+                | Decision::ClearingMembers { .. }
+                | Decision::BootstrapFromBackup { .. }
+                | Decision::AwaitRestore { .. }
+        )
+    }
+
+    /// Whether no object may be applied now: the old cluster is being
+    /// deleted, and a StatefulSet applied meanwhile would bring its pods
+    /// back onto volumes that are going.
+    pub fn holds_objects(&self) -> bool {
+        matches!(
+            self,
+            Decision::RebuildFromBackup { .. } | Decision::ClearingMembers { .. }
         )
     }
 }
 
 /// Decides; see the module doc.
 pub fn decide(s: &Situation<'_>) -> Decision {
+    let answering: Vec<&EndpointStatus> =
+        s.probes.iter().filter_map(|p| p.status.as_ref()).collect();
+    let led = answering
+        .iter()
+        .filter(|st| !st.is_learner && st.leader != 0)
+        .count();
+    let needed = quorum(s.voters);
+    if let Some(rebuild) = &s.rebuild {
+        let present = s.ready_pods >= needed || led >= needed;
+        return rebuild::decide(rebuild, present, led, needed);
+    }
     if let Some(ordinal) = s.forcing {
         let leads_alone = s
             .probes
@@ -93,13 +147,6 @@ pub fn decide(s: &Situation<'_>) -> Decision {
             Decision::AwaitSurvivor { ordinal }
         };
     }
-    let answering: Vec<&EndpointStatus> =
-        s.probes.iter().filter_map(|p| p.status.as_ref()).collect();
-    let led = answering
-        .iter()
-        .filter(|st| !st.is_learner && st.leader != 0)
-        .count();
-    let needed = quorum(s.voters);
     if s.voters == 0 || s.ready_pods >= needed || led >= needed {
         return Decision::Healthy;
     }
@@ -122,6 +169,12 @@ pub fn decide(s: &Situation<'_>) -> Decision {
                 raft_index: p.status.as_ref().map_or(0, |st| st.raft_index),
             })
         }
+        RecoveryMode::FromLatestBackup => match rebuild::choose(s.backups, s.verify_required) {
+            Ok(backup) => Decision::RebuildFromBackup {
+                backup: backup.clone(),
+            },
+            Err(reason) => Decision::NoUsableBackup { reason },
+        },
     }
 }
 
@@ -175,6 +228,9 @@ mod tests {
             probes,
             lost_for: Some(Duration::from_secs(lost_for)),
             forcing: None,
+            backups: &[],
+            verify_required: false,
+            rebuild: None,
         }
     }
 

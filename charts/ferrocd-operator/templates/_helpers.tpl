@@ -59,7 +59,7 @@ apply of children, PVC cleanup, pod listing, events).
   verbs: ["get", "patch"]
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
-  verbs: ["get", "list", "watch", "patch", "create", "update"]
+  verbs: ["get", "list", "watch", "patch", "create", "update", "delete"]
 - apiGroups: [""]
   resources: ["services", "configmaps"]
   verbs: ["get", "list", "watch", "patch", "create", "update"]

@@ -378,6 +378,7 @@ pub(crate) async fn patch_status(
 }
 
 mod verify;
+pub use verify::VERIFIED;
 
 #[cfg(test)]
 mod tests;

@@ -19,10 +19,13 @@ use serde_json::json;
 
 use super::{delete_if_present, Context, Error, EtcdConnector, Seen};
 use crate::builders::{ClusterRef, CONFIG_FORCE_NEW_CLUSTER_MEMBER};
-use crate::crd::EtcdCluster;
+use crate::crd::{BackupRebuild, EtcdCluster, RecoveryMode};
 use crate::membership::{EtcdApi, STATUS_TIMEOUT};
 use crate::recovery::{self, Decision, Probe, Situation};
 use crate::status::{self, QUORUM_LOST, RECOVERING};
+
+mod rebuild;
+pub(super) use rebuild::with_source;
 
 /// Field manager of the ConfigMap entry naming the forced member, apart
 /// from the operator's own so that its applies leave the entry alone.
@@ -43,14 +46,17 @@ impl Outcome {
         // will happen sooner than the plan looks again anyway.
         let acting = !matches!(
             self.decision,
-            Decision::Healthy | Decision::ReportOnly { .. } | Decision::NoSurvivor
+            Decision::Healthy
+                | Decision::ReportOnly { .. }
+                | Decision::NoSurvivor
+                | Decision::NoUsableBackup { .. }
         );
         acting.then_some(REQUEUE_RECOVERING)
     }
 }
 
 /// Runs the recovery step; `None` when there is nothing to look at (no
-/// StatefulSet, or a cluster that never formed).
+/// StatefulSet, or a cluster that never formed, and no rebuild under way).
 pub(super) async fn step<C: EtcdConnector>(
     cluster: &EtcdCluster,
     cluster_ref: &ClusterRef,
@@ -59,6 +65,10 @@ pub(super) async fn step<C: EtcdConnector>(
     ctx: &Context<C>,
 ) -> Result<Option<Outcome>, Error> {
     let previous = cluster.status.clone().unwrap_or_default();
+    if let Some(record) = rebuild::record(cluster) {
+        let outcome = rebuild_step(cluster, cluster_ref, record, seen, etcd, ctx).await?;
+        return Ok(Some(outcome));
+    }
     let (Some(replicas), Some(etcd), Some(_)) = (
         seen.planner.stateful_set_replicas,
         etcd,
@@ -73,6 +83,7 @@ pub(super) async fn step<C: EtcdConnector>(
         .and_then(|cm| cm.data?.remove(CONFIG_FORCE_NEW_CLUSTER_MEMBER))
         .and_then(|name| cluster_ref.ordinal_of_member(&name));
     let led = seen.store.as_ref().and_then(|s| s.leader()).is_some();
+    let mut backups = (Vec::new(), Vec::new());
     let decision = if forcing.is_none() && led {
         Decision::Healthy
     } else {
@@ -84,6 +95,14 @@ pub(super) async fn step<C: EtcdConnector>(
             .find(|c| c.type_ == QUORUM_LOST && c.status == "True")
             .and_then(|c| now.duration_since(c.last_transition_time.0).try_into().ok());
         let voters = previous.members.iter().filter(|m| !m.is_learner).count();
+        let from_backup = cluster
+            .spec
+            .recovery
+            .as_ref()
+            .is_some_and(|r| r.mode == RecoveryMode::FromLatestBackup);
+        if from_backup {
+            backups = rebuild::backups(cluster, cluster_ref, ctx).await?;
+        }
         recovery::decide(&Situation {
             recovery: cluster.spec.recovery.as_ref(),
             voters: if voters == 0 {
@@ -95,14 +114,76 @@ pub(super) async fn step<C: EtcdConnector>(
             probes: &probes,
             lost_for,
             forcing,
+            backups: &backups.1,
+            verify_required: cluster.spec.backup.as_ref().is_some_and(|b| b.verify),
+            rebuild: None,
         })
     };
     act(cluster, cluster_ref, replicas, &decision, ctx).await?;
+    rebuild::act(cluster, cluster_ref, seen, &decision, &backups.0, ctx).await?;
+    if let Decision::NoUsableBackup { reason } = &decision {
+        // Once per spell without a backup, not at every look.
+        let reported = previous
+            .conditions
+            .iter()
+            .any(|c| c.type_ == RECOVERING && c.reason == "NoUsableBackup");
+        if !reported {
+            publish(
+                cluster,
+                ctx,
+                EventType::Warning,
+                "NoUsableBackup",
+                format!("quorum lost and spec.recovery.mode is FromLatestBackup, but {reason}: nothing is deleted"),
+            )
+            .await;
+        }
+    }
     let conditions = conditions(cluster, cluster_ref, &decision, &previous.conditions);
     Ok(Some(Outcome {
         decision,
         conditions,
     }))
+}
+
+/// The recovery step while a rebuild from a backup is under way.
+async fn rebuild_step<C: EtcdConnector>(
+    cluster: &EtcdCluster,
+    cluster_ref: &ClusterRef,
+    record: &BackupRebuild,
+    seen: &Seen,
+    etcd: Option<&C::Api>,
+    ctx: &Context<C>,
+) -> Result<Outcome, Error> {
+    let previous = cluster
+        .status
+        .as_ref()
+        .map_or(&[][..], |s| &s.conditions[..]);
+    // The old cluster may be gone: voters are the ones it comes back with.
+    let replicas = cluster.spec.replicas;
+    let probes = match etcd {
+        Some(etcd) => probe(cluster_ref, replicas, etcd).await,
+        None => Vec::new(),
+    };
+    let decision = recovery::decide(&Situation {
+        recovery: cluster.spec.recovery.as_ref(),
+        voters: replicas as usize,
+        ready_pods: seen.ready_pods.len(),
+        probes: &probes,
+        lost_for: None,
+        forcing: None,
+        backups: &[],
+        verify_required: false,
+        rebuild: Some(rebuild::observed(record, cluster_ref, seen)),
+    });
+    rebuild::act(cluster, cluster_ref, seen, &decision, &[], ctx).await?;
+    let mut conditions = conditions(cluster, cluster_ref, &decision, previous);
+    if matches!(decision, Decision::AwaitRestore { .. }) {
+        rebuild::report_restore_failure(cluster, seen, &mut conditions, previous, ctx).await;
+    }
+    Ok(Outcome {
+        decision,
+        conditions,
+    })
 }
 
 /// Status of every member pod, each asked directly (the client Service
@@ -227,7 +308,10 @@ fn conditions(
     let generation = cluster.metadata.generation;
     let name = |o: &i32| cluster_ref.member_name(*o);
     let (lost, lost_reason, lost_message) = match decision {
-        Decision::Healthy | Decision::Recovered { .. } => (
+        Decision::Healthy
+        | Decision::Recovered { .. }
+        | Decision::RestoredFromBackup { .. }
+        | Decision::RebuildAbandoned { .. } => (
             false,
             "QuorumPresent",
             "a quorum of member pods is Ready, or of voters knows a leader".to_string(),
@@ -239,7 +323,7 @@ fn conditions(
                 "fewer member pods than a quorum are Ready and fewer voters than a quorum know a leader \
                  ({reachable} of the member pods answer); \
                  spec.recovery is not set, so nothing is done automatically: bring members back, \
-                 or set spec.recovery.mode: FromSurvivor"
+                 or set spec.recovery.mode: FromSurvivor or FromLatestBackup"
             ),
         ),
         Decision::Waiting { remaining } => (
@@ -255,10 +339,23 @@ fn conditions(
             "NoSurvivor",
             "no member answers: nothing to rebuild from".into(),
         ),
+        Decision::NoUsableBackup { reason } => (
+            true,
+            "NoUsableBackup",
+            format!("no backup to rebuild from: {reason}"),
+        ),
         Decision::Force { ordinal, .. } | Decision::AwaitSurvivor { ordinal } => (
             true,
             "Recovering",
             format!("rebuilding from {}", name(ordinal)),
+        ),
+        Decision::RebuildFromBackup { .. }
+        | Decision::ClearingMembers { .. }
+        | Decision::BootstrapFromBackup { .. }
+        | Decision::AwaitRestore { .. } => (
+            true,
+            "Recovering",
+            format!("rebuilding from EtcdBackup {}", backup_of(decision)),
         ),
     };
     let mut out = vec![status::condition_of(
@@ -287,14 +384,56 @@ fn conditions(
                 name(ordinal)
             ),
         )),
+        Decision::NoUsableBackup { reason } => Some((
+            false,
+            "NoUsableBackup",
+            format!("{reason}; nothing was deleted, looking again later"),
+        )),
+        Decision::RebuildFromBackup { .. }
+        | Decision::ClearingMembers { .. }
+        | Decision::BootstrapFromBackup { .. }
+        | Decision::AwaitRestore { .. } => {
+            let step = match decision {
+                Decision::RebuildFromBackup { .. } | Decision::ClearingMembers { .. } => {
+                    "deleting every member pod and volume"
+                }
+                _ => "the members bootstrap from it",
+            };
+            Some((
+                true,
+                "RestoringFromBackup",
+                format!("rebuilding from EtcdBackup {}: {step}", backup_of(decision)),
+            ))
+        }
+        Decision::RestoredFromBackup { backup, revision } => Some((
+            false,
+            "Recovered",
+            format!(
+                "rebuilt from EtcdBackup {backup} at revision {}; writes made after it are lost",
+                revision.map_or_else(|| "unknown".into(), |r| r.to_string())
+            ),
+        )),
+        Decision::RebuildAbandoned { backup } => Some((
+            false,
+            "QuorumReturned",
+            format!("the quorum came back before any member was deleted; EtcdBackup {backup} was not used"),
+        )),
         // No member is being forced and the store leads with a quorum,
         // but the condition still says a recovery runs: the reconcile
-        // that cleared the forced member did not get to write its status
-        // (a later step failed). The recovery is over all the same.
+        // that cleared the forced member (or the rebuild record) did not
+        // get to write its status (a later step failed), or this look
+        // read the object before that write. The recovery is over all the same.
         Decision::Healthy if is_true(previous, RECOVERING) => Some((
             false,
             "Recovered",
-            "the cluster has its quorum again and no member is being forced".to_string(),
+            match last_rebuild(cluster) {
+                Some(last) => format!(
+                    "rebuilt from EtcdBackup {} at revision {}; writes made after it are lost",
+                    last.backup_name,
+                    last.revision.map_or_else(|| "unknown".into(), |r| r.to_string())
+                ),
+                None => "the cluster has its quorum again and no member is being forced".to_string(),
+            },
         )),
         _ => None,
     };
@@ -305,6 +444,33 @@ fn conditions(
         None => out.extend(previous.iter().filter(|c| c.type_ == RECOVERING).cloned()),
     }
     out
+}
+
+/// The rebuild that ended last, if the recovery that just ended was one:
+/// its condition still says it restores from a backup.
+fn last_rebuild(cluster: &EtcdCluster) -> Option<&BackupRebuild> {
+    let status = cluster.status.as_ref()?;
+    let rebuilding = status.conditions.iter().any(|c| {
+        c.type_ == RECOVERING
+            && c.status == "True"
+            && matches!(c.reason.as_str(), "RestoringFromBackup" | "RestoreFailed")
+    });
+    rebuilding
+        .then_some(status.recovery.as_ref()?.last_rebuild.as_ref())
+        .flatten()
+}
+
+/// The backup a rebuild decision names.
+fn backup_of(decision: &Decision) -> &str {
+    match decision {
+        Decision::RebuildFromBackup { backup } => &backup.name,
+        Decision::ClearingMembers { backup, .. }
+        | Decision::BootstrapFromBackup { backup }
+        | Decision::AwaitRestore { backup }
+        | Decision::RestoredFromBackup { backup, .. }
+        | Decision::RebuildAbandoned { backup } => backup,
+        _ => "",
+    }
 }
 
 fn is_true(conditions: &[Condition], type_: &str) -> bool {
@@ -358,5 +524,43 @@ mod tests {
         assert_eq!(find(&later, RECOVERING), recovering);
         let never = conditions(&cluster, &cluster_ref, &Decision::Healthy, &[]);
         assert!(never.iter().all(|c| c.type_ != RECOVERING));
+    }
+
+    #[test]
+    fn a_rebuild_whose_end_was_read_late_still_names_its_backup() {
+        let (mut cluster, cluster_ref) = cluster();
+        let restoring = conditions(
+            &cluster,
+            &cluster_ref,
+            &Decision::AwaitRestore {
+                backup: "nightly".into(),
+            },
+            &[],
+        );
+        // The record was already cleared into lastRebuild, but the
+        // Recovering condition read is still the one of the rebuild.
+        cluster.status = Some(crate::crd::EtcdClusterStatus {
+            conditions: restoring.clone(),
+            recovery: Some(
+                serde_json::from_value(json!({"lastRebuild": {
+                    "backupName": "nightly", "revision": 7, "phase": "Restored",
+                    "startedAt": "2026-01-01T00:00:00Z",
+                    "source": {"pvc": {"claimName": "b", "path": "x.db"}},
+                }}))
+                .unwrap(),
+            ),
+            ..Default::default()
+        });
+        let next = conditions(&cluster, &cluster_ref, &Decision::Healthy, &restoring);
+        let recovering = find(&next, RECOVERING);
+        assert_eq!(
+            (recovering.status.as_str(), recovering.reason.as_str()),
+            ("False", "Recovered")
+        );
+        assert!(
+            recovering.message.contains("nightly at revision 7"),
+            "{}",
+            recovering.message
+        );
     }
 }

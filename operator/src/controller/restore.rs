@@ -158,7 +158,13 @@ async fn member_failure<C>(
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), cluster_ref.namespace())
         .list(&ListParams::default().labels(&cluster_ref.label_selector()))
         .await?;
-    Ok(pods.items.iter().find_map(|pod| {
+    Ok(restore_failure(&pods.items))
+}
+
+/// `pod: message` of the first of `pods` whose restore init container
+/// failed (now or in its last run).
+pub fn restore_failure(pods: &[Pod]) -> Option<String> {
+    pods.iter().find_map(|pod| {
         let statuses = pod.status.as_ref()?.init_container_statuses.as_ref()?;
         let restore = statuses.iter().find(|s| s.name == RESTORE_CONTAINER)?;
         let failed = [restore.state.as_ref(), restore.last_state.as_ref()]
@@ -172,7 +178,7 @@ async fn member_failure<C>(
             .or_else(|| failed.reason.clone())
             .unwrap_or_else(|| format!("exit code {}", failed.exit_code));
         Some(format!("{}: {}", pod.name_any(), message.trim()))
-    }))
+    })
 }
 
 fn condition_of(
