@@ -44,6 +44,19 @@ impl Cluster {
         Some(Cluster::start(Kind::Etcd, n, extra).await)
     }
 
+    /// Starts an `n`-member cluster of `kind` for a test that also drives
+    /// it with etcdctl; `None` when etcd or etcdctl is not installed
+    /// outside CI (in CI a missing tool fails the test).
+    pub async fn of_kind_with_etcdctl(kind: Kind, n: usize, extra: &[&str]) -> Option<Cluster> {
+        if !require_tool("etcdctl") {
+            return None;
+        }
+        match kind {
+            Kind::Etcd => Cluster::etcd(n, extra).await,
+            Kind::Ferrocd => Some(Cluster::ferrocd(n, extra).await),
+        }
+    }
+
     /// Starts `n` members of `kind` and waits until each knows a leader.
     /// All are launched before any is waited on: one member of a new
     /// cluster cannot elect a leader alone.

@@ -12,19 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, ConnectOptions, GetOptions};
-use ferrocd_e2e::{require_tool, Cluster, Kind, Server};
+use ferrocd_e2e::{Cluster, Kind, Server};
 use serde_json::Value;
 
 /// A cluster of three `kind` members; `None` (skip) outside CI when etcd
 /// or etcdctl is missing.
 async fn three(kind: Kind, extra: &[&str]) -> Option<Cluster> {
-    if !require_tool("etcdctl") {
-        return None;
-    }
-    match kind {
-        Kind::Etcd => Cluster::etcd(3, extra).await,
-        Kind::Ferrocd => Some(Cluster::ferrocd(3, extra).await),
-    }
+    Cluster::of_kind_with_etcdctl(kind, 3, extra).await
 }
 
 /// A client of one member only, whose requests fail after `timeout`.

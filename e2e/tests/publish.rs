@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, ConnectOptions, GetOptions};
-use ferrocd_e2e::{require_tool, Cluster, Kind, Server};
+use ferrocd_e2e::{Cluster, Kind, Server};
 
 /// What a serializable read of `key` on `member` answers within about a
 /// second; None when it does not answer (no connection, or no reply).
@@ -35,15 +35,8 @@ async fn serializable_read(member: &Server, key: &str) -> Option<String> {
 }
 
 async fn a_member_serves_only_once_it_has_published(kind: Kind) {
-    if !require_tool("etcdctl") {
+    let Some(mut cluster) = Cluster::of_kind_with_etcdctl(kind, 3, &[]).await else {
         return;
-    }
-    let mut cluster = match kind {
-        Kind::Etcd => match Cluster::etcd(3, &[]).await {
-            Some(cluster) => cluster,
-            None => return,
-        },
-        Kind::Ferrocd => Cluster::ferrocd(3, &[]).await,
     };
     let put = cluster.members[0].etcdctl(&["put", "published/k", "v"]);
     assert!(put.status.success(), "{put:?}");

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use ferrocd_e2e::{require_tool, Cluster, Kind};
+use ferrocd_e2e::{Cluster, Kind};
 
 const UNHEALTHY: &str = "etcdserver: unhealthy cluster";
 
@@ -29,15 +29,8 @@ fn text(out: &std::process::Output) -> String {
 }
 
 async fn reconfigurations_wait_until_a_restarted_voter_has_been_up_for_5_s(kind: Kind) {
-    if !require_tool("etcdctl") {
+    let Some(mut cluster) = Cluster::of_kind_with_etcdctl(kind, 3, &[]).await else {
         return;
-    }
-    let mut cluster = match kind {
-        Kind::Etcd => match Cluster::etcd(3, &[]).await {
-            Some(cluster) => cluster,
-            None => return,
-        },
-        Kind::Ferrocd => Cluster::ferrocd(3, &[]).await,
     };
     // Every member connected to every other for longer than 5 s.
     tokio::time::sleep(Duration::from_secs(6)).await;

@@ -485,7 +485,27 @@ async fn patch_status<C>(
     status: EtcdClusterStatus,
     ctx: &Context<C>,
 ) -> Result<(), Error> {
-    let api: Api<EtcdCluster> = Api::namespaced(ctx.client.clone(), cluster_ref.namespace());
+    apply_cluster_status(
+        &ctx.client,
+        cluster,
+        cluster_ref.namespace(),
+        json!(status),
+        FIELD_MANAGER,
+    )
+    .await
+}
+
+/// Applies `status` (the whole status, or some fields of it) to `cluster`
+/// in `namespace` as field manager `manager`: each writer of the status
+/// (reconciler, restore, scheduler, rebuild) owns its own fields.
+pub(crate) async fn apply_cluster_status(
+    client: &kube::Client,
+    cluster: &EtcdCluster,
+    namespace: &str,
+    status: serde_json::Value,
+    manager: &str,
+) -> Result<(), Error> {
+    let api: Api<EtcdCluster> = Api::namespaced(client.clone(), namespace);
     let patch = json!({
         "apiVersion": EtcdCluster::api_version(&()),
         "kind": EtcdCluster::kind(&()),
@@ -493,7 +513,7 @@ async fn patch_status<C>(
     });
     api.patch_status(
         &cluster.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
+        &PatchParams::apply(manager).force(),
         &Patch::Apply(&patch),
     )
     .await?;

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::ListParams;
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -209,19 +209,14 @@ async fn patch_status<C>(
     status: &RestoreStatus,
     ctx: &Context<C>,
 ) -> Result<(), Error> {
-    let api: Api<EtcdCluster> = Api::namespaced(ctx.client.clone(), cluster_ref.namespace());
-    let patch = json!({
-        "apiVersion": EtcdCluster::api_version(&()),
-        "kind": EtcdCluster::kind(&()),
-        "status": { "restore": status },
-    });
-    api.patch_status(
-        &cluster.name_any(),
-        &PatchParams::apply(RESTORE_MANAGER).force(),
-        &Patch::Apply(&patch),
+    super::apply_cluster_status(
+        &ctx.client,
+        cluster,
+        cluster_ref.namespace(),
+        json!({ "restore": status }),
+        RESTORE_MANAGER,
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 #[cfg(test)]

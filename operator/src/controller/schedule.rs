@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::{watcher, Controller};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -178,18 +178,12 @@ async fn patch_status(
     cluster: &EtcdCluster,
     status: &ScheduledBackupStatus,
 ) -> Result<(), Error> {
-    let api: Api<EtcdCluster> =
-        Api::namespaced(client.clone(), &cluster.namespace().unwrap_or_default());
-    let patch = json!({
-        "apiVersion": EtcdCluster::api_version(&()),
-        "kind": EtcdCluster::kind(&()),
-        "status": { "backup": status },
-    });
-    api.patch_status(
-        &cluster.name_any(),
-        &PatchParams::apply(SCHEDULER_MANAGER).force(),
-        &Patch::Apply(&patch),
+    super::apply_cluster_status(
+        client,
+        cluster,
+        &cluster.namespace().unwrap_or_default(),
+        json!({ "backup": status }),
+        SCHEDULER_MANAGER,
     )
-    .await?;
-    Ok(())
+    .await
 }

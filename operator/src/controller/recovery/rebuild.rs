@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
+use kube::api::{DeleteParams, ListParams, PropagationPolicy};
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -342,17 +342,12 @@ async fn patch_status<C>(
     recovery: &RecoveryStatus,
     ctx: &Context<C>,
 ) -> Result<(), Error> {
-    let api: Api<EtcdCluster> = Api::namespaced(ctx.client.clone(), cluster_ref.namespace());
-    let patch = json!({
-        "apiVersion": EtcdCluster::api_version(&()),
-        "kind": EtcdCluster::kind(&()),
-        "status": { "recovery": recovery },
-    });
-    api.patch_status(
-        &cluster.name_any(),
-        &PatchParams::apply(REBUILD_MANAGER).force(),
-        &Patch::Apply(&patch),
+    crate::controller::apply_cluster_status(
+        &ctx.client,
+        cluster,
+        cluster_ref.namespace(),
+        json!({ "recovery": recovery }),
+        REBUILD_MANAGER,
     )
-    .await?;
-    Ok(())
+    .await
 }
