@@ -55,8 +55,9 @@ const STATE_FLUSH_MS: u64 = 1000;
 /// tree's inner pages and recent writes; the kernel's page cache, which
 /// does not count against the process, keeps the rest close. 256 MiB made
 /// the cache a third of the process at 1M keys (the restart's scan of
-/// every record fills it) for no measured gain.
-const STATE_CACHE_BYTES: u64 = 64 << 20;
+/// every record fills it); 32 MiB took 50 MiB off the RSS after writing
+/// 1M keys against 64 MiB, with the same put rate (bench/RESULTS.md).
+const STATE_CACHE_BYTES: u64 = 32 << 20;
 
 /// How long a follower may take to answer a snapshot chunk (the last one
 /// includes loading the snapshot).
