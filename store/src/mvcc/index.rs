@@ -82,6 +82,110 @@ struct Generation {
     closed: bool,
 }
 
+/// A key's history. Most keys of a large store were put once and never
+/// changed or deleted since (or their older history was compacted away):
+/// they hold one revision inline, with no allocation of their own. Every
+/// other key holds its generations. The form is canonical (a history of
+/// the first shape is always `One`), so equal histories compare equal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum History {
+    /// One live generation created by the put at this revision (so
+    /// version 1), the only revision held.
+    One(Revision),
+    /// Anything else; never empty. Boxed so that the enum stays as small
+    /// as `One` (24 bytes, a vector inline would make it 32): the map
+    /// holds one per key.
+    #[allow(clippy::box_collection)]
+    Gens(Box<Vec<Generation>>),
+}
+
+impl History {
+    fn new(rev: Revision, created: i64, version: i64) -> Self {
+        History::Gens(Box::new(vec![Generation {
+            created,
+            version,
+            revs: vec![rev],
+            closed: false,
+        }]))
+        .canonical()
+    }
+
+    /// The generations, turning `One` into its explicit form for a change.
+    fn gens_mut(&mut self) -> &mut Vec<Generation> {
+        if let History::One(rev) = *self {
+            *self = History::Gens(Box::new(vec![Generation {
+                created: rev.main,
+                version: 1,
+                revs: vec![rev],
+                closed: false,
+            }]));
+        }
+        match self {
+            History::Gens(gens) => gens,
+            History::One(_) => unreachable!("turned into generations above"),
+        }
+    }
+
+    /// `One` when the history has its shape; `None` when nothing is left.
+    fn canonical(self) -> Self {
+        match self {
+            History::Gens(gens) => match gens.as_slice() {
+                [g] if !g.closed
+                    && g.version == 1
+                    && g.revs.len() == 1
+                    && g.revs[0].main == g.created =>
+                {
+                    History::One(g.revs[0])
+                }
+                _ => History::Gens(gens),
+            },
+            one => one,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, History::Gens(gens) if gens.is_empty())
+    }
+
+    fn live(&self) -> Option<LiveKey> {
+        match self {
+            History::One(rev) => Some(LiveKey {
+                created: rev.main,
+                version: 1,
+                modified: *rev,
+            }),
+            History::Gens(gens) => {
+                let g = gens.last()?;
+                if g.closed {
+                    return None;
+                }
+                Some(LiveKey {
+                    created: g.created,
+                    version: g.version,
+                    modified: *g.revs.last()?,
+                })
+            }
+        }
+    }
+
+    fn visible(&self, at: i64) -> Option<Revision> {
+        match self {
+            History::One(rev) => (rev.main <= at).then_some(*rev),
+            History::Gens(gens) => visible(gens, at),
+        }
+    }
+
+    fn compact(&mut self, at: i64, freed: &mut Vec<Revision>) {
+        // A lone put is the revision visible at any `at` from it on, and
+        // nothing before it exists: compaction keeps it as it is.
+        if let History::Gens(gens) = self {
+            compact_key(gens, at, freed);
+            let taken = std::mem::replace(self, History::Gens(Box::default()));
+            *self = taken.canonical();
+        }
+    }
+}
+
 /// The live state of a key, as a put needs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LiveKey {
@@ -93,7 +197,7 @@ pub struct LiveKey {
 /// Revisions of every key, ordered by key.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeyIndex {
-    keys: BTreeMap<Vec<u8>, Vec<Generation>>,
+    keys: BTreeMap<Box<[u8]>, History>,
 }
 
 impl KeyIndex {
@@ -119,10 +223,12 @@ impl KeyIndex {
     /// generation was created and which version it is (the generation's
     /// first revisions may have been compacted away).
     pub fn restore(&mut self, key: &[u8], rev: Revision, created: i64, version: Option<i64>) {
-        let gens = match self.keys.get_mut(key) {
-            Some(g) => g,
-            None => self.keys.entry(key.to_vec()).or_default(),
+        let Some(history) = self.keys.get_mut(key) else {
+            let history = History::new(rev, created, version.unwrap_or(1));
+            self.keys.insert(key.into(), history);
+            return;
         };
+        let gens = history.gens_mut();
         match gens.last_mut() {
             Some(g) if !g.closed => {
                 g.version = version.unwrap_or(g.version + 1);
@@ -139,32 +245,30 @@ impl KeyIndex {
 
     /// Records a delete of `key` at `rev`. Returns false when the key was not live.
     pub fn tombstone(&mut self, key: &[u8], rev: Revision) -> bool {
-        match self.keys.get_mut(key).and_then(|g| g.last_mut()) {
-            Some(g) if !g.closed => {
+        let Some(history) = self.keys.get_mut(key) else {
+            return false;
+        };
+        if history.live().is_none() {
+            return false;
+        }
+        match history.gens_mut().last_mut() {
+            Some(g) => {
                 g.revs.push(rev);
                 g.closed = true;
                 true
             }
-            _ => false,
+            None => false,
         }
     }
 
     /// The key's current state, if it is live.
     pub fn live(&self, key: &[u8]) -> Option<LiveKey> {
-        let g = self.keys.get(key)?.last()?;
-        if g.closed {
-            return None;
-        }
-        Some(LiveKey {
-            created: g.created,
-            version: g.version,
-            modified: *g.revs.last()?,
-        })
+        self.keys.get(key)?.live()
     }
 
     /// Revision holding `key`'s value as of main revision `at`, if it existed then.
     pub fn get(&self, key: &[u8], at: i64) -> Option<Revision> {
-        visible(self.keys.get(key)?, at)
+        self.keys.get(key)?.visible(at)
     }
 
     /// Keys in `range` that exist at `at`, with the revision of their value,
@@ -178,35 +282,35 @@ impl KeyIndex {
     ) -> (Vec<(Vec<u8>, Revision)>, usize) {
         let mut out = Vec::new();
         let mut count = 0;
-        let mut visit = |key: &Vec<u8>, gens: &Vec<Generation>| {
-            if let Some(rev) = visible(gens, at) {
+        let mut visit = |key: &[u8], history: &History| {
+            if let Some(rev) = history.visible(at) {
                 count += 1;
                 if limit == 0 || out.len() < limit {
-                    out.push((key.clone(), rev));
+                    out.push((key.to_vec(), rev));
                 }
             }
         };
         match range {
             KeyRange::Single(key) => {
-                if let Some((k, g)) = self.keys.get_key_value(key) {
-                    visit(k, g);
+                if let Some((k, h)) = self.keys.get_key_value(key) {
+                    visit(k, h);
                 }
             }
             KeyRange::From(key) => {
-                for (k, g) in self
+                for (k, h) in self
                     .keys
                     .range::<[u8], _>((Bound::Included(key), Bound::Unbounded))
                 {
-                    visit(k, g);
+                    visit(k, h);
                 }
             }
             KeyRange::Between(key, end) => {
                 if end > key {
-                    for (k, g) in self
+                    for (k, h) in self
                         .keys
                         .range::<[u8], _>((Bound::Included(key), Bound::Excluded(end)))
                     {
-                        visit(k, g);
+                        visit(k, h);
                     }
                 }
             }
@@ -219,9 +323,9 @@ impl KeyIndex {
     /// that no longer need to be kept on disk.
     pub fn compact(&mut self, at: i64) -> Vec<Revision> {
         let mut freed = Vec::new();
-        self.keys.retain(|_, gens| {
-            compact_key(gens, at, &mut freed);
-            !gens.is_empty()
+        self.keys.retain(|_, history| {
+            history.compact(at, &mut freed);
+            !history.is_empty()
         });
         freed
     }
@@ -241,13 +345,13 @@ impl KeyIndex {
         let keys = self
             .keys
             .range_mut::<[u8], _>((Bound::Included(from), Bound::Unbounded));
-        for (i, (key, gens)) in keys.enumerate() {
+        for (i, (key, history)) in keys.enumerate() {
             if i == max {
-                next = Some(key.clone());
+                next = Some(key.to_vec());
                 break;
             }
-            compact_key(gens, at, &mut freed);
-            if gens.is_empty() {
+            history.compact(at, &mut freed);
+            if history.is_empty() {
                 emptied.push(key.clone());
             }
         }
@@ -298,6 +402,10 @@ fn compact_key(gens: &mut Vec<Generation>, at: i64, freed: &mut Vec<Revision>) {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "index_tests.rs"]
+mod model_tests;
 
 #[cfg(test)]
 mod tests {
