@@ -325,6 +325,22 @@ impl Cluster {
     }
 }
 
+/// Runs `member_add` (an `etcdctl member add` of a voter) until it is not
+/// refused as "etcdserver: unhealthy cluster": etcd, and ferrocd, refuse
+/// a new voter until every voter has been connected for 5 s, so right
+/// after a cluster starts the first tries are refused. Gives up after 15 s.
+pub fn member_add_when_healthy(member_add: impl Fn() -> Output) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = member_add();
+        let refused = String::from_utf8_lossy(&out.stderr).contains("unhealthy cluster");
+        if !refused || Instant::now() >= deadline {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// The `ETCD_INITIAL_CLUSTER` that `etcdctl member add` printed: what the
 /// added member starts with.
 pub fn initial_cluster_of(member_add: &Output) -> String {

@@ -16,7 +16,9 @@ pub mod pki;
 pub mod s3;
 pub mod snapshots;
 
-pub use cluster::{initial_cluster_of, Cluster, NewMember, FAST_ELECTIONS};
+pub use cluster::{
+    initial_cluster_of, member_add_when_healthy, Cluster, NewMember, FAST_ELECTIONS,
+};
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -616,7 +616,9 @@ async fn a_member_added_later_enforces_the_same_permissions() {
     // Membership changes need root once auth is on.
     let planned = cluster.plan_member();
     let url = format!("--peer-urls={}", planned.peer_url());
-    let add = cluster.etcdctl(&[ROOT, "member", "add", &planned.name, &url]);
+    let add = ferrocd_e2e::member_add_when_healthy(|| {
+        cluster.etcdctl(&[ROOT, "member", "add", &planned.name, &url])
+    });
     let initial = ferrocd_e2e::initial_cluster_of(&add);
     let new = cluster.start_member(planned, &initial, &[]).await;
     let member = &cluster.members[new];
