@@ -59,6 +59,8 @@ async fn ping(ctx: &Context, id: u64, node: Member) {
         Err(status) if status.code() == Code::Unimplemented => {
             liveness.record_ok(id, Instant::now())
         }
+        // Late, not gone: silence breaks the connection once it lasts.
+        Err(status) if crate::raft::network::timed_out(&status) => {}
         Err(_) => liveness.record_failure(id),
     }
 }

@@ -160,6 +160,14 @@ impl PeerClients {
     }
 }
 
+/// Whether a failed call to a peer ran out of its own time.
+pub fn timed_out(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+    )
+}
+
 /// Builds openraft's connections to peers.
 #[derive(Clone)]
 pub struct Network {
@@ -294,6 +302,10 @@ impl Peer {
         let liveness = self.peers.liveness();
         match answer {
             Ok(_) => liveness.record_ok(self.target, Instant::now()),
+            // A call that ran out of time says nothing either way (a
+            // loaded peer answers late); silence breaks the connection
+            // once it lasts (see `liveness`).
+            Err(status) if timed_out(status) => {}
             Err(status) => match PeerFailure::of(status) {
                 // The peer answered, if with an error or a refusal.
                 PeerFailure::Answered
