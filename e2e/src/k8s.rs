@@ -142,6 +142,13 @@ impl Node {
         child.wait_with_output().expect("kubectl output")
     }
 
+    /// The `status` of EtcdCluster `name` (null when it can not be read).
+    pub fn etcdcluster_status(&self, name: &str) -> serde_json::Value {
+        let out = self.kubectl(&["get", "etcdcluster", name, "-o", "json"]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()["status"]
+            .clone()
+    }
+
     /// Runs kubectl and returns its standard output; panics when it fails.
     pub fn kubectl_ok(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);
@@ -231,6 +238,16 @@ impl Drop for Process {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The condition of type `type_` among a status's `conditions` (null
+/// when there is none).
+pub fn condition(status: &serde_json::Value, type_: &str) -> serde_json::Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == type_))
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Polls `check` every 250 ms until it returns `Some` or `timeout` passes;

@@ -308,8 +308,7 @@ fn strings(value: &Value) -> Vec<String> {
 }
 
 fn status(node: &Node) -> Value {
-    let out = node.kubectl(&["get", "etcdcluster", NAME, "-o", "json"]);
-    serde_json::from_slice::<Value>(&out.stdout).unwrap_or_default()["status"].clone()
+    node.etcdcluster_status(NAME)
 }
 
 fn describe(node: &Node) -> String {

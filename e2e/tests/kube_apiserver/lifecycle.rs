@@ -152,8 +152,7 @@ fn set_replicas(node: &Node, replicas: i32) {
 }
 
 fn status(node: &Node, name: &str) -> Value {
-    let out = node.kubectl(&["get", "etcdcluster", name, "-o", "json"]);
-    serde_json::from_slice::<Value>(&out.stdout).unwrap_or_default()["status"].clone()
+    node.etcdcluster_status(name)
 }
 
 fn lease_holder(node: &Node) -> String {

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use ferrocd_e2e::etcdctl;
-use ferrocd_e2e::k8s::{text, wait_for, Node};
+use ferrocd_e2e::k8s::{condition, text, wait_for, Node};
 use serde_json::Value;
 
 use super::{IMAGE_REPOSITORY, IMAGE_TAG};
@@ -328,16 +328,7 @@ fn wait_ready(
 }
 
 fn status(node: &Node) -> Value {
-    let out = node.kubectl(&["get", "etcdcluster", NAME, "-o", "json"]);
-    serde_json::from_slice::<Value>(&out.stdout).unwrap_or_default()["status"].clone()
-}
-
-fn condition(status: &Value, type_: &str) -> Value {
-    status["conditions"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["type"] == type_))
-        .cloned()
-        .unwrap_or_default()
+    node.etcdcluster_status(NAME)
 }
 
 fn describe(node: &Node) -> String {
