@@ -123,6 +123,12 @@ pub struct Flags {
           num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub strict_reconfig_check: bool,
 
+    /// A restarted member campaigns only once a quorum has no live leader
+    /// (etcd 3.5's default; etcd 3.4's is false).
+    #[arg(long, env = "ETCD_PRE_VOTE", default_value_t = true,
+          num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub pre_vote: bool,
+
     /// Maximum client request size in bytes the server will accept.
     #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES)]
     pub max_request_bytes: u32,
@@ -236,6 +242,7 @@ pub struct Config {
     pub force_new_cluster: bool,
     pub max_learners: usize,
     pub strict_reconfig_check: bool,
+    pub pre_vote: bool,
     pub member_id: u64,
     pub cluster_id: u64,
     pub max_request_bytes: usize,
@@ -335,6 +342,7 @@ impl Config {
             force_new_cluster,
             max_learners: limits.max_learners,
             strict_reconfig_check: f.strict_reconfig_check,
+            pre_vote: f.pre_vote,
             member_id,
             cluster_id,
             max_request_bytes: limits.max_request_bytes,
@@ -594,6 +602,7 @@ mod tests {
             "--initial-cluster-state=existing",
             "--max-learners=2",
             "--strict-reconfig-check=false",
+            "--pre-vote=false",
         ])
         .unwrap();
         let c = Config::from_flags(f).unwrap();
@@ -601,11 +610,9 @@ mod tests {
         assert!(!c.force_new_cluster);
         assert_eq!(c.max_learners, 2);
         assert!(!c.strict_reconfig_check);
-        assert!(
-            Config::from_flags(flags(&[]).unwrap())
-                .unwrap()
-                .strict_reconfig_check
-        );
+        assert!(!c.pre_vote);
+        let defaults = Config::from_flags(flags(&[]).unwrap()).unwrap();
+        assert!(defaults.strict_reconfig_check && defaults.pre_vote);
         assert!(flags(&["--initial-cluster-state=joining"]).is_err());
         for (args, want) in [
             (&["--force-new-cluster"][..], true),

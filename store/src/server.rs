@@ -380,9 +380,20 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         let seed = config.member_id ^ u64::from(now).wrapping_mul(0x9e37_79b9);
+        let pre_vote = config.pre_vote.then(|| ctx.clone());
         elections::hold_after_restart(
             &raft,
             elections::restart_hold(config.election_timeout_ms, seed),
+            Duration::from_millis((config.election_timeout_ms / 4).max(1)),
+            move || {
+                let ctx = pre_vote.clone();
+                async move {
+                    match ctx {
+                        Some(ctx) => api::liveness::prevote(&ctx).await,
+                        None => true,
+                    }
+                }
+            },
         );
     }
     let peer_servers = serve_peers(&config, &ctx, &lessor).await?;

@@ -12,7 +12,9 @@ use ferrocd_proto::etcdserverpb::{
 use ferrocd_proto::ferrocdpb::peer_server::Peer;
 use ferrocd_proto::ferrocdpb::*;
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
@@ -149,11 +151,18 @@ impl Peer for PeerService {
         self.check(msg.cluster_id)?;
         let rpc: AppendEntriesRequest<TypeConfig> = decode(&msg)?;
         let from = rpc.vote.leader_id().node_id;
-        counted(
-            from,
-            &msg,
-            encode(&self.ctx.raft().append_entries(rpc).await),
-        )
+        let answer = self.ctx.raft().append_entries(rpc).await;
+        if answer
+            .as_ref()
+            .is_ok_and(|a| !matches!(a, AppendEntriesResponse::HigherVote(_)))
+        {
+            // Accepted as this member's leader: what pre-vote asks about.
+            self.ctx
+                .peers()
+                .liveness()
+                .record_leader(from, Instant::now());
+        }
+        counted(from, &msg, encode(&answer))
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
@@ -359,7 +368,9 @@ impl Peer for PeerService {
                 .liveness()
                 .record_ok(r.from, Instant::now());
         }
-        Ok(Response::new(PingResponse {}))
+        Ok(Response::new(PingResponse {
+            leader: Some(super::liveness::live_leader(&self.ctx)),
+        }))
     }
 
     async fn hash_kv(

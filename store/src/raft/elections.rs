@@ -16,9 +16,14 @@
 //! campaigns before the leader reaches it would raise the term and depose
 //! a healthy leader; so a restarted member of a cluster with other voters
 //! does not campaign until it hears of a leader or one election timeout
-//! plus a random part of another has passed (no leader, then: every member
-//! restarted at once, say).
+//! plus a random part of another has passed. Past that, with `--pre-vote`
+//! (the default), it campaigns only once a quorum of the voters, itself
+//! included, reports no live leader (every member restarted at once, or
+//! the leader gone), asking again every quarter election timeout: a leader
+//! that has not reached the restarted member yet (a Kubernetes pod whose
+//! new address is not yet in DNS) keeps leading.
 
+use std::future::Future;
 use std::time::Duration;
 
 use super::Raft;
@@ -42,15 +47,32 @@ pub fn restart_hold(election_ms: u64, seed: u64) -> Duration {
 }
 
 /// Holds elections off on a restarted member until it hears of a leader
-/// (other than itself) or `hold` passes.
-pub fn hold_after_restart(raft: &Raft, hold: Duration) {
+/// (other than itself), or `hold` passes and then `prevote` (asked every
+/// `retry`) says a quorum has no live leader.
+pub fn hold_after_restart<P, F>(raft: &Raft, hold: Duration, retry: Duration, prevote: P)
+where
+    P: Fn() -> F + Send + 'static,
+    F: Future<Output = bool> + Send,
+{
     raft.runtime_config().elect(false);
     let raft = raft.clone();
     tokio::spawn(async move {
         let mut metrics = raft.metrics();
         let me = metrics.borrow().id;
         let heard = metrics.wait_for(|m| m.current_leader.is_some_and(|l| l != me));
-        let _ = tokio::time::timeout(hold, heard).await;
+        tokio::pin!(heard);
+        if tokio::time::timeout(hold, &mut heard).await.is_err() {
+            loop {
+                tokio::select! {
+                    _ = &mut heard => break,
+                    granted = prevote() => if granted { break },
+                }
+                tokio::select! {
+                    _ = &mut heard => break,
+                    _ = tokio::time::sleep(retry) => {}
+                }
+            }
+        }
         raft.runtime_config().elect(true);
     });
 }

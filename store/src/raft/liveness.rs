@@ -4,6 +4,9 @@
 //! call to a peer (raft messages, and the pings each member sends every
 //! other each second) and by the pings a peer sends here. A member not
 //! heard from within [`Liveness::stale_after`] counts as disconnected.
+//!
+//! It also keeps when this member last heard from its leader, which a
+//! restarted member asks of the others before it campaigns (pre-vote).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,6 +24,8 @@ struct Activity {
 pub struct Liveness {
     stale_after: Duration,
     members: Mutex<HashMap<u64, Activity>>,
+    /// The leader whose entries this member last accepted, and when.
+    leader: Mutex<Option<(u64, Instant)>>,
 }
 
 impl Liveness {
@@ -29,6 +34,7 @@ impl Liveness {
         Liveness {
             stale_after,
             members: Mutex::new(HashMap::new()),
+            leader: Mutex::new(None),
         }
     }
 
@@ -59,6 +65,29 @@ impl Liveness {
     pub fn record_failure(&self, member: u64) {
         let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
         members.remove(&member);
+    }
+
+    /// Whether `member` answered (or asked) within `within` before `now`.
+    pub fn heard_within(&self, member: u64, now: Instant, within: Duration) -> bool {
+        let members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        members
+            .get(&member)
+            .is_some_and(|a| now.saturating_duration_since(a.last_ok) <= within)
+    }
+
+    /// This member accepted entries (or a heartbeat) from `leader` at `now`.
+    pub fn record_leader(&self, leader: u64, now: Instant) {
+        let mut seen = self.leader.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.is_none_or(|(_, at)| at <= now) {
+            *seen = Some((leader, now));
+        }
+    }
+
+    /// The leader this member heard from within `within` before `now`.
+    pub fn leader_heard_within(&self, now: Instant, within: Duration) -> Option<u64> {
+        let seen = self.leader.lock().unwrap_or_else(|e| e.into_inner());
+        seen.filter(|(_, at)| now.saturating_duration_since(*at) <= within)
+            .map(|(leader, _)| leader)
     }
 
     /// Since when `member` has been connected without a break, as of
@@ -96,6 +125,27 @@ mod tests {
         assert_eq!(l.connected_since(7, at(10)), Some(at(10)));
         // Other members are apart.
         assert_eq!(l.connected_since(8, at(10)), None);
+    }
+
+    #[test]
+    fn the_leader_counts_as_heard_only_within_the_window() {
+        let l = Liveness::new(Duration::from_secs(3));
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let window = Duration::from_millis(1000);
+        assert_eq!(l.leader_heard_within(t0, window), None);
+        l.record_leader(5, ms(100));
+        assert_eq!(l.leader_heard_within(ms(1100), window), Some(5));
+        assert_eq!(l.leader_heard_within(ms(1101), window), None);
+        // A newer leader replaces it; a late record of the old one does not.
+        l.record_leader(6, ms(2000));
+        l.record_leader(5, ms(1500));
+        assert_eq!(l.leader_heard_within(ms(2500), window), Some(6));
+        // Any other member: heard within a window of its own.
+        l.record_ok(9, ms(2000));
+        assert!(l.heard_within(9, ms(2900), Duration::from_millis(900)));
+        assert!(!l.heard_within(9, ms(2901), Duration::from_millis(900)));
+        assert!(!l.heard_within(8, ms(2000), window));
     }
 
     #[test]
