@@ -15,6 +15,7 @@ pub mod netfault;
 pub mod pki;
 pub mod s3;
 pub mod snapshots;
+pub mod writer;
 
 pub use cluster::{
     initial_cluster_of, member_add_when_healthy, Cluster, NewMember, FAST_ELECTIONS,

@@ -52,12 +52,11 @@ mod upgrade_scenario;
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrocd_e2e::k8s::{shared_k8s, text, wait_for, Node, Process};
 use ferrocd_e2e::pki::{ClientCerts, Pki};
+use ferrocd_e2e::writer::{Route, Writer};
 use ferrocd_e2e::{etcdctl, ferrocd_bin, free_port, require_tool};
 use serde_json::Value;
 
@@ -594,7 +593,7 @@ impl<'a> Cluster<'a> {
             .find(|m| m.is_leader)
             .expect("a leader in the status")
             .clone();
-        let writer = Writer::start(&self.service, &[]);
+        let writer = writer(&self.service, &[]);
         std::thread::sleep(Duration::from_secs(2));
         self.node
             .kubectl_ok(&["delete", "pod", &leader.name, "--wait=false"]);
@@ -609,7 +608,7 @@ impl<'a> Cluster<'a> {
                     .any(|m| m.name == leader.name && m.id == leader.id)
             },
         );
-        let report = writer.stop();
+        let report = writer.stop_when_settled();
         eprintln!(
             "leader pod loss ({} was leader): {} writes ok, {} failed, longest failure window {:.1?}; first errors: {:?}",
             leader.name, report.ok, report.failed, report.longest_outage, report.errors
@@ -632,94 +631,14 @@ impl<'a> Cluster<'a> {
     }
 }
 
-/// Puts keys through the client Service one after another, each with a
-/// short timeout, and records which succeeded and when. Once asked to stop
-/// it goes on until [`Writer::SETTLED`] writes in a row succeeded (or
-/// [`Writer::SETTLE_TIMEOUT`] passed).
-struct Writer {
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<WriterReport>,
-}
-
-struct WriterReport {
-    ok: usize,
-    failed: usize,
-    /// Longest time from a success to the next one across failures.
-    longest_outage: Duration,
-    /// Successes in a row at the end.
-    settled: usize,
-    acknowledged: Vec<String>,
-    /// The first failures' etcdctl messages, for the report.
-    errors: Vec<String>,
-}
-
-impl Writer {
-    const SETTLED: usize = 10;
-    const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
-
-    /// A writer through `endpoint` with etcdctl `flags` (TLS files) first.
-    fn start(endpoint: &str, flags: &[String]) -> Writer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let endpoint = endpoint.to_string();
-        let flags = flags.to_vec();
-        let stopped = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut report = WriterReport {
-                ok: 0,
-                failed: 0,
-                longest_outage: Duration::ZERO,
-                settled: 0,
-                acknowledged: Vec::new(),
-                errors: Vec::new(),
-            };
-            let mut last_success = Instant::now();
-            let mut stop_seen: Option<Instant> = None;
-            for i in 0.. {
-                if stopped.load(Ordering::Relaxed) {
-                    let since = *stop_seen.get_or_insert_with(Instant::now);
-                    if report.settled >= Self::SETTLED || since.elapsed() > Self::SETTLE_TIMEOUT {
-                        break;
-                    }
-                }
-                let key = format!("during/{i:05}");
-                let put = Command::new("etcdctl")
-                    .env("ETCDCTL_API", "3")
-                    .args(&flags)
-                    .args([
-                        &format!("--endpoints={endpoint}"),
-                        "--dial-timeout=1s",
-                        "--command-timeout=2s",
-                        "put",
-                        &key,
-                        &key,
-                    ])
-                    .output()
-                    .expect("etcdctl");
-                let now = Instant::now();
-                if put.status.success() {
-                    report.ok += 1;
-                    report.settled += 1;
-                    report.acknowledged.push(key);
-                    last_success = now;
-                } else {
-                    report.failed += 1;
-                    report.settled = 0;
-                    report.longest_outage = report.longest_outage.max(now - last_success);
-                    if report.errors.len() < 5 {
-                        report.errors.push(text(&put).trim().to_string());
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            report
-        });
-        Writer { stop, thread }
-    }
-
-    fn stop(self) -> WriterReport {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().expect("writer thread")
-    }
+/// The scenarios' writer: keys `during/NNNNN` through `endpoint` with
+/// etcdctl `flags` (TLS files) first, one every 50 ms.
+fn writer(endpoint: &str, flags: &[String]) -> Writer {
+    Writer::start(
+        vec![Route::with_flags(endpoint, flags.to_vec())],
+        "during/",
+        Duration::from_millis(50),
+    )
 }
 
 /// `kubectl apply` of `examples/<file>` with the locally built image put

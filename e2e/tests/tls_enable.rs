@@ -10,12 +10,10 @@
 //! election; every acknowledged write must be kept, and at the end a
 //! plain-text client is refused while one with a certificate is served.
 
-use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrocd_e2e::pki::{CertFiles, ClientCerts, Pki};
+use ferrocd_e2e::writer::{Route, Writer};
 use ferrocd_e2e::{etcdctl, free_port, Cluster, Server};
 
 /// Longest time writes may fail during the whole change: an election
@@ -192,65 +190,6 @@ fn member_id_hex(member: &Server) -> String {
     )
 }
 
-/// Puts keys one after another through whichever listeners answer: the
-/// plain client ports and, with the client certificate, every TLS one.
-struct Writer {
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<(Vec<String>, Duration, usize)>,
-}
-
-impl Writer {
-    fn start(plain: String, tls: String, client: ClientCerts) -> Writer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut acknowledged = Vec::new();
-            let (mut longest, mut failed) = (Duration::ZERO, 0);
-            let mut last_ok = Instant::now();
-            for i in 0.. {
-                if stopped.load(Ordering::Relaxed) {
-                    break;
-                }
-                let key = format!("during/{i:05}");
-                let put = |flags: &[String], endpoints: &str| {
-                    Command::new("etcdctl")
-                        .env("ETCDCTL_API", "3")
-                        .args(flags)
-                        .args([
-                            &format!("--endpoints={endpoints}"),
-                            "--dial-timeout=1s",
-                            "--command-timeout=2s",
-                            "put",
-                            &key,
-                            &key,
-                        ])
-                        .output()
-                        .is_ok_and(|o| o.status.success())
-                };
-                let ok = put(&[], &plain) || put(&client.etcdctl_flags(), &tls);
-                let now = Instant::now();
-                // The longest time without an acknowledgement, whether
-                // the puts in it failed or were slow to answer.
-                longest = longest.max(now - last_ok);
-                if ok {
-                    acknowledged.push(key);
-                    last_ok = now;
-                } else {
-                    failed += 1;
-                }
-                std::thread::sleep(Duration::from_millis(30));
-            }
-            (acknowledged, longest, failed)
-        });
-        Writer { stop, thread }
-    }
-
-    fn stop(self) -> (Vec<String>, Duration, usize) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().expect("writer")
-    }
-}
-
 /// Restarts every member onto `step`, followers first, the leader last.
 async fn roll(cluster: &mut Cluster, step: &str, ports: &[Ports], tls: &TlsFiles, adv: &[String]) {
     let leader = cluster.leader().await;
@@ -307,7 +246,14 @@ async fn tls_comes_on_member_by_member_while_writes_go_on() {
         .flat_map(|p| [url(true, &p.client), url(true, &p.side_client)])
         .collect::<Vec<_>>()
         .join(",");
-    let writer = Writer::start(plain.clone(), secure.clone(), tls.client.clone());
+    let writer = Writer::start(
+        vec![
+            Route::plain(&plain),
+            Route::with_flags(&secure, tls.client.etcdctl_flags()),
+        ],
+        "during/",
+        Duration::from_millis(30),
+    );
     std::thread::sleep(Duration::from_millis(500));
 
     let plain_peer: Vec<String> = ports.iter().map(|p| url(false, &p.peer)).collect();
@@ -320,11 +266,13 @@ async fn tls_comes_on_member_by_member_while_writes_go_on() {
     move_peer_urls(&cluster, &ports, true, |p| &p.peer, &tls.client);
     roll(&mut cluster, "tls", &ports, &tls, &home_peer).await;
     std::thread::sleep(Duration::from_millis(500));
-    let (acknowledged, outage, failed) = writer.stop();
+    let report = writer.stop();
+    let (acknowledged, outage) = (report.acknowledged, report.longest_outage);
     eprintln!(
-        "TLS turned on in {:.1?}: {} writes acknowledged, {failed} attempts failed, longest time without an acknowledgement {outage:.1?}",
+        "TLS turned on in {:.1?}: {} writes acknowledged, {} attempts failed, longest time without an acknowledgement {outage:.1?}",
         started.elapsed(),
-        acknowledged.len()
+        acknowledged.len(),
+        report.failed
     );
     assert!(outage < MAX_OUTAGE, "no write acknowledged for {outage:?}");
     // The outage bound is what shows the writes went on; how many fit in

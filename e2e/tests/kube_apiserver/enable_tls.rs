@@ -4,20 +4,18 @@
 //! operator has issued it, on the TLS side port 2381 or on 2379). The cluster must end 3/3 ready serving mutual
 //! TLS alone, with every key kept, and writes may fail only briefly.
 
-use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrocd_e2e::etcdctl;
 use ferrocd_e2e::k8s::{text, wait_for, Node};
+use ferrocd_e2e::writer::{Route, Writer};
 use serde_json::Value;
 
 use super::tls_scenario::decode_base64;
 use super::{IMAGE_REPOSITORY, IMAGE_TAG, OPERATOR_NAMESPACE};
 
 const NAME: &str = "enable-tls";
-/// Longest time writes may fail in a row while TLS comes on.
+/// Longest time without an acknowledged write while TLS comes on.
 const MAX_OUTAGE: Duration = Duration::from_secs(8);
 
 /// Runs the scenario on `node`, where the operator is installed; returns
@@ -53,7 +51,19 @@ pub fn plain_cluster_turns_tls_on_under_writes(node: &Node) -> Duration {
     // on every pod from the first roll on, where 2379 is plain on some pods
     // and TLS on others while the main ports switch.
     let secure_endpoints = format!("https://{ip}:2381,https://{ip}:2379");
-    let writer = Writer::start(plain.clone(), secure_endpoints, flags.clone());
+    let writer = Writer::start(
+        vec![
+            Route::plain(&plain),
+            Route::with_flags(&secure_endpoints, flags.clone()).once_present(
+                ["ca.crt", "tls.crt", "tls.key"]
+                    .iter()
+                    .map(|f| files.path().join(f))
+                    .collect(),
+            ),
+        ],
+        "during/",
+        Duration::from_millis(50),
+    );
     std::thread::sleep(Duration::from_secs(2));
     let started = Instant::now();
     node.kubectl_ok(&[
@@ -87,7 +97,7 @@ pub fn plain_cluster_turns_tls_on_under_writes(node: &Node) -> Duration {
     );
     assert!(
         report.longest_outage < MAX_OUTAGE,
-        "writes failed for {:?} in a row",
+        "no write acknowledged for {:?}",
         report.longest_outage
     );
 
@@ -202,82 +212,4 @@ fn describe(node: &Node) -> String {
             .collect::<Vec<_>>()
             .join("\n---\n"),
     )
-}
-
-struct Report {
-    acknowledged: Vec<String>,
-    failed: usize,
-    longest_outage: Duration,
-    errors: Vec<String>,
-}
-
-/// Puts keys one after another: in plain text, and when that fails, with
-/// the client certificate (once its files exist) over TLS.
-struct Writer {
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<Report>,
-}
-
-impl Writer {
-    fn start(plain: String, secure: String, flags: Vec<String>) -> Writer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut report = Report {
-                acknowledged: Vec::new(),
-                failed: 0,
-                longest_outage: Duration::ZERO,
-                errors: Vec::new(),
-            };
-            let mut last_ok = Instant::now();
-            for i in 0.. {
-                if stopped.load(Ordering::Relaxed) {
-                    break;
-                }
-                let key = format!("during/{i:05}");
-                let put = |flags: &[String], endpoint: &str| {
-                    Command::new("etcdctl")
-                        .env("ETCDCTL_API", "3")
-                        .args(flags)
-                        .args([
-                            &format!("--endpoints={endpoint}"),
-                            "--dial-timeout=1s",
-                            "--command-timeout=2s",
-                            "put",
-                            &key,
-                            &key,
-                        ])
-                        .output()
-                        .expect("etcdctl")
-                };
-                let mut out = put(&[], &plain);
-                let have_files = flags.iter().all(|f| {
-                    f.split_once('=')
-                        .is_some_and(|(_, p)| std::path::Path::new(p).exists())
-                });
-                if !out.status.success() && have_files {
-                    out = put(&flags, &secure);
-                }
-                let now = Instant::now();
-                if out.status.success() {
-                    report.acknowledged.push(key);
-                    last_ok = now;
-                } else {
-                    report.failed += 1;
-                    report.longest_outage = report.longest_outage.max(now - last_ok);
-                    if report.errors.len() < 5 {
-                        report.errors.push(text(&out).trim().to_string());
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            report
-        });
-        Writer { stop, thread }
-    }
-
-    fn stop(self) -> Report {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().expect("writer thread")
-    }
 }

@@ -4,12 +4,11 @@
 //! and grows the cluster back to three through learners, with every
 //! acknowledged key.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferrocd_e2e::etcdctl;
 use ferrocd_e2e::k8s::{condition, text, wait_for, Node};
+use ferrocd_e2e::writer::{Route, Writer};
 use serde_json::Value;
 
 use super::{IMAGE_REPOSITORY, IMAGE_TAG};
@@ -67,7 +66,11 @@ spec:
         || describe(node),
     );
 
-    let writer = Writer::start(endpoint.clone());
+    let writer = Writer::start(
+        vec![Route::plain(&endpoint)],
+        "rec-writer/",
+        Duration::from_millis(200),
+    );
     let lost_at = Instant::now();
     for i in [1, 2] {
         node.kubectl_ok(&["delete", "pvc", &format!("data-{NAME}-{i}"), "--wait=false"]);
@@ -85,7 +88,7 @@ spec:
         Duration::from_secs(300),
     );
     let took = lost_at.elapsed();
-    let outage = writer.stop();
+    let outage = writer.stop().longest_outage;
     for key in &keys {
         let get = etcdctl(&endpoint, &["get", key, "--print-value-only"], None);
         assert_eq!(text(&get).trim(), "v", "{key} after the recovery");
@@ -109,7 +112,7 @@ spec:
     ]);
     assert!(events.contains("QuorumRecoveryStarted"), "{events}");
     assert!(events.contains("QuorumRecovered"), "{events}");
-    eprintln!("quorum loss: 3/3 ready again in {took:.1?}; writes failed for {outage:.1?}");
+    eprintln!("quorum loss: 3/3 ready again in {took:.1?}; no write acknowledged for {outage:.1?}");
     node.kubectl_ok(&[
         "patch",
         "etcdcluster",
@@ -175,51 +178,4 @@ fn describe(node: &Node) -> String {
             .collect::<Vec<_>>()
             .join("\n---\n"),
     )
-}
-
-/// Writes a key through the client Service every 200 ms, measuring the
-/// longest stretch without a successful write.
-struct Writer {
-    stop: Arc<AtomicBool>,
-    longest: Arc<Mutex<Duration>>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Writer {
-    fn start(endpoint: String) -> Writer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let longest = Arc::new(Mutex::new(Duration::ZERO));
-        let (s, l) = (stop.clone(), longest.clone());
-        let thread = std::thread::spawn(move || {
-            let mut last_ok = Instant::now();
-            let mut n = 0u64;
-            while !s.load(Ordering::Relaxed) {
-                n += 1;
-                let put = etcdctl(
-                    &endpoint,
-                    &["--command-timeout=2s", "put", "rec/writer", &n.to_string()],
-                    None,
-                );
-                if put.status.success() {
-                    last_ok = Instant::now();
-                } else {
-                    let mut longest = l.lock().unwrap();
-                    *longest = (*longest).max(last_ok.elapsed());
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        });
-        Writer {
-            stop,
-            longest,
-            thread,
-        }
-    }
-
-    fn stop(self) -> Duration {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap();
-        let longest = *self.longest.lock().unwrap();
-        longest
-    }
 }

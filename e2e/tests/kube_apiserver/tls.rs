@@ -19,7 +19,7 @@ use ferrocd_e2e::k8s::{text, wait_for, Node};
 use ferrocd_e2e::{etcdctl, free_port};
 use serde_json::Value;
 
-use super::{apply_example, Writer, OPERATOR_NAMESPACE};
+use super::{apply_example, writer, OPERATOR_NAMESPACE};
 
 /// Name of the EtcdCluster in examples/etcdcluster-tls.yaml.
 const NAME: &str = "ferrocd-tls";
@@ -76,7 +76,7 @@ pub fn tls_cluster_serves_mutual_tls_and_rotates_under_writes(node: &Node) {
         Some(before.as_str()),
         "the members serve the certificate the status reports"
     );
-    let writer = Writer::start(&endpoint, &flags);
+    let writer = writer(&endpoint, &flags);
     std::thread::sleep(Duration::from_secs(1));
     let asked = Instant::now();
     let token = format!("e2e-{}", free_port());
@@ -106,7 +106,7 @@ pub fn tls_cluster_serves_mutual_tls_and_rotates_under_writes(node: &Node) {
     );
     let took = asked.elapsed();
     std::thread::sleep(Duration::from_secs(1));
-    let report = writer.stop();
+    let report = writer.stop_when_settled();
     eprintln!(
         "TLS rotation: serial {before} -> {after} served {took:.1?} after the annotation; {} writes ok, {} failed: {:?}",
         report.ok, report.failed, report.errors
@@ -129,7 +129,7 @@ fn ca_rotation_under_writes(cluster: &TlsCluster<'_>, old_client: &ClientFiles) 
     let service = format!("{NAME}.default.svc");
     let address = endpoint.trim_start_matches("https://").to_string();
     let followed = FollowedClient::new(cluster);
-    let writer = Writer::start(&endpoint, &followed.etcdctl_flags());
+    let writer = writer(&endpoint, &followed.etcdctl_flags());
     let ca_before = cluster
         .certificate_serial("ca")
         .expect("CA serial in status");
@@ -174,7 +174,7 @@ fn ca_rotation_under_writes(cluster: &TlsCluster<'_>, old_client: &ClientFiles) 
     );
     let took = asked.elapsed();
     std::thread::sleep(Duration::from_secs(1));
-    let report = writer.stop();
+    let report = writer.stop_when_settled();
     eprintln!(
         "CA rotation: CA {ca_before} -> {ca_after} through {phases:?} in {took:.1?}; {} writes ok, {} failed: {:?}",
         report.ok, report.failed, report.errors
@@ -264,7 +264,7 @@ impl FollowedClient {
 fn scale_under_tls_writes(cluster: &TlsCluster<'_>, client: &ClientFiles) {
     let flags = client.etcdctl_flags();
     let endpoint = cluster.endpoint();
-    let writer = Writer::start(&endpoint, &flags);
+    let writer = writer(&endpoint, &flags);
     let started = Instant::now();
     cluster.scale(4);
     cluster.wait_voters(4);
@@ -306,7 +306,7 @@ fn scale_under_tls_writes(cluster: &TlsCluster<'_>, client: &ClientFiles) {
     cluster.wait_voters(3);
     let took = started.elapsed();
     std::thread::sleep(Duration::from_secs(1));
-    let report = writer.stop();
+    let report = writer.stop_when_settled();
     eprintln!(
         "TLS scale 3 -> 4 ({grown:.1?}) -> 3 ({took:.1?} in all): {} writes ok, {} failed (longest outage {:.1?}): {:?}",
         report.ok, report.failed, report.longest_outage, report.errors

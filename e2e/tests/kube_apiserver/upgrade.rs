@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use ferrocd_e2e::k8s::{text, wait_for};
 use serde_json::Value;
 
-use super::{Cluster, Writer, CLUSTER, IMAGE_REPOSITORY, IMAGE_TAG};
+use super::{writer, Cluster, CLUSTER, IMAGE_REPOSITORY, IMAGE_TAG};
 
 /// Same binaries under another tag: a new pod template, as a new release.
 const NEXT_TAG: &str = "e2e-next";
@@ -63,7 +63,7 @@ fn rolls_onto(cluster: &Cluster<'_>, keys: &[(String, String)], image: &str) -> 
         .find(|m| m.is_leader)
         .expect("a leader")
         .clone();
-    let writer = Writer::start(&cluster.service, &[]);
+    let writer = writer(&cluster.service, &[]);
     std::thread::sleep(Duration::from_secs(2));
     let started = Instant::now();
     set_image(cluster, image);
@@ -80,7 +80,7 @@ fn rolls_onto(cluster: &Cluster<'_>, keys: &[(String, String)], image: &str) -> 
         || cluster.describe(),
     );
     let took = started.elapsed();
-    let report = writer.stop();
+    let report = writer.stop_when_settled();
     let after = cluster.wait_ready("3 ready voters after the upgrade", |_| true);
     let moved = events(cluster, "LeaderMoved");
     eprintln!(
