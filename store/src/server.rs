@@ -596,6 +596,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     for note in &config.ignored {
         warn!("{note}");
     }
+    // Starting can wait long (on peers that are not up, say): a stop asked
+    // meanwhile ends it. What was acknowledged before is on disk already.
+    tokio::pin!(shutdown);
+    let opened = tokio::select! {
+        opened = open(&config) => opened?,
+        () = &mut shutdown => {
+            info!("stopped while starting");
+            return Ok(());
+        }
+    };
     let Node {
         config,
         ctx,
@@ -606,7 +616,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         wal,
         peer_servers,
         ..
-    } = open(&config).await?;
+    } = opened;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(api::expire_leases(
@@ -702,7 +712,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     let mut failure = None;
     tokio::select! {
-        _ = shutdown => info!("shutting down"),
+        () = &mut shutdown => info!("shutting down"),
         _ = removed(raft.clone(), config.member_id, ctx.clone()) => {
             warn!("the member has been permanently removed from the cluster; shutting down");
         }
