@@ -269,3 +269,20 @@ pub fn wait_for<T>(
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// The host's address on the pods' bridge (`cni0`, the pods' gateway),
+/// where a server bound to 0.0.0.0 on this host is reachable from pods.
+pub fn host_address_for_pods() -> String {
+    let out = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "cni0"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    listing
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next())
+        .unwrap_or_else(|| panic!("no IPv4 address on cni0: {listing}"))
+        .to_string()
+}

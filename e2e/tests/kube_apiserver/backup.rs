@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use ferrocd_e2e::k8s::{text, wait_for, Node};
+use ferrocd_e2e::k8s::{host_address_for_pods, text, wait_for, Node};
 use ferrocd_e2e::s3::{S3Server, ACCESS_KEY, SECRET_KEY};
 use ferrocd_e2e::{etcdctl, Server};
 use serde_json::Value;
@@ -31,7 +31,7 @@ pub fn backups_to_s3_and_a_pvc_restore_into_new_clusters(node: &Node, keys: &[(S
     let Some(s3) = S3Server::start("0.0.0.0") else {
         return;
     };
-    let endpoint = format!("http://{}:{}", pod_reachable_host_address(), s3.port);
+    let endpoint = format!("http://{}:{}", host_address_for_pods(), s3.port);
     std::fs::create_dir_all(s3.root.join(BUCKET)).unwrap();
     let scenario = Scenario { node, s3: &s3 };
     // Scheduled backups every minute; the first is due at once (the
@@ -409,22 +409,5 @@ fn sha256sum(file: &Path) -> String {
         .split_whitespace()
         .next()
         .unwrap()
-        .to_string()
-}
-
-/// The host's address on the pods' bridge (`cni0`, the pods' gateway),
-/// where a server bound to 0.0.0.0 on this host is reachable from pods.
-fn pod_reachable_host_address() -> String {
-    let out = Command::new("ip")
-        .args(["-4", "-o", "addr", "show", "cni0"])
-        .output()
-        .unwrap();
-    let listing = String::from_utf8_lossy(&out.stdout);
-    listing
-        .split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .and_then(|cidr| cidr.split('/').next())
-        .unwrap_or_else(|| panic!("no IPv4 address on cni0: {listing}"))
         .to_string()
 }

@@ -8,25 +8,30 @@
 use std::time::{Duration, Instant};
 
 use ferrocd_e2e::etcdctl;
-use ferrocd_e2e::k8s::{condition, text, wait_for, Node};
+use ferrocd_e2e::k8s::{condition, host_address_for_pods, text, wait_for, Node};
+use ferrocd_e2e::s3::{S3Server, ACCESS_KEY, SECRET_KEY};
 use serde_json::Value;
 
 use super::{IMAGE_REPOSITORY, IMAGE_TAG};
 
 const NAME: &str = "ferrocd-rb";
 const BACKUP: &str = "ferrocd-rb-1";
-const CLAIM: &str = "ferrocd-rb-backups";
+const BUCKET: &str = "rb-backups";
+const CREDENTIALS: &str = "ferrocd-rb-s3";
 const KEYS: usize = 20;
 
 /// Returns how long after the loss the cluster was 3/3 again.
 pub fn quorum_loss_is_rebuilt_from_the_latest_backup(node: &Node) -> Duration {
+    let Some(s3) = S3Server::start("0.0.0.0") else {
+        return Duration::ZERO;
+    };
+    std::fs::create_dir_all(s3.root.join(BUCKET)).unwrap();
+    let s3_endpoint = format!("http://{}:{}", host_address_for_pods(), s3.port);
     let manifest = format!(
         "apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {{name: {CLAIM}}}
-spec:
-  accessModes: [ReadWriteOnce]
-  resources: {{requests: {{storage: 100Mi}}}}
+kind: Secret
+metadata: {{name: {CREDENTIALS}}}
+stringData: {{accessKeyID: {ACCESS_KEY}, secretAccessKey: {SECRET_KEY}}}
 ---
 apiVersion: ferrocd.io/v1alpha1
 kind: EtcdCluster
@@ -63,7 +68,7 @@ metadata: {{name: {BACKUP}}}
 spec:
   clusterName: {NAME}
   destination:
-    pvc: {{claimName: {CLAIM}, path: rb}}
+    s3: {{endpoint: \"{s3_endpoint}\", bucket: {BUCKET}, prefix: rb/, credentialsSecret: {CREDENTIALS}}}
 "
         ),
     );
@@ -179,7 +184,7 @@ spec:
     ]);
     node.kubectl_ok(&["delete", "etcdcluster", NAME, "--wait=false"]);
     node.kubectl_ok(&["delete", "etcdbackup", BACKUP, "--wait=false"]);
-    node.kubectl_ok(&["delete", "pvc", CLAIM, "--wait=false"]);
+    node.kubectl_ok(&["delete", "secret", CREDENTIALS, "--wait=false"]);
     took
 }
 
