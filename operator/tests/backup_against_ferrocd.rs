@@ -210,7 +210,7 @@ async fn backup_command_writes_its_report_as_termination_message() {
 }
 
 #[tokio::test]
-async fn retention_deletes_only_the_schedules_oldest_objects() {
+async fn retention_deletes_only_the_schedules_oldest_objects_and_keeps_restore_sources() {
     let Some(s3) = S3Server::start("127.0.0.1") else {
         return;
     };
@@ -232,14 +232,17 @@ async fn retention_deletes_only_the_schedules_oldest_objects() {
         config: s3_config(&s3, SECRET_KEY),
         key: keys[2].into(),
     };
+    // Only the newest is to stay, but 11:00's snapshot is what the
+    // cluster's members restore from.
     let retention = ferrocd_operator::crd::Retention {
-        max_count: Some(2),
+        max_count: Some(1),
         max_age: None,
     };
     let pruned = ferrocd_operator::backup::prune::prune(
         &target,
         "demo",
         &retention,
+        &["demo-20261206-110000".to_string()],
         k8s_openapi::jiff::Timestamp::now(),
     )
     .await

@@ -42,6 +42,10 @@ pub struct BackupArgs {
     /// Delete those older than this, e.g. 168h.
     #[arg(long, requires = "retain_cluster")]
     pub retain_age: Option<String>,
+    /// Never delete the snapshot of this backup (an `EtcdBackup` name):
+    /// the cluster's members restore from it. May be repeated.
+    #[arg(long, requires = "retain_cluster")]
+    pub retain_keep: Vec<String>,
     /// Where the outcome is written as JSON (the container's termination message).
     #[arg(long)]
     pub termination_log: Option<PathBuf>,
@@ -125,7 +129,8 @@ pub async fn run(args: &BackupArgs) -> i32 {
         };
         let now = k8s_openapi::jiff::Timestamp::now();
         // The backup is written; a failed cleanup is reported, not fatal.
-        match super::prune::prune(&request.target, cluster, &retention, now).await {
+        let keep = &args.retain_keep;
+        match super::prune::prune(&request.target, cluster, &retention, keep, now).await {
             Ok(pruned) => report.pruned = pruned,
             Err(error) => eprintln!("retention: {error}"),
         }

@@ -46,6 +46,30 @@ pub struct BackupJob<'a> {
     pub destination: &'a BackupDestination,
     /// Retention applied after success, for scheduled backups.
     pub retention: Option<&'a Retention>,
+    /// Backups the retention must keep: those the cluster's members
+    /// restore from (see [`restore_sources`]).
+    pub keep: Vec<String>,
+}
+
+/// The backups `cluster`'s members restore from, whose files must stay:
+/// `spec.restore.backupName` and the backups of a rebuild in progress and
+/// of the last one.
+pub fn restore_sources(cluster: &crate::crd::EtcdCluster) -> Vec<String> {
+    let restore = cluster
+        .spec
+        .restore
+        .as_ref()
+        .and_then(|r| r.backup_name.clone());
+    let recovery = cluster.status.as_ref().and_then(|s| s.recovery.as_ref());
+    let rebuilds = recovery
+        .into_iter()
+        .flat_map(|r| [&r.rebuild, &r.last_rebuild])
+        .flatten()
+        .map(|r| r.backup_name.clone());
+    let mut names: Vec<String> = restore.into_iter().chain(rebuilds).collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// Name of the Job of backup `backup_name`.
@@ -152,6 +176,7 @@ impl BackupJob<'_> {
             if let Some(age) = &retention.max_age {
                 args.push(format!("--retain-age={age}"));
             }
+            args.extend(self.keep.iter().map(|b| format!("--retain-keep={b}")));
         }
         (args, env, volumes, mounts)
     }

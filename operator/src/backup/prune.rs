@@ -1,7 +1,9 @@
 //! Retention in the destination: after a successful scheduled backup, the
 //! Job deletes the older snapshot files of the same schedule
 //! (`<cluster>-YYYYMMDD-hhmmss.db` beside the new one) that the retention
-//! lets go. Other files are never touched.
+//! lets go. Other files are never touched, nor the files of the backups
+//! the cluster's members restore from (`spec.restore.backupName`, a
+//! rebuild's backup): a member started later needs them.
 
 use std::path::Path;
 
@@ -12,12 +14,13 @@ use super::schedule::{expired, scheduled_time};
 use super::{BackupError, Target};
 use crate::crd::Retention;
 
-/// Deletes the expired snapshots of `cluster`'s schedule next to `target`;
-/// returns their names.
+/// Deletes the expired snapshots of `cluster`'s schedule next to `target`,
+/// except those of the backups named in `keep`; returns their names.
 pub async fn prune(
     target: &Target,
     cluster: &str,
     retention: &Retention,
+    keep: &[String],
     now: Timestamp,
 ) -> Result<Vec<String>, BackupError> {
     match target {
@@ -25,6 +28,7 @@ pub async fn prune(
             path.parent().unwrap_or(Path::new(".")),
             cluster,
             retention,
+            keep,
             now,
         ),
         Target::S3 { config, key } => {
@@ -43,7 +47,7 @@ pub async fn prune(
                     Some((o.key.clone(), scheduled_time(cluster, file)?))
                 })
                 .collect();
-            let doomed = expired(&snapshots, retention, now)?;
+            let doomed = unkept(expired(&snapshots, retention, now)?, keep);
             for key in &doomed {
                 client.delete(key).await?;
             }
@@ -52,10 +56,23 @@ pub async fn prune(
     }
 }
 
+/// `doomed` (file names or object keys) less the files of the backups in
+/// `keep`.
+fn unkept(mut doomed: Vec<String>, keep: &[String]) -> Vec<String> {
+    doomed.retain(|path| {
+        let file = path.rsplit('/').next().unwrap_or(path);
+        !keep
+            .iter()
+            .any(|backup| file == super::job::file_name(backup))
+    });
+    doomed
+}
+
 fn prune_dir(
     dir: &Path,
     cluster: &str,
     retention: &Retention,
+    keep: &[String],
     now: Timestamp,
 ) -> Result<Vec<String>, BackupError> {
     let io = |source| BackupError::File {
@@ -73,7 +90,7 @@ fn prune_dir(
             snapshots.push((name, at));
         }
     }
-    let doomed = expired(&snapshots, retention, now)?;
+    let doomed = unkept(expired(&snapshots, retention, now)?, keep);
     for name in &doomed {
         let path = dir.join(name);
         std::fs::remove_file(&path).map_err(|source| BackupError::File { path, source })?;
@@ -102,7 +119,7 @@ mod tests {
             max_count: Some(2),
             max_age: None,
         };
-        let pruned = prune_dir(dir.path(), "demo", &retention, Timestamp::now()).unwrap();
+        let pruned = prune_dir(dir.path(), "demo", &retention, &[], Timestamp::now()).unwrap();
         assert_eq!(pruned, ["demo-20261206-100000.db"]);
         let mut left: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
@@ -118,6 +135,37 @@ mod tests {
                 "demo-manual.db",
                 "other-20261206-090000.db",
             ]
+        );
+    }
+
+    #[test]
+    fn the_files_members_restore_from_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        for hour in 10..15 {
+            std::fs::write(
+                dir.path().join(format!("demo-20261206-{hour}0000.db")),
+                b"x",
+            )
+            .unwrap();
+        }
+        let retention = Retention {
+            max_count: Some(2),
+            max_age: None,
+        };
+        let keep = ["demo-20261206-110000".to_string()];
+        let pruned = prune_dir(dir.path(), "demo", &retention, &keep, Timestamp::now()).unwrap();
+        assert_eq!(
+            pruned,
+            ["demo-20261206-120000.db", "demo-20261206-100000.db"]
+        );
+        assert!(dir.path().join("demo-20261206-110000.db").exists());
+        // Object keys: the file is the last part.
+        assert_eq!(
+            unkept(
+                vec!["scheduled/demo-1.db".into(), "scheduled/demo-2.db".into()],
+                &["demo-2".into()]
+            ),
+            ["scheduled/demo-1.db"]
         );
     }
 }

@@ -95,6 +95,7 @@ pub async fn reconcile<C>(backup: Arc<EtcdBackup>, ctx: Arc<Context<C>>) -> Resu
             cluster_spec: &cluster.spec,
             destination: &backup.spec.destination,
             retention: backup.spec.retention.as_ref(),
+            keep: job::restore_sources(&cluster),
         }
         .build();
         match jobs.create(&PostParams::default(), &built).await {

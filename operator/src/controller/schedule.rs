@@ -134,9 +134,11 @@ pub async fn reconcile<C>(
             ))
         })
         .collect();
+    // The backups the members restore from stay, as their files do.
+    let keep = crate::backup::job::restore_sources(&cluster);
     match schedule::expired(&finished, &spec.retention, now) {
         Ok(expired) => {
-            for old in expired {
+            for old in expired.into_iter().filter(|b| !keep.contains(b)) {
                 match backups_api.delete(&old, &DeleteParams::default()).await {
                     Ok(_) => {}
                     Err(kube::Error::Api(status)) if status.is_not_found() => {}

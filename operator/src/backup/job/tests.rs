@@ -34,6 +34,7 @@ fn job(spec_yaml: &str, destination_yaml: &str) -> Job {
         cluster_spec: &spec,
         destination: &destination,
         retention: None,
+        keep: Vec::new(),
     }
     .build()
 }
@@ -156,6 +157,7 @@ fn scheduled_backup_prunes_with_the_schedules_retention() {
         cluster_spec: &spec,
         destination: &destination,
         retention: Some(&retention),
+        keep: vec!["demo-20261206-120000".into()],
     }
     .build();
     let args = args(&job);
@@ -163,7 +165,34 @@ fn scheduled_backup_prunes_with_the_schedules_retention() {
         "--retain-cluster=demo",
         "--retain-count=3",
         "--retain-age=24h",
+        "--retain-keep=demo-20261206-120000",
     ] {
         assert!(args.contains(&flag.to_string()), "{flag} in {args:?}");
     }
+}
+
+#[test]
+fn the_backups_members_restore_from_are_kept() {
+    let mut cluster = EtcdCluster::new(
+        "demo",
+        serde_yaml::from_str("{restore: {backupName: seed}}").unwrap(),
+    );
+    assert_eq!(restore_sources(&cluster), ["seed"]);
+    let rebuild = |backup: &str, phase: &str| {
+        format!(
+            "{{backupName: {backup}, source: {{backupName: {backup}}}, phase: {phase}, startedAt: '2026-12-06T10:00:00Z'}}"
+        )
+    };
+    cluster.status = Some(
+        serde_yaml::from_str(&format!(
+            "{{recovery: {{rebuild: {}, lastRebuild: {}}}}}",
+            rebuild("demo-20261206-120000", "Restoring"),
+            rebuild("seed", "Restored")
+        ))
+        .unwrap(),
+    );
+    assert_eq!(restore_sources(&cluster), ["demo-20261206-120000", "seed"]);
+    cluster.spec.restore = None;
+    cluster.status = None;
+    assert!(restore_sources(&cluster).is_empty());
 }
