@@ -387,6 +387,15 @@ impl<'a> Cluster<'a> {
             "--timeout=90s",
         ]);
         assert!(install.status.success(), "helm install: {}", text(&install));
+        // The chart's own test: the operator answers ready through its Service.
+        let test = node.helm(&[
+            "test",
+            "ferrocd-operator",
+            "--namespace",
+            OPERATOR_NAMESPACE,
+            "--timeout=60s",
+        ]);
+        assert!(test.status.success(), "helm test: {}", text(&test));
 
         apply_example(node, "etcdcluster-3.yaml");
 

@@ -50,15 +50,17 @@ struct Args {
 /// Tools in the same binary, for the member pods of the same image.
 #[derive(Debug, Subcommand)]
 enum Tool {
-    /// GET an HTTPS URL with a client certificate; exit 0 on a 200 answer.
-    /// The readiness probe of members with mutual TLS.
+    /// GET an HTTPS URL with a client certificate, or an HTTP one; exit 0
+    /// on a 200 answer. The readiness probe of members with mutual TLS, and
+    /// the chart's `helm test`.
     Probe {
         /// The URL, e.g. https://127.0.0.1:2379/readyz.
         #[arg(long)]
         url: String,
-        /// Directory of a mounted kubernetes.io/tls Secret: ca.crt, tls.crt, tls.key.
+        /// Directory of a mounted kubernetes.io/tls Secret: ca.crt, tls.crt,
+        /// tls.key (needed for https:// URLs).
         #[arg(long)]
-        tls_dir: std::path::PathBuf,
+        tls_dir: Option<std::path::PathBuf>,
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 2)]
         timeout_seconds: u64,
@@ -98,7 +100,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     }) = &args.command
     {
         let timeout = std::time::Duration::from_secs(*timeout_seconds);
-        match ferrocd_operator::probe::probe(url, tls_dir, timeout).await {
+        match ferrocd_operator::probe::probe(url, tls_dir.as_deref(), timeout).await {
             Ok(body) => {
                 print!("{body}");
                 return Ok(());
@@ -243,7 +245,10 @@ mod tests {
             panic!("expected the probe tool, got {:?}", args.command);
         };
         assert_eq!(url, "https://127.0.0.1:2379/readyz");
-        assert_eq!(tls_dir, std::path::Path::new("/etc/ferrocd/tls/server"));
+        assert_eq!(
+            tls_dir.as_deref(),
+            Some(std::path::Path::new("/etc/ferrocd/tls/server"))
+        );
     }
 
     #[test]

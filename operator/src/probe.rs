@@ -1,7 +1,8 @@
 //! `ferrocd-operator probe`: the readiness probe of TLS members, run by the
-//! kubelet inside the member's container. An HTTPS GET with a client
-//! certificate from a mounted `kubernetes.io/tls` Secret directory
-//! (`ca.crt`, `tls.crt`, `tls.key`); success is a 200 answer.
+//! kubelet inside the member's container, and the chart's `helm test`. An
+//! HTTPS GET with a client certificate from a mounted `kubernetes.io/tls`
+//! Secret directory (`ca.crt`, `tls.crt`, `tls.key`), or a plain HTTP GET;
+//! success is a 200 answer.
 //!
 //! The kubelet's own HTTPS probes present no client certificate, so a
 //! member with `--client-cert-auth` refuses them at the handshake.
@@ -19,9 +20,12 @@ use crate::tls::{CA_CRT, TLS_CRT, TLS_KEY};
 /// Why a probe failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    /// The URL is not `https://host:port/path`.
-    #[error("bad probe URL {0:?}: expected https://host:port/path")]
+    /// The URL is not `http(s)://host:port/path`.
+    #[error("bad probe URL {0:?}: expected https://host:port/path or http://host:port/path")]
     Url(String),
+    /// An `https://` URL without a certificate directory.
+    #[error("{0} needs --tls-dir (ca.crt, tls.crt, tls.key)")]
+    NoCertificates(String),
     /// A certificate file is missing or not PEM.
     #[error("reading {path}: {message}")]
     File {
@@ -49,23 +53,41 @@ pub enum ProbeError {
     },
 }
 
-/// GETs `url` presenting the certificate in `tls_dir`, trusting its `ca.crt`.
-/// Returns the body of a 200 answer.
-pub async fn probe(url: &str, tls_dir: &Path, timeout: Duration) -> Result<String, ProbeError> {
+/// GETs `url`: an `https://` one presenting the certificate in `tls_dir`
+/// and trusting its `ca.crt`, an `http://` one in plain text. Returns the
+/// body of a 200 answer.
+pub async fn probe(
+    url: &str,
+    tls_dir: Option<&Path>,
+    timeout: Duration,
+) -> Result<String, ProbeError> {
     tokio::time::timeout(timeout, get(url, tls_dir))
         .await
         .map_err(|_| ProbeError::Timeout(timeout))?
 }
 
-async fn get(url: &str, tls_dir: &Path) -> Result<String, ProbeError> {
-    let (host, port, path) = split_url(url).ok_or_else(|| ProbeError::Url(url.to_string()))?;
+async fn get(url: &str, tls_dir: Option<&Path>) -> Result<String, ProbeError> {
+    let (tls, host, port, path) = split_url(url).ok_or_else(|| ProbeError::Url(url.to_string()))?;
+    if !tls {
+        let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+        return exchange(tcp, host, path).await;
+    }
+    let tls_dir = tls_dir.ok_or_else(|| ProbeError::NoCertificates(url.to_string()))?;
     let server_name =
         ServerName::try_from(host.to_string()).map_err(|_| ProbeError::Url(url.to_string()))?;
     let config = Arc::new(client_config(tls_dir)?);
     let tcp = tokio::net::TcpStream::connect((host, port)).await?;
-    let mut stream = tokio_rustls::TlsConnector::from(config)
+    let stream = tokio_rustls::TlsConnector::from(config)
         .connect(server_name, tcp)
         .await?;
+    exchange(stream, host, path).await
+}
+
+/// One `GET path` on `stream`; the body of a 200 answer.
+async fn exchange<S>(mut stream: S, host: &str, path: &str) -> Result<String, ProbeError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
@@ -89,15 +111,18 @@ async fn get(url: &str, tls_dir: &Path) -> Result<String, ProbeError> {
     }
 }
 
-/// `https://host:port/path` into its parts.
-fn split_url(url: &str) -> Option<(&str, u16, &str)> {
-    let rest = url.strip_prefix("https://")?;
+/// `http(s)://host:port/path` into whether it is TLS, host, port and path.
+fn split_url(url: &str) -> Option<(bool, &str, u16, &str)> {
+    let (tls, rest) = match url.strip_prefix("https://") {
+        Some(rest) => (true, rest),
+        None => (false, url.strip_prefix("http://")?),
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
     let (host, port) = authority.rsplit_once(':')?;
-    Some((host, port.parse().ok()?, path))
+    Some((tls, host, port.parse().ok()?, path))
 }
 
 fn client_config(tls_dir: &Path) -> Result<rustls::ClientConfig, ProbeError> {
@@ -141,13 +166,17 @@ mod tests {
     fn url_splits_into_host_port_and_path() {
         assert_eq!(
             split_url("https://127.0.0.1:2379/readyz"),
-            Some(("127.0.0.1", 2379, "/readyz"))
+            Some((true, "127.0.0.1", 2379, "/readyz"))
         );
         assert_eq!(
             split_url("https://localhost:2379"),
-            Some(("localhost", 2379, "/"))
+            Some((true, "localhost", 2379, "/"))
         );
-        assert_eq!(split_url("http://127.0.0.1:2379/readyz"), None);
+        assert_eq!(
+            split_url("http://demo.prod.svc:8080/readyz"),
+            Some((false, "demo.prod.svc", 8080, "/readyz"))
+        );
+        assert_eq!(split_url("ftp://127.0.0.1:2379/readyz"), None);
         assert_eq!(split_url("https://127.0.0.1/readyz"), None);
     }
 
@@ -155,7 +184,7 @@ mod tests {
     async fn missing_certificate_directory_names_the_file() {
         let error = probe(
             "https://127.0.0.1:1/readyz",
-            Path::new("/nonexistent-ferrocd-tls"),
+            Some(Path::new("/nonexistent-ferrocd-tls")),
             Duration::from_secs(2),
         )
         .await
@@ -164,5 +193,35 @@ mod tests {
             matches!(&error, ProbeError::File { path, .. } if path.ends_with(CA_CRT)),
             "{error}"
         );
+    }
+
+    #[tokio::test]
+    async fn https_needs_certificates_and_http_gets_a_plain_answer() {
+        let error = probe("https://127.0.0.1:1/readyz", None, Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, ProbeError::NoCertificates(_)), "{error}");
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            for answer in ["200 OK", "503 Service Unavailable"] {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let mut request = vec![0; 1024];
+                let n = conn.read(&mut request).await.unwrap();
+                assert!(request[..n].starts_with(b"GET /readyz HTTP/1.1\r\n"));
+                let reply = format!("HTTP/1.1 {answer}\r\nContent-Length: 2\r\n\r\nok");
+                conn.write_all(reply.as_bytes()).await.unwrap();
+            }
+        });
+        let url = format!("http://127.0.0.1:{port}/readyz");
+        let timeout = Duration::from_secs(5);
+        assert_eq!(probe(&url, None, timeout).await.unwrap(), "ok");
+        let error = probe(&url, None, timeout).await.unwrap_err();
+        assert!(
+            matches!(&error, ProbeError::NotOk { status_line, .. } if status_line.contains("503")),
+            "{error}"
+        );
+        server.await.unwrap();
     }
 }

@@ -109,7 +109,7 @@ async fn probe_tool_reads_readyz_with_the_members_server_certificate() {
     let port = member.server.client_url.rsplit(':').next().unwrap();
     let body = probe(
         &format!("https://127.0.0.1:{port}/readyz"),
-        &member.server_dir,
+        Some(&member.server_dir),
         Duration::from_secs(5),
     )
     .await
@@ -122,7 +122,7 @@ async fn probe_tool_reads_readyz_with_the_members_server_certificate() {
     std::fs::copy(member.server_dir.join(CA_CRT), dir.path().join(CA_CRT)).unwrap();
     let refused = probe(
         &format!("https://127.0.0.1:{port}/readyz"),
-        dir.path(),
+        Some(dir.path()),
         Duration::from_secs(5),
     )
     .await;
