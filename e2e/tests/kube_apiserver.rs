@@ -412,6 +412,22 @@ impl<'a> Cluster<'a> {
             "jsonpath={.spec.clusterIP}",
         ]);
         cluster.service = format!("{}:2379", ip.trim());
+        // The member pods pass the `restricted` Pod Security profile: the
+        // API server lists those that would not when asked to enforce it.
+        let pss = node.kubectl(&[
+            "label",
+            "--dry-run=server",
+            "--overwrite",
+            "namespace",
+            "default",
+            "pod-security.kubernetes.io/enforce=restricted",
+        ]);
+        assert!(pss.status.success(), "{}", text(&pss));
+        assert!(
+            !text(&pss).contains("violate"),
+            "member pods fail the restricted profile: {}",
+            text(&pss)
+        );
         cluster
     }
 

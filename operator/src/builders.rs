@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapKeySelector, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    Capabilities, ConfigMap, ConfigMapKeySelector, Container, ContainerPort, EnvVar, EnvVarSource,
+    HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -226,15 +226,7 @@ pub fn stateful_set(cluster: &ClusterRef, spec: &EtcdClusterSpec, replicas: i32)
                     topology_spread_constraints: non_empty_vec(
                         pod_template.topology_spread_constraints,
                     ),
-                    // The image runs as the distroless "nonroot" user; fsGroup
-                    // makes a fresh volume writable for it.
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(MEMBER_UID),
-                        run_as_group: Some(MEMBER_UID),
-                        fs_group: Some(MEMBER_UID),
-                        ..Default::default()
-                    }),
+                    security_context: Some(restricted_pod()),
                     ..Default::default()
                 }),
             },
@@ -384,6 +376,98 @@ fn ferrocd_container(cluster: &ClusterRef, spec: &EtcdClusterSpec) -> Container 
         liveness_probe: Some(liveness_probe),
         resources: spec.resources.clone(),
         volume_mounts: Some(volume_mounts),
+        security_context: Some(restricted_container()),
+        ..Default::default()
+    }
+}
+
+/// The pod side of the `restricted` Pod Security profile, for every pod
+/// the operator makes: the image's distroless "nonroot" user (fsGroup
+/// makes a fresh volume writable for it) and the runtime's seccomp profile.
+pub(crate) fn restricted_pod() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(MEMBER_UID),
+        run_as_group: Some(MEMBER_UID),
+        fs_group: Some(MEMBER_UID),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// What in `pod` the `restricted` Pod Security profile (Kubernetes 1.26)
+/// refuses; empty when it passes. For the tests of every pod the operator
+/// makes.
+#[cfg(test)]
+pub(crate) fn restricted_violations(pod: &PodSpec) -> Vec<String> {
+    let mut found = Vec::new();
+    let pod_sc = pod.security_context.clone().unwrap_or_default();
+    let seccomp_ok = |p: &Option<SeccompProfile>| {
+        p.as_ref()
+            .is_some_and(|p| p.type_ == "RuntimeDefault" || p.type_ == "Localhost")
+    };
+    if pod.host_network == Some(true) || pod.host_pid == Some(true) || pod.host_ipc == Some(true) {
+        found.push("host namespaces".to_string());
+    }
+    for volume in pod.volumes.iter().flatten() {
+        let allowed = volume.config_map.is_some()
+            || volume.csi.is_some()
+            || volume.downward_api.is_some()
+            || volume.empty_dir.is_some()
+            || volume.ephemeral.is_some()
+            || volume.persistent_volume_claim.is_some()
+            || volume.projected.is_some()
+            || volume.secret.is_some();
+        if !allowed {
+            found.push(format!("volume {} of a restricted type", volume.name));
+        }
+    }
+    let containers = pod.init_containers.iter().flatten().chain(&pod.containers);
+    for c in containers {
+        let sc = c.security_context.clone().unwrap_or_default();
+        let name = &c.name;
+        if sc.allow_privilege_escalation != Some(false) {
+            found.push(format!("{name}: allowPrivilegeEscalation not false"));
+        }
+        if sc.privileged == Some(true) {
+            found.push(format!("{name}: privileged"));
+        }
+        let caps = sc.capabilities.clone().unwrap_or_default();
+        if !caps.drop.iter().flatten().any(|d| d == "ALL") {
+            found.push(format!("{name}: capabilities not dropped"));
+        }
+        if caps.add.iter().flatten().any(|a| a != "NET_BIND_SERVICE") {
+            found.push(format!("{name}: capabilities added"));
+        }
+        let non_root = sc.run_as_non_root.or(pod_sc.run_as_non_root);
+        if non_root != Some(true) {
+            found.push(format!("{name}: runAsNonRoot not true"));
+        }
+        if sc.run_as_user.or(pod_sc.run_as_user) == Some(0) {
+            found.push(format!("{name}: runs as root"));
+        }
+        if !seccomp_ok(&sc.seccomp_profile) && !seccomp_ok(&pod_sc.seccomp_profile) {
+            found.push(format!("{name}: no seccomp profile"));
+        }
+        if c.ports.iter().flatten().any(|p| p.host_port.is_some()) {
+            found.push(format!("{name}: host port"));
+        }
+    }
+    found
+}
+
+/// The container side of the `restricted` profile: no privilege
+/// escalation, no capabilities.
+pub(crate) fn restricted_container() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }

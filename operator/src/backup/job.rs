@@ -7,13 +7,12 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvVar, EnvVarSource, PersistentVolumeClaimVolumeSource,
-    PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecretKeySelector,
-    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Container, EnvVar, EnvVarSource, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-use crate::builders::{ClusterRef, FIELD_MANAGER, MANAGED_BY_LABEL, MEMBER_UID};
+use crate::builders::{ClusterRef, FIELD_MANAGER, MANAGED_BY_LABEL};
 use crate::crd::{
     BackupDestination, EtcdClusterSpec, Retention, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY,
 };
@@ -235,13 +234,8 @@ pub(crate) fn tool_job(metadata: ObjectMeta, container: Container, volumes: Vec<
         termination_message_path: Some(TERMINATION_LOG.into()),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Default::default()
-            }),
-            ..Default::default()
+            ..crate::builders::restricted_container()
         }),
         ..container
     };
@@ -260,17 +254,7 @@ pub(crate) fn tool_job(metadata: ObjectMeta, container: Container, volumes: Vec<
                     restart_policy: Some("Never".into()),
                     containers: vec![container],
                     volumes: (!volumes.is_empty()).then_some(volumes),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(MEMBER_UID),
-                        run_as_group: Some(MEMBER_UID),
-                        fs_group: Some(MEMBER_UID),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
+                    security_context: Some(crate::builders::restricted_pod()),
                     ..Default::default()
                 }),
             },

@@ -115,6 +115,7 @@ pub fn init_container(
         env: Some(env),
         volume_mounts: Some(mounts),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
+        security_context: Some(crate::builders::restricted_container()),
         ..Default::default()
     };
     Some((container, volumes))

@@ -329,6 +329,34 @@ fn label_selector_matches_the_selector_labels() {
 }
 
 #[test]
+fn member_pods_pass_the_restricted_pod_security_profile() {
+    for spec in [
+        "{}",
+        TLS_AUTO,
+        "{restore: {s3: {endpoint: 'http://s3:9000', bucket: b, key: k.db, credentialsSecret: c}, sha256: '00'}}",
+        "{restore: {pvc: {claimName: backups, path: k.db}}}",
+    ] {
+        let sts = tls_stateful_set(spec);
+        let pod = sts.spec.unwrap().template.spec.unwrap();
+        assert!(
+            spec.contains("restore") == pod.init_containers.is_some(),
+            "{spec}: restore init container"
+        );
+        let violations = restricted_violations(&pod);
+        assert!(violations.is_empty(), "{spec}: {violations:?}");
+    }
+    // The check itself: a pod without the contexts fails it.
+    let bare = PodSpec {
+        containers: vec![Container {
+            name: "c".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    assert_eq!(restricted_violations(&bare).len(), 4);
+}
+
+#[test]
 fn member_pods_run_as_the_image_user_with_a_writable_volume() {
     let sts = stateful_set(&cluster_ref(), &EtcdClusterSpec::default(), 3);
     let pod = sts.spec.unwrap().template.spec.unwrap();

@@ -115,9 +115,11 @@ fn pvc_backup_mounts_the_claim_and_writes_under_its_path() {
     assert!(args(&job).contains(&"--file=/backup/demo/nightly.db".to_string()));
     assert_eq!(
         pod.security_context.as_ref().unwrap().fs_group,
-        Some(MEMBER_UID),
+        Some(crate::builders::MEMBER_UID),
         "the non-root container must be able to write the volume"
     );
+    let violations = crate::builders::restricted_violations(pod);
+    assert!(violations.is_empty(), "{violations:?}");
 }
 
 #[test]
