@@ -10,6 +10,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod backend;
+mod background;
 pub mod elections;
 pub mod force;
 pub mod liveness;

@@ -15,6 +15,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 
 use super::backend::{Backend, Meta};
+use super::background;
 use super::{io_error, read_error, LogId, Request, Response, StorageError, TypeConfig};
 use crate::alarm::Alarms;
 use crate::auth::{AuthStore, Outcome};
@@ -388,7 +389,9 @@ fn same_file(file: &std::fs::File, path: &std::path::Path) -> bool {
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let (mvcc, backend) = (self.mvcc.clone(), self.backend.clone());
-        tokio::task::spawn_blocking(move || -> Result<(), StorageError> {
+        // An export of the whole store: at a lower priority than the
+        // threads serving writes (see `background`).
+        background::run_nicer("snapshot-build", move || -> Result<(), StorageError> {
             let (generation, path) = backend.building_path();
             // The export and the applied log id come from one consistent
             // moment. A chunked export that a compaction or an installed
