@@ -76,6 +76,8 @@ impl Mvcc {
         if !self.reclaimer.idle() {
             return Err(CheckpointError::Busy);
         }
+        // What the checkpoint is stamped with must be what the disk holds.
+        state.tree.flush().map_err(MvccError::from)?;
         write(&state, path, applied_meta)
     }
 }
