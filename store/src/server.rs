@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,11 +32,11 @@ use crate::authority;
 use crate::coalesce::Coalesced;
 use crate::config::{Config, Listen};
 use crate::lease::Lessor;
-use crate::mvcc::Mvcc;
+use crate::mvcc::{CheckpointError, Mvcc};
 use crate::raft::backend::OpenDb;
 use crate::raft::network::MAX_PEER_MESSAGE;
 use crate::raft::{elections, force};
-use crate::raft::{Backend, LogStore, Member, Network, PeerClients, Raft, StateMachine};
+use crate::raft::{Backend, LogStore, Member, Network, PeerClients, Raft, StateMachine, APPLIED};
 use crate::tls::{self, client::ClientTls, server::ServerTls};
 use crate::watch::WatchHub;
 
@@ -249,14 +249,35 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
     let open_state_db: OpenDb = Box::new(|path: &Path| state_db_config(path).open());
     // The log's entries live in segment files under `wal`; its vote, commit
     // index and purge point in a small database beside them.
+    let started = std::time::Instant::now();
     let wal = open_db(&dir.join("raft"), 16 << 20, None)?;
     // Which state tree is live, and the current snapshot; what an install
     // cut short by a crash left is deleted here.
     let backend =
         Arc::new(Backend::open_in(&dir, open_state_db).context("opening the state database")?);
     Backend::spawn_flusher(&backend, Duration::from_millis(STATE_FLUSH_MS));
-    let mvcc = Arc::new(Mvcc::open(backend.state_tree()?).context("opening the key-value store")?);
+    let dbs_opened = started.elapsed();
+    let (mvcc, unused) =
+        Mvcc::open_with_checkpoint(backend.state_tree()?, &checkpoint_path(&dir), APPLIED)
+            .context("opening the key-value store")?;
+    let mvcc = Arc::new(mvcc);
+    let index_loaded = started.elapsed();
+    let how = match unused {
+        None => "loaded from its checkpoint".to_string(),
+        Some(CheckpointError::Missing) => "rebuilt from disk (no checkpoint)".to_string(),
+        Some(why) => {
+            warn!("key index checkpoint not used: {why}");
+            format!("rebuilt from disk ({why})")
+        }
+    };
     let log = LogStore::open(&wal, &dir.join("wal"))?;
+    info!(
+        databases_ms = dbs_opened.as_millis() as u64,
+        key_index_ms = (index_loaded - dbs_opened).as_millis() as u64,
+        log_ms = (started.elapsed() - index_loaded).as_millis() as u64,
+        keys = mvcc.key_count(),
+        "opened the stores; key index {how}"
+    );
     log.step_down()?;
     let hub = WatchHub::new(mvcc.clone(), config.max_request_bytes);
     hub.spawn_task(config.watch_progress_notify_interval);
@@ -283,6 +304,10 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
     );
     let mut log = log;
     force::at_start(&config, &dir, &mut log, &mut sm).await?;
+    info!(
+        ms = started.elapsed().as_millis() as u64,
+        "restored leases, users, roles and alarms"
+    );
 
     // See raft::elections for how etcd's timings map onto openraft's.
     let (election_min, election_max) =
@@ -403,6 +428,10 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
             raft.trigger().elect().await?;
         }
         wait_for_leader(&raft, Duration::from_secs(30)).await?;
+        info!(
+            ms = started.elapsed().as_millis() as u64,
+            "leading (a lone voter)"
+        );
     } else if let Err(e) =
         wait_for_leader(&raft, Duration::from_millis(4 * config.election_timeout_ms)).await
     {
@@ -615,7 +644,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         backend,
         wal,
         peer_servers,
-        ..
+        mvcc,
     } = opened;
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -747,7 +776,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     backend.db().flush_async().await?;
     wal.flush_async().await?;
+    // Raft has stopped: nothing writes the store any more. The next start
+    // loads the key index instead of reading every record to rebuild it.
+    let path = checkpoint_path(&config.data_dir.join("member"));
+    let started = std::time::Instant::now();
+    match tokio::task::spawn_blocking(move || mvcc.write_checkpoint(&path, APPLIED)).await? {
+        Ok(w) => info!(
+            keys = w.keys,
+            bytes = w.bytes,
+            ms = started.elapsed().as_millis() as u64,
+            "wrote the key index checkpoint"
+        ),
+        Err(e) => warn!("no key index checkpoint written: {e}"),
+    }
     Ok(())
+}
+
+/// Where the key index is checkpointed at a graceful stop.
+fn checkpoint_path(member_dir: &Path) -> PathBuf {
+    member_dir.join("key-index.checkpoint")
 }
 
 /// Raft stopped on its own (see [`raft_failed`]): the process must exit

@@ -70,16 +70,16 @@ impl<'a> KeyRange<'a> {
 
 /// One life of a key: from the put that created it to the delete that ended it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Generation {
+pub(super) struct Generation {
     /// Main revision of the put that created this generation (kept after
     /// compaction removes that put).
-    created: i64,
+    pub(super) created: i64,
     /// Number of puts in this generation (the key's `version`).
-    version: i64,
+    pub(super) version: i64,
     /// Revisions still held on disk, ascending. The last one is the tombstone
     /// when `closed` is set.
-    revs: Vec<Revision>,
-    closed: bool,
+    pub(super) revs: Vec<Revision>,
+    pub(super) closed: bool,
 }
 
 /// A key's history. Most keys of a large store were put once and never
@@ -88,7 +88,7 @@ struct Generation {
 /// other key holds its generations. The form is canonical (a history of
 /// the first shape is always `One`), so equal histories compare equal.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum History {
+pub(super) enum History {
     /// One live generation created by the put at this revision (so
     /// version 1), the only revision held.
     One(Revision),
@@ -127,7 +127,7 @@ impl History {
     }
 
     /// `One` when the history has its shape; `None` when nothing is left.
-    fn canonical(self) -> Self {
+    pub(super) fn canonical(self) -> Self {
         match self {
             History::Gens(gens) => match gens.as_slice() {
                 [g] if !g.closed
@@ -203,6 +203,21 @@ pub struct KeyIndex {
 impl KeyIndex {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Every key with its history, in key order (for checkpoints).
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&[u8], &History)> {
+        self.keys.iter().map(|(k, h)| (&k[..], h))
+    }
+
+    /// The index holding `entries`, which must be in strictly ascending
+    /// key order with canonical, non-empty histories (a checkpoint's
+    /// decoder checks both). Built in bulk: faster than inserting one key
+    /// at a time, and the map's nodes come out full.
+    pub(super) fn from_sorted(entries: Vec<(Box<[u8]>, History)>) -> Self {
+        KeyIndex {
+            keys: entries.into_iter().collect(),
+        }
     }
 
     /// Number of keys with any history (live or not yet compacted).

@@ -32,6 +32,11 @@ impl LeaseIndex {
         }
     }
 
+    /// Every attached key with its lease, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], i64)> {
+        self.by_key.iter().map(|(k, l)| (&k[..], *l))
+    }
+
     /// The keys attached to `lease`, in key order.
     pub fn keys(&self, lease: i64) -> Vec<Vec<u8>> {
         self.by_lease

@@ -6,6 +6,7 @@
 //! batch, including the caller's metadata (the last applied log id), land in
 //! one atomic sled batch.
 
+mod checkpoint;
 mod copy;
 mod export;
 mod import;
@@ -23,6 +24,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use ferrocd_proto::mvccpb::{event::EventType, Event, KeyValue};
 use prost::Message;
 
+pub use checkpoint::{CheckpointError, Written};
 pub use export::StoredRevision;
 pub use import::{ImportError, Importer};
 pub use index::{KeyIndex, KeyRange};
@@ -120,13 +122,16 @@ pub struct Mvcc {
 impl Mvcc {
     /// Opens the store in `tree`, rebuilding the key index from disk.
     pub fn open(tree: sled::Tree) -> Result<Self, MvccError> {
-        let state = load_state(&tree)?;
-        Ok(Mvcc {
+        Ok(Self::with_state(load_state(&tree)?))
+    }
+
+    fn with_state(state: State) -> Self {
+        Mvcc {
             current: AtomicI64::new(state.current),
             compacted: AtomicI64::new(state.compacted),
             state: Arc::new(RwLock::new(state)),
             reclaimer: reclaim::Reclaimer::start(),
-        })
+        }
     }
 
     /// Makes `tree` the store, as one step for readers and writers: they

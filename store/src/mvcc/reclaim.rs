@@ -123,6 +123,12 @@ impl Reclaimer {
         }
     }
 
+    /// Whether no job is under way or waiting.
+    pub(super) fn idle(&self) -> bool {
+        let (state, _) = &*self.pending;
+        state.lock().unwrap_or_else(|e| e.into_inner()).jobs == 0
+    }
+
     /// Holds deleting off (`true`) or lets it go on: for tests that look
     /// at the store while freed records are still on disk.
     #[cfg(test)]

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 pub use backend::Backend;
 pub use log_store::LogStore;
 pub use network::{Network, PeerClients};
-pub use state_machine::{applied_in, applied_record, StateMachine};
+pub use state_machine::{applied_in, applied_record, StateMachine, APPLIED};
 
 use crate::auth::AuthError;
 use crate::kv::KvError;

@@ -28,7 +28,8 @@ use crate::watch::header_at;
 use crate::watch::WatchHub;
 use ferrocd_proto::etcdserverpb::{LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeResponse};
 
-const APPLIED: &str = "raft_applied";
+/// The metadata recording the last applied log id and the membership.
+pub const APPLIED: &str = "raft_applied";
 /// Chunked exports tried for a snapshot before one view is held throughout.
 const SNAPSHOT_EXPORT_ATTEMPTS: usize = 3;
 
