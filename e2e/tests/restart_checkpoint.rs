@@ -41,13 +41,7 @@ async fn write_history(client: &mut Client, round: u32) -> i64 {
             .await
             .expect("delete");
     }
-    let mid = client
-        .get("k", None)
-        .await
-        .expect("get")
-        .header()
-        .unwrap()
-        .revision();
+    let mid = revision(client).await;
     let opts = DeleteOptions::new().with_range(format!("k/{round}/040"));
     client
         .delete(format!("k/{round}/030"), Some(opts))
@@ -66,16 +60,16 @@ async fn write_history(client: &mut Client, round: u32) -> i64 {
     lease
 }
 
+/// The store's current revision.
+async fn revision(client: &mut Client) -> i64 {
+    let got = client.get("k", None).await.expect("get");
+    got.header().expect("a header").revision()
+}
+
 /// Every read a client can make of the keys: the whole range at each
 /// revision from the compacted one on, and the lease's keys.
 async fn reads(client: &mut Client, leases: &[i64]) -> Vec<String> {
-    let now = client
-        .get("k", None)
-        .await
-        .expect("get")
-        .header()
-        .unwrap()
-        .revision();
+    let now = revision(client).await;
     let mut out = Vec::new();
     let mut compacted = None;
     for rev in 1..=now {
