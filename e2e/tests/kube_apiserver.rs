@@ -656,6 +656,41 @@ impl<'a> Cluster<'a> {
     }
 }
 
+/// Waits until EtcdCluster `name`'s status shows three ready voters,
+/// `also` holds (asked first, so it sees every status on the way) and the
+/// client Service takes a put of `probe`; returns the Service's endpoint.
+fn three_ready_voters(
+    node: &Node,
+    name: &str,
+    probe: &str,
+    what: &str,
+    limit: Duration,
+    mut also: impl FnMut(&Value) -> bool,
+    describe: impl Fn() -> String,
+) -> String {
+    wait_for(
+        what,
+        limit,
+        || {
+            let s = node.etcdcluster_status(name);
+            let also_holds = also(&s);
+            let voters = s["members"]
+                .as_array()
+                .map_or(0, |m| m.iter().filter(|m| m["isLearner"] != true).count());
+            if s["readyReplicas"] != 3 || voters != 3 || !also_holds {
+                return None;
+            }
+            let ip = node.kubectl_ok(&["get", "service", name, "-o", "jsonpath={.spec.clusterIP}"]);
+            let endpoint = format!("{}:2379", ip.trim());
+            etcdctl(&endpoint, &["put", probe, "x"], None)
+                .status
+                .success()
+                .then_some(endpoint)
+        },
+        describe,
+    )
+}
+
 /// The scenarios' writer: keys `during/NNNNN` through `endpoint` with
 /// etcdctl `flags` (TLS files) first, one every 50 ms.
 fn writer(endpoint: &str, flags: &[String]) -> Writer {

@@ -128,24 +128,13 @@ spec:
 /// Waits until the status shows three ready voters and the client Service
 /// answers; its endpoint.
 fn wait_ready(node: &Node, what: &str, limit: Duration) -> String {
-    wait_for(
+    super::three_ready_voters(
+        node,
+        NAME,
+        "rec/probe",
         what,
         limit,
-        || {
-            let s = status(node);
-            let voters = s["members"]
-                .as_array()
-                .map_or(0, |m| m.iter().filter(|m| m["isLearner"] != true).count());
-            if s["readyReplicas"] != 3 || voters != 3 {
-                return None;
-            }
-            let ip = node.kubectl_ok(&["get", "service", NAME, "-o", "jsonpath={.spec.clusterIP}"]);
-            let endpoint = format!("{}:2379", ip.trim());
-            etcdctl(&endpoint, &["put", "rec/probe", "x"], None)
-                .status
-                .success()
-                .then_some(endpoint)
-        },
+        |_| true,
         || describe(node),
     )
 }

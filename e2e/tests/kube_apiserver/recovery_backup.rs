@@ -306,30 +306,9 @@ fn wait_ready(
     node: &Node,
     what: &str,
     limit: Duration,
-    mut also: impl FnMut(&Value) -> bool,
+    also: impl FnMut(&Value) -> bool,
 ) -> String {
-    wait_for(
-        what,
-        limit,
-        || {
-            let s = status(node);
-            // Asked first: it also watches the steps on the way.
-            let also_holds = also(&s);
-            let voters = s["members"]
-                .as_array()
-                .map_or(0, |m| m.iter().filter(|m| m["isLearner"] != true).count());
-            if s["readyReplicas"] != 3 || voters != 3 || !also_holds {
-                return None;
-            }
-            let ip = node.kubectl_ok(&["get", "service", NAME, "-o", "jsonpath={.spec.clusterIP}"]);
-            let endpoint = format!("{}:2379", ip.trim());
-            etcdctl(&endpoint, &["put", "rb-probe", "x"], None)
-                .status
-                .success()
-                .then_some(endpoint)
-        },
-        || describe(node),
-    )
+    super::three_ready_voters(node, NAME, "rb-probe", what, limit, also, || describe(node))
 }
 
 fn status(node: &Node) -> Value {
