@@ -189,9 +189,11 @@ fn assert_shrinks(planted: &[Operation], start: &State) -> usize {
     assert!(violated(&part, &m.start), "the minimised history passes");
     assert!(
         part.len() <= 10 && part.len() * 5 <= planted.len(),
-        "{} of {} operations left",
+        "{} of {} operations left, from the store {:?} after {} checks: {part:#?}",
         part.len(),
-        planted.len()
+        planted.len(),
+        m.start,
+        m.checks
     );
     println!(
         "minimised {} operations to {} from the store {:?}: {part:?}",
