@@ -92,6 +92,8 @@ pub struct Node {
     pub wal: sled::Db,
     /// The peer listeners.
     pub peer_servers: Vec<tokio::task::JoinHandle<()>>,
+    /// Stops the member's background tasks (dropping it does too).
+    pub stop: watch::Sender<bool>,
 }
 
 /// This member's and its cluster's ids, fixed at its first start.
@@ -360,7 +362,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
     if config.initial_corrupt_check && !fresh {
         raft.runtime_config().elect(false);
         let checked = api::corrupt_check::initial(&ctx).await;
-        raft.runtime_config().elect(true);
+        ctx.timer_elections(true);
         checked?;
     }
     if fresh && !config.join_existing {
@@ -400,25 +402,22 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
         let membership = m.membership_config.membership();
         membership.voter_ids().eq([config.member_id])
     };
-    if !fresh && !alone {
+    // Background tasks, stopped when the node is (or its handle dropped).
+    let (stop, stop_rx) = watch::channel(false);
+    // With --pre-vote, every campaign asks the voters first, and comes from
+    // the failover task alone; without it, openraft's timer runs too.
+    if config.pre_vote {
+        raft.runtime_config().elect(false);
+    }
+    tokio::spawn(api::failover::watch_leader(ctx.clone(), stop_rx));
+    if !fresh && !alone && !config.pre_vote {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         let seed = config.member_id ^ u64::from(now).wrapping_mul(0x9e37_79b9);
-        let pre_vote = config.pre_vote.then(|| ctx.clone());
         elections::hold_after_restart(
             &raft,
             elections::restart_hold(config.election_timeout_ms, seed),
-            Duration::from_millis((config.election_timeout_ms / 4).max(1)),
-            move || {
-                let ctx = pre_vote.clone();
-                async move {
-                    match ctx {
-                        Some(ctx) => api::liveness::prevote(&ctx).await,
-                        None => true,
-                    }
-                }
-            },
         );
     }
     let peer_servers = serve_peers(&config, &ctx, &lessor).await?;
@@ -449,6 +448,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
         backend,
         wal,
         peer_servers,
+        stop,
     })
 }
 
@@ -645,9 +645,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         wal,
         peer_servers,
         mvcc,
+        stop: stop_tx,
     } = opened;
-
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_rx = stop_tx.subscribe();
     tokio::spawn(api::expire_leases(
         ctx.clone(),
         lessor.clone(),

@@ -13,6 +13,7 @@
 use std::time::{Duration, Instant};
 
 use ferrocd_proto::ferrocdpb::PingRequest;
+use futures::StreamExt;
 use openraft::ServerState;
 use tokio::sync::watch;
 use tonic::{Code, Request};
@@ -88,15 +89,22 @@ pub async fn prevote(ctx: &Context) -> bool {
     if !voters.iter().any(|(id, _)| *id == me) {
         return false;
     }
-    let answers = futures::future::join_all(
-        voters
-            .iter()
-            .filter(|(id, _)| *id != me)
-            .map(|(id, node)| leader_of(ctx, *id, node.clone())),
-    )
-    .await;
-    let granted = 1 + answers.iter().filter(|a| **a == Some(0)).count();
-    granted > voters.len() / 2
+    // Decided as soon as a quorum agrees (a voter that is gone may take
+    // the whole ping timeout to fail).
+    let mut answers: futures::stream::FuturesUnordered<_> = voters
+        .iter()
+        .filter(|(id, _)| *id != me)
+        .map(|(id, node)| leader_of(ctx, *id, node.clone()))
+        .collect();
+    let mut granted = 1;
+    while granted <= voters.len() / 2 {
+        match answers.next().await {
+            Some(Some(0)) => granted += 1,
+            Some(_) => {}
+            None => return false,
+        }
+    }
+    true
 }
 
 /// The live leader member `id` reports: `Some(0)` for none or no opinion,

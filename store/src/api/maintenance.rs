@@ -301,7 +301,7 @@ async fn transfer_leadership(ctx: &Context, target: u64) -> Result<(), Status> {
     }
     .await;
     runtime.heartbeat(true);
-    runtime.elect(true);
+    ctx.timer_elections(true);
     ctx.set_transferring(false);
     result
 }

@@ -8,6 +8,7 @@ mod cluster;
 pub mod compactor;
 pub mod corrupt_check;
 pub mod errors;
+pub mod failover;
 mod kv;
 mod lease;
 pub mod liveness;
@@ -70,6 +71,8 @@ struct Shared {
     next_lease_id: AtomicI64,
     /// Set while this member hands leadership over: membership changes wait.
     transferring: std::sync::atomic::AtomicBool,
+    /// Holds this member's early campaigns (see [`failover`]).
+    campaign_hold: failover::CampaignHold,
 }
 
 impl Context {
@@ -106,6 +109,7 @@ impl Context {
                 next_id: AtomicU64::new(1),
                 next_lease_id: AtomicI64::new(lease_base),
                 transferring: std::sync::atomic::AtomicBool::new(false),
+                campaign_hold: failover::CampaignHold::default(),
             }),
         }
     }
@@ -161,6 +165,19 @@ impl Context {
     /// Marks a leadership transfer as running (or over).
     fn set_transferring(&self, on: bool) {
         self.inner.transferring.store(on, Ordering::SeqCst);
+    }
+
+    /// When this member's early campaigns are held (see [`failover`]).
+    pub fn campaign_hold(&self) -> &failover::CampaignHold {
+        &self.inner.campaign_hold
+    }
+
+    /// Lets openraft's own election timer run, or stops it. With
+    /// `--pre-vote` it never runs: campaigns come from [`failover`] alone,
+    /// each after the voters agree.
+    pub fn timer_elections(&self, on: bool) {
+        let on = on && !self.inner.config.pre_vote;
+        self.inner.raft.runtime_config().elect(on);
     }
 
     /// Whether a leadership transfer is running on this member.

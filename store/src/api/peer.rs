@@ -408,26 +408,28 @@ pub async fn campaign(ctx: &Context, deadline: Instant) -> Result<(), Status> {
     let election = Duration::from_millis(ctx.config().election_timeout_ms);
     let heartbeat = Duration::from_millis(ctx.config().heartbeat_interval_ms);
     // The other members refuse votes until their lease on the old leader
-    // (the longest election timeout, twice the shortest) has run out since
-    // its last heartbeat; a campaign before that would only cost a term.
-    let lease = 2 * election + heartbeat;
+    // (the election timeout, openraft's longest) has run out since its last
+    // heartbeat; a campaign before that would only cost a term.
+    let lease = election + heartbeat;
+    // This campaign is the only one here meanwhile.
+    ctx.campaign_hold().hold_until(deadline);
     let first = tokio::time::Instant::now() + lease;
     let _ =
         tokio::time::timeout_at(first, metrics.wait_for(|m| m.current_leader == Some(me))).await;
     while Instant::now() < deadline {
         if metrics.borrow().current_leader == Some(me) {
-            return Ok(());
+            break;
         }
-        ctx.raft()
-            .trigger()
-            .elect()
-            .await
-            .map_err(|_| Status::from(EtcdError::Stopped))?;
+        if ctx.raft().trigger().elect().await.is_err() {
+            ctx.campaign_hold().release();
+            return Err(EtcdError::Stopped.into());
+        }
         // One campaign at a time: each call starts a new term.
         let wait = lease.min(deadline.saturating_duration_since(Instant::now()));
         let _ =
             tokio::time::timeout(wait, metrics.wait_for(|m| m.current_leader == Some(me))).await;
     }
+    ctx.campaign_hold().release();
     if metrics.borrow().current_leader == Some(me) {
         Ok(())
     } else {
@@ -442,12 +444,14 @@ pub async fn campaign(ctx: &Context, deadline: Instant) -> Result<(), Status> {
 fn hold_elections(ctx: &Context, deadline: Instant) {
     let runtime = ctx.raft().runtime_config();
     runtime.elect(false);
+    ctx.campaign_hold().hold_until(deadline);
     let (ctx, old) = (ctx.clone(), ctx.leader().map(|(id, _)| id));
     tokio::spawn(async move {
         let mut metrics = ctx.raft().metrics();
         let moved = metrics.wait_for(|m| m.current_leader.is_some() && m.current_leader != old);
         let _ = tokio::time::timeout_at(deadline.into(), moved).await;
-        ctx.raft().runtime_config().elect(true);
+        ctx.timer_elections(true);
+        ctx.campaign_hold().release();
     });
 }
 

@@ -10,20 +10,25 @@
 //! and every voter grants the vote (etcd: 1 to 2 timeouts, then pre-vote).
 //! The doubled window ferrocd used before made failover take 3 to 4.
 //!
-//! A member without a leader's committed vote (every member just after a
-//! restart: its vote is stored as not committed) campaigns after its
-//! random timeout alone. Without pre-vote, a restarted member that
-//! campaigns before the leader reaches it would raise the term and depose
-//! a healthy leader; so a restarted member of a cluster with other voters
-//! does not campaign until it hears of a leader or one election timeout
-//! plus a random part of another has passed. Past that, with `--pre-vote`
-//! (the default), it campaigns only once a quorum of the voters, itself
-//! included, reports no live leader (every member restarted at once, or
-//! the leader gone), asking again every quarter election timeout: a leader
-//! that has not reached the restarted member yet (a Kubernetes pod whose
-//! new address is not yet in DNS) keeps leading.
+//! With `--pre-vote` (the default) openraft's timer is off and every
+//! campaign comes from [`crate::api::failover`]: once the leader has been
+//! silent for its lease (or, on a member that has heard no leader since it
+//! started, for one election timeout from the start), plus a random part
+//! of a quarter timeout, the member asks the voters and campaigns only if
+//! a quorum, itself included, reports no live leader. So a follower cut
+//! off from a leader the others still hear, or a restarted member the
+//! leader has not reached yet (a Kubernetes pod whose new address is not
+//! yet in DNS), never raises the term and deposes it; and after a crash of
+//! the leader a follower campaigns 1 to 1.25 timeouts after its last
+//! message instead of 1.5 to 2.
+//!
+//! Without pre-vote, openraft's timer runs, and a member without a
+//! leader's committed vote (every member just after a restart: its vote is
+//! stored as not committed) would campaign after its random timeout alone,
+//! before the leader reaches it; so a restarted member of a cluster with
+//! other voters holds its campaigns until it hears of a leader or one
+//! election timeout plus a random part of another has passed.
 
-use std::future::Future;
 use std::time::Duration;
 
 use super::Raft;
@@ -47,32 +52,16 @@ pub fn restart_hold(election_ms: u64, seed: u64) -> Duration {
 }
 
 /// Holds elections off on a restarted member until it hears of a leader
-/// (other than itself), or `hold` passes and then `prevote` (asked every
-/// `retry`) says a quorum has no live leader.
-pub fn hold_after_restart<P, F>(raft: &Raft, hold: Duration, retry: Duration, prevote: P)
-where
-    P: Fn() -> F + Send + 'static,
-    F: Future<Output = bool> + Send,
-{
+/// (other than itself) or `hold` passes (without `--pre-vote`: with it,
+/// the failover task asks the voters before every campaign).
+pub fn hold_after_restart(raft: &Raft, hold: Duration) {
     raft.runtime_config().elect(false);
     let raft = raft.clone();
     tokio::spawn(async move {
         let mut metrics = raft.metrics();
         let me = metrics.borrow().id;
         let heard = metrics.wait_for(|m| m.current_leader.is_some_and(|l| l != me));
-        tokio::pin!(heard);
-        if tokio::time::timeout(hold, &mut heard).await.is_err() {
-            loop {
-                tokio::select! {
-                    _ = &mut heard => break,
-                    granted = prevote() => if granted { break },
-                }
-                tokio::select! {
-                    _ = &mut heard => break,
-                    _ = tokio::time::sleep(retry) => {}
-                }
-            }
-        }
+        let _ = tokio::time::timeout(hold, heard).await;
         raft.runtime_config().elect(true);
     });
 }

@@ -90,6 +90,11 @@ impl Liveness {
             .map(|(leader, _)| leader)
     }
 
+    /// The leader whose entries this member last accepted, and when.
+    pub fn last_leader(&self) -> Option<(u64, Instant)> {
+        *self.leader.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Since when `member` has been connected without a break, as of
     /// `now`; None when it is not connected.
     pub fn connected_since(&self, member: u64, now: Instant) -> Option<Instant> {
