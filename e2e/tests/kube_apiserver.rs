@@ -27,7 +27,7 @@
 //! and turns TLS on under writes (`kube_apiserver/enable_tls.rs`).
 //!
 //! `FERROCD_E2E_SCENARIOS` (comma-separated: `volume`, `leader`, `upgrade`,
-//! `operator_restart`, `tls`, `enable_tls`, `backup`, `cert_manager`,
+//! `expand`, `operator_restart`, `tls`, `enable_tls`, `backup`, `cert_manager`,
 //! `lifecycle`, `recovery`, `recovery_backup`) runs only those scenarios
 //! after the install; unset, all run. `recovery_backup`
 //! (`kube_apiserver/recovery_backup.rs`, about 65 s) rebuilds a cluster
@@ -39,6 +39,8 @@ mod backup_scenario;
 mod cert_manager_scenario;
 #[path = "kube_apiserver/enable_tls.rs"]
 mod enable_tls_scenario;
+#[path = "kube_apiserver/expand.rs"]
+mod expand_scenario;
 #[path = "kube_apiserver/lifecycle.rs"]
 mod lifecycle;
 #[path = "kube_apiserver/recovery_backup.rs"]
@@ -124,6 +126,11 @@ fn kubernetes_on_ferrocd_runs_the_operator_through_volume_and_leader_loss() {
         upgrade_outage =
             upgrade_scenario::image_upgrade_under_writes_and_a_broken_image_stops(&cluster, &keys);
         timings.lap("image upgraded under writes; broken image stopped and rolled back");
+    }
+    if wanted("expand") {
+        expand_scenario::volumes_grow_without_a_restart(&node, CLUSTER);
+        timings
+            .lap("volumes grown without a restart; shrink and a class without expansion refused");
     }
     if wanted("operator_restart") {
         lifecycle::operator_restarted_mid_scale_up_completes_it(&cluster);

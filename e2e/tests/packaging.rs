@@ -244,7 +244,8 @@ fn reconcile_grants() -> BTreeSet<Grant> {
             &["get", "list", "watch", "patch", "update"],
         ),
         ("ferrocd.io", &["etcdclusters/status"], &["get", "patch"]),
-        // The StatefulSet is deleted to rebuild a cluster from a backup.
+        // The StatefulSet is deleted to rebuild a cluster from a backup,
+        // and, leaving its pods, to take a larger claim template.
         (
             "apps",
             &["statefulsets"],
@@ -264,10 +265,11 @@ fn reconcile_grants() -> BTreeSet<Grant> {
                 "get", "list", "watch", "patch", "create", "update", "delete",
             ],
         ),
+        // Claims are raised when spec.storage.size grows.
         (
             "",
             &["persistentvolumeclaims"],
-            &["get", "list", "watch", "delete"],
+            &["get", "list", "watch", "patch", "delete"],
         ),
         // Member pods are annotated after a certificate rotation, and
         // deleted one at a time to move them onto a new image.

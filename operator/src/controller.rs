@@ -261,7 +261,11 @@ async fn apply<C: EtcdConnector>(cluster: &EtcdCluster, ctx: &Context<C>) -> Res
         step = ?plan.step,
         "planned"
     );
-    let certificates = act(cluster, &cluster_ref, &plan, ctx).await?;
+    let volumes = expand::Volumes {
+        live: seen.stateful_set.as_ref(),
+        pvcs: &seen.pvcs,
+    };
+    let (certificates, expansion) = act(cluster, &cluster_ref, &plan, volumes, ctx).await?;
     if let Some(certificates) = &certificates {
         certificates::record_issued(cluster, certificates, ctx).await;
     }
@@ -291,6 +295,7 @@ async fn apply<C: EtcdConnector>(cluster: &EtcdCluster, ctx: &Context<C>) -> Res
                 cluster,
                 &cluster_ref,
                 &plan,
+                volumes,
                 ready,
                 store,
                 outcome,
@@ -307,6 +312,7 @@ async fn apply<C: EtcdConnector>(cluster: &EtcdCluster, ctx: &Context<C>) -> Res
     upgrade::report(cluster, &cluster_ref, &mut status, outcome);
     let moving = transition.as_ref().ok().and_then(Option::as_ref);
     enable_tls::report(cluster, &mut status, moving);
+    expand::report(cluster, &mut status, &expansion);
     let mut requeue = match outcome {
         _ if moving.is_some_and(|t| *t != enable_tls::Transition::Enabled) => {
             upgrade::REQUEUE_ROLLING
@@ -333,19 +339,24 @@ async fn apply<C: EtcdConnector>(cluster: &EtcdCluster, ctx: &Context<C>) -> Res
 
 /// Applies the planned objects in order, with the certificates of a TLS
 /// cluster between the Services (whose ClusterIP they carry) and the
-/// StatefulSet (whose pods mount them), and deletes PVCs of members that
-/// are gone. Returns the certificate step's outcome, if there was one.
+/// StatefulSet (whose pods mount them), growing the volumes first when the
+/// spec's size grew past the running StatefulSet's (`volumes`: what the
+/// reconcile saw), and deletes PVCs of
+/// members that are gone. Returns the certificate step's outcome, if there
+/// was one, and where the volumes stand.
 async fn act<C>(
     cluster: &EtcdCluster,
     cluster_ref: &ClusterRef,
     plan: &Plan,
+    volumes: expand::Volumes<'_>,
     ctx: &Context<C>,
-) -> Result<Option<certificates::Certificates>, Error> {
+) -> Result<(Option<certificates::Certificates>, expand::Expansion), Error> {
     let client = &ctx.client;
     let namespace = cluster_ref.namespace();
     let mut certificates = None;
+    let mut expansion = expand::Expansion::Nothing;
     if let Some(desired) = &plan.objects {
-        let manifest = manifest::render(cluster_ref, &cluster.spec, desired);
+        let mut manifest = manifest::render(cluster_ref, &cluster.spec, desired);
         if let Some(config_map) = &manifest.config_map {
             server_side_apply::<ConfigMap>(client, namespace, config_map).await?;
         }
@@ -359,6 +370,14 @@ async fn act<C>(
                 .and_then(|ip| ip.parse().ok());
             certificates = Some(certificates::ensure(client, cluster, cluster_ref, tls, ip).await?);
         }
+        expansion = expand::prepare(
+            cluster,
+            cluster_ref,
+            volumes,
+            &mut manifest.stateful_set,
+            ctx,
+        )
+        .await?;
         server_side_apply::<StatefulSet>(client, namespace, &manifest.stateful_set).await?;
         match &manifest.pdb {
             PdbChange::Apply(pdb) => {
@@ -375,7 +394,7 @@ async fn act<C>(
     for &ordinal in &plan.delete_pvcs {
         delete_if_present(&pvcs, &cluster_ref.pvc_name(ordinal)).await?;
     }
-    Ok(certificates)
+    Ok((certificates, expansion))
 }
 
 /// Applies `object` and returns it as the API server stored it.
@@ -523,6 +542,7 @@ pub(crate) async fn apply_cluster_status(
 pub mod backup;
 pub mod certificates;
 pub mod enable_tls;
+pub mod expand;
 mod observe;
 mod recovery;
 mod report;

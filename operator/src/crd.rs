@@ -177,7 +177,10 @@ pub struct EtcdClusterSpec {
         .message("emptyDir excludes size and storageClassName")
 )]
 pub struct StorageSpec {
-    /// Requested size of each member's PVC (default 1Gi).
+    /// Requested size of each member's PVC (default 1Gi). It may grow
+    /// later: the operator raises every member's PVC when the
+    /// StorageClass allows expansion (see the `VolumeExpansion`
+    /// condition); it never shrinks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<Quantity>,
     /// StorageClass of the PVCs; the cluster default when unset.
@@ -452,12 +455,15 @@ fn default_true() -> bool {
     true
 }
 
-/// Fields of `spec.storage` that decide where the data lives; only
-/// `retainOnDelete` may change after creation.
-const IMMUTABLE_STORAGE_FIELDS: &[&str] = &["size", "storageClassName", "emptyDir"];
+/// Fields of `spec.storage` that decide where the data lives: after
+/// creation only `size` (which the operator lets grow, see
+/// `controller::expand`) and `retainOnDelete` may change.
+const IMMUTABLE_STORAGE_FIELDS: &[&str] = &["storageClassName", "emptyDir"];
 
-/// `spec.storage` may change only in `retainOnDelete`: every other field
-/// keeps its presence and its value.
+/// `spec.storage` may change only in `size` and `retainOnDelete`: every
+/// other field keeps its presence and its value. (The API server of
+/// Kubernetes 1.26 has no quantity comparison in CEL: the operator refuses
+/// a smaller size itself.)
 fn storage_immutability_rule() -> Rule {
     let rule = IMMUTABLE_STORAGE_FIELDS
         .iter()
@@ -468,7 +474,7 @@ fn storage_immutability_rule() -> Rule {
         })
         .collect::<Vec<_>>()
         .join(" && ");
-    Rule::new(rule).message("storage is immutable, except retainOnDelete")
+    Rule::new(rule).message("storage is immutable, except size (which may grow) and retainOnDelete")
 }
 
 /// CEL rule mirroring [`EtcdClusterSpec::validate`]'s check of option names.
@@ -600,6 +606,7 @@ mod tests {
             );
         }
         assert!(!immutability.contains("retainOnDelete"), "{immutability}");
+        assert!(!immutability.contains("size"), "{immutability}");
         let options_rule = spec["properties"]["options"]["x-kubernetes-validations"][0]["rule"]
             .as_str()
             .unwrap();

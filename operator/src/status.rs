@@ -24,6 +24,9 @@ pub const QUORUM_LOST: &str = "QuorumLost";
 pub const RECOVERING: &str = "Recovering";
 /// Condition type: TLS is being turned on for a running cluster.
 pub const ENABLING_TLS: &str = "EnablingTLS";
+/// Condition type: member volumes grow to a larger `spec.storage.size`
+/// (True while they do; False once done, or when the size cannot be had).
+pub const VOLUME_EXPANSION: &str = "VolumeExpansion";
 
 /// Inputs besides the plan's progress.
 #[derive(Debug, Clone, PartialEq)]

@@ -68,7 +68,7 @@ apply of children, PVC cleanup, pod listing, events).
   verbs: ["get", "list", "watch", "patch", "create", "update", "delete"]
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
-  verbs: ["get", "list", "watch", "delete"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "patch", "delete"]

@@ -99,6 +99,7 @@ pub async fn step<C: EtcdConnector>(
     cluster: &EtcdCluster,
     cluster_ref: &ClusterRef,
     plan: &Plan,
+    volumes: super::expand::Volumes<'_>,
     ready_pods: usize,
     store: &StoreView,
     rollout: Option<&upgrade::Outcome>,
@@ -163,7 +164,9 @@ pub async fn step<C: EtcdConnector>(
         Next::Advance(after) => {
             // The objects of the new phase now, so the next reconcile finds
             // the StatefulSet's template and annotation in step.
-            act(cluster, &cluster_ref.clone().with_phase(after), plan, ctx).await?;
+            // (Its volume report is the next reconcile's.)
+            let next = cluster_ref.clone().with_phase(after);
+            act(cluster, &next, plan, volumes, ctx).await?;
             let note = format!(
                 "turning TLS on: phase {} done, now {}",
                 phase.name(),

@@ -26,6 +26,8 @@ pub(super) struct Seen {
     pub(super) store: Option<StoreView>,
     pub(super) stateful_set: Option<StatefulSet>,
     pub(super) pods: Vec<Pod>,
+    /// The members' PVCs.
+    pub(super) pvcs: Vec<PersistentVolumeClaim>,
     /// Where turning TLS on stands, from the StatefulSet.
     pub(super) phase: EnablePhase,
 }
@@ -129,6 +131,11 @@ pub(super) async fn observe<C: EtcdConnector>(
         store,
         stateful_set,
         pods: pods.items,
+        pvcs: pvc_list
+            .items
+            .into_iter()
+            .filter(|pvc| cluster.ordinal_of_pvc(&pvc.name_any()).is_some())
+            .collect(),
         phase,
     };
     Ok((seen, etcd))

@@ -54,6 +54,8 @@ enum Reply {
     Json(Value),
     /// 404 with a `Status`.
     NotFound,
+    /// 403 with a `Status` carrying this message.
+    Forbidden(&'static str),
 }
 
 struct Expect {
@@ -140,6 +142,15 @@ async fn serve(mut handle: Handle, expectations: Vec<Expect>) {
                 });
                 let mut response = Response::new(Body::from(serde_json::to_vec(&status).unwrap()));
                 *response.status_mut() = StatusCode::NOT_FOUND;
+                response
+            }
+            Reply::Forbidden(message) => {
+                let status = json!({
+                    "apiVersion": "v1", "kind": "Status", "status": "Failure",
+                    "reason": "Forbidden", "code": 403, "message": message,
+                });
+                let mut response = Response::new(Body::from(serde_json::to_vec(&status).unwrap()));
+                *response.status_mut() = StatusCode::FORBIDDEN;
                 response
             }
         };
@@ -765,6 +776,7 @@ fn errors_are_labelled_by_their_innermost_cause() {
 }
 
 mod backup_verify;
+mod expand;
 mod recovery;
 mod tls;
 mod upgrade;
