@@ -275,11 +275,46 @@ impl Due {
     }
 }
 
-/// A `kubernetes.io/tls` Secret named `name`, owned by the cluster.
-pub fn secret(cluster: &ClusterRef, name: String, contents: &CertSecret) -> Secret {
+/// Annotation on a certificate Secret: the value of the cluster's
+/// `ferrocd.io/rotate-certificates` annotation when its certificate was
+/// issued. A rotation request is honoured once per Secret by comparing
+/// with it, read fresh from the API server: a reconcile that runs before
+/// the status recording the request reaches the operator's cache must
+/// not issue again.
+pub const ROTATION_HONOURED_ANNOTATION: &str = "ferrocd.io/rotation-request";
+
+/// The rotation request a certificate Secret was issued for, if any.
+pub fn honoured_request(secret: &Secret) -> Option<&str> {
+    secret
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(ROTATION_HONOURED_ANNOTATION)
+        .map(String::as_str)
+}
+
+/// A `kubernetes.io/tls` Secret named `name`, owned by the cluster,
+/// recording the rotation request `honoured` (see
+/// [`ROTATION_HONOURED_ANNOTATION`]).
+pub fn secret(
+    cluster: &ClusterRef,
+    name: String,
+    contents: &CertSecret,
+    honoured: Option<&str>,
+) -> Secret {
     let bytes = |s: &str| ByteString(s.as_bytes().to_vec());
+    let mut metadata = cluster.object_metadata(name);
+    if let Some(request) = honoured {
+        metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(
+                ROTATION_HONOURED_ANNOTATION.to_string(),
+                request.to_string(),
+            );
+    }
     Secret {
-        metadata: cluster.object_metadata(name),
+        metadata,
         type_: Some(SECRET_TYPE.to_string()),
         data: Some(BTreeMap::from([
             (CA_CRT.to_string(), bytes(&contents.ca_pem)),

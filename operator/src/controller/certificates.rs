@@ -175,8 +175,17 @@ async fn ensure_auto(
     let names = tls::served_names(cluster_ref, client_service_ip);
     for kind in CertKind::ALL {
         let name = kind.secret_name(cluster_ref);
-        let existing = secrets.get_opt(&name).await?;
-        let existing = existing.as_ref().and_then(CertSecret::read);
+        let secret = secrets.get_opt(&name).await?;
+        // Each Secret honours a request once, whatever the status says.
+        let honoured = secret
+            .as_ref()
+            .and_then(tls::honoured_request)
+            .map(str::to_string);
+        let due = Due {
+            requested: requested && honoured != request,
+            ..due.clone()
+        };
+        let existing = secret.as_ref().and_then(CertSecret::read);
         let reason = tls::reissue(kind, existing.as_ref(), &stored.bundle, &names, &due);
         let current = match (reason, existing) {
             (None, Some(existing)) => existing,
@@ -188,7 +197,7 @@ async fn ensure_auto(
                 server_side_apply(
                     client,
                     namespace,
-                    &tls::secret(cluster_ref, name.clone(), &contents),
+                    &tls::secret(cluster_ref, name.clone(), &contents, honoured.as_deref()),
                 )
                 .await?;
                 out.issued.push((kind, Reissue::TrustChanged));
@@ -196,8 +205,8 @@ async fn ensure_auto(
             }
             (reason, _) => {
                 let reason = reason.unwrap_or(Reissue::Missing);
-                let request = kind.request(cluster_ref, &names, durations.validity);
-                let issued = match ca.issue(&request, now) {
+                let leaf = kind.request(cluster_ref, &names, durations.validity);
+                let issued = match ca.issue(&leaf, now) {
                     Ok(issued) => issued,
                     Err(error) => {
                         out.problem = Some(problem("IssueFailed", error));
@@ -209,10 +218,11 @@ async fn ensure_auto(
                     cert_pem: issued.cert_pem,
                     key_pem: issued.key_pem,
                 };
+                // A certificate issued now answers the request standing.
                 server_side_apply(
                     client,
                     namespace,
-                    &tls::secret(cluster_ref, name.clone(), &contents),
+                    &tls::secret(cluster_ref, name.clone(), &contents, request.as_deref()),
                 )
                 .await?;
                 out.issued.push((kind, reason));

@@ -192,6 +192,7 @@ impl CaSecret {
                 cert_pem: String::new(),
                 key_pem: String::new(),
             },
+            None,
         );
         secret.data = Some(data);
         secret

@@ -259,7 +259,7 @@ fn certificate_secret_is_a_kubernetes_tls_secret_owned_by_the_cluster() {
         cert_pem: "CERT".into(),
         key_pem: "KEY".into(),
     };
-    let secret = secret(&cluster, "demo-server-tls".into(), &contents);
+    let secret = secret(&cluster, "demo-server-tls".into(), &contents, None);
     assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
     assert_eq!(secret.metadata.namespace.as_deref(), Some("prod"));
     let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];

@@ -230,3 +230,135 @@ fn certificate_due_before_the_next_requeue_brings_it_forward() {
         Duration::from_secs(1)
     );
 }
+
+/// The CA Secret and the four certificate Secrets of a running `auto`
+/// cluster, the certificates issued for the rotation request `honoured`.
+fn issued_secrets(cluster: &EtcdCluster, honoured: Option<&str>) -> Vec<(String, Value)> {
+    use crate::tls::ca_rotation::CaSecret;
+    use crate::tls::{pki::Ca, CertKind, CertSecret};
+    let c = cluster_ref(cluster);
+    let now = Timestamp::now();
+    let ca = Ca::generate("demo CA", now).unwrap();
+    let stored = CaSecret {
+        cert_pem: ca.cert_pem().to_string(),
+        key_pem: ca.key_pem().to_string(),
+        bundle: ca.cert_pem().to_string(),
+        next: None,
+        request: None,
+        since: None,
+    };
+    let mut all = vec![(
+        "demo-ca".to_string(),
+        serde_json::to_value(stored.secret(&c, "demo-ca".into())).unwrap(),
+    )];
+    let names = crate::tls::served_names(&c, Some(CLUSTER_IP.parse().unwrap()));
+    let validity = AutoTls::default().durations().unwrap().validity;
+    for kind in CertKind::ALL {
+        let issued = ca.issue(&kind.request(&c, &names, validity), now).unwrap();
+        let contents = CertSecret {
+            ca_pem: stored.bundle.clone(),
+            cert_pem: issued.cert_pem,
+            key_pem: issued.key_pem,
+        };
+        let name = kind.secret_name(&c);
+        let secret = crate::tls::secret(&c, name.clone(), &contents, honoured);
+        all.push((name, serde_json::to_value(secret).unwrap()));
+    }
+    all
+}
+
+/// A reconcile that runs before the status recording a rotation request
+/// reaches the operator's cache (the cluster it reads lacks
+/// `lastRotationRequest`) must not issue the certificates again: each
+/// Secret says which request its certificate answered.
+#[tokio::test]
+async fn a_rotation_request_each_secret_already_answered_is_not_issued_again_on_a_stale_status() {
+    let mut cluster = tls_cluster();
+    cluster
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(crate::crd::ROTATE_ANNOTATION.into(), "r1".into());
+    let mut expectations = observe(None, vec![], vec![]);
+    expectations.extend(applies_before_certificates(&cluster));
+    for (name, secret) in issued_secrets(&cluster, Some("r1")) {
+        expectations.push(expect(
+            Method::GET,
+            core("secrets", &name),
+            Reply::Json(secret),
+            |_| {},
+        ));
+    }
+    // No Secret written, no pod nudged, no CertificatesIssued event.
+    expectations.extend(applies_after_certificates());
+    expectations.push(status_apply(&cluster, |status| {
+        assert_eq!(status["tls"]["lastRotationRequest"], "r1");
+        let ready = condition(status, "CertificatesReady");
+        assert_eq!(ready["status"], "True", "{ready}");
+    }));
+    run(cluster, Arc::new(FakeEtcd::default()), expectations)
+        .await
+        .expect("reconcile succeeds");
+}
+
+/// The same Secrets answering an older request: the new one reissues
+/// every certificate, and each Secret records it.
+#[tokio::test]
+async fn a_new_rotation_request_reissues_and_each_secret_records_it() {
+    let mut cluster = tls_cluster();
+    cluster
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(crate::crd::ROTATE_ANNOTATION.into(), "r2".into());
+    let mut expectations = observe(None, vec![], vec![]);
+    expectations.extend(applies_before_certificates(&cluster));
+    for (name, secret) in issued_secrets(&cluster, Some("r1")) {
+        let leaf = name != "demo-ca";
+        let old = secret.clone();
+        expectations.push(expect(
+            Method::GET,
+            core("secrets", &name),
+            Reply::Json(secret),
+            |_| {},
+        ));
+        if leaf {
+            expectations.push(apply(core("secrets", &name), move |body| {
+                let new = secret_of(body);
+                assert_eq!(
+                    crate::tls::honoured_request(&new),
+                    Some("r2"),
+                    "{name}: {:?}",
+                    new.metadata.annotations
+                );
+                assert_ne!(
+                    pem(&new, "tls.crt"),
+                    pem(&secret_of(&old), "tls.crt"),
+                    "{name} reissued"
+                );
+            }));
+        }
+    }
+    expectations.push(expect(
+        Method::GET,
+        format!("/api/v1/namespaces/{NS}/pods"),
+        Reply::Json(list("PodList", vec![])),
+        |_| {},
+    ));
+    expectations.extend(applies_after_certificates());
+    expectations.push(expect(
+        Method::POST,
+        format!("/apis/events.k8s.io/v1/namespaces/{NS}/events"),
+        Reply::Echo,
+        |seen| {
+            let note = seen.body["note"].as_str().unwrap();
+            assert!(note.contains("Server (Requested)"), "{note}");
+        },
+    ));
+    expectations.push(status_apply(&cluster, |status| {
+        assert_eq!(status["tls"]["lastRotationRequest"], "r2");
+    }));
+    run(cluster, Arc::new(FakeEtcd::default()), expectations)
+        .await
+        .expect("reconcile succeeds");
+}
