@@ -115,6 +115,7 @@ spec:
     );
     let uid = pod_uid(node);
 
+    let asked = Instant::now();
     set_size(node, NAME, "512Mi");
     let resizing = wait_reason(node, NAME, "Resizing");
     assert_eq!(resizing["status"], "True", "{resizing}");
@@ -149,7 +150,7 @@ spec:
     assert_eq!(owner, "StatefulSet");
     let get = etcdctl(&endpoint, &["get", "grow/k", "--print-value-only"], None);
     assert_eq!(text(&get).trim(), "v", "{}", text(&get));
-    let grown = started.elapsed();
+    let grown = asked.elapsed();
 
     set_size(node, NAME, "256Mi");
     let shrink = wait_reason(node, NAME, "CannotShrink");
