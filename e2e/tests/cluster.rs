@@ -661,6 +661,61 @@ async fn move_leader_hands_leadership_to_a_follower(kind: Kind) {
 
 ferrocd_e2e::on_etcd_and_ferrocd!(move_leader_hands_leadership_to_a_follower);
 
+/// MoveLeader while clients write through every member without a pause:
+/// etcd's leader stops taking proposals during the transfer, so the
+/// transfer completes within etcdctl's timeout, and every write
+/// acknowledged before, during and after it is there.
+async fn move_leader_completes_under_steady_writes(kind: Kind) {
+    let Some(cluster) = three(kind, &[]).await else {
+        return;
+    };
+    let old = cluster.leader().await;
+    let target = (old + 1) % 3;
+    let target_id = cluster.member_id(target).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(BTreeMap::new()));
+    let mut writers = Vec::new();
+    for (i, c) in clients(&cluster).await.into_iter().enumerate() {
+        writers.push(tokio::spawn(write_load(c, i, stop.clone(), acked.clone())));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = acked.lock().unwrap().len();
+    assert!(before > 0, "{kind:?}: no write before the transfer");
+    let endpoint = cluster.members[old].endpoint.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        ferrocd_e2e::etcdctl(&endpoint, &["move-leader", &format!("{target_id:x}")], None)
+    })
+    .await
+    .unwrap();
+    let moved = out.status.success();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert!(
+        moved,
+        "{kind:?}: move-leader under writes failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(cluster.leader().await, target, "{kind:?}");
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > before,
+        "{kind:?}: no write after the transfer"
+    );
+    let mut c = client(&cluster.members[target], Duration::from_secs(10)).await;
+    for (key, value) in &acked {
+        assert_eq!(
+            get(&mut c, key, false).await.unwrap().as_deref(),
+            Some(value.as_str()),
+            "{kind:?}: {key}"
+        );
+    }
+}
+
+ferrocd_e2e::on_etcd_and_ferrocd!(move_leader_completes_under_steady_writes);
+
 // ------------------------------------------------ 6. MemberAdd through the API
 
 async fn learner_added_through_the_cluster_api_follows_the_leader(kind: Kind) {

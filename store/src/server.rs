@@ -336,7 +336,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
         config.member_id,
         Arc::new(raft_config),
         Network::new(peers.clone()),
-        log,
+        log.clone(),
         sm,
     )
     .await?;
@@ -348,6 +348,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
         config.clone(),
         backend.clone(),
         peers,
+        log,
     );
 
     let metrics = crate::metrics::get();

@@ -9,15 +9,20 @@
 //! leader, watches when the leader was last heard from; once that is one
 //! election timeout plus a random part of a quarter of one ago (the
 //! voters' leases have run out, and followers rarely campaign together),
-//! it asks the voters whether a quorum still has a live leader (etcd's
-//! pre-vote, [`super::liveness::prevote`], with `--pre-vote`) and, if
-//! not, has openraft campaign at once. A follower cut off from a leader
-//! the others still hear never gets a quorum's agreement, so it cannot
-//! raise the term and depose that leader.
+//! it asks the voters whether a quorum still has a live leader or a newer
+//! log than its own (etcd's pre-vote, [`super::liveness::prevote`], with
+//! `--pre-vote`) and, if neither, has openraft campaign at once. A
+//! follower cut off from a leader the others still hear never gets a
+//! quorum's agreement, so it cannot raise the term and depose that
+//! leader; a follower behind the others leaves the campaign to one that
+//! can win it (openraft does not raise a voter's term on a vote it
+//! refuses, so two members that kept campaigning in turn, the one behind
+//! first, could each refuse the other forever).
 //!
-//! openraft's timer stays on underneath: if a campaign started here is
-//! lost (two followers at once), the next one is either this task's,
-//! after another quarter timeout, or openraft's.
+//! With `--pre-vote` this task alone starts campaigns (openraft's timer is
+//! off); a campaign that fails (two followers at once) is followed by
+//! another after a random pause of a quarter to a half election timeout.
+//! Without it, openraft's timer runs too.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -124,9 +129,11 @@ pub async fn watch_leader(ctx: Context, mut stop: watch::Receiver<bool>) {
                 }
             }
         }
+        // Asked again after a random pause: two members whose campaigns
+        // keep failing each other do not stay in step.
         wait = jitter(&mut rng, election, heartbeat);
         tokio::select! {
-            _ = tokio::time::sleep(election / 4) => {}
+            _ = tokio::time::sleep(election / 4 + wait) => {}
             _ = stop.changed() => return,
         }
     }

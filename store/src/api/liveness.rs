@@ -12,14 +12,14 @@
 
 use std::time::{Duration, Instant};
 
-use ferrocd_proto::ferrocdpb::PingRequest;
+use ferrocd_proto::ferrocdpb::{PingRequest, PingResponse};
 use futures::StreamExt;
 use openraft::ServerState;
 use tokio::sync::watch;
 use tonic::{Code, Request};
 
 use super::Context;
-use crate::raft::Member;
+use crate::raft::{LogId, Member};
 
 /// How often each other member is pinged.
 pub const PING_EVERY: Duration = Duration::from_secs(1);
@@ -72,9 +72,10 @@ pub fn live_leader(ctx: &Context) -> u64 {
 }
 
 /// Whether a quorum of the voters, this member included, has no live
-/// leader, so that a campaign of this member would not depose one (etcd's
-/// pre-vote). A voter that does not answer does not count; one of an
-/// earlier version, which answers without an opinion, counts.
+/// leader and a log no newer than this member's, so that a campaign of
+/// this member would neither depose a leader nor be lost for its log
+/// (etcd's pre-vote). A voter that does not answer does not count; one of
+/// an earlier version, which answers without an opinion, counts.
 pub async fn prevote(ctx: &Context) -> bool {
     let me = ctx.config().member_id;
     let voters: Vec<(u64, Member)> = {
@@ -89,17 +90,18 @@ pub async fn prevote(ctx: &Context) -> bool {
     if !voters.iter().any(|(id, _)| *id == me) {
         return false;
     }
+    let mine = ctx.last_log_id();
     // Decided as soon as a quorum agrees (a voter that is gone may take
     // the whole ping timeout to fail).
     let mut answers: futures::stream::FuturesUnordered<_> = voters
         .iter()
         .filter(|(id, _)| *id != me)
-        .map(|(id, node)| leader_of(ctx, *id, node.clone()))
+        .map(|(id, node)| answer_of(ctx, *id, node.clone()))
         .collect();
     let mut granted = 1;
     while granted <= voters.len() / 2 {
         match answers.next().await {
-            Some(Some(0)) => granted += 1,
+            Some(Some(answer)) if answer.grants(mine) => granted += 1,
             Some(_) => {}
             None => return false,
         }
@@ -107,9 +109,41 @@ pub async fn prevote(ctx: &Context) -> bool {
     true
 }
 
-/// The live leader member `id` reports: `Some(0)` for none or no opinion,
-/// None when it does not answer.
-async fn leader_of(ctx: &Context, id: u64, node: Member) -> Option<u64> {
+/// A voter's answer to a pre-vote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    /// The live leader it knows of, 0 for none (or no opinion).
+    pub leader: u64,
+    /// Its newest log entry; None when it did not say (an earlier
+    /// version), `Some(None)` for an empty log.
+    pub last_log: Option<Option<LogId>>,
+}
+
+impl Answer {
+    fn of(r: &PingResponse) -> Answer {
+        let last_log = match (r.last_log_term, r.last_log_leader, r.last_log_index) {
+            (Some(0), _, Some(0)) => Some(None),
+            (Some(term), Some(node), Some(index)) => Some(Some(LogId::new(
+                openraft::CommittedLeaderId::new(term, node),
+                index,
+            ))),
+            _ => None,
+        };
+        Answer {
+            leader: r.leader.unwrap_or(0),
+            last_log,
+        }
+    }
+
+    /// Whether this answer lets a member whose newest entry is `mine`
+    /// campaign: no live leader, and no newer log than `mine`.
+    pub fn grants(&self, mine: Option<LogId>) -> bool {
+        self.leader == 0 && self.last_log.is_none_or(|theirs| mine >= theirs)
+    }
+}
+
+/// What member `id` answers to a pre-vote: None when it does not answer.
+async fn answer_of(ctx: &Context, id: u64, node: Member) -> Option<Answer> {
     let mut client = ctx.peers().member(&node).ok()?;
     let mut req = Request::new(PingRequest {
         cluster_id: ctx.config().cluster_id,
@@ -119,9 +153,12 @@ async fn leader_of(ctx: &Context, id: u64, node: Member) -> Option<u64> {
     match client.ping(req).await {
         Ok(answer) => {
             ctx.peers().liveness().record_ok(id, Instant::now());
-            Some(answer.into_inner().leader.unwrap_or(0))
+            Some(Answer::of(answer.get_ref()))
         }
-        Err(status) if status.code() == Code::Unimplemented => Some(0),
+        Err(status) if status.code() == Code::Unimplemented => Some(Answer {
+            leader: 0,
+            last_log: None,
+        }),
         Err(_) => None,
     }
 }
@@ -146,5 +183,46 @@ async fn ping(ctx: &Context, id: u64, node: Member) {
         // Late, not gone: silence breaks the connection once it lasts.
         Err(status) if crate::raft::network::timed_out(&status) => {}
         Err(_) => liveness.record_failure(id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(term: u64, node: u64, index: u64) -> LogId {
+        LogId::new(openraft::CommittedLeaderId::new(term, node), index)
+    }
+
+    fn response(leader: u64, last: Option<(u64, u64, u64)>) -> PingResponse {
+        PingResponse {
+            leader: Some(leader),
+            last_log_term: last.map(|l| l.0),
+            last_log_leader: last.map(|l| l.1),
+            last_log_index: last.map(|l| l.2),
+        }
+    }
+
+    #[test]
+    fn a_pre_vote_is_granted_without_a_live_leader_to_a_log_as_new_as_the_voters() {
+        let mine = Some(log(3, 7, 100));
+        // No leader, an older or equal log: granted.
+        assert!(Answer::of(&response(0, Some((3, 7, 99)))).grants(mine));
+        assert!(Answer::of(&response(0, Some((3, 7, 100)))).grants(mine));
+        assert!(Answer::of(&response(0, Some((2, 9, 500)))).grants(mine));
+        // A live leader, or a newer log (a later term, or more entries of
+        // the same): refused.
+        assert!(!Answer::of(&response(5, Some((1, 1, 1)))).grants(mine));
+        assert!(!Answer::of(&response(0, Some((3, 7, 101)))).grants(mine));
+        assert!(!Answer::of(&response(0, Some((4, 2, 10)))).grants(mine));
+        // An empty log is older than any; a member of an earlier version
+        // says nothing about its log.
+        assert!(Answer::of(&response(0, Some((0, 0, 0)))).grants(None));
+        assert!(!Answer::of(&response(0, Some((1, 1, 1)))).grants(None));
+        let old = PingResponse {
+            leader: None,
+            ..Default::default()
+        };
+        assert!(Answer::of(&old).grants(None));
     }
 }

@@ -69,10 +69,13 @@ struct Shared {
     reads: read_index::ReadIndex,
     next_id: AtomicU64,
     next_lease_id: AtomicI64,
-    /// Set while this member hands leadership over: membership changes wait.
-    transferring: std::sync::atomic::AtomicBool,
+    /// Shut while this member hands leadership over: membership changes
+    /// are refused, writes and read indexes wait.
+    transfer_gate: TransferGate,
     /// Holds this member's early campaigns (see [`failover`]).
     campaign_hold: failover::CampaignHold,
+    /// The raft log (its newest entry, for pre-votes).
+    log: crate::raft::LogStore,
 }
 
 impl Context {
@@ -84,13 +87,16 @@ impl Context {
         config: Config,
         backend: Arc<crate::raft::Backend>,
         peers: Arc<PeerClients>,
+        log: crate::raft::LogStore,
     ) -> Self {
         let lease_base = lease_id_base(config.member_id);
+        let transfer_gate = TransferGate::default();
         let route = propose::Route {
             raft: raft.clone(),
             me: config.member_id,
             peers: peers.clone(),
             timeout: request_timeout(&config),
+            gate: transfer_gate.clone(),
         };
         let proposer = propose::Proposer::start(route.clone());
         let reads = read_index::ReadIndex::start(route);
@@ -108,8 +114,9 @@ impl Context {
                 peers,
                 next_id: AtomicU64::new(1),
                 next_lease_id: AtomicI64::new(lease_base),
-                transferring: std::sync::atomic::AtomicBool::new(false),
+                transfer_gate,
                 campaign_hold: failover::CampaignHold::default(),
+                log,
             }),
         }
     }
@@ -164,7 +171,17 @@ impl Context {
 
     /// Marks a leadership transfer as running (or over).
     fn set_transferring(&self, on: bool) {
-        self.inner.transferring.store(on, Ordering::SeqCst);
+        self.inner.transfer_gate.set(on);
+    }
+
+    /// Shut while a leadership transfer runs (see [`TransferGate`]).
+    fn transfer_gate(&self) -> &TransferGate {
+        &self.inner.transfer_gate
+    }
+
+    /// The id of the newest entry of this member's raft log.
+    pub fn last_log_id(&self) -> Option<crate::raft::LogId> {
+        self.inner.log.last_log_id()
     }
 
     /// When this member's early campaigns are held (see [`failover`]).
@@ -182,7 +199,7 @@ impl Context {
 
     /// Whether a leadership transfer is running on this member.
     fn transferring(&self) -> bool {
-        self.inner.transferring.load(Ordering::SeqCst)
+        self.inner.transfer_gate.is_shut()
     }
 
     /// Whether `id` is in the membership this member knows.
@@ -385,6 +402,37 @@ enum Sender<'a> {
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
 
 /// The leader `raft` knows of, with its membership record.
+/// Shut while this member, the leader, hands leadership over (MoveLeader),
+/// as etcd's leader stops taking proposals during a transfer. Each write
+/// appended and each read index confirmed would renew the followers'
+/// lease on this leader (openraft's voters refuse votes for an election
+/// timeout after a leader's last message), so under steady writes the
+/// transferee could never be elected. Writes and read indexes wait at the
+/// gate; once it opens they find the new leader (or, if the transfer
+/// failed, this one).
+#[derive(Clone, Default)]
+pub struct TransferGate {
+    shut: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl TransferGate {
+    fn set(&self, shut: bool) {
+        self.shut.send_replace(shut);
+    }
+
+    fn is_shut(&self) -> bool {
+        *self.shut.borrow()
+    }
+
+    /// Waits while the gate is shut.
+    pub async fn pass(&self) {
+        if self.is_shut() {
+            let mut rx = self.shut.subscribe();
+            let _ = rx.wait_for(|shut| !*shut).await;
+        }
+    }
+}
+
 fn leader_of(raft: &Raft) -> Option<(u64, Member)> {
     let m = raft.metrics();
     let m = m.borrow();

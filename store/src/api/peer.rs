@@ -201,6 +201,7 @@ impl Peer for PeerService {
         self.check(r.cluster_id)?;
         self.must_lead()?;
         let batch = r.batch.unwrap_or_default();
+        self.ctx.transfer_gate().pass().await;
         match self
             .ctx
             .raft()
@@ -228,6 +229,7 @@ impl Peer for PeerService {
     ) -> Result<Response<ReadIndexResponse>, Status> {
         self.check(request.get_ref().cluster_id)?;
         self.must_lead()?;
+        self.ctx.transfer_gate().pass().await;
         match self.ctx.raft().get_read_log_id().await {
             Ok((read, _)) => Ok(Response::new(ReadIndexResponse {
                 index: read.map(|l| l.index).unwrap_or(0),
@@ -368,8 +370,12 @@ impl Peer for PeerService {
                 .liveness()
                 .record_ok(r.from, Instant::now());
         }
+        let last = self.ctx.last_log_id();
         Ok(Response::new(PingResponse {
             leader: Some(super::liveness::live_leader(&self.ctx)),
+            last_log_term: Some(last.map_or(0, |l| l.leader_id.term)),
+            last_log_leader: Some(last.map_or(0, |l| l.leader_id.node_id)),
+            last_log_index: Some(last.map_or(0, |l| l.index)),
         }))
     }
 

@@ -51,6 +51,8 @@ pub struct Route {
     pub peers: Arc<PeerClients>,
     /// How long a batch may look for a leader and wait to be applied.
     pub timeout: Duration,
+    /// Shut while this member hands leadership over.
+    pub gate: super::TransferGate,
 }
 
 impl Route {
@@ -88,6 +90,7 @@ impl Proposer {
     async fn submit(&self, req: InternalRequest) -> Result<Response, Status> {
         if let Some(permit) = self.idle() {
             let route = &self.route;
+            route.gate.pass().await;
             let outcome = if route.raft.metrics().borrow().current_leader == Some(route.me) {
                 outcome(route.raft.client_write_ff(Request::single(req)).await).await
             } else {
@@ -192,6 +195,7 @@ async fn run(
         }
         // Submitting here, in order, keeps entries in arrival order; the
         // wait for the outcome runs beside the next batch.
+        route.gate.pass().await;
         let submitted = raft
             .client_write_ff(Request(InternalBatch { requests }))
             .await;
@@ -215,6 +219,7 @@ async fn forward(route: &Route, batch: InternalBatch) -> Result<Vec<Response>, S
         match leader {
             None => {}
             Some((id, _)) if id == route.me => {
+                route.gate.pass().await;
                 return match route.raft.client_write(Request(batch)).await {
                     Ok(resp) => Ok(resp.data),
                     Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {

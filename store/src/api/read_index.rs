@@ -74,7 +74,11 @@ async fn round(route: &Route) -> Result<u64, Status> {
         let outcome = match &leader {
             None => Err(peer::refusal(Refusal::NoLeader)),
             Some((id, _)) if *id == route.me => {
-                match tokio::time::timeout_at(deadline.into(), route.raft.get_read_log_id()).await {
+                let confirmed = async {
+                    route.gate.pass().await;
+                    route.raft.get_read_log_id().await
+                };
+                match tokio::time::timeout_at(deadline.into(), confirmed).await {
                     Ok(Ok((read, _))) => return Ok(read.map(|l| l.index).unwrap_or(0)),
                     Ok(Err(RaftError::Fatal(_))) => return Err(EtcdError::Stopped.into()),
                     Ok(Err(RaftError::APIError(_))) => Err(peer::refusal(Refusal::NotLeader)),

@@ -96,6 +96,12 @@ impl LogStore {
         })
     }
 
+    /// The id of the newest entry written (or of the purge point when the
+    /// log is empty).
+    pub fn last_log_id(&self) -> Option<LogId> {
+        self.log().last
+    }
+
     /// Called at start, before raft reads the vote: a member that led
     /// before it stopped does not take up that leadership again. openraft
     /// 0.9 would restore it as leader in the same term, with the commit
