@@ -79,6 +79,7 @@ struct Shared {
 }
 
 impl Context {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         raft: Raft,
         mvcc: Arc<Mvcc>,
