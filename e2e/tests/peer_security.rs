@@ -234,6 +234,7 @@ async fn without_peer_tls_the_peer_service_refuses_strangers() {
     let raft = |cluster_id| RaftMessage {
         cluster_id,
         payload: vec![1, 2, 3],
+        incarnation: 0,
     };
     refused(
         "append without a cluster id",

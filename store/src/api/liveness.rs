@@ -148,6 +148,7 @@ async fn answer_of(ctx: &Context, id: u64, node: Member) -> Option<Answer> {
     let mut req = Request::new(PingRequest {
         cluster_id: ctx.config().cluster_id,
         from: ctx.config().member_id,
+        incarnation: crate::raft::liveness::incarnation(),
     });
     req.set_timeout(PING_TIMEOUT);
     match client.ping(req).await {
@@ -172,6 +173,7 @@ async fn ping(ctx: &Context, id: u64, node: Member) {
     let mut req = Request::new(PingRequest {
         cluster_id: ctx.config().cluster_id,
         from: ctx.config().member_id,
+        incarnation: crate::raft::liveness::incarnation(),
     });
     req.set_timeout(PING_TIMEOUT);
     match client.ping(req).await {

@@ -86,6 +86,7 @@ fn encode<T: Serialize>(value: &T) -> Result<Response<RaftMessage>, Status> {
     Ok(Response::new(RaftMessage {
         cluster_id: 0,
         payload,
+        incarnation: crate::raft::liveness::incarnation(),
     }))
 }
 
@@ -368,7 +369,7 @@ impl Peer for PeerService {
             self.ctx
                 .peers()
                 .liveness()
-                .record_ok(r.from, Instant::now());
+                .record_ok_as(r.from, r.incarnation, Instant::now());
         }
         let last = self.ctx.last_log_id();
         Ok(Response::new(PingResponse {
@@ -515,6 +516,7 @@ mod bad_input_tests {
         let msg = RaftMessage {
             cluster_id: 1,
             payload,
+            incarnation: 0,
         };
         let _ = decode::<AppendEntriesRequest<TypeConfig>>(&msg);
         let _ = decode::<VoteRequest<u64>>(&msg);
@@ -549,11 +551,13 @@ mod bad_input_tests {
         let msg = RaftMessage {
             cluster_id: 1,
             payload: raw,
+            incarnation: 0,
         };
         assert!(decode::<AppendEntriesRequest<TypeConfig>>(&msg).is_err());
         let whole = RaftMessage {
             cluster_id: 1,
             payload: an_append(3),
+            incarnation: 0,
         };
         let rpc: AppendEntriesRequest<TypeConfig> = decode(&whole).unwrap();
         assert_eq!(rpc.entries.len(), 3);

@@ -17,6 +17,22 @@ use std::time::{Duration, Instant};
 struct Activity {
     since: Instant,
     last_ok: Instant,
+    /// The member process's incarnation, 0 while unknown.
+    incarnation: u64,
+}
+
+/// This process's incarnation: drawn once, at its first use (at start),
+/// never 0. Sent with every raft message and ping.
+pub fn incarnation() -> u64 {
+    static DRAWN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *DRAWN.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let mixed = (now ^ u64::from(std::process::id()).rotate_left(32))
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        mixed.max(1)
+    })
 }
 
 /// The connections of this member to the others.
@@ -45,19 +61,32 @@ impl Liveness {
 
     /// `member` answered (or asked) at `now`.
     pub fn record_ok(&self, member: u64, now: Instant) {
+        self.record_ok_as(member, 0, now);
+    }
+
+    /// `member`, in its process `incarnation` (0: not told), answered (or
+    /// asked) at `now`. A new incarnation is a restart: the connection
+    /// starts anew.
+    pub fn record_ok_as(&self, member: u64, incarnation: u64, now: Instant) {
         let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
         let stale_after = self.stale_after;
         members
             .entry(member)
             .and_modify(|a| {
-                if now.saturating_duration_since(a.last_ok) > stale_after {
+                let restarted =
+                    incarnation != 0 && a.incarnation != 0 && a.incarnation != incarnation;
+                if restarted || now.saturating_duration_since(a.last_ok) > stale_after {
                     a.since = now;
+                }
+                if incarnation != 0 {
+                    a.incarnation = incarnation;
                 }
                 a.last_ok = a.last_ok.max(now);
             })
             .or_insert(Activity {
                 since: now,
                 last_ok: now,
+                incarnation,
             });
     }
 
@@ -130,6 +159,26 @@ mod tests {
         assert_eq!(l.connected_since(7, at(10)), Some(at(10)));
         // Other members are apart.
         assert_eq!(l.connected_since(8, at(10)), None);
+    }
+
+    #[test]
+    fn a_new_incarnation_starts_the_connection_anew() {
+        let l = Liveness::new(Duration::from_secs(3));
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        l.record_ok_as(7, 11, at(0));
+        l.record_ok_as(7, 11, at(2));
+        // Answers without an incarnation (an earlier version) change
+        // nothing.
+        l.record_ok(7, at(3));
+        assert_eq!(l.connected_since(7, at(4)), Some(at(0)));
+        // Restarted between two calls, none of which failed.
+        l.record_ok_as(7, 12, at(4));
+        assert_eq!(l.connected_since(7, at(5)), Some(at(4)));
+        l.record_ok_as(7, 12, at(6));
+        assert_eq!(l.connected_since(7, at(7)), Some(at(4)));
+        assert_ne!(incarnation(), 0);
+        assert_eq!(incarnation(), incarnation());
     }
 
     #[test]

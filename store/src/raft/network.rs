@@ -240,6 +240,7 @@ pub fn encode<T: Serialize>(
     let mut req = tonic::Request::new(RaftMessage {
         cluster_id,
         payload,
+        incarnation: super::liveness::incarnation(),
     });
     req.set_timeout(ttl);
     Ok(req)
@@ -301,7 +302,9 @@ impl Peer {
         let m = &self.metrics;
         let liveness = self.peers.liveness();
         match answer {
-            Ok(_) => liveness.record_ok(self.target, Instant::now()),
+            Ok(resp) => {
+                liveness.record_ok_as(self.target, resp.get_ref().incarnation, Instant::now())
+            }
             // A call that ran out of time says nothing either way (a
             // loaded peer answers late); silence breaks the connection
             // once it lasts (see `liveness`).
