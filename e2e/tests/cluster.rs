@@ -79,11 +79,17 @@ fn etcdctl_ok(endpoints: &str, args: &[&str]) -> String {
 /// Runs etcdctl against `endpoints` again while it fails with `transient`
 /// in its error, for up to 15 s; the last run.
 async fn etcdctl_after(endpoints: &str, args: &[&str], transient: &str) -> Output {
+    etcdctl_after_any(endpoints, args, &[transient]).await
+}
+
+/// [`etcdctl_after`] with any of several transient errors.
+async fn etcdctl_after_any(endpoints: &str, args: &[&str], transient: &[&str]) -> Output {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let out = ferrocd_e2e::etcdctl(endpoints, args, None);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        if out.status.success() || !stderr.contains(transient) || Instant::now() > deadline {
+        let passing = transient.iter().any(|t| stderr.contains(t));
+        if out.status.success() || !passing || Instant::now() > deadline {
             return out;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -553,7 +559,20 @@ async fn membership_changes_with_etcdctl(kind: Kind) {
 
     // Promote it.
     let id = format!("{learner_id:x}");
-    let promoted = etcdctl_ok_after(&endpoints, &["member", "promote", &id], "in sync").await;
+    // Refused while the learner catches up, and (strict reconfiguration)
+    // until the voters have been connected for 5 s.
+    let out = etcdctl_after_any(
+        &endpoints,
+        &["member", "promote", &id],
+        &["in sync", UNHEALTHY],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "etcdctl member promote failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let promoted = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(
         promoted.trim_end(),
         format!("Member {learner_id:16x} promoted in cluster {cluster_id:16x}")
