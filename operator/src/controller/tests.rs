@@ -203,6 +203,18 @@ fn cluster(replicas: i32) -> EtcdCluster {
     cluster
 }
 
+/// A three-member cluster and its fake store, member 0 the leader.
+fn three_members() -> (EtcdCluster, ClusterRef, Arc<FakeEtcd>) {
+    let cluster = cluster(3);
+    let c = cluster_ref(&cluster);
+    let fake = Arc::new(FakeEtcd::bootstrapped(
+        &(0..3)
+            .map(|i| (c.member_name(i), c.peer_url(i), c.client_url(i)))
+            .collect::<Vec<_>>(),
+    ));
+    (cluster, c, fake)
+}
+
 fn cluster_ref(cluster: &EtcdCluster) -> ClusterRef {
     ClusterRef::new(cluster).unwrap()
 }

@@ -10,18 +10,6 @@ use crate::status;
 const OLD: &str = "demo-5d8f9c7b6";
 const NEW: &str = "demo-7c9d6f5b4";
 
-/// A three-member cluster and its fake store, member 0 the leader.
-fn three_members() -> (EtcdCluster, ClusterRef, Arc<FakeEtcd>) {
-    let cluster = cluster(3);
-    let c = cluster_ref(&cluster);
-    let fake = Arc::new(FakeEtcd::bootstrapped(
-        &(0..3)
-            .map(|i| (c.member_name(i), c.peer_url(i), c.client_url(i)))
-            .collect::<Vec<_>>(),
-    ));
-    (cluster, c, fake)
-}
-
 /// The StatefulSet as the API server returns it once its controller saw
 /// the new template.
 fn rolled_stateful_set(cluster: &EtcdCluster, c: &ClusterRef) -> Value {
