@@ -52,6 +52,20 @@ pub const PHASE_SINCE: &str = "phase-since";
 /// within a minute or two, so this is well past a healthy rotation.
 pub const ROTATION_DEADLINE: Duration = Duration::from_secs(10 * 60);
 
+/// The least time a rotation phase lasts, however fast the members catch
+/// up: clients that follow `status.clientSecret` get this long to read
+/// the two-CA bundle (Trust) and their reissued certificate (Reissue)
+/// before the next phase relies on them. The real-node test's writer,
+/// which reads the Secret again every quarter second, saw one write fail
+/// when the phases took a second each.
+pub const MIN_PHASE: Duration = Duration::from_secs(10);
+
+/// Whether a phase that began at `since` has lasted `least` by `now` (an
+/// unknown start has not).
+pub fn lasted(since: Option<Timestamp>, now: Timestamp, least: Duration) -> bool {
+    since.is_some_and(|since| now.as_second() - since.as_second() >= least.as_secs() as i64)
+}
+
 /// Where a CA rotation stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CaPhase {

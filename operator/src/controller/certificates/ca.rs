@@ -125,7 +125,9 @@ pub(super) async fn advance_ca_rotation(
             (false, stall)
         }
     };
-    let next = match ca_rotation::step(phase, false, caught_up, leaves_current) {
+    // Clients that follow the client Secret get the phase's least time.
+    let ready = caught_up && ca_rotation::lasted(stored.since, now, ca_rotation::MIN_PHASE);
+    let next = match ca_rotation::step(phase, false, ready, leaves_current) {
         CaStep::HandOver => stored.hand_over().entered(now),
         CaStep::Finish => stored.finish(),
         CaStep::Keep | CaStep::Begin => return Ok((stored, stall)),

@@ -168,6 +168,15 @@ fn a_phase_that_outlives_the_deadline_is_stalled() {
 }
 
 #[test]
+fn a_phase_lasts_its_least_time_before_the_next_one() {
+    let began = now();
+    let at = |seconds: i64| Timestamp::from_second(began.as_second() + seconds).unwrap();
+    assert!(!lasted(Some(began), at(9), MIN_PHASE));
+    assert!(lasted(Some(began), at(10), MIN_PHASE));
+    assert!(!lasted(None, at(600), MIN_PHASE), "unknown start");
+}
+
+#[test]
 fn the_start_of_a_phase_is_kept_in_the_secret_until_the_rotation_ends() {
     let old = Ca::generate("ca", now()).unwrap();
     let new = Ca::generate("ca", now()).unwrap();
