@@ -9,7 +9,14 @@
 //!   threads): the member's fsyncs wait until the throttle is lifted,
 //!   when what was held back goes through at once;
 //! - a **full disk** is filler files (fallocate) taking every free block,
-//!   deleted to end the fault.
+//!   deleted to end the fault;
+//! - a **power cut** is ext4's shutdown ioctl without a journal flush:
+//!   from then on every read, write and fsync on that file system fails
+//!   with EIO, and whatever the kernel had not yet written to the device
+//!   (dirty pages, the journal's open transaction) is gone, as after a
+//!   power loss; stronger than `kill -9`, which leaves the page cache to
+//!   be written. [`Disks::power_on`] mounts the file system again (the
+//!   journal is replayed), once the member's process is gone.
 //!
 //! Needs root, `losetup`, `mkfs.ext4` and a blkio v1 hierarchy
 //! ([`Disks::available`]). Everything made is unthrottled, unmounted and
@@ -17,6 +24,7 @@
 //! file's name) is removed by the next one, so loop devices, a finite
 //! resource, never pile up.
 
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -43,6 +51,11 @@ const DIR_PREFIX: &str = "ferrocd-e2e-disks-";
 /// written takes room (etcd preallocates 64 MiB for its WAL, which
 /// fallocate does without writing).
 const DISK_MIB: u64 = 256;
+
+/// `EXT4_IOC_SHUTDOWN`, `_IOR('X', 125, __u32)`.
+const EXT4_IOC_SHUTDOWN: u32 = 0x8004_587d;
+/// Its flag that drops the journal's uncommitted transactions.
+const EXT4_GOING_FLAGS_NOLOGFLUSH: u32 = 2;
 
 /// The file that throttles writes to a device, in a blkio hierarchy.
 const WRITE_IOPS: &str = "blkio.throttle.write_iops_device";
@@ -175,6 +188,44 @@ impl Disks {
             disk.fillers.push(filler);
         }
         Ok(taken)
+    }
+
+    /// Cuts the power of member `name`'s disk (see the module): every
+    /// later I/O on it fails, what was not yet on the device is lost.
+    /// The member's process keeps running until killed.
+    pub fn power_cut(&mut self, name: &str) -> Result<(), DiskFaultError> {
+        let mount = std::fs::File::open(&self.disk(name)?.mount)?;
+        let flags = EXT4_GOING_FLAGS_NOLOGFLUSH;
+        // SAFETY: the request takes a pointer to a u32, which lives
+        // through the call; the descriptor is open.
+        let r = unsafe { libc::ioctl(mount.as_raw_fd(), EXT4_IOC_SHUTDOWN as _, &flags) };
+        if r != 0 {
+            return Err(DiskFaultError::Command {
+                command: format!("EXT4_IOC_SHUTDOWN {}", self.disk(name)?.mount.display()),
+                detail: std::io::Error::last_os_error().to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Powers member `name`'s disk back on after [`Disks::power_cut`]:
+    /// unmounts the dead file system and mounts it again, which replays
+    /// its journal. The member's process must be gone (killed, and
+    /// waited for), or the unmount fails.
+    pub fn power_on(&mut self, name: &str) -> Result<(), DiskFaultError> {
+        let disk = self.disk(name)?;
+        let (mount, device) = (disk.mount.display().to_string(), disk.device.clone());
+        let mut unmounted = run("umount", &[&mount]);
+        for _ in 0..20 {
+            if unmounted.is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            unmounted = run("umount", &[&mount]);
+        }
+        unmounted?;
+        run("mount", &[&device, &mount])?;
+        Ok(())
     }
 
     /// Free bytes on member `name`'s file system.
