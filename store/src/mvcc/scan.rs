@@ -167,7 +167,8 @@ impl Mvcc {
 }
 
 /// Feeds the kept records from revision `from` through `fixed.rev` to
-/// `f`, one short view per chunk, calling `between` before each chunk.
+/// `f`, one short view per chunk (`f` runs after the view is released),
+/// calling `between` before each chunk.
 pub(super) fn chunks_from(
     mvcc: &Mvcc,
     fixed: Fixed,
@@ -176,13 +177,26 @@ pub(super) fn chunks_from(
     f: &mut Visit<'_>,
 ) -> Result<(), Stop> {
     let mut from = rev_key(from).to_vec();
+    let mut records: Vec<(sled::IVec, sled::IVec)> = Vec::with_capacity(CHUNK);
     loop {
         between();
-        let state = mvcc.state.read().unwrap_or_else(|e| e.into_inner());
-        if state.epoch != fixed.epoch || state.compacted != fixed.compacted {
-            return Err(Stop::Changed);
+        let next = {
+            let state = mvcc.state.read().unwrap_or_else(|e| e.into_inner());
+            if state.epoch != fixed.epoch || state.compacted != fixed.compacted {
+                return Err(Stop::Changed);
+            }
+            scan_chunk(&state, &from, fixed.rev, CHUNK, &mut |k, v| {
+                records.push((k.into(), v.into()));
+                Ok(())
+            })?
+        };
+        // The visitor runs with the view released: what it does with a
+        // record (write it to a file, say, which can wait on the disk for
+        // a long time) never holds up a write.
+        for (k, v) in records.drain(..) {
+            f(&k, &v)?;
         }
-        match scan_chunk(&state, &from, fixed.rev, CHUNK, f)? {
+        match next {
             Some(last) => {
                 // The smallest key after `last`.
                 from = last;

@@ -104,6 +104,24 @@ fn an_export_in_progress_does_not_hold_up_writes_and_exports_one_moment() {
     assert_eq!(exported, before);
 }
 
+/// The sink of an export may wait (on a slow disk, say) without holding
+/// up writes: it gets each chunk's records after the chunk's view is gone.
+#[test]
+fn a_sink_that_waits_does_not_hold_up_writes() {
+    let (_db, mvcc) = filled(1500);
+    let mut outcome = None;
+    let mut seen = 0;
+    mvcc.export_to(&mut |_, _| {
+        seen += 1;
+        if seen == 10 {
+            outcome = Some(write_meanwhile(&mvcc));
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(outcome, Some(Ok(())));
+}
+
 #[test]
 fn an_export_that_a_compaction_interrupts_says_so() {
     let (_db, mvcc) = filled(1500);

@@ -53,6 +53,11 @@ pub struct Defragmented {
     pub before: u64,
     pub after: u64,
     pub took: Duration,
+    /// How long writers were held off while the last changes were copied
+    /// and the new database made live.
+    pub held: Duration,
+    /// How long deleting the old database's files took.
+    pub removed: Duration,
 }
 
 /// The number of database directory `name` (`db` is 0), if it is one.
@@ -118,7 +123,7 @@ impl Backend {
             fs::remove_dir_all(&new_path)?;
         }
         let new_db = open_db(&new_path)?;
-        let moved = (|| -> Result<(), DefragError> {
+        let moved = (|| -> Result<Duration, DefragError> {
             let target = new_db.open_tree(tree_name(self.live().tree))?;
             mvcc.move_to(&target, || -> Result<(), DefragError> {
                 // Writers are held off: the new database becomes live.
@@ -130,20 +135,27 @@ impl Backend {
                 Ok(())
             })
         })();
-        if let Err(e) = moved {
-            drop(new_db);
-            let _ = fs::remove_dir_all(&new_path);
-            return Err(e);
-        }
+        let held = match moved {
+            Ok(held) => held,
+            Err(e) => {
+                drop(new_db);
+                let _ = fs::remove_dir_all(&new_path);
+                return Err(e);
+            }
+        };
         // The old database's last handles go as their holders move on;
         // its files go now (or, if that fails, at the next start).
+        let removing = Instant::now();
         if let Err(e) = fs::remove_dir_all(member_dir.join(&old_name)) {
             tracing::warn!("removing the defragmented database {old_name}: {e}");
         }
+        let removed = removing.elapsed();
         Ok(Defragmented {
             before,
             after: new_db.size_on_disk()?,
             took: started.elapsed(),
+            held,
+            removed,
         })
     }
 }
