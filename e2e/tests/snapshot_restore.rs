@@ -82,8 +82,15 @@ async fn an_etcd_snapshot_becomes_a_ferrocd_cluster_and_goes_back_to_etcd() {
     );
     assert_eq!(list["members"].as_array().map(Vec::len), Some(3));
 
-    // Every member serves etcd's history, leases, users and roles.
+    // Every member serves etcd's history, leases, users and roles, with
+    // the key index the restore checkpointed.
     for m in &cluster.members {
+        assert!(
+            m.log().contains("key index loaded from its checkpoint"),
+            "{}:\n{}",
+            m.name,
+            m.log()
+        );
         same_history(&etcd, m, revision);
         assert_eq!(
             lease_view(m, &lease),

@@ -794,7 +794,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 }
 
 /// Where the key index is checkpointed at a graceful stop.
-fn checkpoint_path(member_dir: &Path) -> PathBuf {
+pub(crate) fn checkpoint_path(member_dir: &Path) -> PathBuf {
     member_dir.join("key-index.checkpoint")
 }
 

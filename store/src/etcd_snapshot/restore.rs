@@ -28,8 +28,8 @@ use prost::Message;
 use super::layout::*;
 use super::{SnapshotError, TRAILER_LEN};
 use crate::bbolt::DbReader;
-use crate::mvcc::Importer;
-use crate::raft::{applied_record, Backend, LogId, Member, Membership};
+use crate::mvcc::{Importer, Mvcc};
+use crate::raft::{applied_record, Backend, LogId, Member, Membership, APPLIED};
 use crate::{auth, config, ids, lease, server};
 
 /// What to restore, and as which member of which new cluster: etcd's
@@ -240,6 +240,14 @@ fn build(
     let revisions = import.revisions();
     let revision = import.finish(compacted.unwrap_or(0), compacted)?;
     state.flush()?;
+    // The key index, checkpointed as a graceful stop leaves it: the first
+    // start loads it instead of rebuilding it from every record. Without
+    // it (a failed write), the start rebuilds, so a failure is only said.
+    let store = Mvcc::open(backend.state_tree()?)?;
+    if let Err(e) = store.write_checkpoint(&server::checkpoint_path(&dir), APPLIED) {
+        tracing::warn!("no key index checkpoint written: {e}");
+    }
+    drop(store);
     drop(backend);
     drop(state);
     server::write_identity(&dir, member_id, cluster_id)?;
