@@ -129,7 +129,7 @@ impl Maintenance for MaintenanceService {
                         after = d.after,
                         took_ms = d.took.as_millis() as u64,
                         writers_held_ms = d.held.as_millis() as u64,
-                        old_removed_ms = d.removed.as_millis() as u64,
+                        old_discarded_ms = d.removed.as_millis() as u64,
                         "defragmented the state database"
                     );
                     return Ok(Response::new(DefragmentResponse {

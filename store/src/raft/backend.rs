@@ -75,6 +75,9 @@ pub struct Backend {
     /// Held by whatever changes which tree or database is live (an
     /// install, publishing a snapshot, a defragmentation): one at a time.
     switching: Mutex<()>,
+    /// Where superseded snapshots and databases go to be freed gently
+    /// (`None` without a member directory: they are deleted at once).
+    trash: Option<Arc<trash::Trash>>,
 }
 
 impl Backend {
@@ -93,6 +96,7 @@ impl Backend {
             live: Mutex::new(live.clone()),
             place: None,
             switching: Mutex::new(()),
+            trash: None,
         };
         let mut highest = live.tree.max(live.snapshot.as_ref().map_or(0, |s| s.0));
         for name in db.tree_names() {
@@ -124,6 +128,7 @@ impl Backend {
         let db = open_db(&path)?;
         let mut backend = Backend::open(&db, &member_dir.join("snap"))?;
         backend.place = Some((member_dir.to_path_buf(), open_db));
+        backend.trash = Some(trash::Trash::start(&member_dir.join("trash"))?);
         Ok(backend)
     }
 
@@ -250,12 +255,26 @@ impl Backend {
     /// keep reading it).
     fn forget_snapshot(&self, generation: Option<u64>) -> Result<(), BackendError> {
         if let Some(g) = generation {
-            match fs::remove_file(self.snap_dir.join(snapshot_name(g))) {
+            let path = self.snap_dir.join(snapshot_name(g));
+            let gone = match &self.trash {
+                Some(trash) => trash.discard(&path),
+                None => fs::remove_file(&path),
+            };
+            match gone {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
                 _ => {}
             }
         }
         Ok(())
+    }
+
+    /// Deletes `dir`, a database no longer live, gently if there is a
+    /// trash (see [`trash`]).
+    fn forget_dir(&self, dir: &Path) -> io::Result<()> {
+        match &self.trash {
+            Some(trash) => trash.discard(dir),
+            None => fs::remove_dir_all(dir),
+        }
     }
 }
 
@@ -401,3 +420,4 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 pub mod defrag;
 #[cfg(test)]
 mod tests;
+pub mod trash;

@@ -56,7 +56,8 @@ pub struct Defragmented {
     /// How long writers were held off while the last changes were copied
     /// and the new database made live.
     pub held: Duration,
-    /// How long deleting the old database's files took.
+    /// How long moving the old database out of the way took (its files
+    /// are freed in the background).
     pub removed: Duration,
 }
 
@@ -144,9 +145,9 @@ impl Backend {
             }
         };
         // The old database's last handles go as their holders move on;
-        // its files go now (or, if that fails, at the next start).
+        // its files go to the trash (or, if that fails, at the next start).
         let removing = Instant::now();
-        if let Err(e) = fs::remove_dir_all(member_dir.join(&old_name)) {
+        if let Err(e) = self.forget_dir(&member_dir.join(&old_name)) {
             tracing::warn!("removing the defragmented database {old_name}: {e}");
         }
         let removed = removing.elapsed();
