@@ -402,9 +402,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             let mut attempt = 0;
             let (writer, applied) = loop {
                 attempt += 1;
-                let mut writer =
-                    SnapshotWriter::new(std::fs::File::create(&path).map_err(io_error)?)
-                        .map_err(io_error)?;
+                let file = std::fs::File::create(&path).map_err(io_error)?;
+                let mut writer = SnapshotWriter::new(background::SyncedAsItGrows::new(file))
+                    .map_err(io_error)?;
                 let mut applied = Applied::default();
                 let mut sink = |k: &[u8], v: &[u8]| {
                     if k == applied_key.as_slice() {
@@ -424,7 +424,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 }
             };
             let (file, _) = writer.finish().map_err(io_error)?;
-            file.sync_all().map_err(io_error)?;
+            file.finish().map_err(io_error)?;
             // openraft purges the log behind this snapshot next: what the
             // log held must be durable in the store first.
             mvcc.flush().map_err(storage)?;
