@@ -322,7 +322,13 @@ pub async fn run(plan: Plan) -> Outcome {
         describe_faults(&faults)
     );
     let t = Instant::now();
-    let checked = check_within(&history, &State::new(1, BTreeMap::new()), MAX_STEPS);
+    // Long campaigns on release builds record bigger histories: they may
+    // raise the search's limit (`CHAOS_MAX_STEPS`).
+    let max_steps = std::env::var("CHAOS_MAX_STEPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(MAX_STEPS);
+    let checked = check_within(&history, &State::new(1, BTreeMap::new()), max_steps);
     // Histories that do not pass, and those that took a long search (to
     // time the checker on), are saved; all with CHAOS_SAVE set.
     let history_file = match &checked {
