@@ -5,6 +5,7 @@
 //! [`kv`] (etcd's KV semantics) -> [`mvcc`] (revisions on sled).
 
 pub mod alarm;
+pub mod allocator;
 pub mod api;
 pub mod auth;
 pub mod authority;

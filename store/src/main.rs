@@ -6,7 +6,12 @@ use std::process::ExitCode;
 use ferrocd::config::{Config, Flags};
 use tracing_subscriber::EnvFilter;
 
+/// See `ferrocd::allocator`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
+    ferrocd::allocator::tune();
     ferrocd::tls::install_provider();
     // The server takes only flags, so a first word names a tool.
     let args: Vec<_> = std::env::args_os().collect();

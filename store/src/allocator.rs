@@ -1,0 +1,54 @@
+//! The `ferrocd` binary allocates with mimalloc (see `main.rs`): under
+//! many writers glibc's malloc took about a third of the server's CPU
+//! (arena locks, chunk splitting and coalescing), mimalloc's thread-local
+//! free lists a fraction of that (bench/RESULTS.md, "The allocator").
+//!
+//! Two of mimalloc's defaults cost memory for nothing here, and are
+//! changed: it advises the kernel to back its regions with transparent
+//! huge pages (off at build time, the `no_thp` feature: with THP in
+//! `madvise` mode, the default on Debian, a 1M-key member held a fifth
+//! more RSS), and it returns freed memory to the system a second (ten for
+//! whole arenas) after it is freed, so an idle member kept tens of MiB it
+//! no longer used; [`tune`] sets the delay back to 10 ms.
+
+use libmimalloc_sys::{mi_option_get, mi_option_set, mi_option_t};
+
+/// mimalloc's `mi_option_purge_delay` (libmimalloc-sys does not name it).
+const PURGE_DELAY: mi_option_t = 15;
+
+/// Milliseconds before freed memory is given back to the system.
+pub const PURGE_DELAY_MS: i64 = 10;
+
+/// Sets mimalloc's options (a `MIMALLOC_PURGE_DELAY` in the environment,
+/// which mimalloc reads itself, is left to rule); call first thing in
+/// `main`, before any other thread exists (mimalloc's option setters are
+/// not thread-safe).
+pub fn tune() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
+    // SAFETY: called before other threads start (see above); the option
+    // is an integer.
+    unsafe { mi_option_set(PURGE_DELAY, PURGE_DELAY_MS) };
+}
+
+/// The purge delay in effect.
+pub fn purge_delay_ms() -> i64 {
+    // SAFETY: reading an integer option.
+    unsafe { mi_option_get(PURGE_DELAY) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_option_set_is_the_purge_delay() {
+        // The purge delay is the option whose default is 1000 ms in the
+        // mimalloc this is built with (a renumbered enum would fail here).
+        let default = purge_delay_ms();
+        assert_eq!(default, 1000, "option {PURGE_DELAY} is not the purge delay");
+        tune();
+        assert_eq!(purge_delay_ms(), PURGE_DELAY_MS);
+    }
+}
