@@ -90,6 +90,8 @@ pub struct Node {
     pub backend: Arc<Backend>,
     /// The raft log's metadata database (vote, commit index, purge point).
     pub wal: sled::Db,
+    /// The raft log, closed at a clean stop.
+    pub log: LogStore,
     /// The peer listeners.
     pub peer_servers: Vec<tokio::task::JoinHandle<()>>,
     /// Stops the member's background tasks (dropping it does too).
@@ -340,6 +342,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
         sm,
     )
     .await?;
+    let closing = log.clone();
     let ctx = Context::new(
         raft.clone(),
         mvcc.clone(),
@@ -448,6 +451,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Node> {
         hub,
         backend,
         wal,
+        log: closing,
         peer_servers,
         stop,
     })
@@ -644,6 +648,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         hub,
         backend,
         wal,
+        log,
         peer_servers,
         mvcc,
         stop: stop_tx,
@@ -775,6 +780,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     for task in peer_servers {
         task.abort();
     }
+    tokio::task::spawn_blocking(move || {
+        log.close()
+            .map_err(|e| anyhow::anyhow!("closing the raft log: {e}"))
+    })
+    .await??;
     backend.db().flush_async().await?;
     wal.flush_async().await?;
     // Raft has stopped: nothing writes the store any more. The next start

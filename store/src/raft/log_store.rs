@@ -136,6 +136,14 @@ impl LogStore {
         Ok(())
     }
 
+    /// Leaves the log as a clean stop should, once raft has stopped: no
+    /// preallocated zeros after the last entry. Not left to the last
+    /// clone's drop, which may be on the syncing thread, still running
+    /// when the process exits.
+    pub fn close(&self) -> Result<(), StorageError> {
+        self.log().wal.close().map_err(io_error)
+    }
+
     fn log(&self) -> MutexGuard<'_, Log> {
         self.wal.lock().unwrap_or_else(|e| e.into_inner())
     }

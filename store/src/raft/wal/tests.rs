@@ -292,6 +292,26 @@ fn preallocated_space_left_by_a_crash_is_cut_and_appends_continue() {
 }
 
 #[test]
+fn close_leaves_no_preallocated_zeros_while_the_log_is_still_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::open(dir.path(), None).unwrap();
+    wal.append(&records(1..4)).unwrap();
+    let path = dir.path().join(segment_name(1));
+    let written = (3 * HEADER + 3 * "entry 1".len()) as u64;
+    assert_eq!(fs::metadata(&path).unwrap().len(), PREALLOCATE);
+    wal.close().unwrap();
+    assert_eq!(fs::metadata(&path).unwrap().len(), written);
+    // Still usable: an append after close grows the file again.
+    wal.append(&records(4..5)).unwrap();
+    wal.close().unwrap();
+    assert_eq!(fs::metadata(&path).unwrap().len(), written + 23);
+    // Whoever holds the log last need not drop it: the file is whole.
+    std::mem::forget(wal);
+    let wal = Wal::open(dir.path(), None).unwrap();
+    assert_eq!(wal.read(1, 5).unwrap().len(), 4);
+}
+
+#[test]
 fn a_rolled_segment_keeps_no_preallocated_zeros() {
     let dir = tempfile::tempdir().unwrap();
     let mut wal = Wal::open_with(dir.path(), None, 100).unwrap();
