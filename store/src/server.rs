@@ -785,6 +785,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             .map_err(|e| anyhow::anyhow!("closing the raft log: {e}"))
     })
     .await??;
+    let settling = mvcc.clone();
+    tokio::task::spawn_blocking(move || settling.settle()).await?;
     backend.db().flush_async().await?;
     wal.flush_async().await?;
     // Raft has stopped: nothing writes the store any more. The next start

@@ -54,6 +54,7 @@ impl Mvcc {
                     current: stamp.current,
                     compacted: stamp.compacted,
                     epoch: 0,
+                    queued: 0,
                 };
                 Ok((Mvcc::with_state(state), None))
             }
@@ -70,7 +71,7 @@ impl Mvcc {
         applied_meta: &str,
     ) -> Result<Written, CheckpointError> {
         self.reclaimer.wait_idle();
-        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let state = self.state.read();
         // Jobs are queued by commits, which hold the write lock: none can
         // start while this read lock is held.
         if !self.reclaimer.idle() {

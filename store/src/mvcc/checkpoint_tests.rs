@@ -311,7 +311,7 @@ proptest! {
         let rebuilt = Mvcc::open(tree).unwrap();
         prop_assert_eq!(&answers(&loaded), &before);
         prop_assert_eq!(&answers(&rebuilt), &before);
-        let (a, b) = (loaded.state.read().unwrap(), rebuilt.state.read().unwrap());
+        let (a, b) = (loaded.state.read(), rebuilt.state.read());
         prop_assert_eq!(&a.index, &b.index);
     }
 }

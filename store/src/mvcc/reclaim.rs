@@ -12,9 +12,10 @@
 //! reads consistently (see `delete`).
 
 use std::sync::mpsc::{channel, Sender};
-use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 
-use super::{rev_key, Revision, State};
+use super::committer::StateLock;
+use super::{rev_key, Revision};
 
 /// Records deleted per sled batch. A batch holds every other writer of
 /// the database off while it is applied (sled's batches are atomic), so
@@ -30,7 +31,7 @@ pub(super) const KEYS: usize = 10_000;
 /// store (as long as it is still at `epoch`, the tree it was compacted in)
 /// and deletes what that frees.
 struct Job {
-    state: Weak<RwLock<State>>,
+    state: Weak<StateLock>,
     epoch: u64,
     at: i64,
 }
@@ -89,7 +90,7 @@ impl Reclaimer {
     /// Finishes the compaction at `at` of the store in `state`, later: its
     /// index is pruned and the records that frees deleted. Call once the
     /// batch that recorded the compaction is written.
-    pub(super) fn compact(&self, state: &Arc<RwLock<State>>, epoch: u64, at: i64) {
+    pub(super) fn compact(&self, state: &Arc<StateLock>, epoch: u64, at: i64) {
         self.queue(Job {
             state: Arc::downgrade(state),
             epoch,
@@ -164,14 +165,14 @@ fn run(job: Job) {
 /// store's write lock, and deletes what each part freed. Stops early when
 /// the store is gone or has a new tree (an installed snapshot's state
 /// comes compacted).
-fn compact(state: &Weak<RwLock<State>>, epoch: u64, at: i64) -> Result<(), sled::Error> {
+fn compact(state: &Weak<StateLock>, epoch: u64, at: i64) -> Result<(), sled::Error> {
     let mut from = Vec::new();
     loop {
         let Some(state) = state.upgrade() else {
             return Ok(());
         };
         let (mut freed, next, tree) = {
-            let mut s = state.write().unwrap_or_else(|e| e.into_inner());
+            let mut s = state.write();
             if s.epoch != epoch {
                 return Ok(());
             }

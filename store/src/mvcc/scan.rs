@@ -85,7 +85,7 @@ impl Mvcc {
             }
         }
         // Compacted again and again meanwhile: hash in one view.
-        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let state = self.state.read();
         let fixed = fixed_in(&state, rev)?;
         let mut hasher = crc32fast::Hasher::new();
         scan_chunk(
@@ -118,7 +118,7 @@ impl Mvcc {
     ) -> Result<(), MvccError> {
         self.reclaimer.wait_idle();
         let (fixed, meta) = {
-            let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+            let state = self.state.read();
             let fixed = fixed_in(&state, 0)?;
             let meta = state
                 .tree
@@ -142,7 +142,7 @@ impl Mvcc {
     /// the whole export. For when chunked exports keep being interrupted.
     pub fn export_in_one_view(&self, sink: &mut EntrySink<'_>) -> Result<(), MvccError> {
         self.reclaimer.wait_idle();
-        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let state = self.state.read();
         for item in state.tree.scan_prefix([META_PREFIX]) {
             let (k, v) = item?;
             sink(&k, &v).map_err(io)?;
@@ -161,7 +161,7 @@ impl Mvcc {
     /// current one) works with, once no freed records wait for deletion.
     fn fix(&self, rev: i64) -> Result<Fixed, MvccError> {
         self.reclaimer.wait_idle();
-        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let state = self.state.read();
         fixed_in(&state, rev)
     }
 }
@@ -181,7 +181,7 @@ pub(super) fn chunks_from(
     loop {
         between();
         let next = {
-            let state = mvcc.state.read().unwrap_or_else(|e| e.into_inner());
+            let state = mvcc.state.read();
             if state.epoch != fixed.epoch || state.compacted != fixed.compacted {
                 return Err(Stop::Changed);
             }

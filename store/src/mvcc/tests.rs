@@ -36,6 +36,52 @@ fn empty_store_starts_at_revision_one() {
 }
 
 #[test]
+fn views_wait_until_an_answered_batch_is_in_the_tree() {
+    let (_db, tree) = temp_tree();
+    let store = Arc::new(Mvcc::open(tree).unwrap());
+    put(&store, b"a", b"1");
+    store.settle();
+    store.state.hold(true);
+    // Committed (what the apply answers after), but not yet in the tree.
+    assert_eq!(put(&store, b"a", b"2"), 3);
+    assert_eq!(store.current_revision(), 3);
+    let written = |s: &Mvcc| {
+        s.state
+            .peek()
+            .tree
+            .get(rev_key(Revision::new(3, 0)))
+            .unwrap()
+            .is_some()
+    };
+    assert!(!written(&store));
+    let readers: Vec<_> = (0..2)
+        .map(|i| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                if i == 0 {
+                    get_all(&store.read(), 0).unwrap()
+                } else {
+                    // A writer reads what it changes too.
+                    let w = store.write();
+                    get_all(&w, 0).unwrap()
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(readers.iter().all(|r| !r.is_finished()));
+    store.state.hold(false);
+    for r in readers {
+        let kvs = r.join().unwrap();
+        assert_eq!(
+            (kvs[0].value.as_slice(), kvs[0].mod_revision),
+            (&b"2"[..], 3)
+        );
+    }
+    assert!(written(&store));
+}
+
+#[test]
 fn put_sets_create_mod_and_version() {
     let (_db, tree) = temp_tree();
     let store = Mvcc::open(tree).unwrap();
@@ -137,6 +183,7 @@ fn compaction_frees_disk_entries() {
     for i in 0..10 {
         put(&store, b"k", format!("{i}").as_bytes());
     }
+    store.settle();
     let before = tree.scan_prefix([REV_PREFIX]).count();
     let mut w = store.write();
     w.compact(11).unwrap();

@@ -35,7 +35,7 @@ pub struct PinnedView<'a> {
 impl Mvcc {
     /// A view at the current revision that holds no lock between calls.
     pub fn pinned(&self) -> PinnedView<'_> {
-        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let state = self.state.read();
         PinnedView {
             mvcc: self,
             tree: state.tree.clone(),
@@ -61,7 +61,7 @@ impl Mvcc {
                 done => return done,
             }
         }
-        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let state = self.state.read();
         let mut view = PinnedView {
             mvcc: self,
             tree: state.tree.clone(),
@@ -134,7 +134,7 @@ impl PinnedView<'_> {
     }
 
     fn lock(&self) -> RwLockReadGuard<'_, State> {
-        self.mvcc.state.read().unwrap_or_else(|e| e.into_inner())
+        self.mvcc.state.read()
     }
 
     fn read_rev(&self, opts: RangeOptions) -> i64 {
