@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ferrocd_proto::etcdserverpb::maintenance_client::MaintenanceClient;
-use ferrocd_proto::etcdserverpb::{HashKvRequest, SnapshotRequest};
+use ferrocd_proto::etcdserverpb::{HashKvRequest, SnapshotRequest, SnapshotResponse};
 use serde::{Deserialize, Serialize};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
@@ -116,6 +116,25 @@ impl BackupError {
             Self::Checksum(_) => "ChecksumMismatch",
             Self::S3(_) => "ObjectStorageFailed",
             Self::File { .. } => "WriteFailed",
+        }
+    }
+
+    /// Whether the store was not reached at the endpoint: no connection,
+    /// or one on which the snapshot call got no answer (a plain client on
+    /// a TLS listener, say). Another endpoint may then be tried: nothing
+    /// was written yet.
+    pub fn unreachable(&self) -> bool {
+        match self {
+            Self::Connect { .. } => true,
+            // The channel's own failure (the status's source is the
+            // transport error, code Unknown or Unavailable), not an
+            // answer of the store.
+            Self::Snapshot(status) => {
+                status.code() == tonic::Code::Unavailable
+                    || std::error::Error::source(status)
+                        .is_some_and(|s| s.is::<tonic::transport::Error>())
+            }
+            _ => false,
         }
     }
 }
@@ -200,8 +219,10 @@ pub enum Target {
 /// One backup to take.
 #[derive(Debug, Clone)]
 pub struct BackupRequest {
-    /// Client URL of the cluster, e.g. `https://demo.prod.svc:2379`.
-    pub endpoint: String,
+    /// Client URLs of the cluster, e.g. `https://demo.prod.svc:2379`, in
+    /// the order they are tried: the next is tried only when the store
+    /// cannot be reached at one (see [`BackupError::unreachable`]).
+    pub endpoints: Vec<String>,
     /// Directory with `ca.crt`, `tls.crt`, `tls.key` for a TLS cluster.
     pub tls_dir: Option<PathBuf>,
     /// The destination.
@@ -213,12 +234,7 @@ pub struct BackupRequest {
 /// Streams a snapshot from the store into the target.
 pub async fn take(request: &BackupRequest) -> Result<BackupReport, BackupError> {
     let started = Instant::now();
-    let mut client = connect(&request.endpoint, request.tls_dir.as_deref()).await?;
-    let mut stream = client
-        .snapshot(SnapshotRequest {})
-        .await
-        .map_err(BackupError::Snapshot)?
-        .into_inner();
+    let (mut client, mut stream) = open_snapshot(request).await?;
     let mut sink = Sink::open(&request.target, request.part_size).await?;
     let mut checksum = Checksum::default();
     let mut revision = 0;
@@ -287,6 +303,47 @@ async fn hash_kv_at(
             None
         }
     }
+}
+
+/// Starts the snapshot stream at the first endpoint that answers. A
+/// backup Job keeps the endpoints it was created with while the cluster
+/// may be switching to TLS (the client listener moving from `http://` to a
+/// side `https://` port, then back to the usual port): it is given every
+/// endpoint the switch will use, from the one current at its creation on.
+async fn open_snapshot(
+    request: &BackupRequest,
+) -> Result<
+    (
+        MaintenanceClient<tonic::transport::Channel>,
+        tonic::Streaming<SnapshotResponse>,
+    ),
+    BackupError,
+> {
+    let mut first_error = None;
+    for endpoint in &request.endpoints {
+        let opened = async {
+            let mut client = connect(endpoint, request.tls_dir.as_deref()).await?;
+            let stream = client
+                .snapshot(SnapshotRequest {})
+                .await
+                .map_err(BackupError::Snapshot)?
+                .into_inner();
+            Ok::<_, BackupError>((client, stream))
+        }
+        .await;
+        match opened {
+            Ok(opened) => return Ok(opened),
+            Err(error) if error.unreachable() => {
+                eprintln!("{error}");
+                first_error.get_or_insert(error);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Err(first_error.unwrap_or_else(|| BackupError::Endpoint {
+        endpoint: String::new(),
+        reason: "no endpoint given".into(),
+    }))
 }
 
 async fn connect(

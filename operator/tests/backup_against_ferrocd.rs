@@ -47,7 +47,7 @@ async fn store_with_keys(server: &Server, keys: usize, size: usize) -> i64 {
 
 fn request(server: &Server, target: Target, part_size: usize) -> BackupRequest {
     BackupRequest {
-        endpoint: server.client_url.clone(),
+        endpoints: vec![server.client_url.clone()],
         tls_dir: None,
         target,
         part_size,
@@ -154,7 +154,7 @@ async fn unreachable_store_fails_to_connect_and_writes_no_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("never.db");
     let request = BackupRequest {
-        endpoint: format!("http://127.0.0.1:{}", ferrocd_e2e::free_port()),
+        endpoints: vec![format!("http://127.0.0.1:{}", ferrocd_e2e::free_port())],
         tls_dir: None,
         target: Target::File(path.clone()),
         part_size: DEFAULT_PART_SIZE,

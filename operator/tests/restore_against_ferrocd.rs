@@ -120,7 +120,7 @@ async fn a_ferrocd_backup_in_s3_becomes_a_new_cluster() {
         .await
         .unwrap();
     let report = take(&BackupRequest {
-        endpoint: source.client_url.clone(),
+        endpoints: vec![source.client_url.clone()],
         tls_dir: None,
         target: Target::S3 {
             config,

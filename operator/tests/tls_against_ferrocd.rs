@@ -135,7 +135,7 @@ async fn backup_streams_a_snapshot_with_the_operator_client_certificate() {
     let member = tls_member().await;
     let out = tempfile::tempdir().unwrap();
     let request = |tls_dir: &Path, file: &str| BackupRequest {
-        endpoint: member.server.client_url.clone(),
+        endpoints: vec![member.server.client_url.clone()],
         tls_dir: Some(tls_dir.to_path_buf()),
         target: Target::File(out.path().join(file)),
         part_size: ferrocd_operator::backup::s3::DEFAULT_PART_SIZE,
@@ -161,4 +161,36 @@ async fn backup_streams_a_snapshot_with_the_operator_client_certificate() {
         "{refused:?}"
     );
     assert!(!out.path().join("refused.db").exists());
+}
+
+#[tokio::test]
+async fn backup_made_before_tls_was_turned_on_reaches_the_member_at_its_next_endpoint() {
+    use ferrocd_operator::backup::{take, BackupRequest, Target};
+    let member = tls_member().await;
+    let out = tempfile::tempdir().unwrap();
+    let https = member.server.client_url.clone();
+    // What a Job created while the cluster was still plain names first:
+    // the same listener with the `http://` scheme.
+    let http = https.replacen("https://", "http://", 1);
+    let request = |endpoints: Vec<String>, file: &str| BackupRequest {
+        endpoints,
+        tls_dir: Some(member._dir.path().join("operator")),
+        target: Target::File(out.path().join(file)),
+        part_size: ferrocd_operator::backup::s3::DEFAULT_PART_SIZE,
+    };
+    let stale = take(&request(vec![http.clone()], "stale.db"))
+        .await
+        .unwrap_err();
+    assert!(stale.unreachable(), "{stale:?}");
+    assert!(!out.path().join("stale.db").exists());
+
+    let unused = format!("https://127.0.0.1:{}", ferrocd_e2e::free_port());
+    let report = take(&request(vec![http, unused, https], "moved.db"))
+        .await
+        .unwrap();
+    let written = std::fs::metadata(out.path().join("moved.db"))
+        .unwrap()
+        .len();
+    assert_eq!(report.size, written);
+    assert!(report.revision >= 1);
 }

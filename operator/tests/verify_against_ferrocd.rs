@@ -85,7 +85,7 @@ async fn s3_backup_verifies_and_each_mismatch_fails_with_its_own_reason() {
         .await
         .unwrap();
     let report = take(&BackupRequest {
-        endpoint: source.client_url.clone(),
+        endpoints: vec![source.client_url.clone()],
         tls_dir: None,
         target: Target::S3 {
             config: config.clone(),
@@ -280,7 +280,7 @@ async fn backups_of_an_empty_or_compacted_store_verify() {
     let backup = |name: &str| {
         let file = dir.path().join(name);
         let request = BackupRequest {
-            endpoint: server.client_url.clone(),
+            endpoints: vec![server.client_url.clone()],
             tls_dir: None,
             target: Target::File(file.clone()),
             part_size: DEFAULT_PART_SIZE,

@@ -12,9 +12,10 @@ use super::{BackupRequest, Outcome, Target};
 /// `ferrocd-operator backup ...`.
 #[derive(Debug, Clone, Args)]
 pub struct BackupArgs {
-    /// Client URL of the cluster, e.g. http://demo.prod.svc:2379.
-    #[arg(long)]
-    pub endpoint: String,
+    /// Client URL of the cluster, e.g. http://demo.prod.svc:2379; repeat
+    /// it to name more, tried in order while the store cannot be reached.
+    #[arg(long, required = true)]
+    pub endpoint: Vec<String>,
     /// Directory of a mounted kubernetes.io/tls Secret (ca.crt, tls.crt,
     /// tls.key) to connect to a TLS cluster with.
     #[arg(long)]
@@ -108,7 +109,7 @@ impl BackupArgs {
             },
         };
         BackupRequest {
-            endpoint: self.endpoint.clone(),
+            endpoints: self.endpoint.clone(),
             tls_dir: self.tls_dir.clone(),
             target,
             part_size: self.part_size,

@@ -126,13 +126,28 @@ impl BackupJob<'_> {
         )
     }
 
+    /// The client Service addresses the backup tries, in order: the one
+    /// the operator talks to now and, while TLS is being turned on, those
+    /// of the phases still to come, so that a Job created before a phase
+    /// change (or retried after one) still reaches the store.
+    fn endpoints(&self) -> Vec<String> {
+        let mut phase = Some(self.cluster.phase());
+        let mut endpoints: Vec<String> = Vec::new();
+        while let Some(p) = phase {
+            let endpoint = self.cluster.client_endpoint_in(p);
+            if !endpoints.contains(&endpoint) {
+                endpoints.push(endpoint);
+            }
+            phase = p.next().filter(|_| self.cluster_spec.tls.is_some());
+        }
+        endpoints
+    }
+
     /// Arguments, environment, volumes and mounts of the container.
     fn wiring(&self) -> (Vec<String>, Vec<EnvVar>, Vec<Volume>, Vec<VolumeMount>) {
-        let mut args = vec![
-            "backup".to_string(),
-            format!("--endpoint={}", self.cluster.client_endpoint()),
-            format!("--termination-log={TERMINATION_LOG}"),
-        ];
+        let mut args = vec!["backup".to_string()];
+        args.extend(self.endpoints().iter().map(|e| format!("--endpoint={e}")));
+        args.push(format!("--termination-log={TERMINATION_LOG}"));
         let mut env = Vec::new();
         let mut volumes = Vec::new();
         let mut mounts = Vec::new();

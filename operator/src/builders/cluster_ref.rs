@@ -124,7 +124,12 @@ impl ClusterRef {
     /// Address of the client Service the operator talks to, what
     /// `status.clientEndpoint` reports.
     pub fn client_endpoint(&self) -> String {
-        let listener = self.phase.operator_client();
+        self.client_endpoint_in(self.phase)
+    }
+
+    /// The client Service address the operator talks to in `phase`.
+    pub fn client_endpoint_in(&self, phase: EnablePhase) -> String {
+        let listener = phase.operator_client();
         format!(
             "{}://{}.{}.svc:{}",
             scheme(listener),

@@ -137,6 +137,47 @@ fn tls_cluster_backup_presents_the_operator_client_certificate() {
 }
 
 #[test]
+fn a_backup_created_while_tls_is_turned_on_names_every_endpoint_still_to_come() {
+    use crate::tls::enable::EnablePhase;
+    let endpoints = |phase: EnablePhase| {
+        let (cluster, spec) = cluster("tls: {auto: {}}");
+        let cluster = cluster.with_phase(phase);
+        let destination: BackupDestination = serde_yaml::from_str(S3).unwrap();
+        let job = BackupJob {
+            backup_name: "nightly",
+            owner: owner(),
+            cluster: &cluster,
+            cluster_spec: &spec,
+            destination: &destination,
+            retention: None,
+            keep: Vec::new(),
+        }
+        .build();
+        args(&job)
+            .into_iter()
+            .filter_map(|a| a.strip_prefix("--endpoint=").map(str::to_string))
+            .collect::<Vec<_>>()
+    };
+    let (plain, side, home) = (
+        "http://demo.prod.svc:2379",
+        "https://demo.prod.svc:2381",
+        "https://demo.prod.svc:2379",
+    );
+    assert_eq!(endpoints(EnablePhase::Plain), [plain, side, home]);
+    assert_eq!(endpoints(EnablePhase::Dual), [plain, side, home]);
+    assert_eq!(endpoints(EnablePhase::Swap), [side, home]);
+    assert_eq!(endpoints(EnablePhase::Tls), [home]);
+    // Without TLS asked for, only the plain listener.
+    assert_eq!(
+        args(&job("replicas: 3", S3))
+            .iter()
+            .filter(|a| a.starts_with("--endpoint="))
+            .collect::<Vec<_>>(),
+        ["--endpoint=http://demo.prod.svc:2379"]
+    );
+}
+
+#[test]
 fn locations_name_bucket_and_claim() {
     let s3: BackupDestination = serde_yaml::from_str(S3).unwrap();
     assert_eq!(location("nightly", &s3), "s3://etcd/prod/nightly.db");
