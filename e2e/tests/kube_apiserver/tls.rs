@@ -146,7 +146,9 @@ fn ca_rotation_under_writes(cluster: &TlsCluster<'_>, old_client: &ClientFiles) 
     let mut phases = Vec::new();
     let ca_after = wait_for(
         "the CA rotation to finish (status.tls.lastCaRotationRequest, no caRotation phase)",
-        Duration::from_secs(120),
+        // Two phases of at least 10 s each; a member whose kubelet missed
+        // a refresh is updated again every 15 s of waiting.
+        Duration::from_secs(180),
         || {
             followed.refresh(cluster);
             let status = cluster.status()?;

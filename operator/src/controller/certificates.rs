@@ -37,6 +37,11 @@ use crate::tls::{self, CertKind, CertSecret, Due, Reissue};
 /// rather than at its next periodic sync (up to a minute or more later).
 pub const CERTIFICATES_ANNOTATION: &str = "ferrocd.io/certificate-serials";
 
+/// Annotation put on member pods, with a new value every
+/// [`ca_rotation::REFRESH_EVERY`], while members lag behind a CA rotation
+/// phase: each change makes the kubelet refresh the Secret volumes again.
+pub const REFRESH_ANNOTATION: &str = "ferrocd.io/certificate-refresh";
+
 mod ca;
 mod trust_check;
 
@@ -500,11 +505,22 @@ async fn nudge_members(
         .chain(ca_rotation::serials(bundle))
         .collect::<Vec<_>>()
         .join(",");
+    annotate_members(client, cluster_ref, CERTIFICATES_ANNOTATION, &value).await
+}
+
+/// Sets annotation `key` to `value` on every member pod (a pod that
+/// already has it is left as it is by the API server).
+async fn annotate_members(
+    client: &Client,
+    cluster_ref: &ClusterRef,
+    key: &str,
+    value: &str,
+) -> Result<(), Error> {
     let pods = Api::<Pod>::namespaced(client.clone(), cluster_ref.namespace());
     let members = pods
         .list(&ListParams::default().labels(&cluster_ref.label_selector()))
         .await?;
-    let patch = json!({"metadata": {"annotations": {CERTIFICATES_ANNOTATION: value}}});
+    let patch = json!({"metadata": {"annotations": {key: value}}});
     for pod in &members.items {
         let name = pod.name_any();
         if cluster_ref.ordinal_of_member(&name).is_none() {

@@ -138,6 +138,23 @@ pub fn stalled(since: Option<Timestamp>, now: Timestamp, deadline: Duration) -> 
     (waited > deadline.as_secs() as i64).then(|| Duration::from_secs(waited as u64))
 }
 
+/// While members lag behind a rotation phase, their pods are updated
+/// again this often: each pod update makes the kubelet refresh the pod's
+/// Secret volumes from what it has now, instead of at its next periodic
+/// sync (a minute or more). The update at issue time can come before the
+/// kubelet has seen the new Secret, and then refreshes nothing new.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(15);
+
+/// Which refresh round a phase that began at `since` is in at `now`:
+/// `None` for the first [`REFRESH_EVERY`] (the update at issue time
+/// covers it) or an unknown start, then 1, 2, ... A pod annotated with
+/// the same round is not updated again.
+pub fn refresh_round(since: Option<Timestamp>, now: Timestamp) -> Option<i64> {
+    let waited = now.as_second() - since?.as_second();
+    let round = waited / REFRESH_EVERY.as_secs() as i64;
+    (round >= 1).then_some(round)
+}
+
 /// Whether a new CA is wanted: a new annotation value, or less than
 /// [`CA_ROTATE_BEFORE`] left on the CA described by `ca`.
 pub fn wanted(

@@ -112,6 +112,11 @@ pub(super) async fn advance_ca_rotation(
         Ok(()) => (true, None),
         Err(reason) => {
             tracing::info!(cluster = %cluster_ref.name(), ?phase, %reason, "CA rotation waits for the members");
+            if let Some(round) = ca_rotation::refresh_round(stored.since, now) {
+                let value = format!("{phase:?}-{round}");
+                super::annotate_members(client, cluster_ref, super::REFRESH_ANNOTATION, &value)
+                    .await?;
+            }
             let stall = ca_rotation::stalled(stored.since, now, ROTATION_DEADLINE).map(|waited| {
                     problem(
                         super::STALLED,

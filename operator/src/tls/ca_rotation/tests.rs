@@ -152,6 +152,19 @@ fn a_new_annotation_or_a_ca_near_expiry_wants_a_rotation() {
 }
 
 #[test]
+fn lagging_members_are_refreshed_in_a_new_round_every_interval() {
+    let began = now();
+    let at = |secs: i64| Timestamp::from_second(began.as_second() + secs).unwrap();
+    // The pod update at issue time covers the first interval.
+    assert_eq!(refresh_round(Some(began), at(0)), None);
+    assert_eq!(refresh_round(Some(began), at(14)), None);
+    assert_eq!(refresh_round(Some(began), at(15)), Some(1));
+    assert_eq!(refresh_round(Some(began), at(29)), Some(1));
+    assert_eq!(refresh_round(Some(began), at(30)), Some(2));
+    assert_eq!(refresh_round(None, at(60)), None, "unknown start");
+}
+
+#[test]
 fn a_phase_that_outlives_the_deadline_is_stalled() {
     let began = now();
     let at = |minutes: i64| Timestamp::from_second(began.as_second() + minutes * 60).unwrap();
