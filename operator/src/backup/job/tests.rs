@@ -26,12 +26,16 @@ fn owner() -> OwnerReference {
 
 fn job(spec_yaml: &str, destination_yaml: &str) -> Job {
     let (cluster, spec) = cluster(spec_yaml);
+    job_of(&cluster, &spec, destination_yaml)
+}
+
+fn job_of(cluster: &ClusterRef, spec: &EtcdClusterSpec, destination_yaml: &str) -> Job {
     let destination: BackupDestination = serde_yaml::from_str(destination_yaml).unwrap();
     BackupJob {
         backup_name: "nightly",
         owner: owner(),
-        cluster: &cluster,
-        cluster_spec: &spec,
+        cluster,
+        cluster_spec: spec,
         destination: &destination,
         retention: None,
         keep: Vec::new(),
@@ -141,19 +145,7 @@ fn a_backup_created_while_tls_is_turned_on_names_every_endpoint_still_to_come() 
     use crate::tls::enable::EnablePhase;
     let endpoints = |phase: EnablePhase| {
         let (cluster, spec) = cluster("tls: {auto: {}}");
-        let cluster = cluster.with_phase(phase);
-        let destination: BackupDestination = serde_yaml::from_str(S3).unwrap();
-        let job = BackupJob {
-            backup_name: "nightly",
-            owner: owner(),
-            cluster: &cluster,
-            cluster_spec: &spec,
-            destination: &destination,
-            retention: None,
-            keep: Vec::new(),
-        }
-        .build();
-        args(&job)
+        args(&job_of(&cluster.with_phase(phase), &spec, S3))
             .into_iter()
             .filter_map(|a| a.strip_prefix("--endpoint=").map(str::to_string))
             .collect::<Vec<_>>()
