@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
@@ -32,12 +32,28 @@ fn stamp(path: &Path) -> Option<Stamp> {
     })
 }
 
+/// How long a set of files that did not build is left alone before it is
+/// read again: a broken set is not re-read at every handshake, and one
+/// that failed on something passing (a file half written with the same
+/// length and time, a read refused for want of file descriptors) is read
+/// again even if nothing on disk changes after it.
+const RETRY_BROKEN: Duration = Duration::from_secs(1);
+
 /// Something built from files, built again when they change.
 pub struct Reloading<T> {
     side: &'static str,
     files: Vec<PathBuf>,
     build: Box<dyn Fn() -> Result<T, TlsError> + Send + Sync>,
-    current: Mutex<(Vec<Option<Stamp>>, Arc<T>)>,
+    retry: Duration,
+    current: Mutex<Current<T>>,
+}
+
+/// The value served, the files' stamps it was built from, and the last
+/// set of stamps that failed to build, with when.
+struct Current<T> {
+    stamps: Vec<Option<Stamp>>,
+    value: Arc<T>,
+    failed: Option<(Vec<Option<Stamp>>, Instant)>,
 }
 
 impl<T> Reloading<T> {
@@ -53,33 +69,49 @@ impl<T> Reloading<T> {
             side,
             files,
             build: Box::new(build),
-            current: Mutex::new((stamps, Arc::new(value))),
+            retry: RETRY_BROKEN,
+            current: Mutex::new(Current {
+                stamps,
+                value: Arc::new(value),
+                failed: None,
+            }),
         })
     }
 
     /// The value built from the files as they are now. When a file changed
     /// and the new set does not build (a certificate written before its
     /// key, say), the last good value is kept and the failure logged; the
-    /// next call tries again.
+    /// set is tried again as soon as a file changes once more, and at the
+    /// latest [`RETRY_BROKEN`] after the failure.
     pub fn get(&self) -> Arc<T> {
         let stamps: Vec<Option<Stamp>> = self.files.iter().map(|f| stamp(f)).collect();
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if current.0 != stamps {
-            match (self.build)() {
-                Ok(value) => {
-                    info!(
-                        side = self.side,
-                        "TLS files changed on disk; serving the new ones"
-                    );
-                    *current = (stamps, Arc::new(value));
-                }
-                Err(e) => {
-                    warn!("{e}; keeping the previous certificates until the files are complete");
-                    current.0 = stamps;
-                }
+        if current.stamps == stamps {
+            return current.value.clone();
+        }
+        if let Some((failed, at)) = &current.failed {
+            if *failed == stamps && at.elapsed() < self.retry {
+                return current.value.clone();
             }
         }
-        current.1.clone()
+        match (self.build)() {
+            Ok(value) => {
+                info!(
+                    side = self.side,
+                    "TLS files changed on disk; serving the new ones"
+                );
+                *current = Current {
+                    stamps,
+                    value: Arc::new(value),
+                    failed: None,
+                };
+            }
+            Err(e) => {
+                warn!("{e}; keeping the previous certificates until the files are complete");
+                current.failed = Some((stamps, Instant::now()));
+            }
+        }
+        current.value.clone()
     }
 }
 
@@ -199,8 +231,51 @@ mod tests {
         assert_eq!(
             builds.load(Ordering::SeqCst),
             after_broken,
-            "no retry until it changes"
+            "a broken set is not read again at every call"
         );
+    }
+
+    #[test]
+    fn a_set_that_failed_to_build_is_tried_again_even_if_nothing_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cert.pem");
+        std::fs::write(&file, "one").unwrap();
+        // The second build fails once, as a read refused for want of file
+        // descriptors would; the file itself is fine.
+        let builds = Arc::new(AtomicUsize::new(0));
+        let (f, b) = (file.clone(), builds.clone());
+        let mut reloading = Reloading::new("server", vec![file.clone()], move || {
+            if b.fetch_add(1, Ordering::SeqCst) == 1 {
+                return Err(TlsError::Pem {
+                    side: "server",
+                    path: f.clone(),
+                    what: "passing failure".into(),
+                });
+            }
+            Ok(std::fs::read_to_string(&f).unwrap())
+        })
+        .unwrap();
+        reloading.retry = Duration::from_millis(50);
+
+        let tmp = dir.path().join("tmp");
+        std::fs::write(&tmp, "two!").unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+        assert_eq!(
+            *reloading.get(),
+            "one",
+            "the failed build keeps the old value"
+        );
+        assert_eq!(*reloading.get(), "one", "and is not retried at once");
+        assert_eq!(builds.load(Ordering::SeqCst), 2);
+
+        std::thread::sleep(Duration::from_millis(80));
+        assert_eq!(
+            *reloading.get(),
+            "two!",
+            "the unchanged files are read again after the retry delay"
+        );
+        assert_eq!(*reloading.get(), "two!");
+        assert_eq!(builds.load(Ordering::SeqCst), 3);
     }
 
     #[test]
