@@ -17,7 +17,7 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 use tracing::warn;
 
 use super::{cluster, corrupt_check, lease, Context, EtcdError};
@@ -27,7 +27,12 @@ use crate::raft::network::{PeerError, CLUSTER_ID_METADATA, REMOVED};
 use crate::raft::peer_failure::{PeerFailure, Refusal};
 use crate::raft::TypeConfig;
 
+/// The answers on an AppendEntries stream.
+pub type AppendStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<RaftMessage, Status>> + Send>>;
+
 /// The peer service.
+#[derive(Clone)]
 pub struct PeerService {
     ctx: Context,
     lessor: Arc<Lessor>,
@@ -65,6 +70,25 @@ impl PeerService {
             .and_then(|v| u64::from_str_radix(v, 16).ok())
             .unwrap_or(0);
         self.check(id)
+    }
+
+    /// One AppendEntries request, from a call or a stream.
+    async fn append(&self, msg: RaftMessage) -> Result<Response<RaftMessage>, Status> {
+        self.check(msg.cluster_id)?;
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(&msg)?;
+        let from = rpc.vote.leader_id().node_id;
+        let answer = self.ctx.raft().append_entries(rpc).await;
+        if answer
+            .as_ref()
+            .is_ok_and(|a| !matches!(a, AppendEntriesResponse::HigherVote(_)))
+        {
+            // Accepted as this member's leader: what pre-vote asks about.
+            self.ctx
+                .peers()
+                .liveness()
+                .record_leader(from, Instant::now());
+        }
+        counted(from, &msg, encode(&answer))
     }
 
     fn must_lead(&self) -> Result<(), Status> {
@@ -148,22 +172,32 @@ impl Peer for PeerService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let msg = request.into_inner();
-        self.check(msg.cluster_id)?;
-        let rpc: AppendEntriesRequest<TypeConfig> = decode(&msg)?;
-        let from = rpc.vote.leader_id().node_id;
-        let answer = self.ctx.raft().append_entries(rpc).await;
-        if answer
-            .as_ref()
-            .is_ok_and(|a| !matches!(a, AppendEntriesResponse::HigherVote(_)))
-        {
-            // Accepted as this member's leader: what pre-vote asks about.
-            self.ctx
-                .peers()
-                .liveness()
-                .record_leader(from, Instant::now());
-        }
-        counted(from, &msg, encode(&answer))
+        self.append(request.into_inner()).await
+    }
+
+    type AppendEntriesStreamStream = AppendStream;
+
+    async fn append_entries_stream(
+        &self,
+        request: Request<Streaming<RaftMessage>>,
+    ) -> Result<Response<AppendStream>, Status> {
+        // Each request is handled when the answer stream is polled, in
+        // order, on the stream's own task: no task per message.
+        let service = self.clone();
+        let answers =
+            futures::stream::unfold(Some((service, request.into_inner())), |state| async move {
+                let (service, mut inbound) = state?;
+                match inbound.message().await {
+                    Ok(Some(msg)) => match service.append(msg).await {
+                        Ok(answer) => Some((Ok(answer.into_inner()), Some((service, inbound)))),
+                        // The same status a call would get; it ends the
+                        // stream, and the sender opens another.
+                        Err(status) => Some((Err(status), None)),
+                    },
+                    Ok(None) | Err(_) => None,
+                }
+            });
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {

@@ -189,6 +189,32 @@ pub struct Peer {
     url: String,
     client: Result<PeerClient<Channel>, String>,
     cluster_id: u64,
+    /// The open AppendEntries stream to this peer, if any.
+    stream: Option<AppendChannel>,
+    /// The peer answered that it has no AppendEntries stream (an older
+    /// ferrocd): single calls from then on.
+    calls_only: bool,
+}
+
+/// An AppendEntries stream: requests go in through `requests`, answers
+/// come back in order on `answers`. One request is in flight at a time
+/// (openraft waits for each answer), so the next answer is always the
+/// one to the last request; anything that goes wrong drops the stream.
+struct AppendChannel {
+    requests: tokio::sync::mpsc::Sender<RaftMessage>,
+    answers: tonic::Streaming<RaftMessage>,
+}
+
+/// A stream that broke or ended without the answer: the request may or
+/// may not have reached the peer.
+#[derive(Debug, thiserror::Error)]
+#[error("AppendEntries stream to the peer {0}")]
+struct StreamBroke(&'static str);
+
+/// A failure on the stream as a status that says so: one with a source,
+/// which the peer did not send (see `PeerFailure::of`).
+fn broke(what: &'static str) -> tonic::Status {
+    tonic::Status::from_error(Box::new(StreamBroke(what)))
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -202,6 +228,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             url: node.peer_urls.first().cloned().unwrap_or_default(),
             client: self.peers.member(node).map_err(|e| e.to_string()),
             cluster_id: self.peers.cluster_id(),
+            stream: None,
+            calls_only: false,
         }
     }
 }
@@ -339,6 +367,67 @@ impl Peer {
         }
     }
 
+    /// Sends `req` on the AppendEntries stream (opened first if need be)
+    /// and waits at most `ttl` for its answer. A peer without the stream
+    /// gets the request as a call, and calls from then on.
+    async fn append_streamed(
+        &mut self,
+        client: &mut PeerClient<Channel>,
+        req: tonic::Request<RaftMessage>,
+        ttl: Duration,
+    ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
+        let started = Instant::now();
+        if self.stream.is_none() {
+            let (requests, queued) = tokio::sync::mpsc::channel(1);
+            let opening =
+                client.append_entries_stream(tokio_stream::wrappers::ReceiverStream::new(queued));
+            match tokio::time::timeout(ttl, opening).await {
+                Ok(Ok(answers)) => {
+                    self.stream = Some(AppendChannel {
+                        requests,
+                        answers: answers.into_inner(),
+                    })
+                }
+                Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
+                    self.calls_only = true;
+                    return client.append_entries(req).await;
+                }
+                Ok(Err(status)) => return Err(status),
+                Err(_) => {
+                    return Err(tonic::Status::deadline_exceeded(
+                        "opening the AppendEntries stream",
+                    ))
+                }
+            }
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            return Err(broke("was not open"));
+        };
+        let exchange = async {
+            stream
+                .requests
+                .send(req.into_inner())
+                .await
+                .map_err(|_| broke("closed before the request"))?;
+            match stream.answers.message().await {
+                Ok(Some(answer)) => Ok(tonic::Response::new(answer)),
+                Ok(None) => Err(broke("ended before the answer")),
+                Err(status) => Err(status),
+            }
+        };
+        let left = ttl.saturating_sub(started.elapsed());
+        let answer = match tokio::time::timeout(left, exchange).await {
+            Ok(answer) => answer,
+            Err(_) => Err(tonic::Status::deadline_exceeded("AppendEntries answer")),
+        };
+        if answer.is_err() {
+            // Whatever it was, the next answer on this stream may not be
+            // the next request's: start over.
+            self.stream = None;
+        }
+        answer
+    }
+
     fn request<T: Serialize, E: std::error::Error>(
         &self,
         value: &T,
@@ -366,7 +455,13 @@ impl RaftNetwork<TypeConfig> for Peer {
         let heartbeat = rpc.entries.is_empty();
         let req = self.request(&rpc, &option)?;
         let sent = Sent::new(&req, heartbeat);
-        let answer = self.client()?.append_entries(req).await;
+        let mut client = self.client()?;
+        let answer = if self.calls_only {
+            client.append_entries(req).await
+        } else {
+            self.append_streamed(&mut client, req, option.hard_ttl())
+                .await
+        };
         self.count(sent, &answer);
         self.decode(answer)
     }
@@ -395,3 +490,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         self.decode(answer)
     }
 }
+
+#[cfg(test)]
+#[path = "network_tests.rs"]
+mod tests;
