@@ -203,6 +203,12 @@ pub struct Peer {
 struct AppendChannel {
     requests: tokio::sync::mpsc::Sender<RaftMessage>,
     answers: tonic::Streaming<RaftMessage>,
+    /// A request was sent and its answer not yet read. Still set when the
+    /// next request comes, the caller gave up on the last one (openraft
+    /// drops a call that outlives its own timeout): its answer may still
+    /// arrive and must not be taken for the next one's, so the stream is
+    /// dropped.
+    awaiting: bool,
 }
 
 /// A stream that broke or ended without the answer: the request may or
@@ -377,6 +383,9 @@ impl Peer {
         ttl: Duration,
     ) -> Result<tonic::Response<RaftMessage>, tonic::Status> {
         let started = Instant::now();
+        if self.stream.as_ref().is_some_and(|s| s.awaiting) {
+            self.stream = None;
+        }
         if self.stream.is_none() {
             let (requests, queued) = tokio::sync::mpsc::channel(1);
             let opening =
@@ -386,6 +395,7 @@ impl Peer {
                     self.stream = Some(AppendChannel {
                         requests,
                         answers: answers.into_inner(),
+                        awaiting: false,
                     })
                 }
                 Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
@@ -404,13 +414,17 @@ impl Peer {
             return Err(broke("was not open"));
         };
         let exchange = async {
+            stream.awaiting = true;
             stream
                 .requests
                 .send(req.into_inner())
                 .await
                 .map_err(|_| broke("closed before the request"))?;
             match stream.answers.message().await {
-                Ok(Some(answer)) => Ok(tonic::Response::new(answer)),
+                Ok(Some(answer)) => {
+                    stream.awaiting = false;
+                    Ok(tonic::Response::new(answer))
+                }
                 Ok(None) => Err(broke("ended before the answer")),
                 Err(status) => Err(status),
             }

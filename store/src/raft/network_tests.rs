@@ -28,11 +28,23 @@ struct Seen {
     streamed: AtomicUsize,
 }
 
-/// A peer that accepts every append; with `streams`, also on the stream,
-/// where it refuses the second request of each stream.
+/// How a fake peer treats its streams.
+#[derive(Clone, Copy, PartialEq)]
+enum Streams {
+    /// It has none (a member from before them).
+    None,
+    /// It refuses the second request of each stream.
+    RefuseSecond,
+    /// It answers the first request of its first stream late, and with
+    /// a conflict, so that answer cannot pass for another's.
+    AnswerFirstLate,
+}
+
+/// A peer that accepts every append, by call and, unless `Streams::None`,
+/// on streams (see [`Streams`]).
 #[derive(Clone)]
 struct FakePeer {
-    streams: bool,
+    streams: Streams,
     seen: Arc<Seen>,
 }
 
@@ -41,8 +53,11 @@ impl NamedService for FakePeer {
 }
 
 fn accepted() -> RaftMessage {
-    let answer: Result<AppendEntriesResponse<u64>, RaftError<u64, Infallible>> =
-        Ok(AppendEntriesResponse::Success);
+    answer(AppendEntriesResponse::Success)
+}
+
+fn answer(response: AppendEntriesResponse<u64>) -> RaftMessage {
+    let answer: Result<AppendEntriesResponse<u64>, RaftError<u64, Infallible>> = Ok(response);
     RaftMessage {
         cluster_id: 0,
         payload: bincode::serialize(&answer).unwrap(),
@@ -62,7 +77,7 @@ impl tonic::server::UnaryService<RaftMessage> for Call {
     }
 }
 
-struct Streamed(Arc<Seen>);
+struct Streamed(Arc<Seen>, Streams);
 
 impl tonic::server::StreamingService<RaftMessage> for Streamed {
     type Response = RaftMessage;
@@ -71,19 +86,25 @@ impl tonic::server::StreamingService<RaftMessage> for Streamed {
 
     fn call(&mut self, request: tonic::Request<tonic::Streaming<RaftMessage>>) -> Self::Future {
         let seen = self.0.clone();
-        seen.streams.fetch_add(1, Ordering::SeqCst);
+        let mode = self.1;
+        let first_stream = seen.streams.fetch_add(1, Ordering::SeqCst) == 0;
         let answers = request
             .into_inner()
             .take_while(|m| std::future::ready(m.is_ok()))
             .enumerate()
-            .map(move |(i, _)| {
+            .then(move |(i, _)| {
                 seen.streamed.fetch_add(1, Ordering::SeqCst);
-                if i == 1 {
-                    Err(tonic::Status::failed_precondition(
-                        "the second one is refused",
-                    ))
-                } else {
-                    Ok(accepted())
+                async move {
+                    match mode {
+                        Streams::RefuseSecond if i == 1 => Err(tonic::Status::failed_precondition(
+                            "the second one is refused",
+                        )),
+                        Streams::AnswerFirstLate if first_stream && i == 0 => {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            Ok(answer(AppendEntriesResponse::Conflict))
+                        }
+                        _ => Ok(accepted()),
+                    }
                 }
             });
         Box::pin(async move { Ok(tonic::Response::new(Box::pin(answers) as Answers)) })
@@ -111,8 +132,8 @@ where
             let mut grpc = tonic::server::Grpc::new(codec);
             Ok(match req.uri().path() {
                 "/ferrocdpb.Peer/AppendEntries" => grpc.unary(Call(seen), req).await,
-                "/ferrocdpb.Peer/AppendEntriesStream" if streams => {
-                    grpc.streaming(Streamed(seen), req).await
+                "/ferrocdpb.Peer/AppendEntriesStream" if streams != Streams::None => {
+                    grpc.streaming(Streamed(seen, streams), req).await
                 }
                 // What a member without the method answers.
                 _ => tonic::Status::unimplemented("").into_http(),
@@ -122,7 +143,7 @@ where
 }
 
 /// A fake peer on loopback, and this member's connection to it.
-async fn connect(streams: bool) -> (Peer, Arc<Seen>) {
+async fn connect(streams: Streams) -> (Peer, Arc<Seen>) {
     let seen = Arc::new(Seen::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -144,22 +165,25 @@ async fn connect(streams: bool) -> (Peer, Arc<Seen>) {
     (network.new_client(2, &member).await, seen)
 }
 
-async fn append(peer: &mut Peer) -> bool {
-    let rpc = AppendEntriesRequest::<TypeConfig> {
+fn heartbeat() -> AppendEntriesRequest<TypeConfig> {
+    AppendEntriesRequest {
         vote: Vote::new_committed(1, 1),
         prev_log_id: None,
         entries: vec![],
         leader_commit: None,
-    };
+    }
+}
+
+async fn append(peer: &mut Peer) -> bool {
     let answer = peer
-        .append_entries(rpc, RPCOption::new(Duration::from_secs(5)))
+        .append_entries(heartbeat(), RPCOption::new(Duration::from_secs(5)))
         .await;
     matches!(answer, Ok(AppendEntriesResponse::Success))
 }
 
 #[tokio::test]
 async fn appends_share_one_stream_and_a_failed_answer_opens_another() {
-    let (mut peer, seen) = connect(true).await;
+    let (mut peer, seen) = connect(Streams::RefuseSecond).await;
     assert!(append(&mut peer).await, "first append accepted");
     assert!(
         !append(&mut peer).await,
@@ -181,7 +205,7 @@ async fn appends_share_one_stream_and_a_failed_answer_opens_another() {
 
 #[tokio::test]
 async fn a_peer_without_the_stream_gets_single_calls() {
-    let (mut peer, seen) = connect(false).await;
+    let (mut peer, seen) = connect(Streams::None).await;
     for _ in 0..3 {
         assert!(append(&mut peer).await);
     }
@@ -192,4 +216,30 @@ async fn a_peer_without_the_stream_gets_single_calls() {
     );
     assert_eq!(seen.streams.load(Ordering::SeqCst), 0);
     assert!(peer.calls_only, "the stream is not asked for again");
+}
+
+/// openraft drops a call that outlives its own timeout: the answer to it
+/// may still come on the stream, and must not be taken for the next.
+#[tokio::test]
+async fn a_call_given_up_midway_leaves_its_answer_behind() {
+    let (mut peer, seen) = connect(Streams::AnswerFirstLate).await;
+    let given_up = tokio::time::timeout(
+        Duration::from_millis(50),
+        peer.append_entries(heartbeat(), RPCOption::new(Duration::from_secs(5))),
+    )
+    .await;
+    assert!(
+        given_up.is_err(),
+        "the first answer comes after 300 ms: {given_up:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        append(&mut peer).await,
+        "the next call gets its own answer, not the late conflict"
+    );
+    assert_eq!(
+        seen.streams.load(Ordering::SeqCst),
+        2,
+        "a new stream for it"
+    );
 }
