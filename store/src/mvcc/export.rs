@@ -36,7 +36,12 @@ impl ReadTxn<'_> {
     ) -> Result<Vec<StoredRevision>, MvccError> {
         let end = rev_key(Revision::new(upto, i64::MAX));
         let mut out = Vec::new();
-        for item in self.state.tree.range(rev_key(from)..=end) {
+        for item in self.staged.range(
+            self.state.epoch,
+            &self.state.tree,
+            Bound::Included(&rev_key(from)),
+            Bound::Included(&end),
+        ) {
             if out.len() == max {
                 break;
             }
@@ -57,14 +62,15 @@ impl ReadTxn<'_> {
 
     /// Reads metadata stored by [`WriteTxn::set_meta`].
     pub fn meta(&self, name: &str) -> Result<Option<sled::IVec>, MvccError> {
-        Ok(self.state.tree.get(meta_key(name))?)
+        Ok(self
+            .staged
+            .get(self.state.epoch, &self.state.tree, &meta_key(name))?)
     }
 
     /// Metadata entries whose names start with `prefix`, as (name, value).
     pub fn meta_with_prefix(&self, prefix: &str) -> Result<Vec<(String, sled::IVec)>, MvccError> {
-        self.state
-            .tree
-            .scan_prefix(meta_key(prefix))
+        self.staged
+            .scan_prefix(self.state.epoch, &self.state.tree, &meta_key(prefix))
             .map(|item| {
                 let (k, v) = item?;
                 Ok((String::from_utf8_lossy(&k[1..]).into_owned(), v))

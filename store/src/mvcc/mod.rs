@@ -4,8 +4,9 @@
 //! [`KeyIndex`] maps keys to revisions. Reads at any revision newer than the
 //! compacted one see the store as it was then. All writes of one raft apply
 //! batch, including the caller's metadata (the last applied log id), land in
-//! one atomic sled batch, written by a thread of its own ([`committer`]):
-//! views wait until it is in the tree.
+//! one atomic sled batch, written by a thread of its own ([`committer`])
+//! together with the batches of other applies; until then views read them
+//! [staged](staged).
 
 mod checkpoint;
 mod committer;
@@ -17,13 +18,16 @@ mod leases;
 mod reclaim;
 mod revision;
 mod scan;
+mod staged;
 mod view;
 
 use std::collections::HashMap;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLockReadGuard, RwLockWriteGuard};
 
 use committer::StateLock;
+use staged::{Op, Staged};
 
 use ferrocd_proto::mvccpb::{event::EventType, Event, KeyValue};
 use prost::Message;
@@ -153,28 +157,29 @@ impl Mvcc {
         self.current.store(loaded.current, Ordering::SeqCst);
         self.compacted.store(loaded.compacted, Ordering::SeqCst);
         *state = loaded;
+        self.state.new_epoch(&state);
         Ok(())
     }
 
     /// A consistent read-only view at the current revision.
     pub fn read(&self) -> ReadTxn<'_> {
         ReadTxn {
-            state: self.state.read(),
+            state: self.state.read_fresh(),
+            staged: self.state.staged(),
         }
     }
 
     /// Starts writing. Holds the write lock until committed or dropped.
     pub fn write(&self) -> WriteTxn<'_> {
-        let state = self.state.write();
+        let state = self.state.write_fresh();
         let begin = state.current;
         WriteTxn {
             state,
             mvcc: self,
             compaction: None,
-            batch: sled::Batch::default(),
+            ops: Vec::new(),
             pending: HashMap::new(),
             begin,
-            opened_at: begin,
             sub: 0,
             events: Vec::new(),
         }
@@ -192,12 +197,12 @@ impl Mvcc {
 
     /// Number of keys the index tracks (live or with history).
     pub fn key_count(&self) -> usize {
-        self.state.read().index.len()
+        self.state.read_fresh().index.len()
     }
 
     /// The live keys attached to `lease`, in key order.
     pub fn lease_keys(&self, lease: i64) -> Vec<Vec<u8>> {
-        self.state.read().leases.keys(lease)
+        self.state.read_fresh().leases.keys(lease)
     }
 
     /// Metadata entries whose names start with `prefix`, as (name, value).
@@ -227,14 +232,14 @@ impl Mvcc {
 
     /// Reads metadata stored by [`WriteTxn::set_meta`].
     pub fn meta(&self, name: &str) -> Result<Option<sled::IVec>, MvccError> {
-        let state = self.state.read();
-        Ok(state.tree.get(meta_key(name))?)
+        self.read().meta(name)
     }
 }
 
 /// A read-only view.
 pub struct ReadTxn<'a> {
     state: RwLockReadGuard<'a, State>,
+    staged: &'a Staged,
 }
 
 impl ReadTxn<'_> {
@@ -266,7 +271,12 @@ impl ReadTxn<'_> {
         }
         let start = rev_key(Revision::new(from, 0));
         let end = rev_key(Revision::new(to + 1, 0));
-        for item in self.state.tree.range(start..end) {
+        for item in self.staged.range(
+            self.state.epoch,
+            &self.state.tree,
+            Bound::Included(&start),
+            Bound::Excluded(&end),
+        ) {
             let (_, v) = item?;
             let (kind, kv) = decode_value(&v)?;
             if !range.contains(&kv.key) {
@@ -297,7 +307,11 @@ impl ReadTxn<'_> {
             return None;
         }
         let r = self.state.index.get(key, rev)?;
-        load(&self.state.tree, &HashMap::new(), r).ok()
+        self.load(r).ok()
+    }
+
+    fn load(&self, rev: Revision) -> Result<KeyValue, MvccError> {
+        load(self.staged, &self.state, &HashMap::new(), rev)
     }
 }
 
@@ -308,7 +322,7 @@ impl ReadView for ReadTxn<'_> {
 
     fn range(&self, range: KeyRange<'_>, opts: RangeOptions) -> Result<RangeResult, MvccError> {
         range_at(&self.state, self.state.current, range, opts, |rev| {
-            load(&self.state.tree, &HashMap::new(), rev)
+            self.load(rev)
         })
     }
 }
@@ -320,13 +334,12 @@ pub struct WriteTxn<'a> {
     mvcc: &'a Mvcc,
     /// The compaction in this transaction, finished once it is written.
     compaction: Option<i64>,
-    batch: sled::Batch,
+    /// The writes of the transaction, in order.
+    ops: Vec<Op>,
     /// Values written in this transaction, not yet in the tree.
     pending: HashMap<Revision, KeyValue>,
     /// Revision before the current main revision's changes.
     begin: i64,
-    /// The revision when the transaction started.
-    opened_at: i64,
     /// Changes made so far in the current main revision.
     sub: i64,
     /// Changes of the current main revision, for watchers.
@@ -375,8 +388,10 @@ impl WriteTxn<'_> {
             value,
             lease,
         };
-        self.batch
-            .insert(&rev_key(rev)[..], encode_value(KIND_PUT, &kv));
+        self.ops.push((
+            rev_key(rev)[..].into(),
+            Some(encode_value(KIND_PUT, &kv).into()),
+        ));
         self.state.index.put(key, rev);
         self.state.leases.attach(key, lease);
         self.events.push(Event {
@@ -400,8 +415,10 @@ impl WriteTxn<'_> {
                 mod_revision: main,
                 ..Default::default()
             };
-            self.batch
-                .insert(&rev_key(rev)[..], encode_value(KIND_TOMBSTONE, &kv));
+            self.ops.push((
+                rev_key(rev)[..].into(),
+                Some(encode_value(KIND_TOMBSTONE, &kv).into()),
+            ));
             self.state.index.tombstone(key, rev);
             self.state.leases.detach(key);
             self.events.push(Event {
@@ -425,8 +442,10 @@ impl WriteTxn<'_> {
         // and the freed records deleted after the commit, in steps.
         self.compaction = Some(at);
         self.state.compacted = at;
-        self.batch
-            .insert(meta_key(META_COMPACTED), &at.to_be_bytes()[..]);
+        self.ops.push((
+            meta_key(META_COMPACTED).into(),
+            Some(at.to_be_bytes()[..].into()),
+        ));
         Ok(())
     }
 
@@ -442,28 +461,26 @@ impl WriteTxn<'_> {
 
     /// Removes caller metadata atomically with this transaction's data.
     pub fn remove_meta(&mut self, name: &str) {
-        self.batch.remove(meta_key(name));
+        self.ops.push((meta_key(name).into(), None));
     }
 
     /// Stores caller metadata atomically with this transaction's data.
     pub fn set_meta(&mut self, name: &str, value: &[u8]) {
-        self.batch.insert(meta_key(name), value);
+        self.ops.push((meta_key(name).into(), Some(value.into())));
     }
 
-    /// Writes everything to the tree in one atomic batch, handed to the
-    /// committing thread: it returns before sled has the batch, and every
-    /// view waits until it does. Fails with an earlier batch sled refused.
+    /// Makes everything visible to readers and hands it to the committing
+    /// thread, which writes it to the tree in one atomic batch (with other
+    /// transactions' writes) after this returns. Fails with an earlier
+    /// batch sled refused.
     pub fn commit(mut self) -> Result<(), MvccError> {
         let current = self.state.current;
-        self.batch
-            .insert(meta_key(META_CURRENT), &current.to_be_bytes()[..]);
-        let batch = std::mem::take(&mut self.batch);
-        // A lone writer's answer need not wait for sled; under load the
-        // next apply would wait for the batch anyway, and the hand-off
-        // only adds a thread wake-up (measured: 4-6% fewer puts/s at 1000
-        // clients when every batch was handed off).
-        let handoff = current - self.opened_at <= committer::HANDOFF_REVISIONS;
-        self.mvcc.state.submit(&mut self.state, batch, handoff)?;
+        self.ops.push((
+            meta_key(META_CURRENT).into(),
+            Some(current.to_be_bytes()[..].into()),
+        ));
+        let ops = std::mem::take(&mut self.ops);
+        self.mvcc.state.submit(&mut self.state, ops)?;
         self.mvcc.current.store(current, Ordering::SeqCst);
         self.mvcc
             .compacted
@@ -492,7 +509,7 @@ impl ReadView for WriteTxn<'_> {
 
     fn range(&self, range: KeyRange<'_>, opts: RangeOptions) -> Result<RangeResult, MvccError> {
         range_at(&self.state, self.view_rev(), range, opts, |rev| {
-            load(&self.state.tree, &self.pending, rev)
+            load(self.mvcc.state.staged(), &self.state, &self.pending, rev)
         })
     }
 }
@@ -527,16 +544,19 @@ fn range_at(
     })
 }
 
+/// The record at `rev`: written in this transaction (`pending`), staged,
+/// or in the tree.
 fn load(
-    tree: &sled::Tree,
+    staged: &Staged,
+    state: &State,
     pending: &HashMap<Revision, KeyValue>,
     rev: Revision,
 ) -> Result<KeyValue, MvccError> {
     if let Some(kv) = pending.get(&rev) {
         return Ok(kv.clone());
     }
-    let raw = tree
-        .get(rev_key(rev))?
+    let raw = staged
+        .get(state.epoch, &state.tree, &rev_key(rev))?
         .ok_or_else(|| corrupt("index names a revision missing on disk"))?;
     Ok(decode_value(&raw)?.1)
 }

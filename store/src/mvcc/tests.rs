@@ -36,7 +36,7 @@ fn empty_store_starts_at_revision_one() {
 }
 
 #[test]
-fn views_wait_until_an_answered_batch_is_in_the_tree() {
+fn applied_writes_are_read_before_they_are_in_the_tree() {
     let (_db, tree) = temp_tree();
     let store = Arc::new(Mvcc::open(tree).unwrap());
     put(&store, b"a", b"1");
@@ -44,41 +44,86 @@ fn views_wait_until_an_answered_batch_is_in_the_tree() {
     store.state.hold(true);
     // Committed (what the apply answers after), but not yet in the tree.
     assert_eq!(put(&store, b"a", b"2"), 3);
-    assert_eq!(store.current_revision(), 3);
-    let written = |s: &Mvcc| {
+    assert_eq!(put(&store, b"b", b"1"), 4);
+    {
+        let mut w = store.write();
+        w.set_meta("m", b"x");
+        w.commit().unwrap();
+    }
+    assert_eq!(store.current_revision(), 4);
+    let in_tree = |s: &Mvcc, rev: i64| {
         s.state
-            .peek()
+            .read_fresh()
             .tree
-            .get(rev_key(Revision::new(3, 0)))
+            .get(rev_key(Revision::new(rev, 0)))
             .unwrap()
             .is_some()
     };
-    assert!(!written(&store));
-    let readers: Vec<_> = (0..2)
-        .map(|i| {
-            let store = store.clone();
-            std::thread::spawn(move || {
-                if i == 0 {
-                    get_all(&store.read(), 0).unwrap()
-                } else {
-                    // A writer reads what it changes too.
-                    let w = store.write();
-                    get_all(&w, 0).unwrap()
-                }
-            })
+    assert!(!in_tree(&store, 3) && !in_tree(&store, 4));
+    // Views, the next apply and scans of history read them at once.
+    let values = |kvs: Vec<KeyValue>| -> Vec<(Vec<u8>, i64)> {
+        kvs.into_iter()
+            .map(|kv| (kv.value, kv.mod_revision))
+            .collect()
+    };
+    let expect = vec![(b"2".to_vec(), 3), (b"1".to_vec(), 4)];
+    assert_eq!(values(get_all(&store.read(), 0).unwrap()), expect);
+    assert_eq!(values(get_all(&store.pinned(), 0).unwrap()), expect);
+    assert_eq!(values(get_all(&store.write(), 0).unwrap()), expect);
+    let (events, to) = store
+        .read()
+        .history(KeyRange::new(b"\0", b"\0"), 2, 10, 100)
+        .unwrap();
+    assert_eq!(to, 4);
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e.kv.as_ref().unwrap().mod_revision)
+            .collect::<Vec<_>>(),
+        [2, 3, 4]
+    );
+    assert_eq!(store.read().get_at(b"a", 3).unwrap().value, b"2");
+    assert_eq!(store.meta("m").unwrap().unwrap(), b"x");
+    // What reads the tree alone waits for it.
+    let settling = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            store.flush().unwrap();
+            let tree = store.state.read().tree.clone();
+            tree.get(rev_key(Revision::new(4, 0))).unwrap().is_some()
         })
-        .collect();
+    };
     std::thread::sleep(std::time::Duration::from_millis(100));
-    assert!(readers.iter().all(|r| !r.is_finished()));
+    assert!(!settling.is_finished());
     store.state.hold(false);
-    for r in readers {
-        let kvs = r.join().unwrap();
-        assert_eq!(
-            (kvs[0].value.as_slice(), kvs[0].mod_revision),
-            (&b"2"[..], 3)
-        );
+    assert!(settling.join().unwrap());
+    assert!(in_tree(&store, 3) && in_tree(&store, 4));
+    assert_eq!(store.state.staged().len(), 0);
+    assert_eq!(values(get_all(&store.read(), 0).unwrap()), expect);
+}
+
+#[test]
+fn batches_of_many_applies_reach_the_tree_as_one_and_reopen_whole() {
+    let (db, tree) = temp_tree();
+    let store = Mvcc::open(tree.clone()).unwrap();
+    for i in 0..50u32 {
+        put(&store, format!("k{i:02}").as_bytes(), &i.to_be_bytes());
     }
-    assert!(written(&store));
+    {
+        let mut w = store.write();
+        w.begin();
+        assert_eq!(w.delete_range(KeyRange::new(b"k10", b"k20")), 10);
+        w.end();
+        w.commit().unwrap();
+    }
+    drop(store);
+    // Dropping the store writes what was staged.
+    let reopened = Mvcc::open(db.open_tree("state").unwrap()).unwrap();
+    assert_eq!(reopened.current_revision(), 52);
+    let kvs = get_all(&reopened.read(), 0).unwrap();
+    assert_eq!(kvs.len(), 40);
+    assert_eq!(kvs[10].key, b"k20");
+    assert_eq!(reopened.state.staged().len(), 0);
 }
 
 #[test]

@@ -35,7 +35,7 @@ pub struct PinnedView<'a> {
 impl Mvcc {
     /// A view at the current revision that holds no lock between calls.
     pub fn pinned(&self) -> PinnedView<'_> {
-        let state = self.state.read();
+        let state = self.state.read_fresh();
         PinnedView {
             mvcc: self,
             tree: state.tree.clone(),
@@ -61,7 +61,7 @@ impl Mvcc {
                 done => return done,
             }
         }
-        let state = self.state.read();
+        let state = self.state.read_fresh();
         let mut view = PinnedView {
             mvcc: self,
             tree: state.tree.clone(),
@@ -90,7 +90,7 @@ impl PinnedView<'_> {
     ) -> Result<RangeResult, MvccError> {
         if let Some(state) = &self.held {
             return range_at(state, self.rev, range, opts, |rev| {
-                load(&state.tree, &HashMap::new(), rev)
+                load(self.mvcc.state.staged(), state, &HashMap::new(), rev)
             });
         }
         if opts.rev > self.rev {
@@ -113,7 +113,8 @@ impl PinnedView<'_> {
         between();
         let mut kvs = Vec::with_capacity(revs.len());
         for (_, rev) in revs {
-            match self.tree.get(rev_key(rev)) {
+            let staged = self.mvcc.state.staged();
+            match staged.get(self.epoch, &self.tree, &rev_key(rev)) {
                 Ok(Some(raw)) => kvs.push(decode_value(&raw)?.1),
                 // Gone or unreadable: a compaction or a new tree, or damage.
                 Ok(None) => {
@@ -134,7 +135,7 @@ impl PinnedView<'_> {
     }
 
     fn lock(&self) -> RwLockReadGuard<'_, State> {
-        self.mvcc.state.read()
+        self.mvcc.state.read_fresh()
     }
 
     fn read_rev(&self, opts: RangeOptions) -> i64 {

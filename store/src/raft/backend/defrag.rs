@@ -116,6 +116,8 @@ impl Backend {
         let (member_dir, open_db) = self.place.as_ref().ok_or(DefragError::Unsupported)?;
         let started = Instant::now();
         let _switching = self.switching();
+        // The size of the database holding every write applied so far.
+        mvcc.settle();
         let before = self.db().size_on_disk()?;
         let old_name = live_name(member_dir)?;
         let new_name = db_name(db_number(&old_name).unwrap_or(0) + 1);
