@@ -128,6 +128,30 @@ fn a_power_cut_loses_what_was_not_synced_and_keeps_what_was() {
     timed_fsync(&dir, "after").unwrap();
 }
 
+/// A full disk healed just before a power cut stays healed: the cut
+/// must not bring the fillers back.
+#[test]
+fn a_healed_full_disk_stays_healed_through_a_power_cut() {
+    if !available() {
+        return;
+    }
+    let mut disks = new_disks();
+    let dir = disks.data_dir("m0").unwrap();
+    let free = disks.free("m0").unwrap();
+    assert!(disks.fill("m0").unwrap() > free / 2);
+    assert!(disks.free("m0").unwrap() < free / 8);
+    disks.heal().unwrap();
+    // Within ext4's journal commit interval (5 s).
+    disks.power_cut("m0").unwrap();
+    disks.power_on("m0").unwrap();
+    let after = disks.free("m0").unwrap();
+    assert!(
+        after > free - free / 8,
+        "{after} of {free} bytes free after the cut"
+    );
+    timed_fsync(&dir, "after").unwrap();
+}
+
 /// A run killed midway left a mounted, throttled loop device: the next
 /// run's disks remove it.
 #[test]
