@@ -207,16 +207,15 @@ mod tests {
         );
         assert_eq!(staged.len(), 4);
         let everything = || staged.range(0, &tree, Bound::Unbounded, Bound::Unbounded);
-        assert_eq!(
-            all(everything()),
-            pairs(&[
-                ("a", "t"),
-                ("b", "s1"),
-                ("c", "s2"),
-                ("f", "t"),
-                ("g", "s2")
-            ])
-        );
+        // The same before any batch is written, after the first, after both.
+        let whole = pairs(&[
+            ("a", "t"),
+            ("b", "s1"),
+            ("c", "s2"),
+            ("f", "t"),
+            ("g", "s2"),
+        ]);
+        assert_eq!(all(everything()), whole);
         assert_eq!(
             all(staged.range(
                 0,
@@ -241,31 +240,13 @@ mod tests {
         tree.insert("c", "s1").unwrap();
         staged.written(1);
         assert_eq!(staged.len(), 3);
-        assert_eq!(
-            all(everything()),
-            pairs(&[
-                ("a", "t"),
-                ("b", "s1"),
-                ("c", "s2"),
-                ("f", "t"),
-                ("g", "s2")
-            ])
-        );
+        assert_eq!(all(everything()), whole);
         tree.remove("d").unwrap();
         tree.insert("c", "s2").unwrap();
         tree.insert("g", "s2").unwrap();
         staged.written(2);
         assert_eq!(staged.len(), 0);
-        assert_eq!(
-            all(everything()),
-            pairs(&[
-                ("a", "t"),
-                ("b", "s1"),
-                ("c", "s2"),
-                ("f", "t"),
-                ("g", "s2")
-            ])
-        );
+        assert_eq!(all(everything()), whole);
     }
 
     #[test]
