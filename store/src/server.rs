@@ -12,7 +12,6 @@ use ferrocd_proto::etcdserverpb::cluster_server::ClusterServer;
 use ferrocd_proto::etcdserverpb::kv_server::KvServer;
 use ferrocd_proto::etcdserverpb::lease_server::LeaseServer;
 use ferrocd_proto::etcdserverpb::maintenance_server::MaintenanceServer;
-use ferrocd_proto::etcdserverpb::watch_server::WatchServer;
 use ferrocd_proto::etcdserverpb::Member as EtcdMember;
 use ferrocd_proto::ferrocdpb::member_change::Change;
 use ferrocd_proto::ferrocdpb::peer_server::PeerServer;
@@ -886,7 +885,7 @@ fn client_routes(
             KvServer::new(api::KvService::new(ctx.clone())).max_decoding_message_size(max_decode),
         )
         .add_service(
-            WatchServer::new(api::WatchService::new(ctx.clone(), hub.clone()))
+            api::WatchServer::new(api::WatchService::new(ctx.clone(), hub.clone()))
                 .max_decoding_message_size(max_decode),
         )
         .add_service(

@@ -20,6 +20,7 @@ mod read_index;
 mod snapshot;
 mod unsupported;
 mod watch;
+mod watch_server;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -39,6 +40,7 @@ pub use maintenance::MaintenanceService;
 pub use peer::PeerService;
 pub use quota_check::watch_space;
 pub use watch::WatchService;
+pub use watch_server::WatchServer;
 
 use crate::alarm::Alarms;
 use crate::auth::{AuthError, AuthInfo, AuthStore};

@@ -4,8 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use ferrocd_proto::etcdserverpb::watch_request::RequestUnion;
-use ferrocd_proto::etcdserverpb::watch_server::Watch;
-use ferrocd_proto::etcdserverpb::{WatchRequest, WatchResponse};
+use ferrocd_proto::etcdserverpb::WatchRequest;
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -14,13 +13,13 @@ use tonic::{Request, Response, Status, Streaming};
 use super::caller::Credentials;
 use super::{Context, EtcdError};
 use crate::auth::perms::{Access, Kind};
-use crate::watch::{self, StreamHandle, WatchHub};
+use crate::watch::{self, Outgoing, StreamHandle, WatchHub};
 
 /// Responses queued per client stream before slow watchers are demoted to
 /// catching up from history.
 const STREAM_QUEUE: usize = 128;
 
-/// etcd's Watch service.
+/// etcd's Watch service, served by [`super::WatchServer`].
 pub struct WatchService {
     ctx: Context,
     hub: Arc<WatchHub>,
@@ -32,13 +31,12 @@ impl WatchService {
     }
 }
 
-type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send + 'static>>;
+type WatchStream = Pin<Box<dyn Stream<Item = Result<Outgoing, Status>> + Send + 'static>>;
 
-#[tonic::async_trait]
-impl Watch for WatchService {
-    type WatchStream = WatchStream;
-
-    async fn watch(
+impl WatchService {
+    /// One bidirectional stream: creates, cancels and progress requests in,
+    /// the responses of all its watchers out.
+    pub async fn watch(
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<WatchStream>, Status> {
@@ -76,11 +74,11 @@ impl Watch for WatchService {
         });
         let ctx = self.ctx.clone();
         let fragment_bytes = self.hub.fragment_bytes();
-        let out = ReceiverStream::new(rx).flat_map(move |mut resp| {
-            let revision = resp.header.map(|h| h.revision).unwrap_or(0);
-            resp.header = Some(ctx.header_exact(revision));
+        let out = ReceiverStream::new(rx).flat_map(move |mut out: Outgoing| {
+            let revision = out.resp.header.map(|h| h.revision).unwrap_or(0);
+            out.resp.header = Some(ctx.header_exact(revision));
             // Split with the full header counted, as etcd's send loop does.
-            futures::stream::iter(watch::fragments(resp, fragment_bytes).into_iter().map(Ok))
+            futures::stream::iter(watch::fragments(out, fragment_bytes).into_iter().map(Ok))
         });
         Ok(Response::new(Box::pin(out)))
     }
@@ -93,7 +91,7 @@ async fn refuse(
     credentials: &Credentials,
     req: &WatchRequest,
     stream: &StreamHandle,
-) -> Option<WatchResponse> {
+) -> Option<Outgoing> {
     let Some(RequestUnion::CreateRequest(create)) = &req.request_union else {
         return None;
     };
@@ -124,11 +122,7 @@ async fn refuse(
 }
 
 /// Handles one client request; false when the client is gone.
-async fn handle(
-    stream: &StreamHandle,
-    tx: &mpsc::Sender<WatchResponse>,
-    req: WatchRequest,
-) -> bool {
+async fn handle(stream: &StreamHandle, tx: &mpsc::Sender<Outgoing>, req: WatchRequest) -> bool {
     match req.request_union {
         Some(RequestUnion::CreateRequest(create)) => match stream.create(&create) {
             Ok((id, revision)) => {

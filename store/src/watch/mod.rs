@@ -17,17 +17,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ferrocd_proto::etcdserverpb::watch_create_request::FilterType;
-use ferrocd_proto::etcdserverpb::{WatchCreateRequest, WatchResponse};
+use ferrocd_proto::etcdserverpb::WatchCreateRequest;
 use ferrocd_proto::mvccpb::event::EventType;
-use ferrocd_proto::mvccpb::{Event, KeyValue};
+use ferrocd_proto::mvccpb::Event;
+use prost::bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
 
 use crate::mvcc::{KeyRange, Mvcc, MvccError};
-pub use response::{canceled, created, fragments, header_at};
+pub use response::{canceled, created, fragments, header_at, Outgoing};
 pub use task::MIN_PROGRESS_INTERVAL;
 
 /// Messages queued to a client stream, in order.
-pub type Outbound = mpsc::Sender<WatchResponse>;
+pub type Outbound = mpsc::Sender<Outgoing>;
 
 /// At most this many distinct revisions of events go in one catch-up
 /// response (etcd's `watchBatchMaxRevs`); the rest follow in later ones.
@@ -86,8 +87,9 @@ impl Watcher {
         KeyRange::new(&self.key, &self.end)
     }
 
-    /// The events of `events` this watcher wants, with previous values if asked.
-    fn select(&self, events: &[Event], prev: &mut PrevValues<'_>) -> Vec<Event> {
+    /// The events of `events` this watcher wants, encoded, with previous
+    /// values if asked.
+    fn select(&self, events: &[Event], encoded: &mut Encoded<'_>) -> Vec<Bytes> {
         let range = self.range();
         let mut out = Vec::new();
         for (i, e) in events.iter().enumerate() {
@@ -98,42 +100,64 @@ impl Watcher {
             if put && self.no_put || !put && self.no_delete {
                 continue;
             }
-            let mut e = e.clone();
-            if self.prev_kv {
-                e.prev_kv = prev.get(i, &e);
-            }
-            out.push(e);
+            out.push(encoded.get(i, e, self.prev_kv));
         }
         out
     }
 }
 
-/// The values the keys of a batch of events had just before them, each
-/// read at most once however many watchers ask for it.
-struct PrevValues<'a> {
+/// A batch of events encoded for sending, each at most once without and
+/// once with its previous value however many watchers select it; previous
+/// values are read only for events a watcher asking for them selects.
+struct Encoded<'a> {
     mvcc: &'a Mvcc,
     view: Option<crate::mvcc::ReadTxn<'a>>,
-    found: Vec<Option<Option<KeyValue>>>,
+    plain: Vec<Option<Bytes>>,
+    with_prev: Vec<Option<Bytes>>,
 }
 
-impl<'a> PrevValues<'a> {
+impl<'a> Encoded<'a> {
     fn new(mvcc: &'a Mvcc, events: usize) -> Self {
-        PrevValues {
+        Encoded {
             mvcc,
             view: None,
-            found: vec![None; events],
+            plain: vec![None; events],
+            with_prev: vec![None; events],
         }
     }
 
-    fn get(&mut self, i: usize, e: &Event) -> Option<KeyValue> {
-        if let Some(known) = &self.found[i] {
+    /// Event `i` of the batch, `e`, encoded, with its previous value if
+    /// `prev_kv`.
+    fn get(&mut self, i: usize, e: &Event, prev_kv: bool) -> Bytes {
+        let Encoded {
+            mvcc,
+            view,
+            plain,
+            with_prev,
+        } = self;
+        let mvcc: &'a Mvcc = mvcc;
+        let slot = if prev_kv {
+            &mut with_prev[i]
+        } else {
+            &mut plain[i]
+        };
+        if let Some(known) = slot {
             return known.clone();
         }
-        let kv = e.kv.as_ref()?;
-        let view = self.view.get_or_insert_with(|| self.mvcc.read());
-        let value = view.get_at(&kv.key, kv.mod_revision - 1);
-        self.found[i] = Some(value.clone());
-        value
+        let bytes = if prev_kv {
+            let prev = e.kv.as_ref().and_then(|kv| {
+                let view = view.get_or_insert_with(|| mvcc.read());
+                view.get_at(&kv.key, kv.mod_revision - 1)
+            });
+            response::encode_event(&Event {
+                prev_kv: prev,
+                ..e.clone()
+            })
+        } else {
+            response::encode_event(e)
+        };
+        *slot = Some(bytes.clone());
+        bytes
     }
 }
 
@@ -232,12 +256,12 @@ impl WatchHub {
             streams, watchers, ..
         } = &mut *st;
         let mut demoted = false;
-        let mut prev = PrevValues::new(&self.mvcc, events.len());
+        let mut encoded = Encoded::new(&self.mvcc, events.len());
         for ((stream, watch_id), w) in watchers.iter_mut() {
             if w.phase != Phase::Synced || rev < w.next_rev {
                 continue;
             }
-            let selected = w.select(events, &mut prev);
+            let selected = w.select(events, &mut encoded);
             if selected.is_empty() {
                 continue;
             }
@@ -345,7 +369,7 @@ impl WatchHub {
                 false
             }
             Ok((events, next_rev)) => {
-                let selected = spec.select(&events, &mut PrevValues::new(&self.mvcc, events.len()));
+                let selected = spec.select(&events, &mut Encoded::new(&self.mvcc, events.len()));
                 let responses = if selected.is_empty() {
                     Vec::new()
                 } else {
@@ -570,7 +594,7 @@ fn all_synced(watchers: &HashMap<(u64, i64), Watcher>, stream: u64) -> bool {
 }
 
 /// Queues all of `responses` or none of them.
-fn try_send_all(tx: &Outbound, responses: Vec<WatchResponse>) -> bool {
+fn try_send_all(tx: &Outbound, responses: Vec<Outgoing>) -> bool {
     if responses.is_empty() {
         return true;
     }

@@ -106,7 +106,7 @@ mod tests {
             .await
             .expect("a progress notification within 5 s")
             .expect("stream open");
-        assert_eq!(note.watch_id, id);
+        assert_eq!(note.resp.watch_id, id);
         assert!(!task.is_finished(), "the watch task ended");
     }
 

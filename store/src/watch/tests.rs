@@ -1,6 +1,14 @@
 use ferrocd_proto::mvccpb::KeyValue;
 
+use ferrocd_proto::etcdserverpb::WatchResponse;
+use tokio::sync::mpsc::error::TryRecvError;
+
 use super::*;
+
+/// The next queued response as the client decodes it.
+fn try_recv(rx: &mut mpsc::Receiver<Outgoing>) -> Result<WatchResponse, TryRecvError> {
+    rx.try_recv().map(|out| out.decoded())
+}
 
 fn setup() -> (sled::Db, Arc<Mvcc>, Arc<WatchHub>) {
     let db = sled::Config::new().temporary(true).open().unwrap();
@@ -29,9 +37,9 @@ fn watch_req(key: &str, end: &str, start: i64) -> WatchCreateRequest {
     }
 }
 
-fn revisions(rx: &mut mpsc::Receiver<WatchResponse>) -> Vec<i64> {
+fn revisions(rx: &mut mpsc::Receiver<Outgoing>) -> Vec<i64> {
     let mut revs = Vec::new();
-    while let Ok(r) = rx.try_recv() {
+    while let Ok(r) = try_recv(rx) {
         for e in &r.events {
             revs.push(e.kv.as_ref().map(|kv: &KeyValue| kv.mod_revision).unwrap());
         }
@@ -109,7 +117,7 @@ async fn compacted_start_revision_gets_the_compacted_response() {
     let (id, _) = stream.create(&chosen).unwrap();
     stream.activate(id);
     hub.sync_unsynced();
-    let r = rx.try_recv().unwrap();
+    let r = try_recv(&mut rx).unwrap();
     assert!(r.canceled);
     assert_eq!(r.compact_revision, 3);
     // As in etcd, the id stays taken until the client cancels it.
@@ -124,11 +132,11 @@ async fn compacted_start_revision_gets_the_compacted_response() {
     put(&mvcc, &hub, "a");
     hub.sync_unsynced();
     assert!(
-        rx.try_recv().is_err(),
+        try_recv(&mut rx).is_err(),
         "a compacted watcher gets nothing more"
     );
     stream.request_progress();
-    let progress = rx.try_recv().unwrap();
+    let progress = try_recv(&mut rx).unwrap();
     assert_eq!(
         progress.watch_id, -1,
         "a compacted watcher counts as synced"
@@ -147,13 +155,13 @@ async fn progress_request_waits_until_synced() {
     stream.activate(id);
     stream.request_progress();
     assert!(
-        rx.try_recv().is_err(),
+        try_recv(&mut rx).is_err(),
         "not synced yet: no progress response"
     );
     hub.sync_unsynced();
-    let events = rx.try_recv().unwrap();
+    let events = try_recv(&mut rx).unwrap();
     assert_eq!(events.events.len(), 1);
-    let progress = rx.try_recv().unwrap();
+    let progress = try_recv(&mut rx).unwrap();
     assert_eq!(
         (progress.watch_id, progress.header.unwrap().revision),
         (-1, 2)
@@ -180,9 +188,75 @@ async fn filters_and_prev_kv_apply() {
     let (rev, events) = w.end().unwrap();
     w.commit().unwrap();
     hub.notify(rev, &events);
-    let r = rx.try_recv().unwrap();
+    let r = try_recv(&mut rx).unwrap();
     assert_eq!(r.events[0].prev_kv.as_ref().unwrap().mod_revision, 2);
-    assert!(rx.try_recv().is_err(), "the delete was filtered out");
+    assert!(try_recv(&mut rx).is_err(), "the delete was filtered out");
+}
+
+#[tokio::test]
+async fn each_event_is_encoded_once_for_all_watchers_that_select_it() {
+    let (_db, mvcc, hub) = setup();
+    put(&mvcc, &hub, "a");
+    let mut streams = Vec::new();
+    let mut receivers = Vec::new();
+    for prev_kv in [false, false, true, true] {
+        let (tx, rx) = mpsc::channel(16);
+        let stream = hub.open_stream(tx);
+        let req = WatchCreateRequest {
+            prev_kv,
+            ..watch_req("a", "c", 0)
+        };
+        let (id, _) = stream.create(&req).unwrap();
+        stream.activate(id);
+        streams.push(stream);
+        receivers.push(rx);
+    }
+    let mut w = mvcc.write();
+    w.begin();
+    w.put(b"a", b"v2".to_vec(), 0);
+    w.put(b"b", b"v".to_vec(), 0);
+    let (rev, events) = w.end().unwrap();
+    w.commit().unwrap();
+    hub.notify(rev, &events);
+    let got: Vec<Outgoing> = receivers
+        .iter_mut()
+        .map(|rx| rx.try_recv().unwrap())
+        .collect();
+    let shared = |x: &Outgoing, y: &Outgoing| {
+        x.events.len() == 2
+            && y.events.len() == 2
+            && x.events
+                .iter()
+                .zip(&y.events)
+                .all(|(a, b)| a.as_ptr() == b.as_ptr())
+    };
+    assert!(shared(&got[0], &got[1]), "plain watchers share the bytes");
+    assert!(shared(&got[2], &got[3]), "prev_kv watchers share theirs");
+    assert!(!shared(&got[0], &got[2]), "with and without prev_kv differ");
+    for (i, out) in got.iter().enumerate() {
+        let r = out.decoded();
+        let keys: Vec<&[u8]> = r
+            .events
+            .iter()
+            .map(|e| e.kv.as_ref().unwrap().key.as_slice())
+            .collect();
+        assert_eq!(keys, [b"a".as_slice(), b"b"]);
+        assert!(r
+            .events
+            .iter()
+            .all(|e| e.kv.as_ref().unwrap().mod_revision == rev));
+        let prev: Vec<Option<i64>> = r
+            .events
+            .iter()
+            .map(|e| e.prev_kv.as_ref().map(|kv| kv.mod_revision))
+            .collect();
+        let want = if i < 2 {
+            vec![None, None]
+        } else {
+            vec![Some(2), None]
+        };
+        assert_eq!(prev, want, "watcher {i}");
+    }
 }
 
 #[test]
@@ -276,11 +350,11 @@ fn delete(mvcc: &Mvcc, hub: &WatchHub, key: &str) -> i64 {
 
 /// Runs catch-up passes until `rx` gets nothing more; the responses' event
 /// revisions, one list per response.
-fn responses_after_sync(hub: &WatchHub, rx: &mut mpsc::Receiver<WatchResponse>) -> Vec<Vec<i64>> {
+fn responses_after_sync(hub: &WatchHub, rx: &mut mpsc::Receiver<Outgoing>) -> Vec<Vec<i64>> {
     let mut out = Vec::new();
     for _ in 0..20 {
         hub.sync_unsynced();
-        while let Ok(r) = rx.try_recv() {
+        while let Ok(r) = try_recv(rx) {
             if !r.events.is_empty() {
                 out.push(
                     r.events
@@ -365,9 +439,9 @@ async fn periodic_progress_skips_watchers_sent_events_since_the_last_tick() {
     stream.activate(id);
     let quiet = stream.create(&watch_req("a", "", 0)).unwrap().0;
     stream.activate(quiet);
-    let drain = |rx: &mut mpsc::Receiver<WatchResponse>| {
+    let drain = |rx: &mut mpsc::Receiver<Outgoing>| {
         let mut got = Vec::new();
-        while let Ok(r) = rx.try_recv() {
+        while let Ok(r) = try_recv(rx) {
             got.push((r.watch_id, r.events.len(), r.header.unwrap().revision));
         }
         got
