@@ -21,6 +21,7 @@
 //! fails with it (raft then stops the member, whose restart replays the
 //! log), and readers stop waiting for it.
 
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -60,28 +61,15 @@ impl StateLock {
     /// A read lock, once the batches of every apply it sees are in the
     /// tree: for reading the tree alone.
     pub(super) fn read(&self) -> RwLockReadGuard<'_, State> {
-        loop {
-            let state = self.read_fresh();
-            let queued = state.queued;
-            if self.committer.written(queued) {
-                return state;
-            }
-            drop(state);
-            self.committer.wait(queued);
-        }
+        self.when_ready(
+            || self.read_fresh(),
+            |queued| self.committer.written(queued),
+        )
     }
 
     /// The write lock, once every batch handed over is in the tree.
     pub(super) fn write(&self) -> RwLockWriteGuard<'_, State> {
-        loop {
-            let state = self.lock.write().unwrap_or_else(|e| e.into_inner());
-            let queued = state.queued;
-            if self.committer.written(queued) {
-                return state;
-            }
-            drop(state);
-            self.committer.wait(queued);
-        }
+        self.when_ready(|| self.write_now(), |queued| self.committer.written(queued))
     }
 
     /// A read lock at once: reads through it look at the staged writes
@@ -92,10 +80,28 @@ impl StateLock {
 
     /// The write lock for an apply: at once, unless too much is staged.
     pub(super) fn write_fresh(&self) -> RwLockWriteGuard<'_, State> {
+        self.when_ready(
+            || self.write_now(),
+            |queued| self.staged().len() <= MAX_STAGED || self.committer.written(queued),
+        )
+    }
+
+    fn write_now(&self) -> RwLockWriteGuard<'_, State> {
+        self.lock.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes a guard with `take` until `ready` holds for the batches it
+    /// has handed over, letting go of it to wait for the writing thread
+    /// in between.
+    fn when_ready<G: Deref<Target = State>>(
+        &self,
+        take: impl Fn() -> G,
+        ready: impl Fn(u64) -> bool,
+    ) -> G {
         loop {
-            let state = self.lock.write().unwrap_or_else(|e| e.into_inner());
+            let state = take();
             let queued = state.queued;
-            if self.staged().len() <= MAX_STAGED || self.committer.written(queued) {
+            if ready(queued) {
                 return state;
             }
             drop(state);
