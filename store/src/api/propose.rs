@@ -25,8 +25,14 @@ const MAX_BATCH: usize = 1024;
 /// Most bytes of requests in one entry.
 const MAX_BATCH_BYTES: usize = 4 << 20;
 /// Entries submitted but not yet applied. While all are in flight, new
-/// writes queue up and form the next, larger batch.
-const MAX_IN_FLIGHT: usize = 4;
+/// writes queue up and form the next, larger batch. One: every entry
+/// costs the raft core, the log and apply a turn each whatever its size,
+/// and with applies staged in memory an entry is applied soon after its
+/// fsync, so writes that wait for the one in flight and go together in
+/// the next make more puts per second than entries of one or two writes
+/// each (8 writers on 1 member: 7100-7400 puts/s against 4200-4300 with
+/// four in flight; bench/RESULTS.md, "One entry in flight").
+const MAX_IN_FLIGHT: usize = 1;
 /// Writes waiting for a batch before callers feel backpressure.
 const QUEUE: usize = 16 * 1024;
 
