@@ -304,9 +304,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         txn.commit().map_err(storage)?;
         self.applied = Some(applied);
         // Watchers hear of a revision only once it is readable from the store.
-        for (rev, events) in changes {
-            self.hub.notify(rev, &events);
-        }
+        self.hub.notify(&changes);
         Ok(out)
     }
 

@@ -35,6 +35,9 @@ pub type Outbound = mpsc::Sender<Outgoing>;
 const BATCH_REVS: usize = 1000;
 /// Store revisions read from history per read while catching up.
 const SCAN_REVS: i64 = 1000;
+/// A live response to one watcher takes the events of further revisions of
+/// the same applied batch until it holds this many bytes of events.
+const COALESCE_BYTES: usize = 64 * 1024;
 /// How often unsynced watchers are retried when nothing wakes the syncer.
 const SYNC_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -90,8 +93,20 @@ impl Watcher {
     /// The events of `events` this watcher wants, encoded, with previous
     /// values if asked.
     fn select(&self, events: &[Event], encoded: &mut Encoded<'_>) -> Vec<Bytes> {
-        let range = self.range();
         let mut out = Vec::new();
+        self.select_into(events, encoded, &mut out);
+        out
+    }
+
+    /// [`Watcher::select`], appending to `out`; returns the bytes appended.
+    fn select_into(
+        &self,
+        events: &[Event],
+        encoded: &mut Encoded<'_>,
+        out: &mut Vec<Bytes>,
+    ) -> usize {
+        let range = self.range();
+        let mut bytes = 0;
         for (i, e) in events.iter().enumerate() {
             if !e.kv.as_ref().is_some_and(|kv| range.contains(&kv.key)) {
                 continue;
@@ -100,9 +115,11 @@ impl Watcher {
             if put && self.no_put || !put && self.no_delete {
                 continue;
             }
-            out.push(encoded.get(i, e, self.prev_kv));
+            let field = encoded.get(i, e, self.prev_kv);
+            bytes += field.len();
+            out.push(field);
         }
-        out
+        bytes
     }
 }
 
@@ -112,17 +129,21 @@ impl Watcher {
 struct Encoded<'a> {
     mvcc: &'a Mvcc,
     view: Option<crate::mvcc::ReadTxn<'a>>,
+    events: usize,
     plain: Vec<Option<Bytes>>,
     with_prev: Vec<Option<Bytes>>,
 }
 
 impl<'a> Encoded<'a> {
+    /// Slots for `events` events, allocated once the first is encoded: most
+    /// revisions of a busy store are selected by no watcher.
     fn new(mvcc: &'a Mvcc, events: usize) -> Self {
         Encoded {
             mvcc,
             view: None,
-            plain: vec![None; events],
-            with_prev: vec![None; events],
+            events,
+            plain: Vec::new(),
+            with_prev: Vec::new(),
         }
     }
 
@@ -132,15 +153,16 @@ impl<'a> Encoded<'a> {
         let Encoded {
             mvcc,
             view,
+            events,
             plain,
             with_prev,
         } = self;
         let mvcc: &'a Mvcc = mvcc;
-        let slot = if prev_kv {
-            &mut with_prev[i]
-        } else {
-            &mut plain[i]
-        };
+        let slots = if prev_kv { with_prev } else { plain };
+        if slots.is_empty() {
+            slots.resize(*events, None);
+        }
+        let slot = &mut slots[i];
         if let Some(known) = slot {
             return known.clone();
         }
@@ -246,34 +268,63 @@ impl WatchHub {
         }
     }
 
-    /// Called by apply after each revision is committed, in revision order.
-    /// Never blocks: a stream that cannot take the events right now leaves
-    /// the live fan-out and catches up later.
-    pub fn notify(&self, rev: i64, events: &[Event]) {
+    /// Called by apply once a batch of revisions is committed, with the
+    /// events of each revision, in revision order. Never blocks: a stream
+    /// that cannot take the events right now leaves the live fan-out and
+    /// catches up later.
+    ///
+    /// A watcher gets what it selects from the whole batch in one response
+    /// (cut at a revision boundary from [`COALESCE_BYTES`] on), with the
+    /// header at the last revision it covers, as etcd sends a watcher
+    /// catching up; the events of one revision are never split.
+    pub fn notify(&self, changes: &[(i64, Vec<Event>)]) {
+        let Some(&(last, _)) = changes.last() else {
+            return;
+        };
         let mut st = self.lock();
-        st.notified = rev;
+        st.notified = last;
         let State {
             streams, watchers, ..
         } = &mut *st;
         let mut demoted = false;
-        let mut encoded = Encoded::new(&self.mvcc, events.len());
+        let mut encoded: Vec<Encoded<'_>> = changes
+            .iter()
+            .map(|(_, events)| Encoded::new(&self.mvcc, events.len()))
+            .collect();
         for ((stream, watch_id), w) in watchers.iter_mut() {
-            if w.phase != Phase::Synced || rev < w.next_rev {
+            if w.phase != Phase::Synced || last < w.next_rev {
                 continue;
             }
-            let selected = w.select(events, &mut encoded);
-            if selected.is_empty() {
+            let mut responses = Vec::new();
+            let mut selected = Vec::new();
+            let mut bytes = 0;
+            let mut first = None;
+            for ((rev, events), encoded) in changes.iter().zip(encoded.iter_mut()) {
+                if *rev < w.next_rev {
+                    continue;
+                }
+                first.get_or_insert(*rev);
+                bytes += w.select_into(events, encoded, &mut selected);
+                if bytes >= COALESCE_BYTES {
+                    let events = std::mem::take(&mut selected);
+                    responses.push(response::events(*watch_id, *rev, events, w.fragment));
+                    bytes = 0;
+                }
+            }
+            if !selected.is_empty() {
+                responses.push(response::events(*watch_id, last, selected, w.fragment));
+            }
+            if responses.is_empty() {
                 continue;
             }
             let Some(s) = streams.get(stream) else {
                 continue;
             };
-            let responses = vec![response::events(*watch_id, rev, selected, w.fragment)];
             if try_send_all(&s.tx, responses) {
                 w.sent_since_tick = true;
-            } else {
+            } else if let Some(first) = first {
                 w.phase = Phase::Unsynced;
-                w.next_rev = rev;
+                w.next_rev = first;
                 demoted = true;
             }
         }

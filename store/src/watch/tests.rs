@@ -24,7 +24,7 @@ fn put(mvcc: &Mvcc, hub: &WatchHub, key: &str) -> i64 {
     w.put(key.as_bytes(), b"v".to_vec(), 0);
     let (rev, events) = w.end().unwrap();
     w.commit().unwrap();
-    hub.notify(rev, &events);
+    hub.notify(&[(rev, events)]);
     rev
 }
 
@@ -187,7 +187,7 @@ async fn filters_and_prev_kv_apply() {
     w.delete_range(KeyRange::new(b"a", b""));
     let (rev, events) = w.end().unwrap();
     w.commit().unwrap();
-    hub.notify(rev, &events);
+    hub.notify(&[(rev, events)]);
     let r = try_recv(&mut rx).unwrap();
     assert_eq!(r.events[0].prev_kv.as_ref().unwrap().mod_revision, 2);
     assert!(try_recv(&mut rx).is_err(), "the delete was filtered out");
@@ -217,7 +217,7 @@ async fn each_event_is_encoded_once_for_all_watchers_that_select_it() {
     w.put(b"b", b"v".to_vec(), 0);
     let (rev, events) = w.end().unwrap();
     w.commit().unwrap();
-    hub.notify(rev, &events);
+    hub.notify(&[(rev, events)]);
     let got: Vec<Outgoing> = receivers
         .iter_mut()
         .map(|rx| rx.try_recv().unwrap())
@@ -312,7 +312,7 @@ async fn revision_committed_before_create_but_notified_after_is_not_delivered() 
     let (id, created_rev) = stream.create(&watch_req("a", "", 0)).unwrap();
     assert_eq!(created_rev, rev);
     stream.activate(id);
-    hub.notify(rev, &events);
+    hub.notify(&[(rev, events)]);
     let next = put(&mvcc, &hub, "a");
     hub.sync_unsynced();
     assert_eq!(revisions(&mut rx), vec![next]);
@@ -344,7 +344,7 @@ fn delete(mvcc: &Mvcc, hub: &WatchHub, key: &str) -> i64 {
     w.delete_range(KeyRange::new(key.as_bytes(), b""));
     let (rev, events) = w.end().unwrap();
     w.commit().unwrap();
-    hub.notify(rev, &events);
+    hub.notify(&[(rev, events)]);
     rev
 }
 
@@ -459,4 +459,113 @@ async fn periodic_progress_skips_watchers_sent_events_since_the_last_tick() {
     // ... and one at the next.
     hub.send_progress_notifications();
     assert_eq!(drain(&mut rx), vec![(id, 0, rev)]);
+}
+
+/// Puts each of `keys` (values of `size` bytes) as its own revision in one
+/// write, and notifies the hub of them together, as apply does for one
+/// batch of requests. Returns their revisions.
+fn put_batch(mvcc: &Mvcc, hub: &WatchHub, keys: &[&str], size: usize) -> Vec<i64> {
+    let mut w = mvcc.write();
+    let mut changes = Vec::new();
+    for k in keys {
+        w.begin();
+        w.put(k.as_bytes(), vec![b'v'; size], 0);
+        changes.extend(w.end());
+    }
+    w.commit().unwrap();
+    hub.notify(&changes);
+    changes.iter().map(|(rev, _)| *rev).collect()
+}
+
+/// Every queued response as (header revision, event revisions).
+fn responses(rx: &mut mpsc::Receiver<Outgoing>) -> Vec<(i64, Vec<i64>)> {
+    let mut out = Vec::new();
+    while let Ok(r) = try_recv(rx) {
+        let revs = r
+            .events
+            .iter()
+            .map(|e| e.kv.as_ref().unwrap().mod_revision)
+            .collect();
+        out.push((r.header.unwrap().revision, revs));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_batch_of_revisions_reaches_each_watcher_in_one_response() {
+    let (_db, mvcc, hub) = setup();
+    let (tx, mut rx) = mpsc::channel(16);
+    let stream = hub.open_stream(tx);
+    let (a, _) = stream.create(&watch_req("a", "b", 0)).unwrap();
+    stream.activate(a);
+    let (all, _) = stream.create(&watch_req("\0", "\0", 0)).unwrap();
+    stream.activate(all);
+    let revs = put_batch(&mvcc, &hub, &["a1", "z", "a2", "y"], 8);
+    assert_eq!(revs, vec![2, 3, 4, 5]);
+    let mut got = Vec::new();
+    while let Ok(r) = try_recv(&mut rx) {
+        let events: Vec<i64> = r
+            .events
+            .iter()
+            .map(|e| e.kv.as_ref().unwrap().mod_revision)
+            .collect();
+        got.push((r.watch_id, r.header.unwrap().revision, events));
+    }
+    got.sort();
+    // The header is at the batch's last revision, as in a catch-up response.
+    assert_eq!(got, vec![(a, 5, vec![2, 4]), (all, 5, vec![2, 3, 4, 5])]);
+}
+
+#[tokio::test]
+async fn a_watcher_starting_inside_a_batch_gets_only_its_revisions() {
+    let (_db, mvcc, hub) = setup();
+    let (tx, mut rx) = mpsc::channel(16);
+    let stream = hub.open_stream(tx);
+    let (id, _) = stream.create(&watch_req("\0", "\0", 4)).unwrap();
+    stream.activate(id);
+    put_batch(&mvcc, &hub, &["a", "b", "c", "d"], 8);
+    assert_eq!(responses(&mut rx), vec![(5, vec![4, 5])]);
+}
+
+#[tokio::test]
+async fn a_large_batch_is_cut_between_revisions_without_loss() {
+    let (_db, mvcc, hub) = setup();
+    let (tx, mut rx) = mpsc::channel(64);
+    let stream = hub.open_stream(tx);
+    let (id, _) = stream.create(&watch_req("\0", "\0", 0)).unwrap();
+    stream.activate(id);
+    let names: Vec<String> = (0..40).map(|i| format!("k{i:02}")).collect();
+    let keys: Vec<&str> = names.iter().map(String::as_str).collect();
+    // 40 revisions of ~5 KiB events: about three cuts at 64 KiB.
+    let revs = put_batch(&mvcc, &hub, &keys, 5000);
+    let got = responses(&mut rx);
+    assert!(got.len() >= 3, "one response per 64 KiB: {got:?}");
+    for (header, events) in &got {
+        assert_eq!(
+            events.last(),
+            Some(header),
+            "header at the last revision it covers"
+        );
+    }
+    let delivered: Vec<i64> = got.into_iter().flat_map(|(_, e)| e).collect();
+    assert_eq!(delivered, revs);
+}
+
+#[tokio::test]
+async fn a_full_queue_during_a_batch_resumes_at_the_batch_start() {
+    let (_db, mvcc, hub) = setup();
+    let (tx, mut rx) = mpsc::channel(1);
+    let stream = hub.open_stream(tx);
+    let (id, _) = stream.create(&watch_req("\0", "\0", 0)).unwrap();
+    stream.activate(id);
+    let first = put_batch(&mvcc, &hub, &["a", "b"], 8);
+    // The queue is full: this batch demotes the watcher.
+    let second = put_batch(&mvcc, &hub, &["c", "d", "e"], 8);
+    let mut delivered: Vec<i64> = revisions(&mut rx);
+    for _ in 0..5 {
+        hub.sync_unsynced();
+        delivered.extend(revisions(&mut rx));
+    }
+    let all: Vec<i64> = first.into_iter().chain(second).collect();
+    assert_eq!(delivered, all);
 }
