@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use ferrocd_proto::etcdserverpb::WatchRequest;
+use ferrocd_proto::etcdserverpb::{watch_server, WatchRequest};
 use tonic::body::Body;
 use tonic::codec::{Codec, EncodeBuf, Encoder};
 use tonic::codegen::{BoxFuture, StdError};
@@ -46,7 +46,7 @@ impl WatchServer {
 }
 
 impl NamedService for WatchServer {
-    const NAME: &'static str = "etcdserverpb.Watch";
+    const NAME: &'static str = watch_server::SERVICE_NAME;
 }
 
 impl<B> tower::Service<http::Request<B>> for WatchServer
@@ -109,5 +109,15 @@ impl Encoder for OutgoingEncoder {
         dst.reserve(item.encoded_len());
         item.encode(dst)
             .map_err(|e| Status::internal(format!("encoding a watch response: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_path_is_the_generated_services_watch_method() {
+        assert_eq!(WATCH_PATH, format!("/{}/Watch", watch_server::SERVICE_NAME));
     }
 }
