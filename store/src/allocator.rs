@@ -4,13 +4,18 @@
 //! mimalloc the same puts cost the server 13% less CPU (bench/RESULTS.md,
 //! "The allocator").
 //!
-//! Two of mimalloc's defaults cost memory for nothing here, and are
-//! changed: it advises the kernel to back its regions with transparent
-//! huge pages (off at build time, the `no_thp` feature: with THP in
-//! `madvise` mode, Debian's default, a member holding 1M keys had 346 MiB
-//! resident instead of 271 MiB), and it gives freed memory back to the
-//! system only a second after it is freed, so a member idle after a burst
-//! kept tens of MiB it no longer used; [`tune`] sets that delay to 10 ms.
+//! Two of mimalloc's defaults are changed. It advises the kernel to back
+//! its regions with transparent huge pages: off at build time (the
+//! `no_thp` feature), since with THP in `madvise` mode, Debian's default,
+//! a member holding 1M keys had 346 MiB resident instead of 271 MiB. And
+//! it gives freed memory back to the system a second after it is freed,
+//! so a member idle after a burst kept tens of MiB it no longer used;
+//! [`tune`] sets that delay to 250 ms. Not shorter: at 10 ms, under 1000
+//! writers, memory went back and was faulted in again all the time (8910
+//! `madvise` calls and 139k page faults per 100k puts, against 2391 and
+//! 56k at 250 ms) for about 20% more server CPU, and a member's resident
+//! memory after writing 1M keys, or after a restart with them, came out
+//! the same (bench/RESULTS.md, "mimalloc's purge delay").
 
 use libmimalloc_sys::{mi_option_get, mi_option_set, mi_option_t};
 
@@ -18,7 +23,7 @@ use libmimalloc_sys::{mi_option_get, mi_option_set, mi_option_t};
 const PURGE_DELAY: mi_option_t = 15;
 
 /// Milliseconds before freed memory is given back to the system.
-pub const PURGE_DELAY_MS: i64 = 10;
+pub const PURGE_DELAY_MS: i64 = 250;
 
 /// Sets mimalloc's options (a `MIMALLOC_PURGE_DELAY` in the environment,
 /// which mimalloc reads itself, is left to rule); call first thing in
